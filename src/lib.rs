@@ -1,0 +1,2 @@
+//! mta-stsd: a hosted MTA-STS policy server (skeleton; modules land in the next commits).
+#![forbid(unsafe_code)]
