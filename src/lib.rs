@@ -1,2 +1,35 @@
-//! mta-stsd: a hosted MTA-STS policy server (skeleton; modules land in the next commits).
+//! mta-stsd: a hosted MTA-STS policy server.
+//!
+//! Serves `https://mta-sts.<domain>/.well-known/mta-sts.txt` (RFC 8461) for many tenant domains
+//! from one process, each with its own certificate, and tells operators the DNS records to
+//! publish.
+//!
+//! # Layout
+//! - [`config`]: YAML → validated [`config::ServerConfig`] and [`config::Tenant`] values, with
+//!   diagnostics naming file, line and field.
+//! - [`policy`]: policy rendering (CRLF), the id digest, TXT record values.
+//! - [`registry`]: the live tenant [`registry::Snapshot`] behind one swappable pointer.
+//! - [`certs`]: the per-handshake [`certs::CertResolver`] and the certificate sources (internal
+//!   CA, PEM files).
+//! - [`server`]: TCP accept with a connection cap, TLS (SNI checked first), HTTP/1.1 or h2 by
+//!   ALPN, timeouts, graceful shutdown.
+//! - [`http`]: routing a request to pre-rendered bytes.
+//! - [`daemon`]: wiring; [`cli`]: the command line; [`logging`], [`fsutil`], [`util`]: helpers.
+//!
+//! # The path of a request
+//! TCP accept (semaphore) → ClientHello read, SNI looked up (unknown → `unrecognized_name`) →
+//! handshake with the tenant's certificate → hyper (HTTP/1.1 or h2 from ALPN) →
+//! [`http::handle`]: Host → snapshot → 200 with the rendered policy, or 404/405/421.
 #![forbid(unsafe_code)]
+
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod fsutil;
+pub mod http;
+pub mod logging;
+pub mod policy;
+pub mod registry;
+pub mod server;
+pub mod util;

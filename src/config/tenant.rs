@@ -1,0 +1,403 @@
+//! Tenant files: one tenant per file, or a list of tenants for bulk operators.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::names::{normalize_hostname, normalize_mx_pattern, validate_rua};
+use super::{Diagnostic, yaml_diagnostic, yaml_options};
+use crate::policy::{MAX_AGE_LIMIT, Mode, Policy};
+
+/// Default `max_age` when a tenant omits it: one week, the least RFC 8461 deployment advice
+/// considers useful for `enforce`.
+pub const DEFAULT_MAX_AGE: u64 = 604_800;
+/// Below this, senders re-fetch more than daily; validators warn.
+const WARN_MAX_AGE: u64 = 86_400;
+/// Below this in `enforce`, a short outage of the policy host lets downgrades through sooner.
+const WARN_MAX_AGE_ENFORCE: u64 = 604_800;
+/// Largest tenant file read: a bulk file of 100 000 tenants is about 10 MB.
+const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    domain: Spanned<String>,
+    mode: Spanned<Mode>,
+    #[serde(default)]
+    mx: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    max_age: Option<Spanned<u64>>,
+    #[serde(default)]
+    tlsrpt: Option<Spanned<RawTlsRpt>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsRpt {
+    #[serde(default)]
+    rua: Vec<Spanned<String>>,
+}
+
+/// A tenant file holds one mapping or a sequence of mappings; decided by the YAML node so
+/// positions stay exact (an untagged enum would lose them).
+enum RawDoc {
+    One(Box<RawTenant>),
+    Many(Vec<RawTenant>),
+}
+
+impl<'de> Deserialize<'de> for RawDoc {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawDoc;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a tenant (mapping) or a list of tenants")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<RawDoc, A::Error> {
+                RawTenant::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(|t| RawDoc::One(Box::new(t)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, s: A) -> Result<RawDoc, A::Error> {
+                Vec::<RawTenant>::deserialize(serde::de::value::SeqAccessDeserializer::new(s))
+                    .map(RawDoc::Many)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// A validated tenant, ready to serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// The policy domain in lowercase A-labels, e.g. `example.com`.
+    pub domain: String,
+    /// The policy host, `mta-sts.<domain>`.
+    pub host: String,
+    /// The rendered policy and its id.
+    pub policy: Policy,
+    /// TLS-RPT reporting URIs configured for this tenant.
+    pub rua: Vec<String>,
+    /// The file that defines the tenant.
+    pub source: PathBuf,
+    /// The line of the tenant's `domain` key in that file.
+    pub line: u64,
+}
+
+impl Tenant {
+    /// The `_smtp._tls` TXT value for this tenant's own addresses, if it has any.
+    pub fn tlsrpt_txt_value(&self) -> Option<String> {
+        crate::policy::tlsrpt_txt_value(&self.rua)
+    }
+}
+
+/// What one file yielded: the tenants that validated and every diagnostic.
+#[derive(Clone, Debug, Default)]
+pub struct FileTenants {
+    /// The file.
+    pub file: PathBuf,
+    /// Valid tenants, in file order.
+    pub tenants: Vec<Tenant>,
+    /// Errors and warnings, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+    /// True when the file could not be read or parsed at all (nothing in it is usable).
+    pub failed: bool,
+}
+
+/// Reads and validates one tenant file.
+pub fn load_tenant_file(path: &Path) -> FileTenants {
+    let read = std::fs::metadata(path).and_then(|meta| {
+        if meta.len() > MAX_FILE_BYTES {
+            Err(std::io::Error::other(format!(
+                "file is larger than {MAX_FILE_BYTES} bytes"
+            )))
+        } else {
+            std::fs::read_to_string(path)
+        }
+    });
+    match read {
+        Ok(text) => parse_tenants(path, &text),
+        Err(err) => FileTenants {
+            file: path.to_path_buf(),
+            tenants: Vec::new(),
+            diagnostics: vec![Diagnostic::error(
+                path,
+                0,
+                0,
+                "",
+                format!("cannot read: {err}"),
+            )],
+            failed: true,
+        },
+    }
+}
+
+/// Parses and validates tenant YAML; `path` is only used to name the file in diagnostics.
+pub fn parse_tenants(path: &Path, text: &str) -> FileTenants {
+    let mut out = FileTenants {
+        file: path.to_path_buf(),
+        ..FileTenants::default()
+    };
+    let raws = match serde_saphyr::from_str_with_options::<RawDoc>(text, yaml_options()) {
+        Ok(RawDoc::One(t)) => vec![*t],
+        Ok(RawDoc::Many(list)) => list,
+        Err(err) => {
+            out.diagnostics.push(yaml_diagnostic(path, text, &err));
+            out.failed = true;
+            return out;
+        }
+    };
+    let many = raws.len() > 1;
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for (index, raw) in raws.into_iter().enumerate() {
+        let prefix = if many {
+            format!("[{index}].")
+        } else {
+            String::new()
+        };
+        if let Some(tenant) = compile(path, &prefix, raw, &mut out.diagnostics) {
+            if let Some(first) = seen.get(&tenant.domain) {
+                out.diagnostics.push(Diagnostic::error(
+                    path,
+                    tenant.line,
+                    0,
+                    &format!("{prefix}domain"),
+                    format!(
+                        "duplicate domain {:?}, already defined at line {first}",
+                        tenant.domain
+                    ),
+                ));
+                continue;
+            }
+            seen.insert(tenant.domain.clone(), tenant.line);
+            out.tenants.push(tenant);
+        }
+    }
+    out
+}
+
+fn compile(
+    path: &Path,
+    prefix: &str,
+    raw: RawTenant,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Tenant> {
+    let start = diags.iter().filter(|d| d.is_error()).count();
+    let err =
+        |diags: &mut Vec<Diagnostic>, at: &serde_saphyr::Location, field: &str, msg: String| {
+            diags.push(Diagnostic::error(
+                path,
+                at.line(),
+                at.column(),
+                &format!("{prefix}{field}"),
+                msg,
+            ));
+        };
+    let warn =
+        |diags: &mut Vec<Diagnostic>, at: &serde_saphyr::Location, field: &str, msg: String| {
+            diags.push(Diagnostic::warning(
+                path,
+                at.line(),
+                at.column(),
+                &format!("{prefix}{field}"),
+                msg,
+            ));
+        };
+
+    let line = raw.domain.referenced.line();
+    let domain = match normalize_hostname(&raw.domain.value) {
+        Ok(domain) => {
+            if domain.starts_with("mta-sts.") {
+                warn(
+                    diags,
+                    &raw.domain.referenced,
+                    "domain",
+                    format!(
+                        "{domain:?} starts with \"mta-sts.\": the policy host will be \"mta-sts.{domain}\"; give the mail domain itself"
+                    ),
+                );
+            }
+            Some(domain)
+        }
+        Err(why) => {
+            err(diags, &raw.domain.referenced, "domain", why);
+            None
+        }
+    };
+
+    let mode = raw.mode.value;
+    let mut mx = Vec::new();
+    match &raw.mx {
+        Some(list) => {
+            for (i, item) in list.value.iter().enumerate() {
+                match normalize_mx_pattern(&item.value) {
+                    Ok(pattern) if mx.contains(&pattern) => err(
+                        diags,
+                        &item.referenced,
+                        &format!("mx[{i}]"),
+                        format!("duplicate MX pattern {pattern:?}"),
+                    ),
+                    Ok(pattern) => mx.push(pattern),
+                    Err(why) => err(diags, &item.referenced, &format!("mx[{i}]"), why),
+                }
+            }
+            if list.value.is_empty() && mode != Mode::None {
+                err(
+                    diags,
+                    &list.referenced,
+                    "mx",
+                    format!("at least one MX pattern is required in mode {mode}"),
+                );
+            }
+        }
+        None if mode != Mode::None => err(
+            diags,
+            &raw.mode.referenced,
+            "mx",
+            format!("missing: at least one MX pattern is required in mode {mode}"),
+        ),
+        None => {}
+    }
+
+    let max_age = match &raw.max_age {
+        Some(value) => {
+            let v = value.value;
+            if v > MAX_AGE_LIMIT {
+                err(
+                    diags,
+                    &value.referenced,
+                    "max_age",
+                    format!("{v} is above the RFC 8461 limit of {MAX_AGE_LIMIT} seconds"),
+                );
+            } else if mode == Mode::Enforce && v < WARN_MAX_AGE_ENFORCE {
+                warn(
+                    diags,
+                    &value.referenced,
+                    "max_age",
+                    format!(
+                        "{v} seconds is short for enforce mode; at least {WARN_MAX_AGE_ENFORCE} (one week) is recommended"
+                    ),
+                );
+            } else if v < WARN_MAX_AGE {
+                warn(
+                    diags,
+                    &value.referenced,
+                    "max_age",
+                    format!(
+                        "{v} seconds is less than a day; senders will re-fetch often and be less protected"
+                    ),
+                );
+            }
+            v
+        }
+        None => DEFAULT_MAX_AGE,
+    };
+
+    let mut rua = Vec::new();
+    if let Some(tlsrpt) = &raw.tlsrpt {
+        for (i, uri) in tlsrpt.value.rua.iter().enumerate() {
+            match validate_rua(&uri.value) {
+                Ok(u) if rua.contains(&u) => err(
+                    diags,
+                    &uri.referenced,
+                    &format!("tlsrpt.rua[{i}]"),
+                    format!("duplicate URI {u:?}"),
+                ),
+                Ok(u) => rua.push(u),
+                Err(why) => err(diags, &uri.referenced, &format!("tlsrpt.rua[{i}]"), why),
+            }
+        }
+        if tlsrpt.value.rua.is_empty() {
+            err(
+                diags,
+                &tlsrpt.referenced,
+                "tlsrpt.rua",
+                "needs at least one mailto: or https: URI (or remove tlsrpt)".into(),
+            );
+        }
+    }
+
+    if diags.iter().filter(|d| d.is_error()).count() > start {
+        return None;
+    }
+    let domain = domain?;
+    Some(Tenant {
+        host: format!("mta-sts.{domain}"),
+        domain,
+        policy: Policy::new(mode, mx, max_age),
+        rua,
+        source: path.to_path_buf(),
+        line,
+    })
+}
+
+/// The tenant files of a directory: `*.yaml` and `*.yml`, hidden names skipped (Kubernetes
+/// keeps `..data` and timestamped folders beside the visible links), sorted by name so
+/// "first definition wins" is the same on every machine.
+pub fn load_tenant_dir(dir: &Path) -> Result<Vec<FileTenants>, Diagnostic> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Diagnostic::error(dir, 0, 0, "", format!("cannot read tenants directory: {e}"))
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| is_tenant_file(p))
+        .collect();
+    paths.sort();
+    Ok(paths.iter().map(|p| load_tenant_file(p)).collect())
+}
+
+/// Whether a path names a tenant file by the directory conventions above.
+pub fn is_tenant_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml")) && path.is_file()
+}
+
+/// The validated tenant table of a whole configuration.
+#[derive(Clone, Debug, Default)]
+pub struct TenantSet {
+    /// Tenants by policy host (`mta-sts.<domain>`).
+    pub tenants: Vec<Arc<Tenant>>,
+    /// Every diagnostic of every file, in file order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl TenantSet {
+    /// Whether any error was found.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// Merges per-file results into one table. A domain defined in two files stays with the first
+/// file (by path order) and the second gets an error naming both.
+pub fn assemble(files: Vec<FileTenants>) -> TenantSet {
+    let mut owners: HashMap<String, PathBuf> = HashMap::new();
+    let mut set = TenantSet::default();
+    for file in files {
+        set.diagnostics.extend(file.diagnostics);
+        for tenant in file.tenants {
+            if let Some(owner) = owners.get(&tenant.domain) {
+                set.diagnostics.push(Diagnostic::error(
+                    &tenant.source,
+                    tenant.line,
+                    0,
+                    "domain",
+                    format!(
+                        "duplicate domain {:?}: already defined in {}",
+                        tenant.domain,
+                        owner.display()
+                    ),
+                ));
+                continue;
+            }
+            owners.insert(tenant.domain.clone(), tenant.source.clone());
+            set.tenants.push(Arc::new(tenant));
+        }
+    }
+    set
+}

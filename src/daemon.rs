@@ -1,0 +1,146 @@
+//! Wires the parts together: configuration → snapshot → certificates → listener.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::certs::CertResolver;
+use crate::certs::internal::InternalCa;
+use crate::config::{self, IssuerConfig, ServerConfig, TenantSet};
+use crate::registry::{Registry, Snapshot};
+use crate::server::{self, Server};
+
+/// A configured daemon, ready to serve.
+pub struct Daemon {
+    /// The server configuration it was built from.
+    pub config: ServerConfig,
+    /// Live tenant table.
+    pub registry: Arc<Registry>,
+    /// Certificates served per host.
+    pub resolver: Arc<CertResolver>,
+    /// The HTTPS listener state.
+    pub server: Arc<Server>,
+}
+
+/// Loads the server file and every tenant file of `dir`. Tenant errors do not stop the
+/// daemon (one customer's bad file must not take the others down); server-file errors do.
+pub fn load(dir: &Path) -> anyhow::Result<(ServerConfig, TenantSet)> {
+    let server = config::load_server_config(dir).map_err(|diags| {
+        let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid server configuration:\n{}", lines.join("\n"))
+    })?;
+    let files = config::load_tenant_dir(&server.tenants_dir).map_err(|d| anyhow::anyhow!("{d}"))?;
+    Ok((server, config::assemble(files)))
+}
+
+impl Daemon {
+    /// Builds the daemon from a configuration directory, obtaining a certificate for every
+    /// tenant the issuer can serve now.
+    pub fn build(dir: &Path) -> anyhow::Result<Daemon> {
+        let (config, tenants) = load(dir)?;
+        for diag in &tenants.diagnostics {
+            if diag.is_error() {
+                tracing::error!(file = %diag.file.display(), line = diag.line, field = %diag.field, "{diag}");
+            } else {
+                tracing::warn!(file = %diag.file.display(), line = diag.line, field = %diag.field, "{diag}");
+            }
+        }
+        crate::fsutil::create_private_dir(&config.state_dir)
+            .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
+
+        let resolver = Arc::new(CertResolver::new());
+        provision(&config, &tenants, &resolver)?;
+        let registry = Arc::new(Registry::new(Snapshot::new(
+            tenants.tenants.clone(),
+            tenants.diagnostics.clone(),
+        )));
+        let server = Arc::new(Server::new(
+            resolver.clone(),
+            registry.clone(),
+            config.limits.clone(),
+        )?);
+        Ok(Daemon {
+            config,
+            registry,
+            resolver,
+            server,
+        })
+    }
+
+    /// Binds the configured address.
+    pub async fn bind(&self) -> anyhow::Result<TcpListener> {
+        TcpListener::bind(self.config.listen)
+            .await
+            .with_context(|| format!("binding {}", self.config.listen))
+    }
+
+    /// Serves `listener` until `shutdown` completes.
+    pub async fn run(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+        let addr = listener.local_addr().ok();
+        let snapshot = self.registry.load();
+        tracing::info!(
+            tenants = snapshot.len(),
+            certificates = self.resolver.len(),
+            https = %addr.map(|a| a.to_string()).unwrap_or_default(),
+            issuer = self.config.issuer.name(),
+            state_dir = %self.config.state_dir.display(),
+            "mta-stsd serving"
+        );
+        server::run(listener, self.server.clone(), shutdown).await;
+        tracing::info!("mta-stsd stopped");
+    }
+}
+
+/// Obtains certificates for every tenant from the configured issuer. A tenant whose
+/// certificate cannot be had is logged and stays pending (its handshakes are refused).
+fn provision(
+    config: &ServerConfig,
+    tenants: &TenantSet,
+    resolver: &CertResolver,
+) -> anyhow::Result<()> {
+    match &config.issuer {
+        IssuerConfig::Internal { leaf_validity } => {
+            let ca = InternalCa::load_or_create(&config.state_dir, *leaf_validity)?;
+            for tenant in &tenants.tenants {
+                match ca.issue(&tenant.host) {
+                    Ok(entry) => resolver.publish(&tenant.host, entry),
+                    Err(err) => {
+                        tracing::error!(domain = %tenant.domain, error = %err, "internal CA could not issue")
+                    }
+                }
+            }
+            tracing::info!(ca = %ca.cert_path().display(), "internal CA: clients must trust this certificate");
+        }
+        IssuerConfig::Files {
+            dir,
+            cert_file,
+            key_file,
+        } => {
+            let now = crate::util::unix_now();
+            for tenant in &tenants.tenants {
+                match crate::certs::files::load(dir, &tenant.host, cert_file, key_file, now) {
+                    Ok(entry) => resolver.publish(&tenant.host, entry),
+                    Err(err) => {
+                        tracing::error!(domain = %tenant.domain, error = %err, "no usable certificate; tenant pending")
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves when the process receives SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}

@@ -1,0 +1,164 @@
+//! Request routing: Host → tenant → pre-rendered policy bytes.
+//!
+//! Everything a response needs was computed at load time; a request does one map lookup on an
+//! immutable snapshot and copies a reference-counted body. Never a redirect (RFC 8461 §3.3).
+
+use bytes::Bytes;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::registry::Registry;
+
+/// The one path a policy is served at (RFC 8461 §3.2).
+pub const POLICY_PATH: &str = "/.well-known/mta-sts.txt";
+/// `Content-Type` of policies and error bodies (RFC 8461 §3.2; real senders insist on it).
+pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+/// Short caching for shared fetchers; senders themselves must not cache (§3.3).
+pub const CACHE_CONTROL_VALUE: &str = "max-age=60";
+
+/// The response body type of every route.
+pub type Body = Full<Bytes>;
+
+/// Routes one request. `sni` is the name the TLS client asked for.
+pub fn handle<B>(registry: &Registry, sni: Option<&str>, req: &Request<B>) -> Response<Body> {
+    let Some(host) = request_host(req) else {
+        return text(StatusCode::BAD_REQUEST, "missing Host header\n");
+    };
+    let snapshot = registry.load();
+    let Some(tenant) = snapshot.get(&host) else {
+        return text(StatusCode::NOT_FOUND, "unknown host\n");
+    };
+    // One certificate per tenant means a client never has a reason to reuse a connection for
+    // another tenant's host; answering would serve a body under the wrong certificate.
+    if sni.is_some_and(|s| !s.eq_ignore_ascii_case(&host)) {
+        return text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "host does not match TLS server name\n",
+        );
+    }
+    if req.uri().path() != POLICY_PATH {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    let head = match *req.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => {
+            let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            resp.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return resp;
+        }
+    };
+    let body = &tenant.policy.body;
+    let mut resp = Response::new(if head {
+        Full::default()
+    } else {
+        Full::new(body.clone())
+    });
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL_VALUE));
+    resp
+}
+
+/// The request's host without port or trailing dot, lowercased: the h2 `:authority` or the
+/// HTTP/1.1 `Host` header.
+pub fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(authority) => authority.host().to_owned(),
+        None => {
+            let value = req.headers().get(HOST)?.to_str().ok()?;
+            let value = value.trim();
+            match value.rsplit_once(':') {
+                Some((host, port))
+                    if !host.contains(']') && port.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    host.to_owned()
+                }
+                _ => value.to_owned(),
+            }
+        }
+    };
+    let host = raw.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+/// A short plain-text response.
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_tenants;
+    use crate::registry::Snapshot;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    fn registry() -> Registry {
+        let file = parse_tenants(
+            Path::new("t.yaml"),
+            "domain: example.com\nmode: testing\nmx: [mx.example.com]\nmax_age: 86400\n",
+        );
+        assert!(file.diagnostics.is_empty(), "{:?}", file.diagnostics);
+        Registry::new(Snapshot::new(
+            file.tenants.into_iter().map(Arc::new).collect(),
+            vec![],
+        ))
+    }
+
+    fn req(method: Method, host: &str, path: &str) -> Request<()> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, host)
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn routes() {
+        let r = registry();
+        let ok = handle(
+            &r,
+            Some("mta-sts.example.com"),
+            &req(Method::GET, "mta-sts.example.com:8443", POLICY_PATH),
+        );
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(ok.headers()[CONTENT_TYPE], TEXT_PLAIN);
+        let upper = handle(
+            &r,
+            None,
+            &req(Method::GET, "MTA-STS.Example.COM.", POLICY_PATH),
+        );
+        assert_eq!(upper.status(), StatusCode::OK);
+        let unknown = handle(
+            &r,
+            None,
+            &req(Method::GET, "mta-sts.other.example", POLICY_PATH),
+        );
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+        let path = handle(&r, None, &req(Method::GET, "mta-sts.example.com", "/"));
+        assert_eq!(path.status(), StatusCode::NOT_FOUND);
+        let post = handle(
+            &r,
+            None,
+            &req(Method::POST, "mta-sts.example.com", POLICY_PATH),
+        );
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(post.headers()[ALLOW], "GET, HEAD");
+        let mis = handle(
+            &r,
+            Some("mta-sts.other.example"),
+            &req(Method::GET, "mta-sts.example.com", POLICY_PATH),
+        );
+        assert_eq!(mis.status(), StatusCode::MISDIRECTED_REQUEST);
+    }
+}

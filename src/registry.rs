@@ -1,0 +1,94 @@
+//! The live tenant table: an immutable [`Snapshot`] behind one swappable pointer.
+//!
+//! A reload builds a complete new snapshot off the request path and swaps it in with one
+//! atomic store; a request loads the pointer once and sees one consistent table throughout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{Diagnostic, Tenant};
+
+/// One consistent view of every tenant.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    by_host: HashMap<String, Arc<Tenant>>,
+    /// Increases by one with every swap; 0 for the first.
+    pub generation: u64,
+    /// Diagnostics of the configuration this snapshot was built from.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Snapshot {
+    /// Indexes tenants by policy host.
+    pub fn new(tenants: Vec<Arc<Tenant>>, diagnostics: Vec<Diagnostic>) -> Self {
+        let by_host = tenants.into_iter().map(|t| (t.host.clone(), t)).collect();
+        Snapshot {
+            by_host,
+            generation: 0,
+            diagnostics,
+        }
+    }
+
+    /// The tenant served at `host` (lowercase `mta-sts.<domain>`).
+    pub fn get(&self, host: &str) -> Option<&Arc<Tenant>> {
+        self.by_host.get(host)
+    }
+
+    /// The tenant whose policy domain is `domain`.
+    pub fn by_domain(&self, domain: &str) -> Option<&Arc<Tenant>> {
+        self.by_host.get(&format!("mta-sts.{domain}"))
+    }
+
+    /// All tenants, in no particular order.
+    pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.by_host.values()
+    }
+
+    /// All tenants sorted by domain, for stable output.
+    pub fn sorted(&self) -> Vec<Arc<Tenant>> {
+        let mut list: Vec<_> = self.by_host.values().cloned().collect();
+        list.sort_by(|a, b| a.domain.cmp(&b.domain));
+        list
+    }
+
+    /// Number of tenants.
+    pub fn len(&self) -> usize {
+        self.by_host.len()
+    }
+
+    /// Whether there are no tenants.
+    pub fn is_empty(&self) -> bool {
+        self.by_host.is_empty()
+    }
+}
+
+/// Holder of the current snapshot.
+#[derive(Debug)]
+pub struct Registry {
+    current: ArcSwap<Snapshot>,
+    generation: AtomicU64,
+}
+
+impl Registry {
+    /// Starts with `first`.
+    pub fn new(first: Snapshot) -> Self {
+        Registry {
+            current: ArcSwap::from_pointee(first),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The current snapshot. Cheap; hold it for the length of one request.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Replaces the snapshot as a whole and returns the previous one.
+    pub fn swap(&self, mut next: Snapshot) -> Arc<Snapshot> {
+        next.generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.current.swap(Arc::new(next))
+    }
+}

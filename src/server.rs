@@ -1,0 +1,329 @@
+//! The HTTPS listener: bounded accept, TLS with SNI checked before any certificate is chosen,
+//! HTTP/1.1 or h2 picked from ALPN, per-connection timeouts, graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::server::Acceptor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_rustls::StartHandshake;
+use tokio_rustls::server::TlsStream;
+
+use crate::certs::{CertResolver, offers_acme_alpn};
+use crate::config::Limits;
+use crate::registry::Registry;
+
+/// TLS alert `unrecognized_name` (RFC 6066 §3): the client asked for a host we do not serve.
+const ALERT_UNRECOGNIZED_NAME: u8 = 112;
+/// TLS alert `internal_error`: the host is ours but has no certificate yet.
+const ALERT_INTERNAL_ERROR: u8 = 80;
+/// After a graceful close is requested, a peer that neither finishes nor reads is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Pause after an accept error (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// Concurrent h2 streams per connection: a policy fetch needs one.
+const H2_MAX_STREAMS: u32 = 32;
+
+/// Counters the listener keeps; the metrics endpoint reads them.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections currently open.
+    pub open_connections: AtomicUsize,
+    /// Completed handshakes.
+    pub handshakes_ok: AtomicU64,
+    /// Handshakes aborted because SNI was missing or named no tenant.
+    pub handshakes_unknown_sni: AtomicU64,
+    /// Handshakes aborted because the tenant has no certificate yet.
+    pub handshakes_no_certificate: AtomicU64,
+    /// Handshakes that failed for any other reason (bad TLS, timeout, reset).
+    pub handshakes_error: AtomicU64,
+    /// Responses sent, by status class 1xx..5xx (index 0 unused).
+    pub responses: [AtomicU64; 6],
+}
+
+/// What every connection shares.
+pub struct Server {
+    tls: Arc<rustls::ServerConfig>,
+    resolver: Arc<CertResolver>,
+    registry: Arc<Registry>,
+    limits: Limits,
+    /// Listener counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Server {
+    /// Builds the TLS configuration around `resolver`.
+    pub fn new(
+        resolver: Arc<CertResolver>,
+        registry: Arc<Registry>,
+        limits: Limits,
+    ) -> anyhow::Result<Self> {
+        let mut tls = rustls::ServerConfig::builder_with_protocol_versions(&[
+            &rustls::version::TLS13,
+            &rustls::version::TLS12,
+        ])
+        .with_no_client_auth()
+        .with_cert_resolver(resolver.clone());
+        tls.alpn_protocols = vec![
+            b"h2".to_vec(),
+            b"http/1.1".to_vec(),
+            crate::certs::ACME_TLS_ALPN.to_vec(),
+        ];
+        tls.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+        Ok(Server {
+            tls: Arc::new(tls),
+            resolver,
+            registry,
+            limits,
+            stats: Arc::new(Stats::default()),
+        })
+    }
+}
+
+/// Serves `listener` until `shutdown` completes, then stops accepting and gives open
+/// connections `limits.shutdown_grace` to finish.
+pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: impl Future<Output = ()>) {
+    let max = server.limits.max_connections;
+    let permits = Arc::new(Semaphore::new(max));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        // Taking the permit before accepting keeps excess connections in the kernel backlog
+        // instead of accepting and dropping them.
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (tcp, _peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let server = server.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            server
+                .stats
+                .open_connections
+                .fetch_add(1, Ordering::Relaxed);
+            serve_connection(&server, tcp, stop).await;
+            server
+                .stats
+                .open_connections
+                .fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if timeout(
+        server.limits.shutdown_grace + CLOSE_GRACE,
+        permits.acquire_many(all),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+}
+
+/// Why a handshake did not complete.
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    UnknownSni,
+    NoCertificate,
+    Error,
+}
+
+async fn serve_connection(server: &Server, tcp: TcpStream, stop: watch::Receiver<bool>) {
+    let stats = &server.stats;
+    let tls = match timeout(server.limits.handshake_timeout, handshake(server, tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(Refused::UnknownSni)) => {
+            stats.handshakes_unknown_sni.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Ok(Err(Refused::NoCertificate)) => {
+            stats
+                .handshakes_no_certificate
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Ok(Err(Refused::Error)) | Err(_) => {
+            stats.handshakes_error.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    stats.handshakes_ok.fetch_add(1, Ordering::Relaxed);
+    let (_, conn) = tls.get_ref();
+    let h2 = conn.alpn_protocol() == Some(b"h2");
+    if conn.alpn_protocol() == Some(crate::certs::ACME_TLS_ALPN) {
+        // RFC 8737 §3: the challenge connection carries no application data.
+        return;
+    }
+    let sni: Option<Arc<str>> = conn
+        .server_name()
+        .map(|s| Arc::from(s.to_ascii_lowercase()));
+    let activity = Arc::new(Activity::new());
+
+    let registry = server.registry.clone();
+    let stats_svc = server.stats.clone();
+    let act = activity.clone();
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        act.touch();
+        let resp = crate::http::handle(&registry, sni.as_deref(), &req);
+        let class = usize::from(resp.status().as_u16() / 100).min(5);
+        stats_svc.responses[class].fetch_add(1, Ordering::Relaxed);
+        std::future::ready(Ok::<_, Infallible>(resp))
+    });
+    let io = TokioIo::new(tls);
+    let limits = &server.limits;
+    if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        let conn = builder.serve_connection(io, service);
+        drive(conn, |c| c.graceful_shutdown(), &activity, limits, stop).await;
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .keep_alive(true);
+        let conn = builder.serve_connection(io, service);
+        drive(conn, |c| c.graceful_shutdown(), &activity, limits, stop).await;
+    }
+}
+
+/// Reads the ClientHello, refuses unknown names with `unrecognized_name` before any
+/// certificate is chosen, then completes the handshake.
+async fn handshake(server: &Server, mut tcp: TcpStream) -> Result<TlsStream<TcpStream>, Refused> {
+    let mut acceptor = Acceptor::default();
+    let mut buf = [0u8; 4096];
+    let accepted = loop {
+        let n = tcp.read(&mut buf).await.map_err(|_| Refused::Error)?;
+        if n == 0 {
+            return Err(Refused::Error);
+        }
+        let mut chunk = &buf[..n];
+        while !chunk.is_empty() {
+            acceptor.read_tls(&mut chunk).map_err(|_| Refused::Error)?;
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => break accepted,
+            Ok(None) => continue,
+            Err((_, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                let _ = tcp.write_all(&out).await;
+                return Err(Refused::Error);
+            }
+        }
+    };
+    let hello = accepted.client_hello();
+    let name = hello.server_name().map(str::to_ascii_lowercase);
+    let acme = offers_acme_alpn(&hello);
+    let refused = match &name {
+        None => Some(Refused::UnknownSni),
+        Some(host) if server.resolver.can_serve(host, acme) => None,
+        Some(host) if server.registry.load().get(host).is_some() => Some(Refused::NoCertificate),
+        Some(_) => Some(Refused::UnknownSni),
+    };
+    if let Some(refused) = refused {
+        let description = match refused {
+            Refused::NoCertificate => ALERT_INTERNAL_ERROR,
+            _ => ALERT_UNRECOGNIZED_NAME,
+        };
+        // Plaintext fatal alert record: nothing has been negotiated yet, so no keys exist.
+        let _ = tcp
+            .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description])
+            .await;
+        let _ = tcp.shutdown().await;
+        return Err(refused);
+    }
+    StartHandshake::from_parts(accepted, tcp)
+        .into_stream(server.tls.clone())
+        .await
+        .map_err(|_| Refused::Error)
+}
+
+/// Last-request time of one connection, for the idle timeout.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+    }
+}
+
+/// Runs a connection until it ends, is idle too long, reaches its maximum age, or the server
+/// shuts down; the last three ask it to close gracefully and drop it after [`CLOSE_GRACE`].
+async fn drive<C: Future>(
+    conn: C,
+    graceful: impl FnOnce(Pin<&mut C>),
+    activity: &Activity,
+    limits: &Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::pin!(conn);
+    let age_deadline = activity.start + limits.max_connection_age;
+    loop {
+        let idle_deadline = activity.idle_deadline(limits.idle_timeout);
+        let wake = idle_deadline.min(age_deadline);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = sleep_until(wake) => {
+                let now = Instant::now();
+                if now >= age_deadline || now >= activity.idle_deadline(limits.idle_timeout) {
+                    break;
+                }
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    graceful(conn.as_mut());
+    let _ = timeout(CLOSE_GRACE, conn).await;
+}
