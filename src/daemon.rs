@@ -6,8 +6,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::certs::CertResolver;
 use crate::certs::internal::InternalCa;
+use crate::certs::provider::{FilesProvider, InternalProvider};
+use crate::certs::{CertBoard, CertProvider, CertResolver};
 use crate::config::{self, IssuerConfig, ServerConfig, TenantSet};
 use crate::registry::{Registry, Snapshot};
 use crate::server::{self, Server};
@@ -20,6 +21,10 @@ pub struct Daemon {
     pub registry: Arc<Registry>,
     /// Certificates served per host.
     pub resolver: Arc<CertResolver>,
+    /// Certificate status per host.
+    pub board: Arc<CertBoard>,
+    /// Keeps certificates in step with the tenant list.
+    pub provider: Arc<dyn CertProvider>,
     /// The HTTPS listener state.
     pub server: Arc<Server>,
 }
@@ -51,7 +56,9 @@ impl Daemon {
             .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
 
         let resolver = Arc::new(CertResolver::new());
-        provision(&config, &tenants, &resolver)?;
+        let board = Arc::new(CertBoard::new());
+        let provider = make_provider(&config, resolver.clone(), board.clone())?;
+        provider.sync(&tenants.tenants);
         let registry = Arc::new(Registry::new(Snapshot::new(
             tenants.tenants.clone(),
             tenants.diagnostics.clone(),
@@ -65,6 +72,8 @@ impl Daemon {
             config,
             registry,
             resolver,
+            board,
+            provider,
             server,
         })
     }
@@ -93,43 +102,30 @@ impl Daemon {
     }
 }
 
-/// Obtains certificates for every tenant from the configured issuer. A tenant whose
-/// certificate cannot be had is logged and stays pending (its handshakes are refused).
-fn provision(
+/// The certificate provider the server file asks for.
+fn make_provider(
     config: &ServerConfig,
-    tenants: &TenantSet,
-    resolver: &CertResolver,
-) -> anyhow::Result<()> {
-    match &config.issuer {
+    resolver: Arc<CertResolver>,
+    board: Arc<CertBoard>,
+) -> anyhow::Result<Arc<dyn CertProvider>> {
+    Ok(match &config.issuer {
         IssuerConfig::Internal { leaf_validity } => {
             let ca = InternalCa::load_or_create(&config.state_dir, *leaf_validity)?;
-            for tenant in &tenants.tenants {
-                match ca.issue(&tenant.host) {
-                    Ok(entry) => resolver.publish(&tenant.host, entry),
-                    Err(err) => {
-                        tracing::error!(domain = %tenant.domain, error = %err, "internal CA could not issue")
-                    }
-                }
-            }
             tracing::info!(ca = %ca.cert_path().display(), "internal CA: clients must trust this certificate");
+            Arc::new(InternalProvider::new(ca, resolver, board))
         }
         IssuerConfig::Files {
             dir,
             cert_file,
             key_file,
-        } => {
-            let now = crate::util::unix_now();
-            for tenant in &tenants.tenants {
-                match crate::certs::files::load(dir, &tenant.host, cert_file, key_file, now) {
-                    Ok(entry) => resolver.publish(&tenant.host, entry),
-                    Err(err) => {
-                        tracing::error!(domain = %tenant.domain, error = %err, "no usable certificate; tenant pending")
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
+        } => Arc::new(FilesProvider::new(
+            dir.clone(),
+            cert_file.clone(),
+            key_file.clone(),
+            resolver,
+            board,
+        )),
+    })
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT.

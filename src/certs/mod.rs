@@ -6,6 +6,7 @@
 
 pub mod files;
 pub mod internal;
+pub mod provider;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,6 +14,8 @@ use std::sync::{Arc, RwLock};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+
+pub use provider::{CertBoard, CertProvider, CertState, CertStatus};
 
 /// ALPN protocol of the ACME TLS-ALPN-01 challenge (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";

@@ -1,0 +1,283 @@
+//! Certificate providers: what turns the tenant list into published certificates.
+//!
+//! The daemon calls [`CertProvider::sync`] with the complete tenant list at startup and after
+//! every snapshot swap. A provider publishes certificates into the [`CertResolver`], removes
+//! those of tenants that left, and records each host's [`CertStatus`] on the [`CertBoard`].
+//! Slow work (ACME orders) must not happen inside `sync`: queue it and return.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use super::internal::InternalCa;
+use super::{CertInfo, CertResolver};
+use crate::config::Tenant;
+
+/// Lifecycle state of one tenant's certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertState {
+    /// No certificate yet; handshakes for the host are refused.
+    Pending,
+    /// A valid certificate is served.
+    Valid,
+    /// Served, and a replacement is being obtained.
+    Renewing,
+    /// `mta-sts.<domain>` does not point at this server yet (ACME preflight).
+    DnsNotReady,
+    /// The last attempt failed; waiting until `next_attempt`.
+    Backoff,
+    /// The certificate could not be obtained or loaded and no retry is scheduled.
+    Error,
+}
+
+impl CertState {
+    /// Name used in tables and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertState::Pending => "pending",
+            CertState::Valid => "valid",
+            CertState::Renewing => "renewing",
+            CertState::DnsNotReady => "dns-not-ready",
+            CertState::Backoff => "backoff",
+            CertState::Error => "error",
+        }
+    }
+
+    /// Every state, for metrics that export one series per state.
+    pub const ALL: [CertState; 6] = [
+        CertState::Pending,
+        CertState::Valid,
+        CertState::Renewing,
+        CertState::DnsNotReady,
+        CertState::Backoff,
+        CertState::Error,
+    ];
+}
+
+/// What is known about one host's certificate.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CertStatus {
+    /// Current state.
+    pub state: CertState,
+    /// The provider (`internal`, `files`, `acme`).
+    pub provider: &'static str,
+    /// The served certificate, if any.
+    pub cert: Option<CertInfo>,
+    /// The last error, with the CA's or loader's detail.
+    pub last_error: Option<String>,
+    /// When the next issuance or renewal attempt is due, Unix seconds.
+    pub next_attempt: Option<i64>,
+    /// When this status last changed, Unix seconds.
+    pub updated: i64,
+}
+
+impl CertStatus {
+    /// A status with only a state.
+    pub fn new(state: CertState, provider: &'static str) -> Self {
+        CertStatus {
+            state,
+            provider,
+            cert: None,
+            last_error: None,
+            next_attempt: None,
+            updated: crate::util::unix_now(),
+        }
+    }
+}
+
+/// Per-host certificate status, read by the CLI, the admin API and metrics.
+#[derive(Debug, Default)]
+pub struct CertBoard {
+    map: RwLock<HashMap<String, CertStatus>>,
+}
+
+impl CertBoard {
+    /// An empty board.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the status of `host`.
+    pub fn set(&self, host: &str, mut status: CertStatus) {
+        status.updated = crate::util::unix_now();
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_owned(), status);
+    }
+
+    /// The status of `host`.
+    pub fn get(&self, host: &str) -> Option<CertStatus> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .cloned()
+    }
+
+    /// Forgets `host`.
+    pub fn remove(&self, host: &str) {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(host);
+    }
+
+    /// Every host and status, sorted by host.
+    pub fn all(&self) -> Vec<(String, CertStatus)> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<_> = map.iter().map(|(h, s)| (h.clone(), s.clone())).collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+}
+
+/// Keeps the resolver in step with the tenant list.
+pub trait CertProvider: Send + Sync {
+    /// Short name for logs, metrics and [`CertStatus::provider`].
+    fn name(&self) -> &'static str;
+    /// Called with every current tenant at startup and after each snapshot swap.
+    fn sync(&self, tenants: &[Arc<Tenant>]);
+}
+
+/// Removes resolver entries and statuses of hosts no longer in `tenants`; returns the hosts
+/// that remain, so providers share one definition of "removed".
+fn drop_removed(
+    resolver: &CertResolver,
+    board: &CertBoard,
+    tenants: &[Arc<Tenant>],
+) -> HashSet<String> {
+    let wanted: HashSet<String> = tenants.iter().map(|t| t.host.clone()).collect();
+    for (host, _) in board.all() {
+        if !wanted.contains(&host) {
+            resolver.remove(&host);
+            board.remove(&host);
+        }
+    }
+    wanted
+}
+
+/// Issues from the internal CA: a leaf for every tenant that has none.
+pub struct InternalProvider {
+    ca: InternalCa,
+    resolver: Arc<CertResolver>,
+    board: Arc<CertBoard>,
+}
+
+impl InternalProvider {
+    /// A provider around a loaded CA.
+    pub fn new(ca: InternalCa, resolver: Arc<CertResolver>, board: Arc<CertBoard>) -> Self {
+        InternalProvider {
+            ca,
+            resolver,
+            board,
+        }
+    }
+}
+
+impl CertProvider for InternalProvider {
+    fn name(&self) -> &'static str {
+        "internal"
+    }
+
+    fn sync(&self, tenants: &[Arc<Tenant>]) {
+        drop_removed(&self.resolver, &self.board, tenants);
+        for tenant in tenants {
+            if self.resolver.contains(&tenant.host) {
+                continue;
+            }
+            match self.ca.issue(&tenant.host) {
+                Ok(entry) => {
+                    let mut status = CertStatus::new(CertState::Valid, self.name());
+                    status.cert = Some(entry.info.clone());
+                    self.resolver.publish(&tenant.host, entry);
+                    self.board.set(&tenant.host, status);
+                }
+                Err(err) => {
+                    tracing::error!(domain = %tenant.domain, error = %err, "internal CA could not issue");
+                    let mut status = CertStatus::new(CertState::Error, self.name());
+                    status.last_error = Some(err.to_string());
+                    self.board.set(&tenant.host, status);
+                }
+            }
+        }
+    }
+}
+
+/// Loads PEM files per host on every sync, so a renewed file (cert-manager) is picked up by
+/// the next reload. A host whose files are missing or bad keeps its last good certificate.
+pub struct FilesProvider {
+    dir: PathBuf,
+    cert_file: String,
+    key_file: String,
+    resolver: Arc<CertResolver>,
+    board: Arc<CertBoard>,
+}
+
+impl FilesProvider {
+    /// A provider reading `<dir>/<host>/<cert_file>` and `<key_file>`.
+    pub fn new(
+        dir: PathBuf,
+        cert_file: String,
+        key_file: String,
+        resolver: Arc<CertResolver>,
+        board: Arc<CertBoard>,
+    ) -> Self {
+        FilesProvider {
+            dir,
+            cert_file,
+            key_file,
+            resolver,
+            board,
+        }
+    }
+}
+
+impl CertProvider for FilesProvider {
+    fn name(&self) -> &'static str {
+        "files"
+    }
+
+    fn sync(&self, tenants: &[Arc<Tenant>]) {
+        drop_removed(&self.resolver, &self.board, tenants);
+        let now = crate::util::unix_now();
+        for tenant in tenants {
+            match super::files::load(
+                &self.dir,
+                &tenant.host,
+                &self.cert_file,
+                &self.key_file,
+                now,
+            ) {
+                Ok(entry) => {
+                    let unchanged = self
+                        .resolver
+                        .get(&tenant.host)
+                        .is_some_and(|old| old.info == entry.info);
+                    if unchanged {
+                        continue;
+                    }
+                    let mut status = CertStatus::new(CertState::Valid, self.name());
+                    status.cert = Some(entry.info.clone());
+                    self.resolver.publish(&tenant.host, entry);
+                    self.board.set(&tenant.host, status);
+                }
+                Err(err) => {
+                    let served = self.resolver.get(&tenant.host);
+                    tracing::error!(domain = %tenant.domain, error = %err, kept_previous = served.is_some(), "certificate files unusable");
+                    let mut status = match &served {
+                        Some(old) if old.info.not_after > now => {
+                            let mut s = CertStatus::new(CertState::Valid, self.name());
+                            s.cert = Some(old.info.clone());
+                            s
+                        }
+                        _ => CertStatus::new(CertState::Error, self.name()),
+                    };
+                    status.last_error = Some(err);
+                    self.board.set(&tenant.host, status);
+                }
+            }
+        }
+    }
+}
