@@ -1,4 +1,7 @@
 //! Integration tests: one test crate (one link step) with a module per area.
 
 mod common;
+mod config;
+mod hostile;
+mod property;
 mod serve;
