@@ -16,7 +16,11 @@ fn diags(yaml: &str) -> Vec<String> {
 
 fn one(yaml: &str) -> String {
     let all = diags(yaml);
-    assert_eq!(all.len(), 1, "expected exactly one diagnostic, got {all:#?}");
+    assert_eq!(
+        all.len(),
+        1,
+        "expected exactly one diagnostic, got {all:#?}"
+    );
     all.into_iter().next().unwrap()
 }
 
@@ -103,8 +107,15 @@ fn max_age_range_and_warnings() {
         one("domain: example.com\nmode: testing\nmx: [mx.example.com]\nmax_age: -1\n"),
         "tenants/t.yaml:4:10: error: max_age: invalid u64"
     );
-    let short = parse_tenants(Path::new("t.yaml"), "domain: example.com\nmode: testing\nmx: [mx.example.com]\nmax_age: 3600\n");
-    assert_eq!(short.tenants.len(), 1, "a warning does not reject the tenant");
+    let short = parse_tenants(
+        Path::new("t.yaml"),
+        "domain: example.com\nmode: testing\nmx: [mx.example.com]\nmax_age: 3600\n",
+    );
+    assert_eq!(
+        short.tenants.len(),
+        1,
+        "a warning does not reject the tenant"
+    );
     assert_eq!(short.diagnostics[0].severity, Severity::Warning);
     assert_eq!(
         short.diagnostics[0].to_string(),
@@ -114,7 +125,10 @@ fn max_age_range_and_warnings() {
         one("domain: example.com\nmode: enforce\nmx: [mx.example.com]\nmax_age: 86400\n"),
         "tenants/t.yaml:4:10: warning: max_age: 86400 seconds is short for enforce mode; at least 604800 (one week) is recommended"
     );
-    assert!(diags("domain: example.com\nmode: testing\nmx: [mx.example.com]\nmax_age: 31557600\n").is_empty());
+    assert!(
+        diags("domain: example.com\nmode: testing\nmx: [mx.example.com]\nmax_age: 31557600\n")
+            .is_empty()
+    );
 }
 
 #[test]
@@ -153,10 +167,18 @@ fn bulk_file_and_duplicate_domains() {
     let file = parse_tenants(Path::new("tenants/bulk.yaml"), bulk);
     assert_eq!(file.tenants.len(), 2);
     assert_eq!(
-        file.diagnostics.iter().map(Diagnostic::to_string).collect::<Vec<_>>(),
-        vec!["tenants/bulk.yaml:6:11: error: [2].domain: duplicate domain \"a.example\", already defined at line 1"]
+        file.diagnostics
+            .iter()
+            .map(Diagnostic::to_string)
+            .collect::<Vec<_>>(),
+        vec![
+            "tenants/bulk.yaml:6:11: error: [2].domain: duplicate domain \"a.example\", already defined at line 1"
+        ]
     );
-    let other = parse_tenants(Path::new("tenants/zz.yaml"), "domain: b.example\nmode: none\n");
+    let other = parse_tenants(
+        Path::new("tenants/zz.yaml"),
+        "domain: b.example\nmode: none\n",
+    );
     let set = assemble(vec![file, other]);
     assert_eq!(set.tenants.len(), 2, "the first owner keeps the domain");
     assert_eq!(
@@ -176,10 +198,23 @@ fn syntax_error_names_line() {
 #[test]
 fn id_is_stable_and_changes_with_one_character() {
     let a = parse_tenants(Path::new("a.yaml"), OK).tenants.remove(0);
-    let b = parse_tenants(Path::new("b.yaml"), &format!("# same policy, other spelling\n{}", OK.replace("mode: testing", "mode:   testing"))).tenants.remove(0);
+    let b = parse_tenants(
+        Path::new("b.yaml"),
+        &format!(
+            "# same policy, other spelling\n{}",
+            OK.replace("mode: testing", "mode:   testing")
+        ),
+    )
+    .tenants
+    .remove(0);
     assert_eq!(a.policy.id, b.policy.id, "same body → same id");
     assert_eq!(a.policy.id, policy_id(&a.policy.body));
-    let c = parse_tenants(Path::new("c.yaml"), &OK.replace("mx.example.com", "mx.example.con")).tenants.remove(0);
+    let c = parse_tenants(
+        Path::new("c.yaml"),
+        &OK.replace("mx.example.com", "mx.example.con"),
+    )
+    .tenants
+    .remove(0);
     assert_ne!(a.policy.id, c.policy.id, "one character → new id");
     assert!(a.policy.id.len() <= 32 && a.policy.id.chars().all(|c| c.is_ascii_alphanumeric()));
 }

@@ -18,7 +18,10 @@ fn tight(max_connections: usize) -> TestConfig {
 }
 
 /// Reads until EOF or error; returns what was read, or None if still open after `limit`.
-async fn closed_within<S: AsyncReadExt + Unpin>(stream: &mut S, limit: Duration) -> Option<Vec<u8>> {
+async fn closed_within<S: AsyncReadExt + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     match tokio::time::timeout(limit, stream.read_to_end(&mut out)).await {
         Ok(_) => Some(out),
@@ -31,13 +34,23 @@ async fn oversized_header_is_refused_and_server_keeps_serving() {
     let cfg = tight(100);
     let running = start(&cfg).await;
     let client = running.client();
-    let mut tls = client.handshake("mta-sts.example.com", &[b"http/1.1"]).await.unwrap();
+    let mut tls = client
+        .handshake("mta-sts.example.com", &[b"http/1.1"])
+        .await
+        .unwrap();
     let big = "a".repeat(64 * 1024);
-    let req = format!("GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.example.com\r\nX-Big: {big}\r\n\r\n");
+    let req = format!(
+        "GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.example.com\r\nX-Big: {big}\r\n\r\n"
+    );
     let _ = tls.write_all(req.as_bytes()).await;
-    let out = closed_within(&mut tls, Duration::from_secs(5)).await.expect("connection closed");
+    let out = closed_within(&mut tls, Duration::from_secs(5))
+        .await
+        .expect("connection closed");
     let text = String::from_utf8_lossy(&out);
-    assert!(text.is_empty() || text.starts_with("HTTP/1.1 431"), "got {text}");
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 431"),
+        "got {text}"
+    );
     assert!(!text.contains("version: STSv1"));
     // h2: a header list over the limit is refused too.
     let got = client.get_policy("mta-sts.example.com").await.unwrap();
@@ -51,7 +64,9 @@ async fn silent_tcp_client_is_closed_after_handshake_timeout() {
     let running = start(&cfg).await;
     let mut tcp = TcpStream::connect(running.addr).await.unwrap();
     assert!(
-        closed_within(&mut tcp, Duration::from_secs(5)).await.is_some(),
+        closed_within(&mut tcp, Duration::from_secs(5))
+            .await
+            .is_some(),
         "a client that sends nothing must be dropped"
     );
     running.stop().await;
@@ -63,12 +78,28 @@ async fn idle_tls_clients_are_closed_for_http1_and_h2() {
     let running = start(&cfg).await;
     let client = running.client();
     // HTTP/1.1: TLS done, no request head.
-    let mut h1 = client.handshake("mta-sts.example.com", &[b"http/1.1"]).await.unwrap();
-    assert!(closed_within(&mut h1, Duration::from_secs(5)).await.is_some(), "idle HTTP/1.1 client stays open");
+    let mut h1 = client
+        .handshake("mta-sts.example.com", &[b"http/1.1"])
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut h1, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "idle HTTP/1.1 client stays open"
+    );
     // h2: ALPN h2 negotiated, but the client never sends the connection preface.
-    let mut h2 = client.handshake("mta-sts.example.com", &[b"h2"]).await.unwrap();
+    let mut h2 = client
+        .handshake("mta-sts.example.com", &[b"h2"])
+        .await
+        .unwrap();
     assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    assert!(closed_within(&mut h2, Duration::from_secs(5)).await.is_some(), "h2 client without preface stays open");
+    assert!(
+        closed_within(&mut h2, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "h2 client without preface stays open"
+    );
     running.stop().await;
 }
 
@@ -84,7 +115,12 @@ async fn flood_beyond_the_cap_does_not_take_the_server_down() {
     }
     // Never more than the cap is being served at once.
     for _ in 0..10 {
-        assert!(stats.open_connections.load(std::sync::atomic::Ordering::Relaxed) <= cap);
+        assert!(
+            stats
+                .open_connections
+                .load(std::sync::atomic::Ordering::Relaxed)
+                <= cap
+        );
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     // The flood drains by the handshake timeout and a real client is answered.
@@ -106,9 +142,21 @@ async fn garbage_instead_of_tls_is_rejected() {
     let cfg = tight(100);
     let running = start(&cfg).await;
     let mut tcp = TcpStream::connect(running.addr).await.unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: mta-sts.example.com\r\n\r\n").await.unwrap();
-    let out = closed_within(&mut tcp, Duration::from_secs(5)).await.expect("closed");
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: mta-sts.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let out = closed_within(&mut tcp, Duration::from_secs(5))
+        .await
+        .expect("closed");
     assert!(!String::from_utf8_lossy(&out).contains("STSv1"));
-    assert_eq!(running.client().get_policy("mta-sts.example.com").await.unwrap().status, StatusCode::OK);
+    assert_eq!(
+        running
+            .client()
+            .get_policy("mta-sts.example.com")
+            .await
+            .unwrap()
+            .status,
+        StatusCode::OK
+    );
     running.stop().await;
 }

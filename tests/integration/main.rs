@@ -1,5 +1,6 @@
 //! Integration tests: one test crate (one link step) with a module per area.
 
+mod certs_files;
 mod common;
 mod config;
 mod hostile;

@@ -29,7 +29,9 @@ fn strict_parse(body: &[u8]) -> Result<Parsed, String> {
         if line.is_empty() || line.contains('\n') || line.contains('\r') {
             return Err(format!("line {i}: blank line or bare CR/LF"));
         }
-        let (key, value) = line.split_once(": ").ok_or(format!("line {i}: no \": \""))?;
+        let (key, value) = line
+            .split_once(": ")
+            .ok_or(format!("line {i}: no \": \""))?;
         if key.trim() != key || value.trim() != value || value.is_empty() {
             return Err(format!("line {i}: stray white space"));
         }
@@ -52,7 +54,8 @@ fn strict_parse(body: &[u8]) -> Result<Parsed, String> {
                     && host.split('.').all(|l| {
                         !l.is_empty()
                             && l.len() <= 63
-                            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                            && l.bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                             && !l.starts_with('-')
                             && !l.ends_with('-')
                     });
@@ -86,7 +89,8 @@ fn hostname() -> impl Strategy<Value = String> {
 }
 
 fn mx_pattern() -> impl Strategy<Value = String> {
-    (any::<bool>(), hostname()).prop_map(|(wild, host)| if wild { format!("*.{host}") } else { host })
+    (any::<bool>(), hostname())
+        .prop_map(|(wild, host)| if wild { format!("*.{host}") } else { host })
 }
 
 proptest! {
@@ -122,5 +126,7 @@ fn strict_parser_rejects_what_it_should() {
     assert!(strict_parse(b"version: STSv1\r\nmode: none\r\nmode: none\r\nmax_age: 1\r\n").is_err());
     assert!(strict_parse(b"version: STSv1\r\nmode: testing\r\nmax_age: 1\r\n").is_err());
     assert!(strict_parse(b"version: STSv1\r\n\r\nmode: none\r\nmax_age: 1\r\n").is_err());
-    assert!(strict_parse(b"version: STSv1\r\nmode: enforce\r\nmx: a..b\r\nmax_age: 1\r\n").is_err());
+    assert!(
+        strict_parse(b"version: STSv1\r\nmode: enforce\r\nmx: a..b\r\nmax_age: 1\r\n").is_err()
+    );
 }
