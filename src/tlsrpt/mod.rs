@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod report;
+pub mod summary;
 
 pub use decode::{Limits, MediaType, decode};
 pub use report::{Report, ReportError};
