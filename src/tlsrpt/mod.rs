@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod report;
+pub mod store;
 pub mod summary;
 
 pub use decode::{Limits, MediaType, decode};
