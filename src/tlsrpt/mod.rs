@@ -1,6 +1,7 @@
 //! TLS-RPT (RFC 8460) intake: parse, store and summarize the reports senders send to tenants.
 
 pub mod decode;
+pub mod mail;
 pub mod report;
 pub mod store;
 pub mod summary;
