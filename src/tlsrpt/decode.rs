@@ -94,7 +94,7 @@ pub fn decode(
 
 /// Gunzip `input` (one or more members), failing as soon as the output would exceed `max`.
 ///
-/// Output is produced in [`INFLATE_CHUNK`] steps and the buffer never grows past `max`, so a
+/// Output is produced in 64 KiB steps and the buffer never grows past `max`, so a
 /// gzip bomb costs at most `max` bytes of memory and the time to inflate `max` bytes.
 pub fn gunzip_bounded(input: &[u8], max: usize) -> Result<Vec<u8>, ReportError> {
     inflate_capped(MultiGzDecoder::new(input), max)

@@ -1,4 +1,29 @@
 //! TLS-RPT (RFC 8460) intake: parse, store and summarize the reports senders send to tenants.
+//!
+//! Layout, one file per concern:
+//! - [`report`]: the report model (own serde structs for RFC 8460 §4.4) and [`ReportError`],
+//!   whose variants map to HTTP statuses (415, 413, 400, 404).
+//! - [`mod@decode`]: media type check, compressed and decompressed size caps ([`Limits`]), bounded
+//!   gunzip, JSON validation.
+//! - [`store`]: the [`ReportStore`] trait and [`SqliteStore`] (WAL, `synchronous=FULL`,
+//!   versioned migrations, dedupe on organization + report-id, retention).
+//! - [`mail`]: finding the report in an RFC 5322 message, the DKIM policy
+//!   ([`MailAuthPolicy`]), sysexits codes, and the Maildir sweep.
+//! - [`summary`]: per-tenant aggregation over a window, the "ready to enforce" verdict and the
+//!   CLI table.
+//!
+//! The path of a report:
+//! 1. HTTPS: body + `Content-Type` → [`decode()`] → ([`Report`], raw JSON). The tenant comes
+//!    from the request path. Mail: raw message → [`mail::extract_report`] (which calls
+//!    [`decode()`] on the report part) → [`mail::check_dkim`] → tenant from the JSON's
+//!    `policy-domain` (headers, subject and file name only when the JSON names none).
+//! 2. The caller checks the tenant exists ([`ReportError::UnknownDomain`] otherwise) and builds a
+//!    [`StoredReport`] with the source and the time received.
+//! 3. [`ReportStore::insert`] commits it (or answers [`InsertOutcome::Duplicate`]); only then
+//!    may the intake answer 2xx / exit 0.
+//! 4. Later, [`ReportStore::summary`] gives a tenant's [`summary::WindowData`];
+//!    [`summarize`] turns it into a [`TenantSummary`] with a [`Verdict`], served as JSON or
+//!    printed with [`render_table`].
 
 pub mod decode;
 pub mod mail;
@@ -6,8 +31,16 @@ pub mod report;
 pub mod store;
 pub mod summary;
 
-pub use decode::{Limits, MediaType, decode};
+pub use decode::{DEFAULT_MAX_COMPRESSED, DEFAULT_MAX_DECOMPRESSED, Limits, MediaType, decode};
+pub use mail::{
+    MailAuthPolicy, MailError, MailIntake, MailReceipt, MaildirSummary, ingest_message,
+    process_maildir,
+};
 pub use report::{Report, ReportError};
+pub use store::{InsertOutcome, ReportStore, Source, SqliteStore, StoreError, StoredReport};
+pub use summary::{
+    Mode, TenantSummary, Verdict, VerdictConfig, VerdictStatus, render_table, summarize,
+};
 
 /// Helpers shared by the module's unit tests.
 #[cfg(test)]
