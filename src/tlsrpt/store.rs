@@ -115,6 +115,16 @@ impl StoreError {
     pub fn is_temporary(&self) -> bool {
         !matches!(self, StoreError::Rejected(_))
     }
+
+    /// The HTTP status the HTTPS intake answers with: 400 for a rejected report, 503 when busy
+    /// (the sender retries), 500 otherwise. Never 2xx: nothing was stored.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            StoreError::Rejected(_) => 400,
+            StoreError::Busy(_) => 503,
+            StoreError::Corrupt(_) | StoreError::Db(_) => 500,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -259,6 +269,19 @@ impl SqliteStore {
         // A panic while holding the lock cannot leave a half-written report: the transaction
         // is rolled back when dropped. So a poisoned lock is still safe to use.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a report with this organization and report-id is stored.
+    pub fn contains(&self, organization: &str, report_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT 1 FROM reports WHERE organization = ?1 AND report_id = ?2",
+                [organization, report_id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
     }
 
     /// The schema version of the open database.
@@ -486,23 +509,6 @@ impl ReportStore for SqliteStore {
     }
 }
 
-/// Whether a report with this organization and id is already stored (used by tests and tools).
-pub fn contains(
-    store: &SqliteStore,
-    organization: &str,
-    report_id: &str,
-) -> Result<bool, StoreError> {
-    Ok(store
-        .lock()
-        .query_row(
-            "SELECT 1 FROM reports WHERE organization = ?1 AND report_id = ?2",
-            [organization, report_id],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
-}
-
 #[cfg(test)]
 mod tests {
     use time::macros::datetime;
@@ -568,8 +574,16 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].source, Source::Https);
         assert_eq!(got[0].received, RECEIVED);
-        assert!(contains(&store, "Sender Org", "20250301-example.com-1").unwrap());
-        assert!(!contains(&store, "Other Org", "20250301-example.com-1").unwrap());
+        assert!(
+            store
+                .contains("Sender Org", "20250301-example.com-1")
+                .unwrap()
+        );
+        assert!(
+            !store
+                .contains("Other Org", "20250301-example.com-1")
+                .unwrap()
+        );
     }
 
     #[test]
@@ -671,6 +685,7 @@ mod tests {
             "{err}"
         );
         assert!(!err.is_temporary());
+        assert_eq!(err.http_status(), 400);
         assert_eq!(count(&store, "reports"), 0);
     }
 
@@ -719,6 +734,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StoreError::Busy(_)), "{err}");
         assert!(err.is_temporary());
+        assert_eq!(err.http_status(), 503);
         other.execute_batch("ROLLBACK").unwrap();
         assert_eq!(
             store
