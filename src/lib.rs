@@ -14,6 +14,8 @@
 //! - [`server`]: TCP accept with a connection cap, TLS (SNI checked first), HTTP/1.1 or h2 by
 //!   ALPN, timeouts, graceful shutdown.
 //! - [`http`]: routing a request to pre-rendered bytes.
+//! - [`tlsrpt`]: TLS-RPT reports (RFC 8460): parsing, bounded decoding, storage, mail intake,
+//!   per-tenant summaries and the ready-to-enforce verdict.
 //! - [`daemon`]: wiring; [`cli`]: the command line; [`logging`], [`fsutil`], [`util`]: helpers.
 //!
 //! # The path of a request
@@ -32,4 +34,5 @@ pub mod logging;
 pub mod policy;
 pub mod registry;
 pub mod server;
+pub mod tlsrpt;
 pub mod util;
