@@ -67,6 +67,7 @@ impl Daemon {
             resolver.clone(),
             registry.clone(),
             config.limits.clone(),
+            &config.tls,
         )?);
         Ok(Daemon {
             config,

@@ -20,7 +20,7 @@ use tokio_rustls::StartHandshake;
 use tokio_rustls::server::TlsStream;
 
 use crate::certs::{CertResolver, offers_acme_alpn};
-use crate::config::Limits;
+use crate::config::{Limits, TlsSettings};
 use crate::registry::Registry;
 
 /// TLS alert `unrecognized_name` (RFC 6066 §3): the client asked for a host we do not serve.
@@ -67,6 +67,7 @@ impl Server {
         resolver: Arc<CertResolver>,
         registry: Arc<Registry>,
         limits: Limits,
+        settings: &TlsSettings,
     ) -> anyhow::Result<Self> {
         let mut tls = rustls::ServerConfig::builder_with_protocol_versions(&[
             &rustls::version::TLS13,
@@ -79,7 +80,14 @@ impl Server {
             b"http/1.1".to_vec(),
             crate::certs::ACME_TLS_ALPN.to_vec(),
         ];
-        tls.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+        if settings.session_resumption {
+            tls.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+        } else {
+            // No tickets (the builder's default ticketer issues none), no TLS 1.3 stateful
+            // tickets, no TLS 1.2 session-id cache: every connection is a full handshake.
+            tls.send_tls13_tickets = 0;
+            tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        }
         Ok(Server {
             tls: Arc::new(tls),
             resolver,

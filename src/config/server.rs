@@ -80,6 +80,14 @@ struct RawServer {
     files: Option<Spanned<RawFiles>>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    tls: RawTls,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    session_resumption: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -153,6 +161,22 @@ impl Default for Limits {
     }
 }
 
+/// TLS settings beyond certificates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Offer session resumption (TLS 1.3 tickets, TLS 1.2 tickets and session ids). Off means
+    /// every connection pays a full handshake: only useful to measure that cost.
+    pub session_resumption: bool,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            session_resumption: true,
+        }
+    }
+}
+
 /// Where tenant certificates come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IssuerConfig {
@@ -202,6 +226,8 @@ pub struct ServerConfig {
     pub issuer: IssuerConfig,
     /// Connection limits.
     pub limits: Limits,
+    /// TLS settings.
+    pub tls: TlsSettings,
 }
 
 /// Loads `<dir>/mta-stsd.yaml`, returning every problem found.
@@ -352,6 +378,10 @@ pub fn load_server_config(dir: &Path) -> Result<ServerConfig, Vec<Diagnostic>> {
         }
     }
 
+    let tls = TlsSettings {
+        session_resumption: raw.tls.session_resumption.unwrap_or(true),
+    };
+
     if diags.is_empty() {
         Ok(ServerConfig {
             dir: dir.to_path_buf(),
@@ -362,6 +392,7 @@ pub fn load_server_config(dir: &Path) -> Result<ServerConfig, Vec<Diagnostic>> {
             public_hostname,
             issuer,
             limits,
+            tls,
         })
     } else {
         Err(diags)
@@ -380,5 +411,26 @@ mod tests {
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("7 days").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    fn load(yaml: &str) -> Result<ServerConfig, Vec<Diagnostic>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SERVER_FILE), yaml).unwrap();
+        load_server_config(dir.path())
+    }
+
+    #[test]
+    fn session_resumption_defaults_on_and_can_be_turned_off() {
+        let base = "listen: \"127.0.0.1:0\"\nstate_dir: s\nissuer: internal\n";
+        assert!(load(base).unwrap().tls.session_resumption);
+        let off = load(&format!("{base}tls:\n  session_resumption: false\n")).unwrap();
+        assert!(!off.tls.session_resumption);
+        let typo = load(&format!("{base}tls:\n  session_resumption: nope\n")).unwrap_err();
+        assert_eq!(typo[0].line, 5, "{typo:?}");
+        let unknown = load(&format!("{base}tls:\n  tickets: false\n")).unwrap_err();
+        assert!(
+            unknown[0].to_string().contains("unknown field"),
+            "{unknown:?}"
+        );
     }
 }

@@ -7,3 +7,4 @@ mod config;
 mod hostile;
 mod property;
 mod serve;
+mod tls;
