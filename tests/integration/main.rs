@@ -4,6 +4,7 @@ mod certs_files;
 mod cli;
 mod common;
 mod config;
+mod deploy;
 mod hostile;
 mod property;
 mod serve;
