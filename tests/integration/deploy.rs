@@ -1,11 +1,15 @@
 //! The deployment kit in `deploy/`: the systemd unit passes `systemd-analyze verify` and keeps
-//! its sandbox; every server file shipped there passes the real `mta-stsd check`.
+//! its sandbox; the Kubernetes manifests pass a schema validator (`kubernetes-validate`) and
+//! agree with each other and with the server file they ship; every server file shipped there
+//! passes the real `mta-stsd check`.
 //!
-//! The external tool comes from Debian (`systemd`). In CI (`CI` set) a missing tool fails the
-//! test; elsewhere the test says so and passes.
+//! The external tools come from Debian (`systemd`) and PyPI (`kubernetes-validate`). In CI
+//! (`CI` set) a missing tool fails the test; elsewhere the test says so and passes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use serde_json::Value;
 
 use crate::common::binary;
 
@@ -37,6 +41,27 @@ fn tool(name: &str, install: &str) -> Option<PathBuf> {
         missing(name, install);
     }
     found
+}
+
+/// `python3 -m kubernetes_validate` (PyPI; its Kubernetes schemas are bundled, no network),
+/// if installed.
+fn kubernetes_validate() -> Option<Command> {
+    let command = || {
+        let mut c = Command::new("python3");
+        c.args(["-m", "kubernetes_validate"]);
+        c
+    };
+    let works = command()
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !works {
+        missing(
+            "kubernetes-validate",
+            "python3 -m pip install kubernetes-validate==1.37.0",
+        );
+    }
+    works.then(command)
 }
 
 /// Runs `mta-stsd check` on a configuration directory; returns (success, output).
@@ -185,4 +210,320 @@ fn systemd_server_file_checks_clean_and_uses_the_unit_directories() {
     let (ok, out) = check(dir.path());
     assert!(ok, "{out}");
     assert!(out.contains("0 error(s), 0 warning(s)"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Kubernetes
+
+const K8S: &str = "deploy/kubernetes";
+
+/// Every `*.yaml` of deploy/kubernetes with its documents, sorted by file name.
+fn manifests() -> Vec<(String, Vec<Value>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join(K8S))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, docs)
+        })
+        .collect()
+}
+
+/// The one document of `kind` named `name`.
+fn object<'a>(all: &'a [(String, Vec<Value>)], kind: &str, name: &str) -> &'a Value {
+    let found: Vec<&Value> = all
+        .iter()
+        .flat_map(|(_, docs)| docs)
+        .filter(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .collect();
+    assert_eq!(found.len(), 1, "exactly one {kind} {name}");
+    found[0]
+}
+
+fn str_of<'a>(v: &'a Value, what: &str) -> &'a str {
+    v.as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {v}"))
+}
+
+/// An `address:port` setting of a server file.
+fn addr_of(v: &Value, what: &str) -> std::net::SocketAddr {
+    str_of(v, what)
+        .parse()
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+#[test]
+fn kubernetes_manifests_pass_the_schema_validator() {
+    let Some(mut validate) = kubernetes_validate() else {
+        return;
+    };
+    let files: Vec<PathBuf> = manifests()
+        .iter()
+        .map(|(name, _)| repo().join(K8S).join(name))
+        .collect();
+    // --strict: unknown fields are errors. Kinds without a bundled schema (PodMonitor,
+    // Kustomization) only warn; the consistency test below covers them.
+    let out = validate
+        .args(["--strict", "--quiet", "--no-warn"])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // And it does reject a mistake (a misspelt field), so the pass above means something.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("deployment.yaml");
+    std::fs::write(
+        &bad,
+        read(&format!("{K8S}/deployment.yaml"))
+            .replace("readOnlyRootFilesystem:", "readOnlyRootFileSystem:"),
+    )
+    .unwrap();
+    let out = kubernetes_validate()
+        .unwrap()
+        .args(["--strict", "--quiet"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a misspelt field must fail");
+}
+
+#[test]
+fn kubernetes_manifests_have_known_kinds_and_a_complete_kustomization() {
+    let all = manifests();
+    let known = [
+        ("v1", "ConfigMap"),
+        ("v1", "Service"),
+        ("v1", "PersistentVolumeClaim"),
+        ("apps/v1", "Deployment"),
+        ("monitoring.coreos.com/v1", "PodMonitor"),
+        ("kustomize.config.k8s.io/v1beta1", "Kustomization"),
+    ];
+    let mut kinds = Vec::new();
+    for (file, docs) in &all {
+        assert!(!docs.is_empty(), "{file} has no document");
+        for doc in docs {
+            let pair = (
+                str_of(&doc["apiVersion"], "apiVersion"),
+                str_of(&doc["kind"], "kind"),
+            );
+            assert!(known.contains(&pair), "{file}: unexpected {pair:?}");
+            if pair.1 != "Kustomization" {
+                str_of(&doc["metadata"]["name"], "metadata.name");
+                assert_eq!(
+                    doc["metadata"]["labels"]["app.kubernetes.io/name"],
+                    "mta-stsd"
+                );
+            }
+            kinds.push(pair.1);
+        }
+    }
+    for kind in [
+        "ConfigMap",
+        "Service",
+        "PersistentVolumeClaim",
+        "Deployment",
+        "PodMonitor",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind}");
+    }
+    // `kubectl apply -k` must apply every other file.
+    let kustomization = &all
+        .iter()
+        .find(|(f, _)| f == "kustomization.yaml")
+        .expect("kustomization.yaml")
+        .1[0];
+    let mut listed: Vec<&str> = kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| str_of(r, "resource"))
+        .collect();
+    listed.sort();
+    let mut files: Vec<&str> = all
+        .iter()
+        .map(|(f, _)| f.as_str())
+        .filter(|f| *f != "kustomization.yaml")
+        .collect();
+    files.sort();
+    assert_eq!(listed, files);
+}
+
+#[test]
+fn kubernetes_deployment_is_locked_down_and_matches_the_server_file() {
+    let all = manifests();
+    let config = object(&all, "ConfigMap", "mta-stsd-config");
+    let deployment = object(&all, "Deployment", "mta-stsd");
+    let service = object(&all, "Service", "mta-stsd");
+    let pvc = object(&all, "PersistentVolumeClaim", "mta-stsd-state");
+    let monitor = object(&all, "PodMonitor", "mta-stsd");
+
+    let server_text = str_of(&config["data"]["mta-stsd.yaml"], "server file");
+    let server: Value = serde_saphyr::from_str(server_text).unwrap();
+    let pod = &deployment["spec"]["template"];
+    let spec = &pod["spec"];
+    let containers = spec["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+
+    // Non-root, read-only root filesystem, no privilege escalation, capabilities dropped.
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    assert_ne!(spec["securityContext"]["runAsUser"], 0);
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    let https_port = u64::from(addr_of(&server["listen"], "listen").port());
+    match sc["capabilities"]["add"].as_array() {
+        None => assert!(
+            https_port >= 1024,
+            "port {https_port} needs NET_BIND_SERVICE"
+        ),
+        Some(add) => {
+            assert!(
+                https_port < 1024,
+                "NET_BIND_SERVICE is only for ports below 1024"
+            );
+            assert_eq!(add, &vec![serde_json::json!("NET_BIND_SERVICE")]);
+        }
+    }
+
+    // Ports: the container's match the server file's listeners.
+    let port_named = |name: &str| -> u64 {
+        c["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no container port named {name}"))["containerPort"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(port_named("https"), https_port);
+    let admin = addr_of(&server["admin"]["listen"], "admin.listen");
+    assert_eq!(
+        port_named("admin"),
+        u64::from(admin.port()),
+        "containerPort admin = admin.listen"
+    );
+    assert!(
+        admin.ip().is_unspecified(),
+        "probes and Prometheus reach the pod address, not loopback"
+    );
+
+    // Probes on the admin port.
+    for (probe, path) in [
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+        ("startupProbe", "/healthz"),
+    ] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        assert_eq!(get["port"], "admin", "{probe}");
+    }
+
+    // Volumes: whole directories (the ..data swap must reach the hot reload), at the paths
+    // the server file and the command line name.
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| str_of(a, "arg"))
+        .collect();
+    let config_dir = args[args.iter().position(|a| *a == "--config").unwrap() + 1];
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    let mount_of = |volume: &str| -> &Value {
+        mounts
+            .iter()
+            .find(|m| m["name"] == volume)
+            .unwrap_or_else(|| panic!("no mount of {volume}"))
+    };
+    let volume = |name: &str| -> &Value {
+        spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no volume {name}"))
+    };
+    for m in mounts {
+        assert!(
+            m.get("subPath").is_none(),
+            "subPath mounts never update: {m}"
+        );
+    }
+    assert_eq!(mount_of("config")["mountPath"], config_dir);
+    assert_eq!(volume("config")["configMap"]["name"], "mta-stsd-config");
+    assert_eq!(mount_of("tenants")["mountPath"], server["tenants_dir"]);
+    assert_eq!(volume("tenants")["configMap"]["name"], "mta-stsd-tenants");
+    assert_eq!(mount_of("state")["mountPath"], server["state_dir"]);
+    assert_eq!(
+        volume("state")["persistentVolumeClaim"]["claimName"],
+        pvc["metadata"]["name"]
+    );
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+
+    // Service: 443/TCP to the https port, selecting this pod; the PodMonitor scrapes admin.
+    let labels = &pod["metadata"]["labels"];
+    assert_eq!(deployment["spec"]["selector"]["matchLabels"], *labels);
+    assert_eq!(service["spec"]["selector"], *labels);
+    let ports = service["spec"]["ports"].as_array().unwrap();
+    assert_eq!(ports.len(), 1, "only 443 is published");
+    assert_eq!(ports[0]["port"], 443);
+    assert_eq!(ports[0]["protocol"], "TCP");
+    assert_eq!(ports[0]["targetPort"], "https");
+    assert_eq!(monitor["spec"]["selector"]["matchLabels"], *labels);
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], "admin");
+    assert_eq!(endpoint["path"], "/metrics");
+}
+
+#[test]
+#[ignore = "the server file's admin: section needs the admin listener (branch live); remove this line once it is merged"]
+fn kubernetes_configmaps_pass_mta_stsd_check() {
+    let all = manifests();
+    let config = object(&all, "ConfigMap", "mta-stsd-config");
+    let tenants = object(&all, "ConfigMap", "mta-stsd-tenants");
+    let server_text = str_of(&config["data"]["mta-stsd.yaml"], "server file");
+    let server: Value = serde_saphyr::from_str(server_text).unwrap();
+    // The shipped configuration passes the real `mta-stsd check`, with the tenants directory
+    // moved into a temp dir.
+    let dir = tempfile::tempdir().unwrap();
+    let tenants_dir = dir.path().join("tenants");
+    std::fs::create_dir(&tenants_dir).unwrap();
+    let tenants_line = format!(
+        "tenants_dir: {}",
+        str_of(&server["tenants_dir"], "tenants_dir")
+    );
+    assert!(server_text.contains(&tenants_line));
+    std::fs::write(
+        dir.path().join("mta-stsd.yaml"),
+        server_text.replace(&tenants_line, "tenants_dir: tenants"),
+    )
+    .unwrap();
+    let data = tenants["data"].as_object().unwrap();
+    assert_eq!(data.len(), 2, "two example tenants");
+    for (name, text) in data {
+        std::fs::write(tenants_dir.join(name), str_of(text, name)).unwrap();
+    }
+    let (ok, out) = check(dir.path());
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("2 tenant(s) valid, 0 error(s), 0 warning(s)"),
+        "{out}"
+    );
 }
