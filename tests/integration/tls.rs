@@ -1,5 +1,5 @@
 //! TLS settings: `tls.session_resumption` (on by default; off makes every connection a full
-//! handshake).
+//! handshake) and the server's cipher-suite preference.
 
 use std::sync::Arc;
 
@@ -61,4 +61,45 @@ async fn resumption_off_makes_every_handshake_full() {
     let (first, second) = two_handshakes(&yaml).await;
     assert_eq!(first, HandshakeKind::Full);
     assert_eq!(second, HandshakeKind::Full);
+}
+
+#[tokio::test]
+async fn server_prefers_aes_128_gcm_over_the_clients_first_choice() {
+    let cfg = TestConfig::new();
+    cfg.simple_tenant("resume.example");
+    let running = start(&cfg).await;
+    let client = running.client();
+    // rustls clients list AES-256-GCM-SHA384 first.
+    let default = client.tls_config(&[b"http/1.1"]);
+    assert_eq!(
+        default.crypto_provider().cipher_suites[0].suite(),
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+    );
+    // A client that only speaks ChaCha20 still gets it.
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider
+        .cipher_suites
+        .retain(|s| s.suite() == rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(running.ca.clone()).unwrap();
+    let mut only_chacha = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    only_chacha.alpn_protocols = vec![b"http/1.1".to_vec()];
+    for (config, expected) in [
+        (default, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256),
+        (
+            Arc::new(only_chacha),
+            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+    ] {
+        let tcp = TcpStream::connect(running.addr).await.unwrap();
+        let name = ServerName::try_from(HOST).unwrap();
+        let stream = TlsConnector::from(config).connect(name, tcp).await.unwrap();
+        let suite = stream.get_ref().1.negotiated_cipher_suite().unwrap();
+        assert_eq!(suite.suite(), expected);
+    }
+    running.stop().await;
 }
