@@ -122,12 +122,15 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
 CRT=$CERTS/$HOST/tls.crt
 KEY=$CERTS/$HOST/tls.key
 
-# A free loopback port (for the peers; mta-stsd binds port 0 and logs the address).
+# A free loopback port for the peers (mta-stsd binds port 0 and logs the address), below the
+# kernel's ephemeral range so that none of the load tool's own connections holds it.
 free_port() {
-    local port i
+    local port i low
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+    ((low > 11000)) || low=60000
     for ((i = 0; i < 100; i++)); do
-        port=$((20000 + RANDOM % 40000))
-        if ! ss -Htln "sport = :$port" | grep -q .; then echo "$port"; return; fi
+        port=$((10000 + RANDOM % (low - 10000)))
+        if ! ss -Htan "sport = :$port" | grep -q .; then echo "$port"; return; fi
     done
     die "no free port found"
 }
@@ -193,6 +196,7 @@ EOF
 start_mta() {
     local dir=$WORK/mta-$1
     mta_config "$dir" "$1"
+    rm -f "$dir/log" # wait_serving must not find the previous run's line
     taskset -c "$SERVER_CPU" "$BIN" --log-format json serve --config "$dir" >"$dir/log" 2>&1 &
     SPID=$!
     PIDS+=("$SPID")
@@ -234,6 +238,9 @@ http {
         ssl_certificate $CRT;
         ssl_certificate_key $KEY;
         ssl_protocols TLSv1.3;
+        # The same suite preference as mta-stsd (AES-128-GCM first, whatever the client lists).
+        ssl_prefer_server_ciphers on;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
         $tls_resume
         location = $POLICY_PATH {
             default_type "text/plain; charset=utf-8";
@@ -406,6 +413,7 @@ EOF
                 >"$MDIR/tenants/all.yaml"
         fi
         note "startup with $count tenants"
+        rm -f "$MDIR/log"
         t0=$(date +%s%N)
         taskset -c "$SERVER_CPU" "$BIN" --log-format json serve --config "$MDIR" >"$MDIR/log" 2>&1 &
         SPID=$!
