@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 
 pub use names::{normalize_hostname, normalize_mx_pattern, validate_rua};
 pub use server::{
-    IssuerConfig, Limits, SERVER_FILE, ServerConfig, TENANTS_DIR, load_server_config,
+    AdminConfig, DEFAULT_ADMIN_LISTEN, IssuerConfig, Limits, ReloadConfig, SERVER_FILE,
+    ServerConfig, TENANTS_DIR, load_server_config,
 };
 pub use tenant::{
-    FileTenants, Tenant, TenantSet, assemble, load_tenant_dir, load_tenant_file, parse_tenants,
+    FileTenants, Tenant, TenantSet, assemble, assemble_shared, is_tenant_file, load_tenant_dir,
+    load_tenant_file, parse_tenants,
 };
 
 /// How bad a diagnostic is.

@@ -80,6 +80,28 @@ struct RawServer {
     files: Option<Spanned<RawFiles>>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    admin: Option<Spanned<RawAdmin>>,
+    #[serde(default)]
+    reload: RawReload,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    token_file: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReload {
+    #[serde(default)]
+    watch: Option<bool>,
+    #[serde(default)]
+    debounce: Option<Dur>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -153,6 +175,40 @@ impl Default for Limits {
     }
 }
 
+/// Default admin address: loopback only, so metrics and the API are unreachable from outside
+/// unless the operator chooses otherwise.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9180";
+/// Default quiet period after a file event before reloading: editors and `kubectl` write in
+/// several steps within a few milliseconds.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/api/v1/…`, `POST /reload`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Plain-HTTP listen address.
+    pub listen: SocketAddr,
+    /// File holding the bearer token; without it the API is open to whoever can connect.
+    pub token_file: Option<PathBuf>,
+}
+
+/// How configuration changes are picked up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Watch the configuration and tenants directories (SIGHUP and `POST /reload` always work).
+    pub watch: bool,
+    /// Quiet period after the last file event before a reload starts.
+    pub debounce: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            debounce: DEFAULT_DEBOUNCE,
+        }
+    }
+}
+
 /// Where tenant certificates come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IssuerConfig {
@@ -202,6 +258,31 @@ pub struct ServerConfig {
     pub issuer: IssuerConfig,
     /// Connection limits.
     pub limits: Limits,
+    /// The admin listener, when the server file has an `admin:` section.
+    pub admin: Option<AdminConfig>,
+    /// File watching.
+    pub reload: ReloadConfig,
+}
+
+impl ServerConfig {
+    /// The settings that differ between `self` (running) and `next` and only take effect after
+    /// a restart: everything except `public_hostname`, which a reload applies.
+    pub fn restart_required(&self, next: &ServerConfig) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        let mut cmp = |changed: bool, name: &'static str| {
+            if changed {
+                fields.push(name);
+            }
+        };
+        cmp(self.listen != next.listen, "listen");
+        cmp(self.state_dir != next.state_dir, "state_dir");
+        cmp(self.tenants_dir != next.tenants_dir, "tenants_dir");
+        cmp(self.issuer != next.issuer, "issuer");
+        cmp(self.limits != next.limits, "limits");
+        cmp(self.admin != next.admin, "admin");
+        cmp(self.reload != next.reload, "reload");
+        fields
+    }
 }
 
 /// Loads `<dir>/mta-stsd.yaml`, returning every problem found.
@@ -352,6 +433,38 @@ pub fn load_server_config(dir: &Path) -> Result<ServerConfig, Vec<Diagnostic>> {
         }
     }
 
+    let admin = raw.admin.as_ref().map(|a| {
+        let listen = match &a.value.listen {
+            Some(l) => l.value.parse::<SocketAddr>().unwrap_or_else(|_| {
+                err(
+                    &mut diags,
+                    &l.referenced,
+                    "admin.listen",
+                    format!(
+                        "{:?} is not an address:port (e.g. \"127.0.0.1:9180\")",
+                        l.value
+                    ),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }),
+            None => DEFAULT_ADMIN_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9180))),
+        };
+        AdminConfig {
+            listen,
+            token_file: a.value.token_file.as_deref().map(resolve),
+        }
+    });
+    let reload = ReloadConfig {
+        watch: raw.reload.watch.unwrap_or(true),
+        debounce: raw
+            .reload
+            .debounce
+            .map(|Dur(d)| d)
+            .unwrap_or(DEFAULT_DEBOUNCE),
+    };
+
     if diags.is_empty() {
         Ok(ServerConfig {
             dir: dir.to_path_buf(),
@@ -362,6 +475,8 @@ pub fn load_server_config(dir: &Path) -> Result<ServerConfig, Vec<Diagnostic>> {
             public_hostname,
             issuer,
             limits,
+            admin,
+            reload,
         })
     } else {
         Err(diags)
