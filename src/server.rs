@@ -49,6 +49,10 @@ pub struct Stats {
     pub handshakes_error: AtomicU64,
     /// Responses sent, by status class 1xx..5xx (index 0 unused).
     pub responses: [AtomicU64; 6],
+    /// Responses per tenant and status class.
+    pub tenant_requests: crate::metrics::TenantRequests,
+    /// Time to answer a request.
+    pub request_duration: crate::metrics::DurationHistogram,
 }
 
 /// What every connection shares.
@@ -189,12 +193,26 @@ async fn serve_connection(server: &Server, tcp: TcpStream, stop: watch::Receiver
 
     let registry = server.registry.clone();
     let stats_svc = server.stats.clone();
+    // The handshake only succeeds for a configured tenant's SNI, so the connection's tenant is
+    // known here: the metric label comes from configuration, never from the Host header.
+    let tenant_counts = {
+        let snapshot = registry.load();
+        let domain = sni
+            .as_deref()
+            .and_then(|s| snapshot.get(s))
+            .map(|t| t.domain.as_str());
+        server.stats.tenant_requests.for_domain(domain)
+    };
     let act = activity.clone();
     let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let started = std::time::Instant::now();
         act.touch();
         let resp = crate::http::handle(&registry, sni.as_deref(), &req);
-        let class = usize::from(resp.status().as_u16() / 100).min(5);
+        let status = resp.status().as_u16();
+        let class = usize::from(status / 100).min(5);
         stats_svc.responses[class].fetch_add(1, Ordering::Relaxed);
+        tenant_counts.count(status);
+        stats_svc.request_duration.observe(started.elapsed());
         std::future::ready(Ok::<_, Infallible>(resp))
     });
     let io = TokioIo::new(tls);
