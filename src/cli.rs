@@ -71,6 +71,15 @@ pub enum Command {
         /// Print JSON (one object per tenant) instead of zone-file lines.
         #[arg(long)]
         json: bool,
+        /// Read the running daemon's state from its admin listener (e.g.
+        /// `http://127.0.0.1:9180`) instead of the configuration directory. Adds whether each
+        /// tenant is ready (its policy served with a valid certificate); in zone output the
+        /// `_mta-sts` record of a tenant that is not ready yet is commented out.
+        #[arg(long, value_name = "URL", env = "MTA_STSD_ADMIN_URL")]
+        admin: Option<String>,
+        /// File holding the admin bearer token (with `--admin`).
+        #[arg(long, value_name = "FILE", env = "MTA_STSD_ADMIN_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -79,7 +88,13 @@ pub fn run_offline(command: &Command, out: &mut dyn Write) -> anyhow::Result<Exi
     match command {
         Command::Serve(_) => unreachable!("serve runs in the async runtime"),
         Command::Check(args) => check(&args.config, out),
-        Command::Dns { config, json } => dns(&config.config, *json, out),
+        Command::Dns {
+            admin: Some(url),
+            json,
+            token_file,
+            ..
+        } => dns_from_admin(url, token_file.as_deref(), *json, out),
+        Command::Dns { config, json, .. } => dns(&config.config, *json, out),
     }
 }
 
@@ -225,6 +240,8 @@ fn dns(dir: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
                     "policy_host": t.host,
                     "mode": t.policy.mode,
                     "id": t.policy.id,
+                    // Only the running daemon knows (see `--admin`).
+                    "ready": null,
                     "records": tenant_records(t, public),
                 })
             })
@@ -255,4 +272,117 @@ fn dns(dir: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Time allowed for the admin API to answer `dns --admin`.
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `dns --admin`: the records of the running state, with readiness.
+fn dns_from_admin(
+    url: &str,
+    token_file: Option<&Path>,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let token = token_file.map(crate::admin::read_token).transpose()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let body = runtime.block_on(async {
+        tokio::time::timeout(
+            ADMIN_TIMEOUT,
+            admin_get(url, "/api/v1/tenants", token.as_deref()),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("{url}: no answer within {ADMIN_TIMEOUT:?}"))?
+    })?;
+    let list: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| anyhow::anyhow!("{url}: the answer is not JSON: {e}"))?;
+    let tenants = list["tenants"].as_array().cloned().unwrap_or_default();
+    if json {
+        let out_list: Vec<_> = tenants
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "domain": t["domain"],
+                    "policy_host": t["policy_host"],
+                    "mode": t["mode"],
+                    "id": t["id"],
+                    "ready": t["ready"],
+                    "records": t["records"],
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &out_list)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "; DNS records for {} tenant(s) served by {url}",
+        tenants.len()
+    )?;
+    for t in &tenants {
+        let ready = t["ready"].as_bool().unwrap_or(false);
+        for r in t["records"].as_array().into_iter().flatten() {
+            let name = r["name"].as_str().unwrap_or_default();
+            let rtype = r["type"].as_str().unwrap_or_default();
+            let value = r["value"].as_str().unwrap_or_default();
+            let line = if rtype == "TXT" {
+                format!("{name} IN TXT {}", zone_quote(value))
+            } else {
+                format!("{name} IN {rtype} {value}")
+            };
+            if !ready && name.starts_with("_mta-sts.") {
+                let state = t["certificate"]["state"].as_str().unwrap_or("none");
+                writeln!(
+                    out,
+                    "; not ready (certificate: {state}); publish once ready: {line}"
+                )?;
+            } else {
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A GET to a plain-HTTP admin URL (`http://host:port`); the body of a 200 answer.
+async fn admin_get(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    use http_body_util::BodyExt;
+    let uri: http::Uri = base
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{base:?} is not a URL: {e}"))?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("http"),
+        "{base}: the admin listener speaks plain http://"
+    );
+    let authority = uri
+        .authority()
+        .ok_or_else(|| anyhow::anyhow!("{base}: no host:port"))?
+        .clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let tcp = tokio::net::TcpStream::connect((authority.host(), port))
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to {authority}: {e}"))?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let prefix = uri.path().trim_end_matches('/');
+    let mut req = http::Request::get(format!("{prefix}{path}"))
+        .header(http::header::HOST, authority.as_str());
+    if let Some(token) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let resp = send
+        .send_request(req.body(http_body_util::Empty::<bytes::Bytes>::new())?)
+        .await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes().to_vec();
+    anyhow::ensure!(
+        status.is_success(),
+        "{base}{path}: {status}: {}",
+        String::from_utf8_lossy(&body).trim()
+    );
+    Ok(body)
 }

@@ -12,6 +12,17 @@ use crate::certs::{CertBoard, CertProvider, CertResolver};
 use crate::config::{self, IssuerConfig, ServerConfig, TenantSet};
 use crate::registry::{Registry, Snapshot};
 use crate::server::{self, Server};
+// live configuration, metrics, admin
+use crate::admin::{self, AdminState};
+use crate::metrics::{self, Exporter, Metrics};
+use crate::reload::{self, Reloader};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Time the background tasks get to finish after the listener stopped.
+const TASK_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A configured daemon, ready to serve.
 pub struct Daemon {
@@ -27,6 +38,15 @@ pub struct Daemon {
     pub provider: Arc<dyn CertProvider>,
     /// The HTTPS listener state.
     pub server: Arc<Server>,
+    // --- live configuration, metrics, admin (reload.rs, metrics.rs, admin.rs) ---
+    /// Event counters (reloads, ACME orders).
+    pub metrics: Arc<Metrics>,
+    /// Applies configuration changes.
+    pub reloader: Arc<Reloader>,
+    /// Admin API state, when the server file has an `admin:` section or a listener is given.
+    pub admin: Arc<AdminState>,
+    /// A pre-bound admin listener (tests); otherwise `admin.listen` is bound at run.
+    admin_listener: Option<TcpListener>,
 }
 
 /// Loads the server file and every tenant file of `dir`. Tenant errors do not stop the
@@ -44,7 +64,13 @@ impl Daemon {
     /// Builds the daemon from a configuration directory, obtaining a certificate for every
     /// tenant the issuer can serve now.
     pub fn build(dir: &Path) -> anyhow::Result<Daemon> {
-        let (config, tenants) = load(dir)?;
+        let config = config::load_server_config(dir).map_err(|diags| {
+            let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("invalid server configuration:\n{}", lines.join("\n"))
+        })?;
+        // The reloader's per-file cache is filled by the first load, so the first change only
+        // re-reads the file that changed.
+        let (cache, tenants) = reload::initial_load(&config).map_err(|d| anyhow::anyhow!("{d}"))?;
         for diag in &tenants.diagnostics {
             if diag.is_error() {
                 tracing::error!(file = %diag.file.display(), line = diag.line, field = %diag.field, "{diag}");
@@ -68,6 +94,38 @@ impl Daemon {
             registry.clone(),
             config.limits.clone(),
         )?);
+        // --- live configuration, metrics, admin ---
+        let metrics = Arc::new(Metrics::new());
+        let reloader = Arc::new(Reloader::new(
+            reload::Parts {
+                config: config.clone(),
+                registry: registry.clone(),
+                board: board.clone(),
+                provider: provider.clone(),
+                stats: server.stats.clone(),
+                metrics: metrics.clone(),
+            },
+            cache,
+        ));
+        let token = match config.admin.as_ref().and_then(|a| a.token_file.as_deref()) {
+            Some(path) => Some(admin::read_token(path)?),
+            None => None,
+        };
+        let admin = Arc::new(AdminState {
+            registry: registry.clone(),
+            board: board.clone(),
+            reloader: reloader.clone(),
+            exporter: Exporter::new(metrics::Sources {
+                metrics: metrics.clone(),
+                registry: registry.clone(),
+                board: board.clone(),
+                stats: server.stats.clone(),
+                reloader: reloader.clone(),
+            }),
+            token,
+            listening: AtomicBool::new(false),
+        });
+        // --- end live ---
         Ok(Daemon {
             config,
             registry,
@@ -75,7 +133,73 @@ impl Daemon {
             board,
             provider,
             server,
+            metrics,
+            reloader,
+            admin,
+            admin_listener: None,
         })
+    }
+
+    /// Serves the admin API on `listener` instead of binding `admin.listen` (tests pass
+    /// 127.0.0.1:0).
+    pub fn set_admin_listener(&mut self, listener: TcpListener) {
+        self.admin_listener = Some(listener);
+    }
+
+    /// Starts the live-configuration tasks: the file watcher, SIGHUP, the admin listener.
+    /// Each is a named task stopped by `stop`. The SIGHUP handler is installed before this
+    /// returns, so a SIGHUP after startup is never the default (fatal) one.
+    async fn start_live_tasks(
+        &mut self,
+        stop: &watch::Receiver<bool>,
+    ) -> anyhow::Result<Vec<(&'static str, JoinHandle<()>)>> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut tasks = Vec::new();
+        let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        tasks.push((
+            "sighup",
+            tokio::spawn(reload::sighup_task(
+                self.reloader.clone(),
+                hup,
+                stop.clone(),
+            )),
+        ));
+        if self.config.reload.watch {
+            match reload::DirWatch::new(&self.config) {
+                Ok(dirs) => tasks.push((
+                    "watcher",
+                    tokio::spawn(reload::watch_task(
+                        self.reloader.clone(),
+                        dirs,
+                        stop.clone(),
+                    )),
+                )),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot watch the configuration; reload with SIGHUP or POST /reload")
+                }
+            }
+        }
+        let admin_listener = match self.admin_listener.take() {
+            Some(l) => Some(l),
+            None => match &self.config.admin {
+                Some(a) => Some(
+                    TcpListener::bind(a.listen)
+                        .await
+                        .with_context(|| format!("binding admin listener {}", a.listen))?,
+                ),
+                None => None,
+            },
+        };
+        if let Some(listener) = admin_listener {
+            if let Ok(addr) = listener.local_addr() {
+                admin::announce(addr, self.admin.token.is_some());
+            }
+            tasks.push((
+                "admin",
+                tokio::spawn(admin::serve(listener, self.admin.clone(), stop.clone())),
+            ));
+        }
+        Ok(tasks)
     }
 
     /// Binds the configured address.
@@ -86,7 +210,21 @@ impl Daemon {
     }
 
     /// Serves `listener` until `shutdown` completes.
-    pub async fn run(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run(
+        mut self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        // --- live: watcher, SIGHUP, admin ---
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tasks = match self.start_live_tasks(&stop_rx).await {
+            Ok(tasks) => tasks,
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "cannot start; stopping");
+                return;
+            }
+        };
+        // --- end live ---
         let addr = listener.local_addr().ok();
         let snapshot = self.registry.load();
         tracing::info!(
@@ -97,7 +235,17 @@ impl Daemon {
             state_dir = %self.config.state_dir.display(),
             "mta-stsd serving"
         );
+        self.admin.listening.store(true, Ordering::Relaxed);
         server::run(listener, self.server.clone(), shutdown).await;
+        self.admin.listening.store(false, Ordering::Relaxed);
+        // --- live: stop the background tasks ---
+        let _ = stop_tx.send(true);
+        for (name, task) in tasks {
+            if tokio::time::timeout(TASK_STOP_GRACE, task).await.is_err() {
+                tracing::warn!(task = name, "background task did not stop in time");
+            }
+        }
+        // --- end live ---
         tracing::info!("mta-stsd stopped");
     }
 }

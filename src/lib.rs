@@ -14,6 +14,12 @@
 //! - [`server`]: TCP accept with a connection cap, TLS (SNI checked first), HTTP/1.1 or h2 by
 //!   ALPN, timeouts, graceful shutdown.
 //! - [`http`]: routing a request to pre-rendered bytes.
+//! - [`reload`]: file watching (notify), SIGHUP and `POST /reload` → incremental re-parse →
+//!   one snapshot swap; [`publish`]: the TXT records a change calls for and per-tenant
+//!   readiness.
+//! - [`metrics`]: Prometheus metrics (counters on the request path, per-tenant series made at
+//!   scrape time); [`admin`]: the loopback admin listener (`/metrics`, `/healthz`, `/readyz`,
+//!   `/api/v1/tenants`, `POST /reload`).
 //! - [`daemon`]: wiring; [`cli`]: the command line; [`logging`], [`fsutil`], [`util`]: helpers.
 //!
 //! # The path of a request
@@ -22,6 +28,7 @@
 //! [`http::handle`]: Host → snapshot → 200 with the rendered policy, or 404/405/421.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod certs;
 pub mod cli;
 pub mod config;
@@ -29,7 +36,10 @@ pub mod daemon;
 pub mod fsutil;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
+pub mod publish;
 pub mod registry;
+pub mod reload;
 pub mod server;
 pub mod util;
