@@ -78,6 +78,9 @@ pub struct Running {
     pub ca: CertificateDer<'static>,
     pub daemon_server: Arc<mta_stsd::server::Server>,
     pub registry: Arc<mta_stsd::registry::Registry>,
+    /// The admin listener (always started by the harness, on 127.0.0.1:0).
+    pub admin_addr: SocketAddr,
+    pub reloader: Arc<mta_stsd::reload::Reloader>,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<()>>,
 }
@@ -113,20 +116,32 @@ impl Drop for Running {
 /// Builds and starts the daemon for `config` on 127.0.0.1:0.
 pub async fn start(config: &TestConfig) -> Running {
     init_crypto();
-    let daemon = mta_stsd::daemon::Daemon::build(config.path()).expect("daemon builds");
+    let mut daemon = mta_stsd::daemon::Daemon::build(config.path()).expect("daemon builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    daemon.set_admin_listener(admin);
     let daemon_server = daemon.server.clone();
     let registry = daemon.registry.clone();
+    let reloader = daemon.reloader.clone();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(daemon.run(listener, async move {
         let _ = rx.await;
     }));
+    // Ready means the watcher, SIGHUP handler and listeners are all in place.
+    let ready = eventually(Duration::from_secs(10), || async {
+        admin_get(admin_addr, "/readyz").await.status == StatusCode::OK
+    })
+    .await;
+    assert!(ready, "daemon did not become ready");
     Running {
         addr,
         ca: config.ca_der(),
         daemon_server,
         registry,
+        admin_addr,
+        reloader,
         stop: Some(tx),
         task: Some(task),
     }
@@ -246,6 +261,59 @@ impl Client {
             version,
         })
     }
+}
+
+/// A plain-HTTP response from the admin listener.
+#[derive(Debug)]
+pub struct AdminResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl AdminResponse {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One request to the admin listener at `addr`, with optional extra headers.
+pub async fn admin_request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> AdminResponse {
+    let tcp = TcpStream::connect(addr).await.expect("admin connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("admin handshake");
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = send
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .expect("admin request");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    AdminResponse {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).expect("UTF-8 body"),
+    }
+}
+
+/// `GET path` on the admin listener.
+pub async fn admin_get(addr: SocketAddr, path: &str) -> AdminResponse {
+    admin_request(addr, Method::GET, path, &[]).await
 }
 
 /// Polls `check` every 20 ms until it returns true or `limit` passes.
