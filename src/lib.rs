@@ -20,6 +20,8 @@
 //! - [`metrics`]: Prometheus metrics (counters on the request path, per-tenant series made at
 //!   scrape time); [`admin`]: the loopback admin listener (`/metrics`, `/healthz`, `/readyz`,
 //!   `/api/v1/tenants`, `POST /reload`).
+//! - [`tlsrpt`]: TLS-RPT reports (RFC 8460): parsing, bounded decoding, storage, mail intake,
+//!   per-tenant summaries and the ready-to-enforce verdict.
 //! - [`daemon`]: wiring; [`cli`]: the command line; [`logging`], [`fsutil`], [`util`]: helpers.
 //!
 //! # The path of a request
@@ -42,4 +44,5 @@ pub mod publish;
 pub mod registry;
 pub mod reload;
 pub mod server;
+pub mod tlsrpt;
 pub mod util;

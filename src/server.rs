@@ -293,6 +293,7 @@ async fn handshake(server: &Server, mut tcp: TcpStream) -> Result<TlsStream<TcpS
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
+    requests: AtomicU64,
 }
 
 impl Activity {
@@ -300,12 +301,14 @@ impl Activity {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
         }
     }
 
     fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     fn idle_deadline(&self, idle: Duration) -> Instant {
@@ -341,6 +344,11 @@ async fn drive<C: Future>(
                 }
             }
         }
+    }
+    // A client that never sent a request has nothing to finish: hyper's h2 graceful close
+    // would wait for a preface that may never come, so drop it at once.
+    if activity.requests.load(Ordering::Relaxed) == 0 {
+        return;
     }
     graceful(conn.as_mut());
     let _ = timeout(CLOSE_GRACE, conn).await;
