@@ -81,6 +81,8 @@ impl Daemon {
         crate::fsutil::create_private_dir(&config.state_dir)
             .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
 
+        // Created first so every part (e.g. an ACME provider counting orders) can hold it.
+        let metrics = Arc::new(Metrics::new());
         let resolver = Arc::new(CertResolver::new());
         let board = Arc::new(CertBoard::new());
         let provider = make_provider(&config, resolver.clone(), board.clone())?;
@@ -95,7 +97,6 @@ impl Daemon {
             config.limits.clone(),
         )?);
         // --- live configuration, metrics, admin ---
-        let metrics = Arc::new(Metrics::new());
         let reloader = Arc::new(Reloader::new(
             reload::Parts {
                 config: config.clone(),
@@ -146,6 +147,20 @@ impl Daemon {
         self.admin_listener = Some(listener);
     }
 
+    /// Binds `admin.listen` (when configured and no listener was given), so a busy port fails
+    /// the start with an error instead of surfacing inside `run`.
+    pub async fn bind_admin(&mut self) -> anyhow::Result<()> {
+        if self.admin_listener.is_none()
+            && let Some(admin) = &self.config.admin
+        {
+            let listener = TcpListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("binding admin listener {}", admin.listen))?;
+            self.admin_listener = Some(listener);
+        }
+        Ok(())
+    }
+
     /// Starts the live-configuration tasks: the file watcher, SIGHUP, the admin listener.
     /// Each is a named task stopped by `stop`. The SIGHUP handler is installed before this
     /// returns, so a SIGHUP after startup is never the default (fatal) one.
@@ -179,18 +194,8 @@ impl Daemon {
                 }
             }
         }
-        let admin_listener = match self.admin_listener.take() {
-            Some(l) => Some(l),
-            None => match &self.config.admin {
-                Some(a) => Some(
-                    TcpListener::bind(a.listen)
-                        .await
-                        .with_context(|| format!("binding admin listener {}", a.listen))?,
-                ),
-                None => None,
-            },
-        };
-        if let Some(listener) = admin_listener {
+        self.bind_admin().await?;
+        if let Some(listener) = self.admin_listener.take() {
             if let Ok(addr) = listener.local_addr() {
                 admin::announce(addr, self.admin.token.is_some());
             }

@@ -251,7 +251,7 @@ impl Exporter {
         );
         registry.register(
             "mta_stsd_reloads",
-            "Configuration reloads, by result (error: some file has errors; the rest applied)",
+            "Configuration loads (the first at start, then every reload), by result (error: some file has errors; the rest applied)",
             sources.metrics.reloads.clone(),
         );
         registry.register_collector(Box::new(StateCollector(sources)));
