@@ -52,6 +52,17 @@ impl Trigger {
     }
 }
 
+/// Which tenant files a reload looks at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every file of the tenants directory (SIGHUP, `POST /reload`, a ConfigMap swap, a lost
+    /// event).
+    #[default]
+    All,
+    /// Only these paths, as reported by the watcher.
+    Files(BTreeSet<PathBuf>),
+}
+
 /// Identity and timestamps of a file (following symlinks): any write, rename-over or
 /// ConfigMap swap changes at least one of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,30 +160,9 @@ impl TenantCache {
         let mut seen = BTreeSet::new();
         for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
-            if !config::is_tenant_file(&path) {
-                continue;
+            if self.update(&path, &mut refresh) {
+                seen.insert(path);
             }
-            // Stat before reading: if the file changes in between, the stored stamp is older
-            // than the contents and the next event reads it again.
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
-            };
-            let stamp = Stamp::of(&meta);
-            seen.insert(path.clone());
-            let previous = self.files.get(&path);
-            if previous.is_some_and(|p| p.stamp == stamp) {
-                continue;
-            }
-            let parsed = config::load_tenant_file(&path);
-            refresh.reparsed += 1;
-            refresh
-                .new_diagnostics
-                .extend(parsed.diagnostics.iter().cloned());
-            let next = CachedFile::merge(previous, parsed, stamp);
-            if previous.is_none_or(|p| !p.same_result(&next)) {
-                refresh.changed_files.push(path.clone());
-            }
-            self.files.insert(path, next);
         }
         let gone: Vec<PathBuf> = self
             .files
@@ -185,6 +175,46 @@ impl TenantCache {
             refresh.changed_files.push(path);
         }
         Ok(refresh)
+    }
+
+    /// Looks at the named files of `dir` only (what the watcher saw change): a one-file edit
+    /// then costs one `stat` and one parse however many files the directory holds.
+    pub fn refresh_files(&mut self, dir: &Path, paths: &BTreeSet<PathBuf>) -> Refresh {
+        let mut refresh = Refresh::default();
+        for path in paths.iter().filter(|p| p.parent() == Some(dir)) {
+            if !self.update(path, &mut refresh) && self.files.remove(path).is_some() {
+                refresh.changed_files.push(path.clone());
+            }
+        }
+        refresh
+    }
+
+    /// Re-reads `path` if its stamp changed. Returns whether it is a tenant file that exists.
+    fn update(&mut self, path: &Path, refresh: &mut Refresh) -> bool {
+        if !config::is_tenant_file(path) {
+            return false;
+        }
+        // Stat before reading: if the file changes in between, the stored stamp is older than
+        // the contents and the next event reads it again.
+        let Ok(meta) = std::fs::metadata(path) else {
+            return false;
+        };
+        let stamp = Stamp::of(&meta);
+        let previous = self.files.get(path);
+        if previous.is_some_and(|p| p.stamp == stamp) {
+            return true;
+        }
+        let parsed = config::load_tenant_file(path);
+        refresh.reparsed += 1;
+        refresh
+            .new_diagnostics
+            .extend(parsed.diagnostics.iter().cloned());
+        let next = CachedFile::merge(previous, parsed, stamp);
+        if previous.is_none_or(|p| !p.same_result(&next)) {
+            refresh.changed_files.push(path.to_path_buf());
+        }
+        self.files.insert(path.to_path_buf(), next);
+        true
     }
 
     /// The tenant table of the cached files, in path order (first definition wins).
@@ -364,8 +394,13 @@ impl Reloader {
 
     /// Reloads on a blocking thread (file reads and parsing stay off the runtime's workers).
     pub async fn reload(self: &Arc<Self>, trigger: Trigger) -> ReloadOutcome {
+        self.reload_scoped(trigger, Scope::All).await
+    }
+
+    /// [`Reloader::reload`] limited to `scope`.
+    pub async fn reload_scoped(self: &Arc<Self>, trigger: Trigger, scope: Scope) -> ReloadOutcome {
         let me = self.clone();
-        match tokio::task::spawn_blocking(move || me.reload_blocking(trigger)).await {
+        match tokio::task::spawn_blocking(move || me.reload_blocking_scoped(trigger, scope)).await {
             Ok(outcome) => outcome,
             Err(err) => {
                 tracing::error!(error = %err, "reload task failed");
@@ -390,6 +425,11 @@ impl Reloader {
     /// parsed result differs, then lets the certificate provider catch up and logs the TXT
     /// records that changed.
     pub fn reload_blocking(&self, trigger: Trigger) -> ReloadOutcome {
+        self.reload_blocking_scoped(trigger, Scope::All)
+    }
+
+    /// [`Reloader::reload_blocking`] limited to `scope`.
+    pub fn reload_blocking_scoped(&self, trigger: Trigger, scope: Scope) -> ReloadOutcome {
         let started = Instant::now();
         let now = crate::util::unix_now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -422,7 +462,12 @@ impl Reloader {
         }
         state.server = server;
 
-        let refresh = match state.cache.refresh(&self.running.tenants_dir) {
+        let dir = &self.running.tenants_dir;
+        let refreshed = match &scope {
+            Scope::All => state.cache.refresh(dir),
+            Scope::Files(paths) => Ok(state.cache.refresh_files(dir, paths)),
+        };
+        let refresh = match refreshed {
             Ok(r) => r,
             Err(diag) => {
                 tracing::error!(dir = %self.running.tenants_dir.display(), "{diag}; keeping every tenant as it is");
@@ -579,6 +624,33 @@ fn dir_identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Adds what `event` touched to `scope`. A visible tenant file in the tenants directory is
+/// looked at alone; a Kubernetes `..` entry there (the ConfigMap `..data` swap changes every
+/// visible link at once), an event without paths, or the tenants directory itself being moved
+/// asks for a full rescan. Editor temporaries (`.a.yaml.swp`, `a.yaml~`) need nothing: the
+/// rename that saves them names the tenant file too. Nor do other entries of the configuration
+/// directory: the server file is read on every reload.
+fn widen(scope: &mut Scope, event: &notify::Event, tenants_dir: &Path) {
+    let Scope::Files(files) = scope else { return };
+    if event.paths.is_empty() {
+        *scope = Scope::All;
+        return;
+    }
+    for path in &event.paths {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let tenant_name =
+            !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"));
+        if path.parent() == Some(tenants_dir) && tenant_name {
+            files.insert(path.clone());
+        } else if (path.parent() == Some(tenants_dir) && name.starts_with(".."))
+            || path.as_path() == tenants_dir
+        {
+            *scope = Scope::All;
+            return;
+        }
+    }
+}
+
 /// Whether a notify event can mean a configuration change. Our own reads produce open and
 /// close-without-write events; reacting to them would reload forever.
 fn is_relevant(event: &notify::Event) -> bool {
@@ -595,6 +667,7 @@ fn is_relevant(event: &notify::Event) -> bool {
 pub struct DirWatch {
     watcher: notify::RecommendedWatcher,
     wake: Arc<tokio::sync::Notify>,
+    pending: Arc<Mutex<Scope>>,
     dirs: Vec<PathBuf>,
     identities: Vec<Option<(u64, u64)>>,
 }
@@ -605,14 +678,20 @@ impl DirWatch {
     pub fn new(config: &ServerConfig) -> notify::Result<DirWatch> {
         use notify::{RecursiveMode, Watcher};
         let wake = Arc::new(tokio::sync::Notify::new());
-        let signal = wake.clone();
+        let pending = Arc::new(Mutex::new(Scope::Files(BTreeSet::new())));
+        let (signal, collect) = (wake.clone(), pending.clone());
+        let tenants_dir = config.tenants_dir.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let mut scope = collect.lock().unwrap_or_else(|e| e.into_inner());
                 match event {
-                    Ok(event) if !is_relevant(&event) => {}
+                    Ok(event) if !is_relevant(&event) => return,
+                    Ok(event) => widen(&mut scope, &event, &tenants_dir),
                     // Errors include a dropped-events overflow: a full rescan is the answer.
-                    _ => signal.notify_one(),
+                    Err(_) => *scope = Scope::All,
                 }
+                drop(scope);
+                signal.notify_one();
             })?;
         let dirs = watch_dirs(config);
         let mut identities = Vec::new();
@@ -623,6 +702,7 @@ impl DirWatch {
         Ok(DirWatch {
             watcher,
             wake,
+            pending,
             dirs,
             identities,
         })
@@ -647,6 +727,7 @@ impl DirWatch {
             }
             *identity = now;
             // Whatever happened in the new directory before the watch must be looked at.
+            *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Scope::All;
             self.wake.notify_one();
         }
     }
@@ -678,13 +759,17 @@ pub async fn watch_task(
                 _ = stop.changed() => return,
             }
         }
-        reloader.reload(Trigger::Watch).await;
+        let scope = std::mem::replace(
+            &mut *watch.pending.lock().unwrap_or_else(|e| e.into_inner()),
+            Scope::Files(BTreeSet::new()),
+        );
+        reloader.reload_scoped(Trigger::Watch, scope).await;
         watch.renew_replaced();
     }
 }
 
-/// The SIGHUP task. The handler is installed before this returns its future's first poll, so
-/// the daemon creates the stream first and hands it in.
+/// The SIGHUP task. The daemon creates the signal stream (which installs the handler) before
+/// spawning this, so a SIGHUP right after startup never meets the default, fatal, action.
 pub async fn sighup_task(
     reloader: Arc<Reloader>,
     mut hup: tokio::signal::unix::Signal,
@@ -797,6 +882,53 @@ mod tests {
         let r = cache.refresh(dir).unwrap();
         assert_eq!(r.reparsed, 1);
         assert!(r.changed_files.is_empty());
+    }
+
+    #[test]
+    fn watcher_scope() {
+        use notify::event::{CreateKind, EventKind};
+        let dir = Path::new("/cfg/tenants");
+        let ev =
+            |p: &str| notify::Event::new(EventKind::Create(CreateKind::Any)).add_path(p.into());
+        let mut scope = Scope::Files(BTreeSet::new());
+        widen(&mut scope, &ev("/cfg/tenants/a.yaml"), dir);
+        widen(&mut scope, &ev("/cfg/mta-stsd.yaml"), dir);
+        widen(&mut scope, &ev("/cfg/tenants/.a.yaml.swp"), dir);
+        widen(&mut scope, &ev("/cfg/tenants/a.yaml~"), dir);
+        assert_eq!(
+            scope,
+            Scope::Files(BTreeSet::from([PathBuf::from("/cfg/tenants/a.yaml")]))
+        );
+        widen(&mut scope, &ev("/cfg/tenants/..data"), dir);
+        assert_eq!(scope, Scope::All, "a ConfigMap swap changes every file");
+        let mut scope = Scope::Files(BTreeSet::new());
+        widen(&mut scope, &ev("/cfg/tenants"), dir);
+        assert_eq!(scope, Scope::All);
+    }
+
+    #[test]
+    fn refresh_files_looks_only_at_named_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        write(
+            dir,
+            "a.yaml",
+            "domain: a.example\nmode: testing\nmx: [mx.a.example]\n",
+        );
+        let mut cache = TenantCache::default();
+        cache.refresh(dir).unwrap();
+        write(
+            dir,
+            "b.yaml",
+            "domain: b.example\nmode: testing\nmx: [mx.b.example]\n",
+        );
+        std::fs::remove_file(dir.join("a.yaml")).unwrap();
+        let r = cache.refresh_files(dir, &BTreeSet::from([dir.join("b.yaml")]));
+        assert_eq!(r.changed_files, vec![dir.join("b.yaml")]);
+        assert_eq!(cache.assemble().tenants.len(), 2, "a.yaml was not named");
+        let r = cache.refresh_files(dir, &BTreeSet::from([dir.join("a.yaml")]));
+        assert_eq!(r.changed_files, vec![dir.join("a.yaml")]);
+        assert_eq!(cache.assemble().tenants.len(), 1);
     }
 
     #[test]
