@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::certs::acme::AcmeProvider;
 use crate::certs::internal::InternalCa;
 use crate::certs::provider::{FilesProvider, InternalProvider};
 use crate::certs::{CertBoard, CertProvider, CertResolver};
@@ -27,6 +28,16 @@ pub struct Daemon {
     pub provider: Arc<dyn CertProvider>,
     /// The HTTPS listener state.
     pub server: Arc<Server>,
+    /// ACME background work, when the issuer is `acme`.
+    pub acme: Option<AcmeTasks>,
+}
+
+/// The ACME scheduler and its optional HTTP-01 listener, started by [`Daemon::run`].
+pub struct AcmeTasks {
+    /// The provider whose scheduler runs in the background.
+    pub provider: Arc<AcmeProvider>,
+    /// The plain-HTTP listener for HTTP-01, bound at build time so a busy port fails startup.
+    pub http_listener: Option<std::net::TcpListener>,
 }
 
 /// Loads the server file and every tenant file of `dir`. Tenant errors do not stop the
@@ -57,7 +68,7 @@ impl Daemon {
 
         let resolver = Arc::new(CertResolver::new());
         let board = Arc::new(CertBoard::new());
-        let provider = make_provider(&config, resolver.clone(), board.clone())?;
+        let (provider, acme) = make_provider(&config, resolver.clone(), board.clone())?;
         provider.sync(&tenants.tenants);
         let registry = Arc::new(Registry::new(Snapshot::new(
             tenants.tenants.clone(),
@@ -75,6 +86,7 @@ impl Daemon {
             board,
             provider,
             server,
+            acme,
         })
     }
 
@@ -97,18 +109,75 @@ impl Daemon {
             state_dir = %self.config.state_dir.display(),
             "mta-stsd serving"
         );
+        // Background tasks, stopped together after the listener drains.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut background = tokio::task::JoinSet::new();
+        if let Some(acme) = self.acme {
+            start_acme(acme, &mut background, stop_rx);
+        }
         server::run(listener, self.server.clone(), shutdown).await;
+        let _ = stop_tx.send(true);
+        while background.join_next().await.is_some() {}
         tracing::info!("mta-stsd stopped");
     }
 }
 
-/// The certificate provider the server file asks for.
+/// Starts the named ACME tasks: `acme-scheduler` and, when configured, `acme-http01`.
+fn start_acme(
+    acme: AcmeTasks,
+    tasks: &mut tokio::task::JoinSet<()>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Some(std_listener) = acme.http_listener {
+        match TcpListener::from_std(std_listener) {
+            Ok(listener) => {
+                let addr = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                tracing::info!(task = "acme-http01", http = %addr, "HTTP-01 listener started");
+                let tokens = acme.provider.tokens.clone();
+                tasks.spawn(crate::certs::acme::http01::run(
+                    listener,
+                    tokens,
+                    stop.clone(),
+                ));
+            }
+            Err(err) => tracing::error!(error = %err, "HTTP-01 listener unusable"),
+        }
+    }
+    tracing::info!(task = "acme-scheduler", "ACME scheduler starting");
+    tasks.spawn(acme.provider.run(stop));
+}
+
+/// The certificate provider the server file asks for, and the ACME tasks if it is ACME.
 fn make_provider(
     config: &ServerConfig,
     resolver: Arc<CertResolver>,
     board: Arc<CertBoard>,
-) -> anyhow::Result<Arc<dyn CertProvider>> {
-    Ok(match &config.issuer {
+) -> anyhow::Result<(Arc<dyn CertProvider>, Option<AcmeTasks>)> {
+    if let IssuerConfig::Acme(acme) = &config.issuer {
+        let store = Arc::new(crate::certs::store::FileStore::new(&config.state_dir));
+        let provider = Arc::new(
+            AcmeProvider::new((**acme).clone(), store, resolver, board)
+                .context("setting up the ACME issuer")?,
+        );
+        let http_listener = match acme.http_listen {
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("binding the HTTP-01 listener {addr}"))?;
+                listener.set_nonblocking(true)?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let tasks = AcmeTasks {
+            provider: provider.clone(),
+            http_listener,
+        };
+        return Ok((provider, Some(tasks)));
+    }
+    let provider: Arc<dyn CertProvider> = match &config.issuer {
         IssuerConfig::Internal { leaf_validity } => {
             let ca = InternalCa::load_or_create(&config.state_dir, *leaf_validity)?;
             tracing::info!(ca = %ca.cert_path().display(), "internal CA: clients must trust this certificate");
@@ -125,7 +194,9 @@ fn make_provider(
             resolver,
             board,
         )),
-    })
+        IssuerConfig::Acme(_) => unreachable!("handled above"),
+    };
+    Ok((provider, None))
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT.

@@ -14,7 +14,7 @@ use super::{CertInfo, CertResolver};
 use crate::config::Tenant;
 
 /// Lifecycle state of one tenant's certificate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CertState {
     /// No certificate yet; handshakes for the host are refused.
@@ -143,7 +143,7 @@ pub trait CertProvider: Send + Sync {
 
 /// Removes resolver entries and statuses of hosts no longer in `tenants`; returns the hosts
 /// that remain, so providers share one definition of "removed".
-fn drop_removed(
+pub(super) fn drop_removed(
     resolver: &CertResolver,
     board: &CertBoard,
     tenants: &[Arc<Tenant>],

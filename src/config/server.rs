@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::acme::RawAcme;
 use super::names::normalize_hostname;
 use super::{Diagnostic, yaml_diagnostic, yaml_options};
 
@@ -17,7 +18,7 @@ pub const TENANTS_DIR: &str = "tenants";
 
 /// A duration written as seconds (`30`) or with a unit (`500ms`, `10s`, `5m`, `1h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Dur(Duration);
+pub(super) struct Dur(pub(super) Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -79,6 +80,8 @@ struct RawServer {
     #[serde(default)]
     files: Option<Spanned<RawFiles>>,
     #[serde(default)]
+    acme: Option<Spanned<RawAcme>>,
+    #[serde(default)]
     limits: RawLimits,
 }
 
@@ -87,6 +90,7 @@ struct RawServer {
 enum IssuerKind {
     Internal,
     Files,
+    Acme,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +175,8 @@ pub enum IssuerConfig {
         /// Private key file name.
         key_file: String,
     },
+    /// An ACME CA (Let's Encrypt, ZeroSSL, step-ca, Pebble): one certificate per policy host.
+    Acme(Box<super::acme::AcmeConfig>),
 }
 
 impl IssuerConfig {
@@ -179,6 +185,7 @@ impl IssuerConfig {
         match self {
             IssuerConfig::Internal { .. } => "internal",
             IssuerConfig::Files { .. } => "files",
+            IssuerConfig::Acme(_) => "acme",
         }
     }
 }
@@ -314,7 +321,39 @@ pub fn load_server_config(dir: &Path) -> Result<ServerConfig, Vec<Diagnostic>> {
                 }
             }
         },
+        IssuerKind::Acme => match &raw.acme {
+            Some(acme) => IssuerConfig::Acme(Box::new(super::acme::compile(
+                &acme.value,
+                public_hostname.as_deref(),
+                &resolve,
+                &mut |at, field, msg| err(&mut diags, at, field, msg),
+            ))),
+            None => {
+                err(
+                    &mut diags,
+                    &raw.issuer.referenced,
+                    "acme",
+                    "issuer \"acme\" needs an acme: section with at least directory: and contact:"
+                        .into(),
+                );
+                IssuerConfig::Acme(Box::default())
+            }
+        },
     };
+
+    if raw.acme.is_some() && raw.issuer.value != IssuerKind::Acme {
+        let at = &raw
+            .acme
+            .as_ref()
+            .map(|a| a.referenced)
+            .unwrap_or(raw.issuer.referenced);
+        err(
+            &mut diags,
+            at,
+            "acme",
+            "an acme: section needs issuer: acme".into(),
+        );
+    }
 
     let mut limits = Limits::default();
     let l = &raw.limits;

@@ -21,6 +21,14 @@ use tokio_rustls::TlsConnector;
 /// Installs the process-wide crypto provider once (tests share one process).
 pub fn init_crypto() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // Daemon logs in test output (shown for failing tests), filtered by RUST_LOG.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "mta_stsd=info".into()),
+        )
+        .try_init();
 }
 
 /// A configuration directory in a temp dir.
@@ -78,6 +86,10 @@ pub struct Running {
     pub ca: CertificateDer<'static>,
     pub daemon_server: Arc<mta_stsd::server::Server>,
     pub registry: Arc<mta_stsd::registry::Registry>,
+    pub board: Arc<mta_stsd::certs::CertBoard>,
+    pub resolver: Arc<mta_stsd::certs::CertResolver>,
+    /// The ACME provider, when the issuer is `acme`.
+    pub acme: Option<Arc<mta_stsd::certs::acme::AcmeProvider>>,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<()>>,
 }
@@ -115,18 +127,33 @@ pub async fn start(config: &TestConfig) -> Running {
     init_crypto();
     let daemon = mta_stsd::daemon::Daemon::build(config.path()).expect("daemon builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    run_daemon(daemon, listener, config.ca_der())
+}
+
+/// Runs a built daemon on a pre-bound listener; clients trust `ca`.
+pub fn run_daemon(
+    daemon: mta_stsd::daemon::Daemon,
+    listener: tokio::net::TcpListener,
+    ca: CertificateDer<'static>,
+) -> Running {
     let addr = listener.local_addr().unwrap();
     let daemon_server = daemon.server.clone();
     let registry = daemon.registry.clone();
+    let board = daemon.board.clone();
+    let resolver = daemon.resolver.clone();
+    let acme = daemon.acme.as_ref().map(|a| a.provider.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(daemon.run(listener, async move {
         let _ = rx.await;
     }));
     Running {
         addr,
-        ca: config.ca_der(),
+        ca,
         daemon_server,
         registry,
+        board,
+        resolver,
+        acme,
         stop: Some(tx),
         task: Some(task),
     }
