@@ -62,11 +62,16 @@ impl Setup {
 
     /// Builds and runs the daemon on the HTTPS port Pebble validates against.
     async fn start(&self) -> Running {
+        self.start_trusting(self.pebble.root().await).await
+    }
+
+    /// Like [`Setup::start`], with `running.client()` trusting `ca` (Pebble may be down).
+    async fn start_trusting(&self, ca: CertificateDer<'static>) -> Running {
         let daemon = mta_stsd::daemon::Daemon::build(self.cfg.path()).expect("daemon builds");
         let listener = TcpListener::bind(("127.0.0.1", self.https_port))
             .await
             .expect("HTTPS port free");
-        run_daemon(daemon, listener, self.pebble.root().await)
+        run_daemon(daemon, listener, ca)
     }
 }
 
@@ -281,7 +286,7 @@ async fn ca_down_keeps_serving_backs_off_and_recovers() {
     let mut setup = setup;
     setup.pebble.stop();
     setup.cfg.simple_tenant("new.test");
-    let running = setup.start().await;
+    let running = setup.start_trusting(old_root.clone()).await;
     served_leaf(running.addr, &old_root, "kept.test")
         .await
         .expect("cached certificate served while the CA is down");

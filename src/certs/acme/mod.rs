@@ -103,6 +103,8 @@ enum Outcome {
     Failed(String, Option<SystemTime>),
     /// ARI (or nothing) said the certificate is not due yet.
     NotDue,
+    /// The CA could not be asked about renewal; the certificate stays valid, ask later.
+    AriUnavailable,
 }
 
 /// The ACME certificate provider and its scheduler.
@@ -305,8 +307,11 @@ impl AcmeProvider {
         let mut wake_at = now + IDLE_WAKE;
         for (at, name) in due {
             let host = hosts.get_mut(&name).expect("listed above");
-            let at = if host.needs_order(now_unix) {
-                at.max(order_gate)
+            let at = if host.needs_order(now_unix) && order_gate > at {
+                // Held by the order limit or the CA's Retry-After: show when it will go.
+                host.due = order_gate;
+                self.board.set(&name, status_of(host));
+                order_gate
             } else {
                 at
             };
@@ -363,6 +368,8 @@ impl AcmeProvider {
         {
             return Outcome::RateLimited(at);
         }
+        // The order counts from when it is sent (what the CA's own limits measure).
+        let sent_at = Instant::now();
         self.set_status(
             host,
             if has_cert {
@@ -389,7 +396,7 @@ impl AcmeProvider {
                     if log.len() == ORDER_LOG_LEN {
                         log.pop_front();
                     }
-                    log.push_back((host.to_owned(), Instant::now()));
+                    log.push_back((host.to_owned(), sent_at));
                     tracing::info!(%domain, host, order = url, renewal = has_cert, "ACME order placed");
                 },
             ),
@@ -444,7 +451,10 @@ impl AcmeProvider {
         }
         let account = match self.account().await {
             Ok(account) => account,
-            Err(e) => return Outcome::Failed(e, self.take_retry_after()),
+            Err(e) => {
+                tracing::warn!(host, error = %e, "cannot ask the CA for renewal information");
+                return Outcome::AriUnavailable;
+            }
         };
         let id = match CertificateIdentifier::try_from(&CertificateDer::from(leaf)) {
             Ok(id) => id,
@@ -479,8 +489,8 @@ impl AcmeProvider {
                 Outcome::NotDue
             }
             Err(e) => {
-                tracing::warn!(host, error = %describe(&e), "ARI query failed; using the lifetime fraction");
-                Outcome::NotDue
+                tracing::warn!(host, error = %describe(&e), "ARI query failed");
+                Outcome::AriUnavailable
             }
         }
     }
@@ -568,6 +578,9 @@ impl AcmeProvider {
                         "certificate order failed; backing off"
                     );
                     h.last_error = Some(message);
+                }
+                Outcome::AriUnavailable => {
+                    h.due = instant_at(h.renew_due).min(now + ARI_MIN_INTERVAL);
                 }
                 Outcome::NotDue => {
                     if !self.ari_supported.load(Ordering::Relaxed) || h.due <= now {
