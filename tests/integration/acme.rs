@@ -166,6 +166,23 @@ async fn three_tenants_get_own_certificates_by_tls_alpn_and_restart_serves_the_c
     }
     running.stop().await;
 
+    // `mta-stsd certs` reads the state directory without the daemon.
+    let out = std::process::Command::new(crate::common::binary())
+        .args(["certs", "--config"])
+        .arg(setup.cfg.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("HOST"), "{table}");
+    for (d, line) in domains.iter().zip(table.lines().skip(1)) {
+        assert!(line.starts_with(&host(d)), "{table}");
+        assert!(
+            line.contains(" valid ") && line.contains("Pebble"),
+            "{table}"
+        );
+    }
+
     // Restart on the same state directory: served at once from the cache, no new order.
     let running = setup.start().await;
     for d in domains {
