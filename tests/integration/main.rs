@@ -6,3 +6,6 @@ mod config;
 mod hostile;
 mod property;
 mod serve;
+mod tlsrpt_cli;
+mod tlsrpt_crash;
+mod tlsrpt_intake;
