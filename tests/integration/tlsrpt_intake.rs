@@ -313,3 +313,73 @@ async fn without_a_report_host_its_name_is_refused_at_the_handshake() {
     );
     running.stop().await;
 }
+
+/// A body of `left` copies of `chunk` with no size hint: sent without Content-Length.
+struct Endless {
+    chunk: bytes::Bytes,
+    left: usize,
+    /// Frames handed to the connection so far.
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl hyper::body::Body for Endless {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.left -= 1;
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(self.chunk.clone()))))
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_body_is_stopped_at_the_cap() {
+    let cfg = config();
+    let running = start(&cfg).await;
+    let client = running.client();
+    let tls = client.handshake(REPORT_HOST, &[b"h2"]).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // 1 GiB offered in 16 KiB frames; the server must answer long before it is sent.
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let body = Endless {
+        chunk: bytes::Bytes::from(vec![b' '; 16 * 1024]),
+        left: 64 * 1024,
+        sent: sent.clone(),
+    };
+    let req = http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("https://{REPORT_HOST}/tlsrpt/example.com"))
+        .header(header::CONTENT_TYPE, "application/tlsrpt+json")
+        .body(body)
+        .unwrap();
+    let started = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(20), send.send_request(req))
+        .await
+        .expect("answered before the body ended")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // h2 flow control only lets the client send what the server reads (plus a window): a
+    // server that read on past the cap would have pulled far more than 16 MiB.
+    let frames = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(frames < 1024, "client sent {frames} frames of 16 KiB");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(stored_reports(&cfg, "example.com"), 0);
+    running.stop().await;
+}
