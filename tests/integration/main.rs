@@ -1,6 +1,7 @@
 //! Integration tests: one test crate (one link step) with a module per area.
 
 mod certs_files;
+mod cli;
 mod common;
 mod config;
 mod hostile;
