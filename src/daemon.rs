@@ -1,4 +1,5 @@
-//! Wires the parts together: configuration → snapshot → certificates → listener.
+//! Wires the parts together: configuration → snapshot → certificates → report store →
+//! listener; starts the background tasks (TLS-RPT retention) next to the listener.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::certs::{CertBoard, CertProvider, CertResolver};
 use crate::config::{self, IssuerConfig, ServerConfig, TenantSet};
 use crate::registry::{Registry, Snapshot};
 use crate::server::{self, Server};
+use crate::tlsrpt::{HttpsIntake, TlsRpt};
 
 /// A configured daemon, ready to serve.
 pub struct Daemon {
@@ -28,6 +30,8 @@ pub struct Daemon {
     pub provider: Arc<dyn CertProvider>,
     /// The HTTPS listener state.
     pub server: Arc<Server>,
+    /// TLS-RPT: report store, intake counters, summaries for the admin API and metrics.
+    pub tlsrpt: Arc<TlsRpt>,
     /// ACME background work, when the issuer is `acme`.
     pub acme: Option<AcmeTasks>,
 }
@@ -74,11 +78,22 @@ impl Daemon {
             tenants.tenants.clone(),
             tenants.diagnostics.clone(),
         )));
-        let server = Arc::new(Server::new(
-            resolver.clone(),
-            registry.clone(),
-            config.limits.clone(),
+        let tlsrpt = Arc::new(TlsRpt::open(&config.tlsrpt, registry.clone()).with_context(
+            || {
+                format!(
+                    "opening the report database {}",
+                    config.tlsrpt.database.display()
+                )
+            },
         )?);
+        // The report host is served with a certificate from the tenants' issuer.
+        let extra: Vec<String> = config.tlsrpt.report_host.iter().cloned().collect();
+        provider.sync_extra(&extra);
+        let intake = HttpsIntake::new(tlsrpt.clone()).map(Arc::new);
+        let server = Arc::new(
+            Server::new(resolver.clone(), registry.clone(), config.limits.clone())?
+                .with_report_intake(intake),
+        );
         Ok(Daemon {
             config,
             registry,
@@ -86,6 +101,7 @@ impl Daemon {
             board,
             provider,
             server,
+            tlsrpt,
             acme,
         })
     }
@@ -97,16 +113,19 @@ impl Daemon {
             .with_context(|| format!("binding {}", self.config.listen))
     }
 
-    /// Serves `listener` until `shutdown` completes.
+    /// Serves `listener` until `shutdown` completes. Background tasks start here and stop
+    /// with the listener.
     pub async fn run(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
         let addr = listener.local_addr().ok();
         let snapshot = self.registry.load();
+        let retention = tokio::spawn(crate::tlsrpt::service::retention_task(self.tlsrpt.clone()));
         tracing::info!(
             tenants = snapshot.len(),
             certificates = self.resolver.len(),
             https = %addr.map(|a| a.to_string()).unwrap_or_default(),
             issuer = self.config.issuer.name(),
             state_dir = %self.config.state_dir.display(),
+            report_host = self.config.tlsrpt.report_host.as_deref().unwrap_or(""),
             "mta-stsd serving"
         );
         // Background tasks, stopped together after the listener drains.
@@ -116,6 +135,7 @@ impl Daemon {
             start_acme(acme, &mut background, stop_rx);
         }
         server::run(listener, self.server.clone(), shutdown).await;
+        retention.abort();
         let _ = stop_tx.send(true);
         while background.join_next().await.is_some() {}
         tracing::info!("mta-stsd stopped");

@@ -14,12 +14,18 @@
 //! - [`server`]: TCP accept with a connection cap, TLS (SNI checked first), HTTP/1.1 or h2 by
 //!   ALPN, timeouts, graceful shutdown.
 //! - [`http`]: routing a request to pre-rendered bytes.
+//! - [`tlsrpt`]: TLS-RPT reports (RFC 8460): parsing, bounded decoding, storage, HTTPS and mail
+//!   intake, retention, per-tenant summaries and the ready-to-enforce verdict.
 //! - [`daemon`]: wiring; [`cli`]: the command line; [`logging`], [`fsutil`], [`util`]: helpers.
 //!
 //! # The path of a request
 //! TCP accept (semaphore) → ClientHello read, SNI looked up (unknown → `unrecognized_name`) →
 //! handshake with the tenant's certificate → hyper (HTTP/1.1 or h2 from ALPN) →
 //! [`http::handle`]: Host → snapshot → 200 with the rendered policy, or 404/405/421.
+//!
+//! A connection whose SNI is the TLS-RPT report host goes to [`tlsrpt::HttpsIntake`] instead:
+//! `POST /tlsrpt/<tenant domain>` → capped body read → decode and insert on a blocking thread
+//! → 200 once committed.
 #![forbid(unsafe_code)]
 
 pub mod certs;
@@ -32,4 +38,5 @@ pub mod logging;
 pub mod policy;
 pub mod registry;
 pub mod server;
+pub mod tlsrpt;
 pub mod util;

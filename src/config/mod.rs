@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 pub use acme::{AcmeConfig, ChallengeKind};
 pub use names::{normalize_hostname, normalize_mx_pattern, validate_rua};
 pub use server::{
-    IssuerConfig, Limits, SERVER_FILE, ServerConfig, TENANTS_DIR, load_server_config,
+    IssuerConfig, Limits, SERVER_FILE, ServerConfig, TENANTS_DIR, TLSRPT_DATABASE, TlsRptConfig,
+    load_server_config, report_uri,
 };
 pub use tenant::{
     FileTenants, Tenant, TenantSet, assemble, load_tenant_dir, load_tenant_file, parse_tenants,

@@ -82,8 +82,10 @@ pub struct Tenant {
     pub rua: Vec<String>,
     /// The file that defines the tenant.
     pub source: PathBuf,
-    /// The line of the tenant's `domain` key in that file.
+    /// The line of the tenant's `domain` value in that file.
     pub line: u64,
+    /// The column of the tenant's `domain` value.
+    pub column: u64,
 }
 
 impl Tenant {
@@ -162,7 +164,7 @@ pub fn parse_tenants(path: &Path, text: &str) -> FileTenants {
                 out.diagnostics.push(Diagnostic::error(
                     path,
                     tenant.line,
-                    0,
+                    tenant.column,
                     &format!("{prefix}domain"),
                     format!(
                         "duplicate domain {:?}, already defined at line {first}",
@@ -207,6 +209,7 @@ fn compile(
         };
 
     let line = raw.domain.referenced.line();
+    let column = raw.domain.referenced.column();
     let domain = match normalize_hostname(&raw.domain.value) {
         Ok(domain) => {
             if domain.starts_with("mta-sts.") {
@@ -330,6 +333,7 @@ fn compile(
         rua,
         source: path.to_path_buf(),
         line,
+        column,
     })
 }
 
@@ -385,7 +389,7 @@ pub fn assemble(files: Vec<FileTenants>) -> TenantSet {
                 set.diagnostics.push(Diagnostic::error(
                     &tenant.source,
                     tenant.line,
-                    0,
+                    tenant.column,
                     "domain",
                     format!(
                         "duplicate domain {:?}: already defined in {}",

@@ -1,7 +1,15 @@
 //! Integration tests: one test crate (one link step) with a module per area.
 
 mod acme;
+mod certs_files;
+mod cli;
 mod common;
+mod config;
 mod dns;
+mod hostile;
 mod pebble;
+mod property;
 mod serve;
+mod tlsrpt_cli;
+mod tlsrpt_crash;
+mod tlsrpt_intake;

@@ -22,7 +22,7 @@ pub mod issue;
 pub mod pace;
 pub mod preflight;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -123,6 +123,9 @@ pub struct AcmeProvider {
     /// The CA said the account does not exist: create a new one before the next order.
     account_stale: AtomicBool,
     hosts: Mutex<HashMap<String, Host>>,
+    /// The last tenant list and the extra (non-tenant) hosts, together the wanted set.
+    tenants: Mutex<Vec<Arc<Tenant>>>,
+    extra: Mutex<Vec<String>>,
     limiter: Mutex<OrderLimiter>,
     wake: Notify,
     /// Recent new orders (host, when), newest last, at most [`ORDER_LOG_LEN`].
@@ -158,6 +161,8 @@ impl AcmeProvider {
             ari_supported: AtomicBool::new(true),
             account_stale: AtomicBool::new(false),
             hosts: Mutex::new(HashMap::new()),
+            tenants: Mutex::default(),
+            extra: Mutex::default(),
             limiter: Mutex::new(limiter),
             wake: Notify::new(),
             orders: Mutex::default(),
@@ -626,35 +631,60 @@ fn status_of(h: &Host) -> CertStatus {
     status
 }
 
+impl AcmeProvider {
+    /// Brings the wanted set in step with the last tenant list and the extra hosts: publishes
+    /// cached certificates, forgets removed hosts (their files stay), wakes the scheduler.
+    fn apply_wanted(&self) {
+        let tenants = self
+            .tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let extra = self.extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let wanted = drop_removed(&self.resolver, &self.board, &tenants, &extra);
+        let labels = tenants
+            .iter()
+            .map(|t| (t.host.clone(), t.domain.clone()))
+            .chain(extra.iter().map(|h| (h.clone(), h.clone())));
+        let mut hosts = self.lock_hosts();
+        for (name, h) in hosts.iter_mut() {
+            if h.wanted && !wanted.contains(name) {
+                tracing::info!(domain = %h.domain, "host removed; its renewals stop, its files stay");
+            }
+            h.wanted = false;
+        }
+        for (host, domain) in labels {
+            let h = hosts
+                .entry(host.clone())
+                .or_insert_with(|| Host::new(domain.clone()));
+            h.domain = domain;
+            h.wanted = true;
+            if let Some(cert) = &h.cert
+                && !self.resolver.contains(&host)
+            {
+                self.resolver.publish_shared(&host, cert.clone());
+            }
+            self.board.set(&host, status_of(h));
+        }
+        drop(hosts);
+        self.wake.notify_one();
+    }
+}
+
 impl CertProvider for AcmeProvider {
     fn name(&self) -> &'static str {
         NAME
     }
 
     fn sync(&self, tenants: &[Arc<Tenant>]) {
-        let wanted: HashSet<String> = drop_removed(&self.resolver, &self.board, tenants);
-        let mut hosts = self.lock_hosts();
-        for (name, h) in hosts.iter_mut() {
-            if h.wanted && !wanted.contains(name) {
-                tracing::info!(domain = %h.domain, "tenant removed; its certificate files stay");
-            }
-            h.wanted = wanted.contains(name);
-        }
-        for tenant in tenants {
-            let h = hosts
-                .entry(tenant.host.clone())
-                .or_insert_with(|| Host::new(tenant.domain.clone()));
-            h.domain = tenant.domain.clone();
-            h.wanted = true;
-            if let Some(cert) = &h.cert
-                && !self.resolver.contains(&tenant.host)
-            {
-                self.resolver.publish_shared(&tenant.host, cert.clone());
-            }
-            self.board.set(&tenant.host, status_of(h));
-        }
-        drop(hosts);
-        self.wake.notify_one();
+        *self.tenants.lock().unwrap_or_else(|e| e.into_inner()) = tenants.to_vec();
+        self.apply_wanted();
+    }
+
+    fn sync_extra(&self, hosts: &[String]) {
+        *self.extra.lock().unwrap_or_else(|e| e.into_inner()) =
+            hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        self.apply_wanted();
     }
 }
 

@@ -1,0 +1,24 @@
+# Multi-stage build: the same `cargo build --release --locked` that CI runs.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --home-dir /var/lib/mta-stsd --shell /usr/sbin/nologin mta-stsd \
+ && mkdir -p /etc/mta-stsd/tenants /var/lib/mta-stsd \
+ && chown mta-stsd:mta-stsd /var/lib/mta-stsd && chmod 0700 /var/lib/mta-stsd
+COPY --from=build /src/target/release/mta-stsd /usr/local/bin/mta-stsd
+COPY deploy/docker/mta-stsd.yaml /etc/mta-stsd/mta-stsd.yaml
+COPY config/tenants/ /etc/mta-stsd/tenants/
+USER mta-stsd
+# Docker lets unprivileged processes bind ports below 1024 inside the container
+# (net.ipv4.ip_unprivileged_port_start=0), so 443 needs no capability here.
+EXPOSE 443
+VOLUME ["/etc/mta-stsd", "/var/lib/mta-stsd"]
+ENTRYPOINT ["/usr/local/bin/mta-stsd"]
+CMD ["serve", "--config", "/etc/mta-stsd"]

@@ -1,0 +1,243 @@
+//! The real binary: `check`, `dns`, `--help`, and `serve` with signals and JSON logs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::common::{Client, TestConfig, binary};
+
+fn run(args: &[&str], cfg: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn shipped_example_config_checks_clean() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let (code, out, _) = run(&["check"], &dir);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("3 tenant(s) valid, 0 error(s), 0 warning(s)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_lists_every_error_in_every_file_and_fails() {
+    let cfg = TestConfig::new();
+    cfg.tenant(
+        "a.yaml",
+        "domain: a.example\nmode: testing\nmxx: [mx.a.example]\n",
+    );
+    cfg.tenant(
+        "b.yaml",
+        "domain: b.example.\nmode: enforce\nmx: [\"mx.*.b.example\"]\nmax_age: 99999999\n",
+    );
+    cfg.simple_tenant("good.example");
+    let (code, out, _) = run(&["check"], cfg.path());
+    assert_eq!(code, Some(1));
+    let a = cfg.path().join("tenants/a.yaml");
+    let b = cfg.path().join("tenants/b.yaml");
+    for line in [
+        format!("{}:3:1: error: mxx: unknown field `mxx`", a.display()),
+        format!(
+            "{}:1:9: error: domain: \"b.example.\" must not end with a dot",
+            b.display()
+        ),
+        format!(
+            "{}:3:6: error: mx[0]: \"mx.*.b.example\": a wildcard",
+            b.display()
+        ),
+        format!(
+            "{}:4:10: error: max_age: 99999999 is above the RFC 8461 limit",
+            b.display()
+        ),
+        "1 tenant(s) valid, 4 error(s), 0 warning(s)".to_owned(),
+    ] {
+        assert!(out.contains(&line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn check_reports_server_file_errors() {
+    let cfg = TestConfig::with_server(
+        "listen: localhost\nstate_dir: state\nissuer: internal\nlimitz: {}\n",
+    );
+    let (code, out, _) = run(&["check"], cfg.path());
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("mta-stsd.yaml:4:1: error: limitz: unknown field `limitz`"),
+        "{out}"
+    );
+}
+
+#[test]
+fn dns_prints_zone_lines_and_json() {
+    let cfg = TestConfig::with_server(
+        "listen: \"127.0.0.1:0\"\nstate_dir: state\nissuer: internal\npublic_hostname: sts.operator.example\n",
+    );
+    cfg.tenant(
+        "e.yaml",
+        "domain: example.com\nmode: testing\nmx: [mx.example.com]\nmax_age: 86400\ntlsrpt:\n  rua: [\"mailto:tls@example.com\"]\n",
+    );
+    let id = mta_stsd::policy::policy_id(
+        b"version: STSv1\r\nmode: testing\r\nmx: mx.example.com\r\nmax_age: 86400\r\n",
+    );
+    let (code, out, _) = run(&["dns"], cfg.path());
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = out.lines().filter(|l| !l.starts_with(';')).collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!("_mta-sts.example.com. IN TXT \"v=STSv1; id={id}\""),
+            "_smtp._tls.example.com. IN TXT \"v=TLSRPTv1; rua=mailto:tls@example.com\"".to_owned(),
+            "mta-sts.example.com. IN CNAME sts.operator.example.".to_owned(),
+        ]
+    );
+    let (code, out, _) = run(&["dns", "--json"], cfg.path());
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["domain"], "example.com");
+    assert_eq!(v[0]["id"], id.as_str());
+    assert_eq!(v[0]["records"][0]["name"], "_mta-sts.example.com.");
+    assert_eq!(v[0]["records"][0]["value"], format!("v=STSv1; id={id}"));
+}
+
+#[test]
+fn help_explains_every_subcommand() {
+    for (sub, needle) in [
+        ("serve", "--config <DIR>"),
+        ("check", "Exit status 0"),
+        ("dns", "--json"),
+    ] {
+        let out = Command::new(binary())
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(needle),
+            "{sub} --help lacks {needle:?}:\n{text}"
+        );
+        assert!(
+            text.contains("MTA_STSD_CONFIG"),
+            "{sub} --help should name the env var"
+        );
+    }
+}
+
+/// The real daemon: JSON startup line, a policy over HTTPS, SIGTERM → exit 0.
+#[tokio::test]
+async fn serve_logs_json_serves_and_exits_cleanly_on_sigterm() {
+    let cfg = TestConfig::new();
+    cfg.simple_tenant("example.com");
+    let mut child = Command::new(binary())
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(cfg.path())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut addr = None;
+    while addr.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("startup line");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("every log line is JSON");
+        if v["message"] == "mta-stsd serving" {
+            assert_eq!(v["tenants"], 1);
+            assert_eq!(v["issuer"], "internal");
+            addr = Some(
+                v["https"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap(),
+            );
+        }
+    }
+    let client = Client::new(addr.unwrap(), cfg.ca_der());
+    assert_eq!(
+        client
+            .get_policy("mta-sts.example.com")
+            .await
+            .unwrap()
+            .status,
+        StatusCode::OK
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "daemon did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(0));
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(
+        rest.iter().any(|l| l.contains("mta-stsd stopped")),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_broken_server_file_with_the_location() {
+    let cfg = TestConfig::with_server("listen: \"127.0.0.1:0\"\nstate_dir: state\nissuer: acmee\n");
+    let out = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mta-stsd.yaml:3:9: error: issuer: unknown variant `acmee`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn container_config_checks_clean() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = TestConfig::with_server(
+        &std::fs::read_to_string(root.join("deploy/docker/mta-stsd.yaml")).unwrap(),
+    );
+    for entry in std::fs::read_dir(root.join("config/tenants")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(
+            &path,
+            cfg.path().join("tenants").join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    let (code, out, _) = run(&["check"], cfg.path());
+    assert_eq!(code, Some(0), "{out}");
+}

@@ -1,0 +1,162 @@
+//! Hostile clients: oversized headers, silent connections, floods beyond the connection cap.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::{TestConfig, eventually, start};
+
+/// Short limits so the tests see timeouts quickly; the behaviour is the same at defaults.
+fn tight(max_connections: usize) -> TestConfig {
+    let cfg = TestConfig::with_server(&format!(
+        "listen: \"127.0.0.1:0\"\nstate_dir: state\nissuer: internal\nlimits:\n  max_connections: {max_connections}\n  handshake_timeout: 300ms\n  header_read_timeout: 300ms\n  idle_timeout: 300ms\n  shutdown_grace: 1s\n"
+    ));
+    cfg.simple_tenant("example.com");
+    cfg
+}
+
+/// Reads until EOF or error; returns what was read, or None if still open after `limit`.
+async fn closed_within<S: AsyncReadExt + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    match tokio::time::timeout(limit, stream.read_to_end(&mut out)).await {
+        Ok(_) => Some(out),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn oversized_header_is_refused_and_server_keeps_serving() {
+    let cfg = tight(100);
+    let running = start(&cfg).await;
+    let client = running.client();
+    let mut tls = client
+        .handshake("mta-sts.example.com", &[b"http/1.1"])
+        .await
+        .unwrap();
+    let big = "a".repeat(64 * 1024);
+    let req = format!(
+        "GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.example.com\r\nX-Big: {big}\r\n\r\n"
+    );
+    let _ = tls.write_all(req.as_bytes()).await;
+    let out = closed_within(&mut tls, Duration::from_secs(5))
+        .await
+        .expect("connection closed");
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 431"),
+        "got {text}"
+    );
+    assert!(!text.contains("version: STSv1"));
+    // h2: a header list over the limit is refused too.
+    let got = client.get_policy("mta-sts.example.com").await.unwrap();
+    assert_eq!(got.status, StatusCode::OK);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn silent_tcp_client_is_closed_after_handshake_timeout() {
+    let cfg = tight(100);
+    let running = start(&cfg).await;
+    let mut tcp = TcpStream::connect(running.addr).await.unwrap();
+    assert!(
+        closed_within(&mut tcp, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "a client that sends nothing must be dropped"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn idle_tls_clients_are_closed_for_http1_and_h2() {
+    let cfg = tight(100);
+    let running = start(&cfg).await;
+    let client = running.client();
+    // HTTP/1.1: TLS done, no request head.
+    let mut h1 = client
+        .handshake("mta-sts.example.com", &[b"http/1.1"])
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut h1, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "idle HTTP/1.1 client stays open"
+    );
+    // h2: ALPN h2 negotiated, but the client never sends the connection preface.
+    let mut h2 = client
+        .handshake("mta-sts.example.com", &[b"h2"])
+        .await
+        .unwrap();
+    assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert!(
+        closed_within(&mut h2, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "h2 client without preface stays open"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn flood_beyond_the_cap_does_not_take_the_server_down() {
+    let cap = 8;
+    let cfg = tight(cap);
+    let running = start(&cfg).await;
+    let stats = running.daemon_server.stats.clone();
+    let mut flood = Vec::new();
+    for _ in 0..(cap * 8) {
+        flood.push(TcpStream::connect(running.addr).await.unwrap());
+    }
+    // Never more than the cap is being served at once.
+    for _ in 0..10 {
+        assert!(
+            stats
+                .open_connections
+                .load(std::sync::atomic::Ordering::Relaxed)
+                <= cap
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // The flood drains by the handshake timeout and a real client is answered.
+    let client = running.client();
+    let served = eventually(Duration::from_secs(20), || {
+        let client = client.clone();
+        async move {
+            matches!(client.get_policy("mta-sts.example.com").await, Ok(f) if f.status == StatusCode::OK)
+        }
+    })
+    .await;
+    assert!(served, "server must answer after a flood");
+    drop(flood);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_instead_of_tls_is_rejected() {
+    let cfg = tight(100);
+    let running = start(&cfg).await;
+    let mut tcp = TcpStream::connect(running.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: mta-sts.example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let out = closed_within(&mut tcp, Duration::from_secs(5))
+        .await
+        .expect("closed");
+    assert!(!String::from_utf8_lossy(&out).contains("STSv1"));
+    assert_eq!(
+        running
+            .client()
+            .get_policy("mta-sts.example.com")
+            .await
+            .unwrap()
+            .status,
+        StatusCode::OK
+    );
+    running.stop().await;
+}
