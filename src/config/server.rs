@@ -657,6 +657,53 @@ fn compile_tlsrpt(
 mod tests {
     use super::*;
 
+    fn load_acme(yaml: &str) -> Result<ServerConfig, Vec<Diagnostic>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SERVER_FILE), yaml).unwrap();
+        load_server_config(dir.path())
+    }
+
+    #[test]
+    fn acme_section_compiles_with_aliases_and_defaults() {
+        let cfg = load_acme(
+            "listen: \"127.0.0.1:443\"\nstate_dir: s\npublic_hostname: sts.example.net\nissuer: acme\nacme:\n  directory: letsencrypt-staging\n  contact: [ops@example.net]\n",
+        )
+        .unwrap();
+        let IssuerConfig::Acme(acme) = cfg.issuer else {
+            panic!("not acme")
+        };
+        assert_eq!(acme.directory, crate::config::acme::LETSENCRYPT_STAGING);
+        assert_eq!(acme.contact, vec!["mailto:ops@example.net"]);
+        assert_eq!(
+            acme.preflight.public_hostname.as_deref(),
+            Some("sts.example.net")
+        );
+        assert_eq!(acme.schedule.orders_per_window, 100);
+    }
+
+    #[test]
+    fn acme_errors_name_line_and_field() {
+        let diags = load_acme(
+            "listen: \"127.0.0.1:443\"\nstate_dir: s\nissuer: acme\nacme:\n  directory: http://ca.example/dir\n  contact: [nobody]\n  challenges: [http-01]\n  preflight:\n    nameservers: [\"not-an-ip\"]\n  schedule:\n    renew_fraction: 1.5\n",
+        )
+        .unwrap_err();
+        let found: Vec<(u64, &str)> = diags.iter().map(|d| (d.line, d.field.as_str())).collect();
+        for expected in [
+            (5, "acme.directory"),
+            (6, "acme.contact[0]"),
+            (7, "acme.challenges"),
+            (9, "acme.preflight.nameservers[0]"),
+            (11, "acme.schedule.renew_fraction"),
+        ] {
+            assert!(found.contains(&expected), "{expected:?} not in {found:?}");
+        }
+        // No public_hostname and no public_addresses: preflight cannot know what "here" is.
+        assert!(
+            found.iter().any(|(_, f)| *f == "acme.preflight"),
+            "{found:?}"
+        );
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
