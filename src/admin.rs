@@ -208,7 +208,16 @@ fn authorized<B>(token: Option<&str>, req: &Request<B>) -> bool {
 /// The records to publish for `tenant`, with `public_hostname` applied live.
 fn records(state: &AdminState, tenant: &Tenant) -> Vec<crate::cli::Record> {
     let status = state.reloader.status();
-    crate::cli::tenant_records(tenant, status.public_hostname.as_deref())
+    let endpoint = state
+        .reloader
+        .running()
+        .tlsrpt
+        .published_endpoint(&tenant.domain);
+    crate::cli::tenant_records(
+        tenant,
+        status.public_hostname.as_deref(),
+        endpoint.as_deref(),
+    )
 }
 
 /// Error diagnostics by file, to attach to each tenant.

@@ -1,4 +1,5 @@
-//! Wires the parts together: configuration → snapshot → certificates → listener.
+//! Wires the parts together: configuration → snapshot → certificates → report store →
+//! listener; starts the background tasks (TLS-RPT retention) next to the listener.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -6,12 +7,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::certs::acme::AcmeProvider;
 use crate::certs::internal::InternalCa;
 use crate::certs::provider::{FilesProvider, InternalProvider};
 use crate::certs::{CertBoard, CertProvider, CertResolver};
 use crate::config::{self, IssuerConfig, ServerConfig, TenantSet};
 use crate::registry::{Registry, Snapshot};
 use crate::server::{self, Server};
+use crate::tlsrpt::{HttpsIntake, TlsRpt};
 // live configuration, metrics, admin
 use crate::admin::{self, AdminState};
 use crate::metrics::{self, Exporter, Metrics};
@@ -45,8 +48,21 @@ pub struct Daemon {
     pub reloader: Arc<Reloader>,
     /// Admin API state, when the server file has an `admin:` section or a listener is given.
     pub admin: Arc<AdminState>,
-    /// A pre-bound admin listener (tests); otherwise `admin.listen` is bound at run.
+    /// The admin listener: pre-bound by tests, or bound by [`Daemon::bind_admin`].
     admin_listener: Option<TcpListener>,
+    // --- end live ---
+    /// TLS-RPT: report store, intake counters, summaries for the admin API and metrics.
+    pub tlsrpt: Arc<TlsRpt>,
+    /// ACME background work, when the issuer is `acme`.
+    pub acme: Option<AcmeTasks>,
+}
+
+/// The ACME scheduler and its optional HTTP-01 listener, started by [`Daemon::run`].
+pub struct AcmeTasks {
+    /// The provider whose scheduler runs in the background.
+    pub provider: Arc<AcmeProvider>,
+    /// The plain-HTTP listener for HTTP-01, bound at build time so a busy port fails startup.
+    pub http_listener: Option<std::net::TcpListener>,
 }
 
 /// Loads the server file and every tenant file of `dir`. Tenant errors do not stop the
@@ -85,17 +101,28 @@ impl Daemon {
         let metrics = Arc::new(Metrics::new());
         let resolver = Arc::new(CertResolver::new());
         let board = Arc::new(CertBoard::new());
-        let provider = make_provider(&config, resolver.clone(), board.clone())?;
+        let (provider, acme) = make_provider(&config, resolver.clone(), board.clone())?;
         provider.sync(&tenants.tenants);
         let registry = Arc::new(Registry::new(Snapshot::new(
             tenants.tenants.clone(),
             tenants.diagnostics.clone(),
         )));
-        let server = Arc::new(Server::new(
-            resolver.clone(),
-            registry.clone(),
-            config.limits.clone(),
+        let tlsrpt = Arc::new(TlsRpt::open(&config.tlsrpt, registry.clone()).with_context(
+            || {
+                format!(
+                    "opening the report database {}",
+                    config.tlsrpt.database.display()
+                )
+            },
         )?);
+        // The report host is served with a certificate from the tenants' issuer.
+        let extra: Vec<String> = config.tlsrpt.report_host.iter().cloned().collect();
+        provider.sync_extra(&extra);
+        let intake = HttpsIntake::new(tlsrpt.clone()).map(Arc::new);
+        let server = Arc::new(
+            Server::new(resolver.clone(), registry.clone(), config.limits.clone())?
+                .with_report_intake(intake),
+        );
         // --- live configuration, metrics, admin ---
         let reloader = Arc::new(Reloader::new(
             reload::Parts {
@@ -134,6 +161,8 @@ impl Daemon {
             board,
             provider,
             server,
+            tlsrpt,
+            acme,
             metrics,
             reloader,
             admin,
@@ -214,14 +243,16 @@ impl Daemon {
             .with_context(|| format!("binding {}", self.config.listen))
     }
 
-    /// Serves `listener` until `shutdown` completes.
+    /// Serves `listener` until `shutdown` completes. Background tasks start here and stop
+    /// with the listener.
     pub async fn run(
         mut self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        // --- live: watcher, SIGHUP, admin ---
+        // Background tasks, stopped together after the listener drains.
         let (stop_tx, stop_rx) = watch::channel(false);
+        // --- live: watcher, SIGHUP, admin ---
         let tasks = match self.start_live_tasks(&stop_rx).await {
             Ok(tasks) => tasks,
             Err(err) => {
@@ -232,19 +263,27 @@ impl Daemon {
         // --- end live ---
         let addr = listener.local_addr().ok();
         let snapshot = self.registry.load();
+        let retention = tokio::spawn(crate::tlsrpt::service::retention_task(self.tlsrpt.clone()));
         tracing::info!(
             tenants = snapshot.len(),
             certificates = self.resolver.len(),
             https = %addr.map(|a| a.to_string()).unwrap_or_default(),
             issuer = self.config.issuer.name(),
             state_dir = %self.config.state_dir.display(),
+            report_host = self.config.tlsrpt.report_host.as_deref().unwrap_or(""),
             "mta-stsd serving"
         );
+        let mut background = tokio::task::JoinSet::new();
+        if let Some(acme) = self.acme.take() {
+            start_acme(acme, &mut background, stop_rx.clone());
+        }
         self.admin.listening.store(true, Ordering::Relaxed);
         server::run(listener, self.server.clone(), shutdown).await;
         self.admin.listening.store(false, Ordering::Relaxed);
-        // --- live: stop the background tasks ---
+        retention.abort();
         let _ = stop_tx.send(true);
+        while background.join_next().await.is_some() {}
+        // --- live: wait for the live tasks ---
         for (name, task) in tasks {
             if tokio::time::timeout(TASK_STOP_GRACE, task).await.is_err() {
                 tracing::warn!(task = name, "background task did not stop in time");
@@ -255,13 +294,62 @@ impl Daemon {
     }
 }
 
-/// The certificate provider the server file asks for.
+/// Starts the named ACME tasks: `acme-scheduler` and, when configured, `acme-http01`.
+fn start_acme(
+    acme: AcmeTasks,
+    tasks: &mut tokio::task::JoinSet<()>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Some(std_listener) = acme.http_listener {
+        match TcpListener::from_std(std_listener) {
+            Ok(listener) => {
+                let addr = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                tracing::info!(task = "acme-http01", http = %addr, "HTTP-01 listener started");
+                let tokens = acme.provider.tokens.clone();
+                tasks.spawn(crate::certs::acme::http01::run(
+                    listener,
+                    tokens,
+                    stop.clone(),
+                ));
+            }
+            Err(err) => tracing::error!(error = %err, "HTTP-01 listener unusable"),
+        }
+    }
+    tracing::info!(task = "acme-scheduler", "ACME scheduler starting");
+    tasks.spawn(acme.provider.run(stop));
+}
+
+/// The certificate provider the server file asks for, and the ACME tasks if it is ACME.
 fn make_provider(
     config: &ServerConfig,
     resolver: Arc<CertResolver>,
     board: Arc<CertBoard>,
-) -> anyhow::Result<Arc<dyn CertProvider>> {
-    Ok(match &config.issuer {
+) -> anyhow::Result<(Arc<dyn CertProvider>, Option<AcmeTasks>)> {
+    if let IssuerConfig::Acme(acme) = &config.issuer {
+        let store = Arc::new(crate::certs::store::FileStore::new(&config.state_dir));
+        let provider = Arc::new(
+            AcmeProvider::new((**acme).clone(), store, resolver, board)
+                .context("setting up the ACME issuer")?,
+        );
+        let http_listener = match acme.http_listen {
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("binding the HTTP-01 listener {addr}"))?;
+                listener.set_nonblocking(true)?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let tasks = AcmeTasks {
+            provider: provider.clone(),
+            http_listener,
+        };
+        return Ok((provider, Some(tasks)));
+    }
+    let provider: Arc<dyn CertProvider> = match &config.issuer {
         IssuerConfig::Internal { leaf_validity } => {
             let ca = InternalCa::load_or_create(&config.state_dir, *leaf_validity)?;
             tracing::info!(ca = %ca.cert_path().display(), "internal CA: clients must trust this certificate");
@@ -278,7 +366,9 @@ fn make_provider(
             resolver,
             board,
         )),
-    })
+        IssuerConfig::Acme(_) => unreachable!("handled above"),
+    };
+    Ok((provider, None))
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT.

@@ -5,6 +5,7 @@
 //! [`ServerConfig`] and [`Tenant`] values with rendered policies. Nothing on the request path
 //! ever sees YAML. Every problem becomes a [`Diagnostic`] naming file, line, column and field.
 
+pub mod acme;
 mod names;
 mod server;
 mod tenant;
@@ -12,10 +13,11 @@ mod tenant;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use acme::{AcmeConfig, ChallengeKind};
 pub use names::{normalize_hostname, normalize_mx_pattern, validate_rua};
 pub use server::{
     AdminConfig, DEFAULT_ADMIN_LISTEN, IssuerConfig, Limits, ReloadConfig, SERVER_FILE,
-    ServerConfig, TENANTS_DIR, load_server_config,
+    ServerConfig, TENANTS_DIR, TLSRPT_DATABASE, TlsRptConfig, load_server_config, report_uri,
 };
 pub use tenant::{
     FileTenants, Tenant, TenantSet, assemble, assemble_shared, is_tenant_file, load_tenant_dir,

@@ -1,11 +1,17 @@
 //! Integration tests: one test crate (one link step) with a module per area.
 
+mod acme;
 mod admin;
 mod certs_files;
 mod cli;
 mod common;
 mod config;
+mod dns;
 mod hostile;
 mod live;
+mod pebble;
 mod property;
 mod serve;
+mod tlsrpt_cli;
+mod tlsrpt_crash;
+mod tlsrpt_intake;
