@@ -16,17 +16,17 @@ use crate::pebble::{Pebble, Targets, free_port};
 const ISSUE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Pebble, DNS and a configuration directory wired together for one test.
-struct Setup {
+pub(crate) struct Setup {
     dns: Dns,
-    pebble: Pebble,
-    cfg: TestConfig,
+    pub(crate) pebble: Pebble,
+    pub(crate) cfg: TestConfig,
     https_port: u16,
 }
 
 impl Setup {
     /// Starts DNS and Pebble; writes a server file with `schedule` lines added to
     /// `acme.schedule` (indented by four spaces) and one tenant per domain.
-    async fn new(domains: &[&str], schedule: &str, http01: bool) -> Setup {
+    pub(crate) async fn new(domains: &[&str], schedule: &str, http01: bool) -> Setup {
         init_crypto();
         let dns = Dns::start().await;
         let https_port = free_port();
@@ -61,7 +61,7 @@ impl Setup {
     }
 
     /// Builds and runs the daemon on the HTTPS port Pebble validates against.
-    async fn start(&self) -> Running {
+    pub(crate) async fn start(&self) -> Running {
         self.start_trusting(self.pebble.root().await).await
     }
 
@@ -84,7 +84,7 @@ fn status(running: &Running, domain: &str) -> Option<CertStatus> {
 }
 
 /// Waits until every domain's certificate is `Valid` on the board.
-async fn all_valid(running: &Running, domains: &[&str], limit: Duration) -> bool {
+pub(crate) async fn all_valid(running: &Running, domains: &[&str], limit: Duration) -> bool {
     eventually(limit, || async {
         domains.iter().all(|d| {
             status(running, d).is_some_and(|s| s.state == CertState::Valid && s.cert.is_some())

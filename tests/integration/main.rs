@@ -9,6 +9,7 @@ mod config;
 mod dns;
 mod hostile;
 mod live;
+mod observability;
 mod pebble;
 mod property;
 mod serve;
