@@ -50,6 +50,8 @@ pub struct AdminState {
     pub reloader: Arc<Reloader>,
     /// Metrics renderer.
     pub exporter: Exporter,
+    /// TLS-RPT reports, for the per-tenant summary.
+    pub tlsrpt: Arc<crate::tlsrpt::TlsRpt>,
     /// Bearer token, when configured.
     pub token: Option<String>,
     /// True while the HTTPS listener serves.
@@ -103,7 +105,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                async move { Ok::<_, Infallible>(handle(state, req).await) }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -129,7 +131,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watc
 }
 
 /// Routes one admin request.
-pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (&method, path.as_str()) {
@@ -157,7 +159,18 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
                 .headers()
                 .get(http::header::ACCEPT)
                 .and_then(|v| v.to_str().ok());
-            let (body, content_type) = state.exporter.render(accept);
+            let accept = accept.map(str::to_owned);
+            // The TLS-RPT gauges read SQLite: keep that off the async worker threads.
+            let render = state.clone();
+            let Ok((body, content_type)) =
+                tokio::task::spawn_blocking(move || render.exporter.render(accept.as_deref()))
+                    .await
+            else {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "metrics rendering failed\n",
+                );
+            };
             let mut resp = Response::new(Full::new(Bytes::from(body)));
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -172,10 +185,14 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
             json(status, &outcome)
         }
         (&Method::GET, "/api/v1/status") => json(StatusCode::OK, &*state.reloader.status()),
-        (&Method::GET, "/api/v1/tenants") => json(StatusCode::OK, &tenant_list(state)),
+        (&Method::GET, "/api/v1/tenants") => json(StatusCode::OK, &tenant_list(&state)),
+        (&Method::GET, p) if p.starts_with("/api/v1/tenants/") && p.ends_with("/tlsrpt") => {
+            let raw = &p["/api/v1/tenants/".len()..p.len() - "/tlsrpt".len()];
+            tlsrpt_summary(&state, raw, req.uri().query()).await
+        }
         (&Method::GET, p) if p.starts_with("/api/v1/tenants/") => {
             let raw = &p["/api/v1/tenants/".len()..];
-            match tenant_detail(state, raw) {
+            match tenant_detail(&state, raw) {
                 Some(v) => json(StatusCode::OK, &v),
                 None => json(
                     StatusCode::NOT_FOUND,
@@ -187,6 +204,48 @@ pub async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `GET /api/v1/tenants/{domain}/tlsrpt?since=7d`: the TLS-RPT summary and the
+/// ready-to-enforce verdict, over `since` (default: the verdict's minimum number of days).
+async fn tlsrpt_summary(
+    state: &Arc<AdminState>,
+    raw: &str,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let domain = raw.trim_end_matches('.').to_ascii_lowercase();
+    let now = time::OffsetDateTime::now_utc();
+    let since = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("since="));
+    let since = match since {
+        Some(text) => match crate::cli::parse_since(text, now) {
+            Ok(t) => t,
+            Err(why) => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": why }),
+                );
+            }
+        },
+        None => now - state.tlsrpt.metrics_window(),
+    };
+    let tlsrpt = state.tlsrpt.clone();
+    let result =
+        tokio::task::spawn_blocking(move || tlsrpt.tenant_summary_json(&domain, since)).await;
+    match result {
+        Ok(Ok(Some(summary))) => json(StatusCode::OK, &summary),
+        Ok(Ok(None)) => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "no such tenant"}),
+        ),
+        Ok(Err(err)) => json(
+            StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &serde_json::json!({ "error": err.to_string() }),
+        ),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "summary failed\n"),
     }
 }
 

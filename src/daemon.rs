@@ -102,6 +102,9 @@ impl Daemon {
         let resolver = Arc::new(CertResolver::new());
         let board = Arc::new(CertBoard::new());
         let (provider, acme) = make_provider(&config, resolver.clone(), board.clone())?;
+        if let Some(acme) = &acme {
+            acme.provider.set_metrics(metrics.clone());
+        }
         provider.sync(&tenants.tenants);
         let registry = Arc::new(Registry::new(Snapshot::new(
             tenants.tenants.clone(),
@@ -149,7 +152,9 @@ impl Daemon {
                 board: board.clone(),
                 stats: server.stats.clone(),
                 reloader: reloader.clone(),
+                tlsrpt: Some(tlsrpt.clone()),
             }),
+            tlsrpt: tlsrpt.clone(),
             token,
             listening: AtomicBool::new(false),
         });

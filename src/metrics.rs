@@ -190,8 +190,8 @@ impl Metrics {
         Self::default()
     }
 
-    /// Counts one finished ACME order by `result` (e.g. `"valid"`, `"invalid"`, `"error"`,
-    /// `"rate_limited"`): a `&'static str`, so the label set stays fixed at compile time.
+    /// Counts one finished ACME order by `result` (`"success"` or `"failure"`): a
+    /// `&'static str`, so the label set stays fixed at compile time.
     pub fn acme_order(&self, result: &'static str) {
         self.acme_orders
             .get_or_create(&vec![("result", result)])
@@ -232,6 +232,8 @@ pub struct Sources {
     pub stats: Arc<Stats>,
     /// Reload status (errors per file, restart needed).
     pub reloader: Arc<Reloader>,
+    /// TLS-RPT intake counters and stored reports, when the daemon has them.
+    pub tlsrpt: Option<Arc<crate::tlsrpt::TlsRpt>>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -548,8 +550,81 @@ impl Collector for StateCollector {
             MetricType::Gauge,
         )?;
         ConstGauge::new(i64::from(!status.restart_required.is_empty())).encode(m)?;
+
+        if let Some(tlsrpt) = &s.tlsrpt {
+            encode_tlsrpt(&mut enc, tlsrpt)?;
+        }
         Ok(())
     }
+}
+
+/// TLS-RPT families. Intake outcomes are counters kept in memory since start. Sessions and
+/// failures are gauges over the trailing window (the verdict's minimum days) computed from the
+/// database at scrape time, so a restart never zeroes them and old reports age out; labels are
+/// configured tenant domains and the known result types (unknown ones sum under `other`).
+fn encode_tlsrpt(
+    enc: &mut DescriptorEncoder,
+    tlsrpt: &crate::tlsrpt::TlsRpt,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(
+        "mta_stsd_tlsrpt_reports_received",
+        "TLS-RPT reports received over HTTPS since start, by source and outcome",
+        None,
+        MetricType::Counter,
+    )?;
+    for (source, outcome, n) in tlsrpt.stats.all() {
+        sample(
+            &mut m,
+            &[("source", source.as_str()), ("outcome", outcome.as_str())],
+            ConstCounter::new(n),
+        )?;
+    }
+    let window = tlsrpt.metrics_window();
+    let m = enc.encode_descriptor(
+        "mta_stsd_tlsrpt_window_seconds",
+        "Length of the trailing window the TLS-RPT session and failure gauges cover",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(i64::try_from(window.as_secs()).unwrap_or(i64::MAX)).encode(m)?;
+    let totals = match tlsrpt.window_totals(time::OffsetDateTime::now_utc(), window) {
+        Ok(totals) => totals,
+        Err(err) => {
+            tracing::warn!(error = %err, "TLS-RPT metrics unavailable for this scrape");
+            Vec::new()
+        }
+    };
+    let mut m = enc.encode_descriptor(
+        "mta_stsd_tlsrpt_sessions",
+        "TLS sessions reported by senders per tenant over the window, by result",
+        None,
+        MetricType::Gauge,
+    )?;
+    for t in &totals {
+        for (result, n) in [("success", t.successful), ("failure", t.failed)] {
+            sample(
+                &mut m,
+                &[("domain", t.tenant.as_str()), ("result", result)],
+                ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)),
+            )?;
+        }
+    }
+    let mut m = enc.encode_descriptor(
+        "mta_stsd_tlsrpt_failures",
+        "Failed TLS sessions reported per tenant over the window, by result type",
+        None,
+        MetricType::Gauge,
+    )?;
+    for t in &totals {
+        for (result_type, n) in &t.failures_by_result_type {
+            sample(
+                &mut m,
+                &[("domain", t.tenant.as_str()), ("result_type", result_type)],
+                ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX)),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -98,11 +98,21 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// Nodes and events a file may hold. serde-saphyr's defaults (250 000 nodes) stop a bulk file
+/// near 40 000 tenants; a tenant is about six nodes, so this admits the largest file we read
+/// (64 MiB) while alias and anchor limits keep their defaults against expansion bombs.
+const MAX_YAML_NODES: usize = 8_000_000;
+const MAX_YAML_EVENTS: usize = 4 * MAX_YAML_NODES;
+
 /// Options every configuration file is parsed with: duplicate keys are errors (serde-saphyr's
 /// default, stated here so it never silently changes) and alias expansion stays bounded.
 fn yaml_options() -> serde_saphyr::Options {
     serde_saphyr::options! {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_YAML_NODES,
+            max_events: MAX_YAML_EVENTS,
+        },
     }
 }
 

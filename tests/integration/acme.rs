@@ -153,6 +153,13 @@ async fn three_tenants_get_own_certificates_by_tls_alpn_and_restart_serves_the_c
     assert_eq!(serials.len(), 3, "three distinct certificates");
     assert_eq!(order_count(&running), 3);
     assert_eq!(setup.pebble.orders_received(), 3);
+    let metrics = crate::common::admin_get(running.admin_addr, "/metrics")
+        .await
+        .body;
+    assert!(
+        metrics.contains("mta_stsd_acme_orders_total{result=\"success\"} 3"),
+        "{metrics}"
+    );
 
     // Storage: keys and account owner-only, chain readable.
     let state = setup.cfg.path().join("state");
@@ -314,6 +321,13 @@ async fn ca_down_keeps_serving_backs_off_and_recovers() {
     })
     .await;
     assert!(backing_off, "{:?}", status(&running, "new.test"));
+    let metrics = crate::common::admin_get(running.admin_addr, "/metrics")
+        .await
+        .body;
+    assert!(
+        metrics.contains("mta_stsd_acme_orders_total{result=\"failure\"}"),
+        "{metrics}"
+    );
     assert_eq!(
         status(&running, "kept.test").unwrap().state,
         CertState::Valid

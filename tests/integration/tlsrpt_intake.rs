@@ -383,3 +383,66 @@ async fn a_streamed_body_is_stopped_at_the_cap() {
     assert_eq!(stored_reports(&cfg, "example.com"), 0);
     running.stop().await;
 }
+
+/// Reports show up in the admin API's per-tenant summary and in the metrics gauges.
+#[tokio::test]
+async fn reports_reach_the_admin_api_and_metrics() {
+    let cfg = config();
+    let running = start(&cfg).await;
+    let client = running.client();
+    let today = time::OffsetDateTime::now_utc().date();
+    for (i, failures) in [
+        vec![],
+        vec![("certificate-expired", "mx.example.com", 3u64)],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = crate::common::report_json(
+            "Sender Org",
+            &format!("r-{i}"),
+            "example.com",
+            today.previous_day().unwrap(),
+            100,
+            &failures,
+        );
+        let got = client
+            .post_report(REPORT_HOST, "example.com", "application/tlsrpt+json", body)
+            .await
+            .unwrap();
+        assert_eq!(got.status, StatusCode::OK, "{:?}", got.body);
+    }
+    let summary = crate::common::admin_get(
+        running.admin_addr,
+        "/api/v1/tenants/example.com/tlsrpt?since=7d",
+    )
+    .await;
+    assert_eq!(summary.status, StatusCode::OK, "{}", summary.body);
+    let v = summary.json();
+    assert_eq!(v["successful_sessions"], 200, "{v}");
+    assert_eq!(v["failed_sessions"], 3, "{v}");
+    assert_eq!(v["verdict"]["status"], "not-ready", "{v}");
+    let bad = crate::common::admin_get(
+        running.admin_addr,
+        "/api/v1/tenants/example.com/tlsrpt?since=soon",
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let unknown =
+        crate::common::admin_get(running.admin_addr, "/api/v1/tenants/nope.example/tlsrpt").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    let metrics = crate::common::admin_get(running.admin_addr, "/metrics")
+        .await
+        .body;
+    for line in [
+        "mta_stsd_tlsrpt_reports_received_total{source=\"https\",outcome=\"stored\"} 2",
+        "mta_stsd_tlsrpt_sessions{domain=\"example.com\",result=\"success\"} 200",
+        "mta_stsd_tlsrpt_sessions{domain=\"example.com\",result=\"failure\"} 3",
+        "mta_stsd_tlsrpt_failures{domain=\"example.com\",result_type=\"certificate-expired\"} 3",
+        "mta_stsd_tlsrpt_window_seconds 604800",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
+    }
+    running.stop().await;
+}

@@ -130,9 +130,16 @@ pub struct AcmeProvider {
     wake: Notify,
     /// Recent new orders (host, when), newest last, at most [`ORDER_LOG_LEN`].
     orders: Mutex<VecDeque<(String, Instant)>>,
+    /// Where finished orders are counted, once the daemon has metrics.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl AcmeProvider {
+    /// Counts finished orders in `metrics` (`mta_stsd_acme_orders_total{result}`).
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
     /// Builds the provider and loads every cached certificate from `store` (published by the
     /// first `sync` for the hosts that are tenants).
     pub fn new(
@@ -166,6 +173,7 @@ impl AcmeProvider {
             limiter: Mutex::new(limiter),
             wake: Notify::new(),
             orders: Mutex::default(),
+            metrics: std::sync::OnceLock::new(),
             cfg,
         };
         provider.load_cache();
@@ -541,6 +549,9 @@ impl AcmeProvider {
             h.in_flight = false;
             match outcome {
                 Outcome::Issued(cert, order) => {
+                    if let Some(m) = self.metrics.get() {
+                        m.acme_order("success");
+                    }
                     tracing::info!(
                         domain = %h.domain, host, order,
                         serial = %cert.info.serial,
@@ -562,6 +573,9 @@ impl AcmeProvider {
                     h.due = at;
                 }
                 Outcome::Failed(message, hint) => {
+                    if let Some(m) = self.metrics.get() {
+                        m.acme_order("failure");
+                    }
                     h.failures = h.failures.saturating_add(1);
                     let delay = backoff(
                         sched.backoff_base,
