@@ -543,12 +543,21 @@ async fn alerts_and_dashboard_only_use_exported_metrics() {
         "mta_stsd_tenant_ready{domain=\"example.net\"} 1",
         "mta_stsd_policy_info{domain=\"example.net\",mode=\"enforce\",",
         "mta_stsd_config_errors{file=",
+        "mta_stsd_tlsrpt_reports_received_total{source=\"https\",outcome=\"stored\"} 1",
+        "mta_stsd_tlsrpt_sessions{domain=\"example.net\",result=\"failure\"} 20",
+        "mta_stsd_tlsrpt_failures{domain=\"example.net\",result_type=\"certificate-expired\"} 20",
+        "mta_stsd_tlsrpt_window_seconds ",
     ] {
         assert!(
             body.contains(sample),
             "no {sample:?} in the scrape:\n{body}"
         );
     }
+    let order = "mta_stsd_acme_orders_total{result=\"success\"} 1";
+    assert!(
+        acme_scrape.contains(order),
+        "no {order:?} in the ACME daemon's scrape:\n{acme_scrape}"
+    );
     let mut exported = exported_series(body);
     exported.extend(exported_series(&acme_scrape));
 
