@@ -198,6 +198,14 @@ impl Metrics {
             .inc();
     }
 
+    /// Creates both ACME order series at zero, so `increase()` sees the first failure and the
+    /// family exists from the start when the issuer is ACME.
+    pub fn init_acme_orders(&self) {
+        for result in ["success", "failure"] {
+            self.acme_orders.get_or_create(&vec![("result", result)]);
+        }
+    }
+
     /// Counts one reload; a success also sets the last-success time.
     pub fn reload(&self, result: ReloadResult, now: i64) {
         self.reloads

@@ -137,6 +137,7 @@ pub struct AcmeProvider {
 impl AcmeProvider {
     /// Counts finished orders in `metrics` (`mta_stsd_acme_orders_total{result}`).
     pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        metrics.init_acme_orders();
         let _ = self.metrics.set(metrics);
     }
 
