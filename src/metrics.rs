@@ -202,7 +202,7 @@ impl Metrics {
     /// family exists from the start when the issuer is ACME.
     pub fn init_acme_orders(&self) {
         for result in ["success", "failure"] {
-            self.acme_orders.get_or_create(&vec![("result", result)]);
+            let _ = self.acme_orders.get_or_create(&vec![("result", result)]);
         }
     }
 
