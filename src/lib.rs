@@ -22,6 +22,7 @@
 //!   `/api/v1/tenants`, `POST /reload`).
 //! - [`tlsrpt`]: TLS-RPT reports (RFC 8460): parsing, bounded decoding, storage, HTTPS and mail
 //!   intake, retention, per-tenant summaries and the ready-to-enforce verdict.
+//! - [`accept`]: the bounded accept loop of the plain-HTTP listeners.
 //! - [`daemon`]: wiring; [`cli`]: the command line; [`logging`], [`fsutil`], [`util`]: helpers.
 //!
 //! # The path of a request
@@ -34,6 +35,7 @@
 //! → 200 once committed.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod certs;
 pub mod cli;

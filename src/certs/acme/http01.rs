@@ -14,7 +14,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 /// Path prefix of HTTP-01 answers.
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -77,40 +77,30 @@ pub fn respond(tokens: &Tokens, path: &str) -> Response<Full<Bytes>> {
 }
 
 /// Serves `listener` until `stop` turns true.
-pub async fn run(listener: TcpListener, tokens: Arc<Tokens>, mut stop: watch::Receiver<bool>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            _ = stop.changed() => break,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let tcp = tokio::select! {
-            _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(err) => {
-                    tracing::warn!(error = %err, "HTTP-01 accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let tokens = tokens.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                std::future::ready(Ok::<_, Infallible>(respond(&tokens, req.uri().path())))
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES)
-                .keep_alive(false);
-            let conn = builder.serve_connection(TokioIo::new(tcp), service);
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
-            drop(permit);
-        });
-    }
+pub async fn run(listener: TcpListener, tokens: Arc<Tokens>, stop: watch::Receiver<bool>) {
+    crate::accept::accept_bounded(
+        listener,
+        MAX_CONNECTIONS,
+        "acme-http01",
+        stop,
+        move |tcp, _| {
+            let tokens = tokens.clone();
+            async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    std::future::ready(Ok::<_, Infallible>(respond(&tokens, req.uri().path())))
+                });
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_HEADER_BYTES)
+                    .keep_alive(false);
+                let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            }
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]
