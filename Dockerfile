@@ -18,7 +18,7 @@ COPY config/tenants/ /etc/mta-stsd/tenants/
 USER mta-stsd
 # Docker lets unprivileged processes bind ports below 1024 inside the container
 # (net.ipv4.ip_unprivileged_port_start=0), so 443 needs no capability here.
-EXPOSE 443
+EXPOSE 443 9180
 VOLUME ["/etc/mta-stsd", "/var/lib/mta-stsd"]
 ENTRYPOINT ["/usr/local/bin/mta-stsd"]
 CMD ["serve", "--config", "/etc/mta-stsd"]

@@ -2,6 +2,8 @@
 //!
 //! Everything a response needs was computed at load time; a request does one map lookup on an
 //! immutable snapshot and copies a reference-counted body. Never a redirect (RFC 8461 §3.3).
+//! Requests on the TLS-RPT report host never come here: the server hands those connections to
+//! [`crate::tlsrpt::HttpsIntake`].
 
 use bytes::Bytes;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};

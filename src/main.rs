@@ -32,8 +32,9 @@ fn serve(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let daemon = mta_stsd::daemon::Daemon::build(dir)?;
+        let mut daemon = mta_stsd::daemon::Daemon::build(dir)?;
         let listener = daemon.bind().await?;
+        daemon.bind_admin().await?;
         daemon
             .run(listener, mta_stsd::daemon::shutdown_signal())
             .await;

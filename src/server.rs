@@ -1,11 +1,17 @@
 //! The HTTPS listener: bounded accept, TLS with SNI checked before any certificate is chosen,
 //! HTTP/1.1 or h2 picked from ALPN, per-connection timeouts, graceful shutdown.
+//!
+//! A connection whose SNI is the TLS-RPT report host is served by the async
+//! [`HttpsIntake`]; every other connection by the synchronous [`crate::http::handle`] over
+//! pre-rendered bytes. The choice is made once per connection, so the policy path pays one
+//! branch on an `Option` and nothing more.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -21,7 +27,9 @@ use tokio_rustls::server::TlsStream;
 
 use crate::certs::{CertResolver, offers_acme_alpn};
 use crate::config::{Limits, TlsSettings};
+use crate::http::Body;
 use crate::registry::Registry;
+use crate::tlsrpt::HttpsIntake;
 
 /// TLS alert `unrecognized_name` (RFC 6066 §3): the client asked for a host we do not serve.
 const ALERT_UNRECOGNIZED_NAME: u8 = 112;
@@ -49,6 +57,10 @@ pub struct Stats {
     pub handshakes_error: AtomicU64,
     /// Responses sent, by status class 1xx..5xx (index 0 unused).
     pub responses: [AtomicU64; 6],
+    /// Responses per tenant and status class.
+    pub tenant_requests: crate::metrics::TenantRequests,
+    /// Time to answer a request.
+    pub request_duration: crate::metrics::DurationHistogram,
 }
 
 /// What every connection shares.
@@ -57,6 +69,7 @@ pub struct Server {
     resolver: Arc<CertResolver>,
     registry: Arc<Registry>,
     limits: Limits,
+    report_intake: Option<Arc<HttpsIntake>>,
     /// Listener counters.
     pub stats: Arc<Stats>,
 }
@@ -96,8 +109,38 @@ impl Server {
             resolver,
             registry,
             limits,
+            report_intake: None,
             stats: Arc::new(Stats::default()),
         })
+    }
+
+    /// Serves TLS-RPT reports on connections to the intake's report host.
+    pub fn with_report_intake(mut self, intake: Option<Arc<HttpsIntake>>) -> Self {
+        self.report_intake = intake;
+        self
+    }
+}
+
+/// A response now (the policy path) or later (the report intake), as one future type.
+enum Reply {
+    Ready(Option<hyper::Response<Body>>),
+    Later(Pin<Box<dyn Future<Output = hyper::Response<Body>> + Send>>),
+}
+
+impl Future for Reply {
+    type Output = Result<hyper::Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Both variants are Unpin (an Option and a Pin<Box>), so no projection is needed.
+        match self.get_mut() {
+            Reply::Ready(resp) => Poll::Ready(Ok(resp.take().unwrap_or_else(|| {
+                crate::http::text(
+                    hyper::StatusCode::INTERNAL_SERVER_ERROR,
+                    "response polled twice\n",
+                )
+            }))),
+            Reply::Later(fut) => fut.as_mut().poll(cx).map(Ok),
+        }
     }
 }
 
@@ -222,13 +265,37 @@ async fn serve_connection(server: &Server, tcp: TcpStream, stop: watch::Receiver
 
     let registry = server.registry.clone();
     let stats_svc = server.stats.clone();
+    // The handshake only succeeds for a configured tenant's SNI, so the connection's tenant is
+    // known here: the metric label comes from configuration, never from the Host header.
+    let tenant_counts = {
+        let snapshot = registry.load();
+        let domain = sni
+            .as_deref()
+            .and_then(|s| snapshot.get(s))
+            .map(|t| t.domain.as_str());
+        server.stats.tenant_requests.for_domain(domain)
+    };
     let act = activity.clone();
+    let intake = server
+        .report_intake
+        .clone()
+        .filter(|i| sni.as_deref() == Some(i.host()));
     let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let started = std::time::Instant::now();
         act.touch();
+        if let Some(intake) = &intake {
+            let (intake, stats, act) = (intake.clone(), stats_svc.clone(), act.clone());
+            return Reply::Later(Box::pin(async move {
+                let resp = intake.handle(req, || act.keep_alive()).await;
+                count_response(&stats, &resp);
+                resp
+            }));
+        }
         let resp = crate::http::handle(&registry, sni.as_deref(), &req);
-        let class = usize::from(resp.status().as_u16() / 100).min(5);
-        stats_svc.responses[class].fetch_add(1, Ordering::Relaxed);
-        std::future::ready(Ok::<_, Infallible>(resp))
+        count_response(&stats_svc, &resp);
+        tenant_counts.count(resp.status().as_u16());
+        stats_svc.request_duration.observe(started.elapsed());
+        Reply::Ready(Some(resp))
     });
     let io = TokioIo::new(tls);
     let limits = &server.limits;
@@ -250,6 +317,11 @@ async fn serve_connection(server: &Server, tcp: TcpStream, stop: watch::Receiver
         let conn = builder.serve_connection(io, service);
         drive(conn, |c| c.graceful_shutdown(), &activity, limits, stop).await;
     }
+}
+
+fn count_response(stats: &Stats, resp: &hyper::Response<Body>) {
+    let class = usize::from(resp.status().as_u16() / 100).min(5);
+    stats.responses[class].fetch_add(1, Ordering::Relaxed);
 }
 
 /// Reads the ClientHello, refuses unknown names with `unrecognized_name` before any
@@ -321,9 +393,14 @@ impl Activity {
     }
 
     fn touch(&self) {
+        self.keep_alive();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks the connection active without counting a request (a report body arriving).
+    fn keep_alive(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     fn idle_deadline(&self, idle: Duration) -> Instant {

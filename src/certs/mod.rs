@@ -4,9 +4,11 @@
 //! Issuers (the internal CA, PEM files, and ACME) obtain certificates elsewhere and
 //! [`CertResolver::publish`] them; a new certificate takes effect for the next handshake.
 
+pub mod acme;
 pub mod files;
 pub mod internal;
 pub mod provider;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -130,8 +132,13 @@ impl CertResolver {
 
     /// Serves `entry` for `host` from the next handshake on.
     pub fn publish(&self, host: &str, entry: CertEntry) {
+        self.publish_shared(host, Arc::new(entry));
+    }
+
+    /// Like [`CertResolver::publish`], for an entry the issuer keeps too.
+    pub fn publish_shared(&self, host: &str, entry: Arc<CertEntry>) {
         let mut map = self.certs.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(host.to_ascii_lowercase(), Arc::new(entry));
+        map.insert(host.to_ascii_lowercase(), entry);
     }
 
     /// Stops serving `host`.

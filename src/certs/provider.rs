@@ -4,6 +4,10 @@
 //! every snapshot swap. A provider publishes certificates into the [`CertResolver`], removes
 //! those of tenants that left, and records each host's [`CertStatus`] on the [`CertBoard`].
 //! Slow work (ACME orders) must not happen inside `sync`: queue it and return.
+//!
+//! Hosts that are not tenants but need a certificate from the same issuer (the TLS-RPT report
+//! host) are handed over once with [`CertProvider::sync_extra`]; a provider keeps them across
+//! later `sync` calls.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -14,7 +18,7 @@ use super::{CertInfo, CertResolver};
 use crate::config::Tenant;
 
 /// Lifecycle state of one tenant's certificate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CertState {
     /// No certificate yet; handshakes for the host are refused.
@@ -139,16 +143,27 @@ pub trait CertProvider: Send + Sync {
     fn name(&self) -> &'static str;
     /// Called with every current tenant at startup and after each snapshot swap.
     fn sync(&self, tenants: &[Arc<Tenant>]);
+    /// Serves these non-tenant hosts too (replacing any earlier list) and keeps them across
+    /// later [`CertProvider::sync`] calls. The default does nothing: such a provider serves
+    /// tenants only.
+    fn sync_extra(&self, hosts: &[String]) {
+        let _ = hosts;
+    }
 }
 
-/// Removes resolver entries and statuses of hosts no longer in `tenants`; returns the hosts
-/// that remain, so providers share one definition of "removed".
-fn drop_removed(
+/// Removes resolver entries and statuses of hosts neither in `tenants` nor in `extra`; returns
+/// the hosts that remain, so providers share one definition of "removed".
+pub(super) fn drop_removed(
     resolver: &CertResolver,
     board: &CertBoard,
     tenants: &[Arc<Tenant>],
+    extra: &[String],
 ) -> HashSet<String> {
-    let wanted: HashSet<String> = tenants.iter().map(|t| t.host.clone()).collect();
+    let wanted: HashSet<String> = tenants
+        .iter()
+        .map(|t| t.host.clone())
+        .chain(extra.iter().cloned())
+        .collect();
     for (host, _) in board.all() {
         if !wanted.contains(&host) {
             resolver.remove(&host);
@@ -163,6 +178,7 @@ pub struct InternalProvider {
     ca: InternalCa,
     resolver: Arc<CertResolver>,
     board: Arc<CertBoard>,
+    extra: RwLock<Vec<String>>,
 }
 
 impl InternalProvider {
@@ -172,8 +188,40 @@ impl InternalProvider {
             ca,
             resolver,
             board,
+            extra: RwLock::new(Vec::new()),
         }
     }
+
+    /// Issues a leaf for `host` unless one is served.
+    fn ensure(&self, host: &str) {
+        if self.resolver.contains(host) {
+            return;
+        }
+        match self.ca.issue(host) {
+            Ok(entry) => {
+                let mut status = CertStatus::new(CertState::Valid, self.name());
+                status.cert = Some(entry.info.clone());
+                self.resolver.publish(host, entry);
+                self.board.set(host, status);
+            }
+            Err(err) => {
+                tracing::error!(host, error = %err, "internal CA could not issue");
+                let mut status = CertStatus::new(CertState::Error, self.name());
+                status.last_error = Some(err.to_string());
+                self.board.set(host, status);
+            }
+        }
+    }
+}
+
+/// The extra hosts a provider keeps, readable even after a panic elsewhere.
+fn read_extra(extra: &RwLock<Vec<String>>) -> Vec<String> {
+    extra.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn replace_extra(extra: &RwLock<Vec<String>>, hosts: &[String]) {
+    *extra.write().unwrap_or_else(|e| e.into_inner()) =
+        hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
 }
 
 impl CertProvider for InternalProvider {
@@ -182,25 +230,26 @@ impl CertProvider for InternalProvider {
     }
 
     fn sync(&self, tenants: &[Arc<Tenant>]) {
-        drop_removed(&self.resolver, &self.board, tenants);
-        for tenant in tenants {
-            if self.resolver.contains(&tenant.host) {
-                continue;
-            }
-            match self.ca.issue(&tenant.host) {
-                Ok(entry) => {
-                    let mut status = CertStatus::new(CertState::Valid, self.name());
-                    status.cert = Some(entry.info.clone());
-                    self.resolver.publish(&tenant.host, entry);
-                    self.board.set(&tenant.host, status);
-                }
-                Err(err) => {
-                    tracing::error!(domain = %tenant.domain, error = %err, "internal CA could not issue");
-                    let mut status = CertStatus::new(CertState::Error, self.name());
-                    status.last_error = Some(err.to_string());
-                    self.board.set(&tenant.host, status);
-                }
-            }
+        let extra = read_extra(&self.extra);
+        drop_removed(&self.resolver, &self.board, tenants, &extra);
+        for host in tenants
+            .iter()
+            .map(|t| t.host.as_str())
+            .chain(extra.iter().map(String::as_str))
+        {
+            self.ensure(host);
+        }
+    }
+
+    fn sync_extra(&self, hosts: &[String]) {
+        let old = read_extra(&self.extra);
+        replace_extra(&self.extra, hosts);
+        for host in old.iter().filter(|h| !hosts.contains(h)) {
+            self.resolver.remove(host);
+            self.board.remove(host);
+        }
+        for host in read_extra(&self.extra) {
+            self.ensure(&host);
         }
     }
 }
@@ -213,6 +262,7 @@ pub struct FilesProvider {
     key_file: String,
     resolver: Arc<CertResolver>,
     board: Arc<CertBoard>,
+    extra: RwLock<Vec<String>>,
 }
 
 impl FilesProvider {
@@ -230,6 +280,41 @@ impl FilesProvider {
             key_file,
             resolver,
             board,
+            extra: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// (Re)loads `<dir>/<host>/` and publishes it if it changed; keeps the last good
+    /// certificate when the files are missing or bad.
+    fn load(&self, host: &str, now: i64) {
+        match super::files::load(&self.dir, host, &self.cert_file, &self.key_file, now) {
+            Ok(entry) => {
+                let unchanged = self
+                    .resolver
+                    .get(host)
+                    .is_some_and(|old| old.info == entry.info);
+                if unchanged {
+                    return;
+                }
+                let mut status = CertStatus::new(CertState::Valid, self.name());
+                status.cert = Some(entry.info.clone());
+                self.resolver.publish(host, entry);
+                self.board.set(host, status);
+            }
+            Err(err) => {
+                let served = self.resolver.get(host);
+                tracing::error!(host, error = %err, kept_previous = served.is_some(), "certificate files unusable");
+                let mut status = match &served {
+                    Some(old) if old.info.not_after > now => {
+                        let mut s = CertStatus::new(CertState::Valid, self.name());
+                        s.cert = Some(old.info.clone());
+                        s
+                    }
+                    _ => CertStatus::new(CertState::Error, self.name()),
+                };
+                status.last_error = Some(err);
+                self.board.set(host, status);
+            }
         }
     }
 }
@@ -240,44 +325,74 @@ impl CertProvider for FilesProvider {
     }
 
     fn sync(&self, tenants: &[Arc<Tenant>]) {
-        drop_removed(&self.resolver, &self.board, tenants);
+        let extra = read_extra(&self.extra);
+        drop_removed(&self.resolver, &self.board, tenants, &extra);
         let now = crate::util::unix_now();
-        for tenant in tenants {
-            match super::files::load(
-                &self.dir,
-                &tenant.host,
-                &self.cert_file,
-                &self.key_file,
-                now,
-            ) {
-                Ok(entry) => {
-                    let unchanged = self
-                        .resolver
-                        .get(&tenant.host)
-                        .is_some_and(|old| old.info == entry.info);
-                    if unchanged {
-                        continue;
-                    }
-                    let mut status = CertStatus::new(CertState::Valid, self.name());
-                    status.cert = Some(entry.info.clone());
-                    self.resolver.publish(&tenant.host, entry);
-                    self.board.set(&tenant.host, status);
-                }
-                Err(err) => {
-                    let served = self.resolver.get(&tenant.host);
-                    tracing::error!(domain = %tenant.domain, error = %err, kept_previous = served.is_some(), "certificate files unusable");
-                    let mut status = match &served {
-                        Some(old) if old.info.not_after > now => {
-                            let mut s = CertStatus::new(CertState::Valid, self.name());
-                            s.cert = Some(old.info.clone());
-                            s
-                        }
-                        _ => CertStatus::new(CertState::Error, self.name()),
-                    };
-                    status.last_error = Some(err);
-                    self.board.set(&tenant.host, status);
-                }
-            }
+        for host in tenants
+            .iter()
+            .map(|t| t.host.as_str())
+            .chain(extra.iter().map(String::as_str))
+        {
+            self.load(host, now);
         }
+    }
+
+    fn sync_extra(&self, hosts: &[String]) {
+        let old = read_extra(&self.extra);
+        replace_extra(&self.extra, hosts);
+        for host in old.iter().filter(|h| !hosts.contains(h)) {
+            self.resolver.remove(host);
+            self.board.remove(host);
+        }
+        let now = crate::util::unix_now();
+        for host in read_extra(&self.extra) {
+            self.load(&host, now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_tenants;
+
+    fn tenants(domains: &[&str]) -> Vec<Arc<Tenant>> {
+        domains
+            .iter()
+            .flat_map(|d| {
+                parse_tenants(
+                    std::path::Path::new("t.yaml"),
+                    &format!("domain: {d}\nmode: testing\nmx: [mx.{d}]\nmax_age: 86400\n"),
+                )
+                .tenants
+            })
+            .map(Arc::new)
+            .collect()
+    }
+
+    #[test]
+    fn extra_hosts_are_served_and_survive_tenant_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca =
+            InternalCa::load_or_create(dir.path(), std::time::Duration::from_secs(86_400)).unwrap();
+        let resolver = Arc::new(CertResolver::new());
+        let board = Arc::new(CertBoard::new());
+        let provider = InternalProvider::new(ca, resolver.clone(), board.clone());
+        provider.sync(&tenants(&["a.example"]));
+        provider.sync_extra(&["tlsrpt.operator.example".to_owned()]);
+        assert!(resolver.can_serve("tlsrpt.operator.example", false));
+        assert_eq!(
+            board.get("tlsrpt.operator.example").unwrap().state,
+            CertState::Valid
+        );
+        // A reload with another tenant list keeps the report host and drops the old tenant.
+        provider.sync(&tenants(&["b.example"]));
+        assert!(resolver.contains("tlsrpt.operator.example"));
+        assert!(resolver.contains("mta-sts.b.example"));
+        assert!(!resolver.contains("mta-sts.a.example"));
+        // Replacing the extra list stops serving the old name.
+        provider.sync_extra(&[]);
+        assert!(!resolver.contains("tlsrpt.operator.example"));
+        assert!(board.get("tlsrpt.operator.example").is_none());
     }
 }

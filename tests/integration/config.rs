@@ -218,3 +218,21 @@ fn id_is_stable_and_changes_with_one_character() {
     assert_ne!(a.policy.id, c.policy.id, "one character → new id");
     assert!(a.policy.id.len() <= 32 && a.policy.id.chars().all(|c| c.is_ascii_alphanumeric()));
 }
+
+#[test]
+fn a_bulk_file_of_60000_tenants_parses() {
+    // serde-saphyr's default node budget stopped a single file near 40 000 tenants.
+    let mut yaml = String::with_capacity(60_000 * 60);
+    for i in 0..60_000 {
+        yaml.push_str(&format!(
+            "- domain: t{i}.example\n  mode: testing\n  mx: [mx.t{i}.example]\n"
+        ));
+    }
+    let file = parse_tenants(Path::new("tenants/bulk.yaml"), &yaml);
+    assert!(
+        file.diagnostics.is_empty(),
+        "{:?}",
+        file.diagnostics.first()
+    );
+    assert_eq!(file.tenants.len(), 60_000);
+}

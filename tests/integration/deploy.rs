@@ -493,7 +493,6 @@ fn kubernetes_deployment_is_locked_down_and_matches_the_server_file() {
 }
 
 #[test]
-#[ignore = "the server file's admin: section needs the admin listener (branch live); remove this line once it is merged"]
 fn kubernetes_configmaps_pass_mta_stsd_check() {
     let all = manifests();
     let config = object(&all, "ConfigMap", "mta-stsd-config");

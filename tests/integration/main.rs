@@ -1,11 +1,20 @@
 //! Integration tests: one test crate (one link step) with a module per area.
 
+mod acme;
+mod admin;
 mod certs_files;
 mod cli;
 mod common;
 mod config;
 mod deploy;
+mod dns;
 mod hostile;
+mod live;
+mod observability;
+mod pebble;
 mod property;
 mod serve;
 mod tls;
+mod tlsrpt_cli;
+mod tlsrpt_crash;
+mod tlsrpt_intake;

@@ -269,3 +269,26 @@ async fn any_user_agent_including_none() {
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn tls12_and_tls13_both_work() {
+    let cfg = three_tenants();
+    let running = start(&cfg).await;
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(running.ca.clone()).unwrap();
+        let tls = std::sync::Arc::new(
+            rustls::ClientConfig::builder_with_protocol_versions(&[version])
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let tcp = tokio::net::TcpStream::connect(running.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("mta-sts.example.com").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(stream.get_ref().1.protocol_version(), Some(version.version));
+    }
+    running.stop().await;
+}

@@ -1,0 +1,401 @@
+//! The admin listener: plain HTTP, loopback by default, optional bearer token.
+//!
+//! `GET /healthz` (process up) and `GET /readyz` (configuration loaded, HTTPS listener up) are
+//! open so probes need no secret; with a token configured, everything else (`/metrics`,
+//! `/api/v1/…`, `POST /reload`) answers 401 without `Authorization: Bearer <token>`.
+//! Metrics and the API are unauthenticated without a token: keep the listener on loopback or
+//! a private network.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::certs::CertBoard;
+use crate::config::{Diagnostic, Tenant};
+use crate::metrics::Exporter;
+use crate::registry::{Registry, Snapshot};
+use crate::reload::{Reloader, Trigger};
+
+/// Admin connections served at once: a scraper, an operator and a script or two.
+const MAX_CONNECTIONS: usize = 64;
+/// Time to send a request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest life of one admin connection (a scrape of 100 000 tenants takes well under this).
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
+/// Largest request head accepted.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Time given to a connection to finish once the daemon stops.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// What the admin endpoints read.
+pub struct AdminState {
+    /// Live tenant table.
+    pub registry: Arc<Registry>,
+    /// Certificate status per host.
+    pub board: Arc<CertBoard>,
+    /// Reloads and their status.
+    pub reloader: Arc<Reloader>,
+    /// Metrics renderer.
+    pub exporter: Exporter,
+    /// TLS-RPT reports, for the per-tenant summary.
+    pub tlsrpt: Arc<crate::tlsrpt::TlsRpt>,
+    /// Bearer token, when configured.
+    pub token: Option<String>,
+    /// True while the HTTPS listener serves.
+    pub listening: AtomicBool,
+}
+
+/// Reads a token file: the first line, trimmed; an empty token is refused (it would look
+/// protected while accepting `Bearer `).
+pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading admin token file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "admin token file {} is empty",
+        path.display()
+    );
+    Ok(token)
+}
+
+/// Logs where the admin listener is and warns when it is reachable from other hosts without a
+/// token.
+pub fn announce(addr: SocketAddr, has_token: bool) {
+    if !addr.ip().is_loopback() && !has_token {
+        tracing::warn!(admin = %addr, "admin listener is bound to a non-loopback address without a token: anyone who can reach it can read metrics and tenant data and trigger reloads; set admin.token_file");
+    }
+    tracing::info!(admin = %addr, token = has_token, "admin listener up");
+}
+
+/// Serves the admin API on `listener` until `stop` turns true.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: watch::Receiver<bool>) {
+    crate::accept::accept_bounded(
+        listener,
+        MAX_CONNECTIONS,
+        "admin",
+        stop,
+        move |tcp, mut stop| {
+            let state = state.clone();
+            async move {
+                let service = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(state, req).await) }
+                });
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .max_buf_size(MAX_HEADER_BYTES);
+                let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = tokio::time::sleep(MAX_CONNECTION_AGE) => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+                    }
+                    _ = stop.changed() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+                    }
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Routes one admin request.
+pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            return if state.listening.load(Ordering::Relaxed) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            };
+        }
+        _ => {}
+    }
+    if !authorized(state.token.as_deref(), &req) {
+        let mut resp = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+        resp.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"mta-stsd admin\""),
+        );
+        return resp;
+    }
+    match (&method, path.as_str()) {
+        (&Method::GET, "/metrics") => {
+            let accept = req
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let accept = accept.map(str::to_owned);
+            // The TLS-RPT gauges read SQLite: keep that off the async worker threads.
+            let render = state.clone();
+            let Ok((body, content_type)) =
+                tokio::task::spawn_blocking(move || render.exporter.render(accept.as_deref()))
+                    .await
+            else {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "metrics rendering failed\n",
+                );
+            };
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            resp
+        }
+        (&Method::POST, "/reload") => {
+            let outcome = state.reloader.reload(Trigger::Api).await;
+            let status = match outcome.result {
+                crate::metrics::ReloadResult::Error => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::OK,
+            };
+            json(status, &outcome)
+        }
+        (&Method::GET, "/api/v1/status") => json(StatusCode::OK, &*state.reloader.status()),
+        (&Method::GET, "/api/v1/tenants") => json(StatusCode::OK, &tenant_list(&state)),
+        (&Method::GET, p) if p.starts_with("/api/v1/tenants/") && p.ends_with("/tlsrpt") => {
+            let raw = &p["/api/v1/tenants/".len()..p.len() - "/tlsrpt".len()];
+            tlsrpt_summary(&state, raw, req.uri().query()).await
+        }
+        (&Method::GET, p) if p.starts_with("/api/v1/tenants/") => {
+            let raw = &p["/api/v1/tenants/".len()..];
+            match tenant_detail(&state, raw) {
+                Some(v) => json(StatusCode::OK, &v),
+                None => json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({"error": "no such tenant"}),
+                ),
+            }
+        }
+        (_, "/metrics" | "/reload" | "/api/v1/status" | "/api/v1/tenants") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `GET /api/v1/tenants/{domain}/tlsrpt?since=7d`: the TLS-RPT summary and the
+/// ready-to-enforce verdict, over `since` (default: the verdict's minimum number of days).
+async fn tlsrpt_summary(
+    state: &Arc<AdminState>,
+    raw: &str,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
+    let domain = raw.trim_end_matches('.').to_ascii_lowercase();
+    let now = time::OffsetDateTime::now_utc();
+    let since = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("since="));
+    let since = match since {
+        Some(text) => match crate::cli::parse_since(text, now) {
+            Ok(t) => t,
+            Err(why) => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": why }),
+                );
+            }
+        },
+        None => now - state.tlsrpt.metrics_window(),
+    };
+    let tlsrpt = state.tlsrpt.clone();
+    let result =
+        tokio::task::spawn_blocking(move || tlsrpt.tenant_summary_json(&domain, since)).await;
+    match result {
+        Ok(Ok(Some(summary))) => json(StatusCode::OK, &summary),
+        Ok(Ok(None)) => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "no such tenant"}),
+        ),
+        Ok(Err(err)) => json(
+            StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &serde_json::json!({ "error": err.to_string() }),
+        ),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "summary failed\n"),
+    }
+}
+
+/// Constant-time comparison of the bearer token (no early exit on the first differing byte).
+fn authorized<B>(token: Option<&str>, req: &Request<B>) -> bool {
+    let Some(token) = token else { return true };
+    let Some(given) = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The records to publish for `tenant`, with `public_hostname` applied live.
+fn records(state: &AdminState, tenant: &Tenant) -> Vec<crate::cli::Record> {
+    let status = state.reloader.status();
+    let endpoint = state
+        .reloader
+        .running()
+        .tlsrpt
+        .published_endpoint(&tenant.domain);
+    crate::cli::tenant_records(
+        tenant,
+        status.public_hostname.as_deref(),
+        endpoint.as_deref(),
+    )
+}
+
+/// Error diagnostics by file, to attach to each tenant.
+fn errors_by_file(snapshot: &Snapshot) -> HashMap<&std::path::Path, Vec<&Diagnostic>> {
+    let mut map: HashMap<&std::path::Path, Vec<&Diagnostic>> = HashMap::new();
+    for d in snapshot.diagnostics.iter().filter(|d| d.is_error()) {
+        map.entry(d.file.as_path()).or_default().push(d);
+    }
+    map
+}
+
+fn tenant_json(
+    state: &AdminState,
+    snapshot: &Snapshot,
+    tenant: &Tenant,
+    errors: &HashMap<&std::path::Path, Vec<&Diagnostic>>,
+    stale: bool,
+    now: i64,
+    with_body: bool,
+) -> serde_json::Value {
+    let cert = state.board.get(&tenant.host);
+    let file_errors = errors
+        .get(tenant.source.as_path())
+        .cloned()
+        .unwrap_or_default();
+    let mut v = serde_json::json!({
+        "domain": tenant.domain,
+        "policy_host": tenant.host,
+        "mode": tenant.policy.mode,
+        "mx": tenant.policy.mx,
+        "max_age": tenant.policy.max_age,
+        "id": tenant.policy.id,
+        "records": records(state, tenant),
+        "txt": {
+            "mta_sts": crate::publish::sts_record(tenant),
+            "tlsrpt": crate::publish::tlsrpt_record(tenant),
+        },
+        "ready": crate::publish::is_ready(snapshot, &state.board, tenant, now),
+        "certificate": cert,
+        "source": {"file": tenant.source, "line": tenant.line},
+        "stale": stale,
+        "last_error": file_errors.first().map(|d| d.to_string()),
+        "errors": file_errors,
+    });
+    if with_body {
+        v["body"] = serde_json::Value::String(String::from_utf8_lossy(&tenant.policy.body).into());
+    }
+    v
+}
+
+fn tenant_list(state: &AdminState) -> serde_json::Value {
+    let snapshot = state.registry.load();
+    let status = state.reloader.status();
+    let stale: std::collections::HashSet<&str> =
+        status.stale_tenants.iter().map(String::as_str).collect();
+    let errors = errors_by_file(&snapshot);
+    let now = crate::util::unix_now();
+    let tenants: Vec<_> = snapshot
+        .sorted()
+        .iter()
+        .map(|t| {
+            tenant_json(
+                state,
+                &snapshot,
+                t,
+                &errors,
+                stale.contains(t.domain.as_str()),
+                now,
+                false,
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "generation": snapshot.generation,
+        "count": tenants.len(),
+        "tenants": tenants,
+    })
+}
+
+fn tenant_detail(state: &AdminState, raw: &str) -> Option<serde_json::Value> {
+    let domain = crate::config::normalize_hostname(raw).ok()?;
+    let snapshot = state.registry.load();
+    let tenant = snapshot.by_domain(&domain)?.clone();
+    let status = state.reloader.status();
+    let stale = status.stale_tenants.contains(&domain);
+    let errors = errors_by_file(&snapshot);
+    Some(tenant_json(
+        state,
+        &snapshot,
+        &tenant,
+        &errors,
+        stale,
+        crate::util::unix_now(),
+        true,
+    ))
+}
+
+fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+    body.push(b'\n');
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    crate::http::text(status, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(auth: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri("/metrics");
+        if let Some(a) = auth {
+            b = b.header(AUTHORIZATION, a);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn bearer_token() {
+        assert!(authorized(None, &req(None)));
+        assert!(!authorized(Some("s3cret"), &req(None)));
+        assert!(!authorized(Some("s3cret"), &req(Some("Bearer s3cre"))));
+        assert!(!authorized(Some("s3cret"), &req(Some("Basic s3cret"))));
+        assert!(!authorized(Some("s3cret"), &req(Some("Bearer "))));
+        assert!(authorized(Some("s3cret"), &req(Some("Bearer s3cret"))));
+    }
+}

@@ -1,0 +1,109 @@
+//! DNS preflight: does `mta-sts.<domain>` point at this server yet? Checked before every order
+//! so a customer who has not added the CNAME costs no CA rate limit (failed validations are
+//! limited per host and per account).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
+
+use crate::config::acme::Preflight;
+
+/// Time limit of one DNS query.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Looks names up and compares them with what "this server" means.
+pub struct Checker {
+    resolver: TokioResolver,
+    public_hostname: Option<String>,
+    public_addresses: Vec<IpAddr>,
+}
+
+impl Checker {
+    /// A checker using the configured name servers, or the system's.
+    pub fn new(cfg: &Preflight) -> anyhow::Result<Self> {
+        let mut builder = if cfg.nameservers.is_empty() {
+            TokioResolver::builder_tokio()?
+        } else {
+            let servers = cfg
+                .nameservers
+                .iter()
+                .map(|addr| {
+                    let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+                    for conn in &mut ns.connections {
+                        conn.port = addr.port();
+                    }
+                    ns
+                })
+                .collect();
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(servers),
+                TokioRuntimeProvider::default(),
+            )
+        };
+        let opts = builder.options_mut();
+        // Every check must see the DNS as it is now: a customer who just added the CNAME should
+        // not wait out a cached NXDOMAIN.
+        opts.cache_size = 0;
+        opts.timeout = QUERY_TIMEOUT;
+        opts.attempts = 2;
+        Ok(Checker {
+            resolver: builder.build()?,
+            public_hostname: cfg.public_hostname.clone(),
+            public_addresses: cfg.public_addresses.clone(),
+        })
+    }
+
+    /// `Ok(what matched)` when `host` points here, `Err(what was found)` otherwise.
+    pub async fn check(&self, host: &str) -> Result<String, String> {
+        let fqdn = format!("{host}.");
+        let mut found = Vec::new();
+        if let Some(target) = &self.public_hostname {
+            match self.resolver.lookup(fqdn.as_str(), RecordType::CNAME).await {
+                Ok(lookup) => {
+                    for record in lookup.answers() {
+                        if let RData::CNAME(name) = &record.data {
+                            let name = name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+                            if &name == target {
+                                return Ok(format!("CNAME {name}"));
+                            }
+                            found.push(format!("CNAME {name}"));
+                        }
+                    }
+                }
+                Err(e) if e.is_no_records_found() => {}
+                Err(e) => return Err(format!("DNS lookup of {host} failed: {e}")),
+            }
+        }
+        if !self.public_addresses.is_empty() {
+            match self.resolver.lookup_ip(fqdn.as_str()).await {
+                Ok(ips) => {
+                    for ip in ips.iter() {
+                        if self.public_addresses.contains(&ip) {
+                            return Ok(format!("address {ip}"));
+                        }
+                        found.push(ip.to_string());
+                    }
+                }
+                Err(e) if e.is_no_records_found() => {}
+                Err(e) => return Err(format!("DNS lookup of {host} failed: {e}")),
+            }
+        }
+        let wanted = match (&self.public_hostname, self.public_addresses.is_empty()) {
+            (Some(h), true) => format!("a CNAME to {h}"),
+            (Some(h), false) => format!("a CNAME to {h} or one of {:?}", self.public_addresses),
+            (None, _) => format!("one of {:?}", self.public_addresses),
+        };
+        Err(if found.is_empty() {
+            format!("{host} does not resolve; it needs {wanted}")
+        } else {
+            format!(
+                "{host} resolves to {} instead of {wanted}",
+                found.join(", ")
+            )
+        })
+    }
+}

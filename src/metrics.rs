@@ -1,0 +1,701 @@
+//! Prometheus metrics, served on the admin listener at `/metrics`.
+//!
+//! Two kinds of data:
+//! - event counters that live here ([`Metrics`]: reloads, ACME orders) and on the request path
+//!   ([`TenantRequests`], [`DurationHistogram`], inside [`crate::server::Stats`]);
+//! - per-tenant state (policy info, certificate expiry and state, readiness, tenants by mode,
+//!   configuration errors) produced at scrape time by [`Exporter`] from the live snapshot, the
+//!   certificate board and the reloader, so 100 000 tenants cost nothing between scrapes.
+//!
+//! Labels only ever come from configuration (tenant domains, file names) or fixed sets, never
+//! from request input. The output is OpenMetrics text; [`to_prometheus_text`] rewrites it for
+//! scrapers that ask for the classic `text/plain; version=0.0.4` format (and `promtool`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::certs::{CertBoard, CertState};
+use crate::policy::Mode;
+use crate::registry::Registry;
+use crate::reload::Reloader;
+use crate::server::Stats;
+
+/// `Content-Type` of the OpenMetrics text exposition.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// `Content-Type` of the classic Prometheus text exposition.
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds of the request duration buckets, seconds. A policy response is built from
+/// pre-rendered bytes in microseconds; the upper buckets catch a stalled runtime.
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.01, 0.05, 0.25,
+    1.0,
+];
+
+/// Status classes counted per tenant: `1xx` … `5xx`.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Label set type of the counters kept in [`Metrics`]: fixed keys and values from a fixed set.
+type StaticLabels = Vec<(&'static str, &'static str)>;
+
+/// Responses by status class for one tenant.
+#[derive(Debug, Default)]
+pub struct ClassCounters([AtomicU64; 5]);
+
+impl ClassCounters {
+    /// Counts one response with `status`.
+    pub fn count(&self, status: u16) {
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        self.0[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn values(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+}
+
+/// Requests per tenant. A connection looks its tenant's counters up once (its SNI names a
+/// configured tenant, or the handshake was refused); each request then costs one atomic add.
+#[derive(Debug, Default)]
+pub struct TenantRequests {
+    by_domain: RwLock<HashMap<String, Arc<ClassCounters>>>,
+    /// Requests on a connection whose tenant is gone from the configuration; exported with
+    /// `domain=""`.
+    unknown: Arc<ClassCounters>,
+}
+
+impl TenantRequests {
+    /// The counters of `domain` (a configured tenant domain), or the shared unknown counters.
+    pub fn for_domain(&self, domain: Option<&str>) -> Arc<ClassCounters> {
+        let Some(domain) = domain else {
+            return self.unknown.clone();
+        };
+        if let Some(c) = self
+            .by_domain
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(domain)
+        {
+            return c.clone();
+        }
+        self.by_domain
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(domain.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets the counters of tenants for which `keep` is false (removed tenants), so the
+    /// series set follows the configuration.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.by_domain
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|d, _| keep(d));
+    }
+
+    fn values(&self) -> Vec<(String, [u64; 5])> {
+        let map = self.by_domain.read().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<_> = map.iter().map(|(d, c)| (d.clone(), c.values())).collect();
+        list.push((String::new(), self.unknown.values()));
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+}
+
+/// A lock-free histogram of request durations over [`DURATION_BUCKETS`].
+#[derive(Debug, Default)]
+pub struct DurationHistogram {
+    /// Non-cumulative counts; the last slot is `+Inf`.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl DurationHistogram {
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let slot = DURATION_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// (sum in seconds, count, per-bucket counts). The buckets are not cumulative:
+    /// prometheus-client's encoder accumulates them (and a parser checked that it does).
+    fn values(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut count = 0;
+        let mut buckets = Vec::with_capacity(DURATION_BUCKETS.len() + 1);
+        for (i, slot) in self.buckets.iter().enumerate() {
+            let n = slot.load(Ordering::Relaxed);
+            count += n;
+            let le = DURATION_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            buckets.push((le, n));
+        }
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        (sum, count, buckets)
+    }
+}
+
+/// Event counters other parts of the daemon increment.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    acme_orders: Family<StaticLabels, Counter>,
+    reloads: Family<StaticLabels, Counter>,
+    last_reload_success: AtomicI64,
+}
+
+/// How a reload ended, for `mta_stsd_reloads_total{result}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadResult {
+    /// Changes applied, no configuration errors.
+    Success,
+    /// Nothing changed (e.g. an editor touched a file); nothing swapped.
+    Unchanged,
+    /// Some file has errors: the rest applied and the broken file's last good tenants stay.
+    Error,
+}
+
+impl ReloadResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Success => "success",
+            ReloadResult::Unchanged => "unchanged",
+            ReloadResult::Error => "error",
+        }
+    }
+}
+
+impl Metrics {
+    /// Fresh counters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one finished ACME order by `result` (`"success"` or `"failure"`): a
+    /// `&'static str`, so the label set stays fixed at compile time.
+    pub fn acme_order(&self, result: &'static str) {
+        self.acme_orders
+            .get_or_create(&vec![("result", result)])
+            .inc();
+    }
+
+    /// Creates both ACME order series at zero, so `increase()` sees the first failure and the
+    /// family exists from the start when the issuer is ACME.
+    pub fn init_acme_orders(&self) {
+        for result in ["success", "failure"] {
+            let _ = self.acme_orders.get_or_create(&vec![("result", result)]);
+        }
+    }
+
+    /// Counts one reload; a success also sets the last-success time.
+    pub fn reload(&self, result: ReloadResult, now: i64) {
+        self.reloads
+            .get_or_create(&vec![("result", result.as_str())])
+            .inc();
+        if result == ReloadResult::Success {
+            self.last_reload_success.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Unix time of the last successful reload (or successful startup), 0 if none.
+    pub fn last_reload_success(&self) -> i64 {
+        self.last_reload_success.load(Ordering::Relaxed)
+    }
+}
+
+/// Renders every metric on demand.
+pub struct Exporter {
+    registry: prometheus_client::registry::Registry,
+}
+
+/// What the scrape-time collector reads.
+#[derive(Clone)]
+pub struct Sources {
+    /// Event counters.
+    pub metrics: Arc<Metrics>,
+    /// Live tenant table.
+    pub registry: Arc<Registry>,
+    /// Certificate status per host.
+    pub board: Arc<CertBoard>,
+    /// Listener counters.
+    pub stats: Arc<Stats>,
+    /// Reload status (errors per file, restart needed).
+    pub reloader: Arc<Reloader>,
+    /// TLS-RPT intake counters and stored reports, when the daemon has them.
+    pub tlsrpt: Option<Arc<crate::tlsrpt::TlsRpt>>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sources")
+    }
+}
+
+impl Exporter {
+    /// An exporter over `sources`.
+    pub fn new(sources: Sources) -> Self {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register(
+            "mta_stsd_acme_orders",
+            "ACME orders finished, by result",
+            sources.metrics.acme_orders.clone(),
+        );
+        registry.register(
+            "mta_stsd_reloads",
+            "Configuration loads (the first at start, then every reload), by result (error: some file has errors; the rest applied)",
+            sources.metrics.reloads.clone(),
+        );
+        registry.register_collector(Box::new(StateCollector(sources)));
+        Exporter { registry }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render_openmetrics(&self) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The exposition in the format `accept` asks for, with its content type.
+    pub fn render(&self, accept: Option<&str>) -> (String, &'static str) {
+        let om = self.render_openmetrics();
+        if wants_openmetrics(accept) {
+            (om, OPENMETRICS_CONTENT_TYPE)
+        } else {
+            (to_prometheus_text(&om), PROMETHEUS_TEXT_CONTENT_TYPE)
+        }
+    }
+}
+
+/// Whether a scraper's `Accept` header takes OpenMetrics. Prometheus lists it first; a client
+/// that names only `text/plain` (curl scripts, older tools) gets the classic format. No header:
+/// OpenMetrics.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    match accept {
+        None => true,
+        Some(a) => a.contains("application/openmetrics-text") || !a.contains("text/plain"),
+    }
+}
+
+/// Rewrites prometheus-client's OpenMetrics text into the classic text format: counter
+/// families are named with their `_total` suffix, `info` becomes a `gauge` named `…_info`,
+/// `# UNIT` and `# EOF` lines go. Label and value syntax is the same in both formats.
+pub fn to_prometheus_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut lines = om.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let kind = lines
+                .peek()
+                .and_then(|next| next.strip_prefix("# TYPE "))
+                .and_then(|t| t.split_once(' '))
+                .filter(|(n, _)| *n == name)
+                .map(|(_, k)| k);
+            let renamed = family_name(name, kind.unwrap_or("unknown"));
+            out.push_str(&format!("# HELP {renamed} {help}\n"));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let renamed = family_name(name, kind);
+            let kind = match kind {
+                "info" => "gauge",
+                "unknown" => "untyped",
+                other => other,
+            };
+            out.push_str(&format!("# TYPE {renamed} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+fn family_name(name: &str, kind: &str) -> String {
+    match kind {
+        "counter" => format!("{name}_total"),
+        "info" => format!("{name}_info"),
+        _ => name.to_owned(),
+    }
+}
+
+/// Encodes one labelled sample of a family.
+fn sample<S: EncodeLabelSet>(
+    m: &mut MetricEncoder<'_>,
+    labels: &S,
+    metric: impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(m.encode_family(labels)?)
+}
+
+/// Produces the state metrics at scrape time.
+#[derive(Debug)]
+struct StateCollector(Sources);
+
+impl Collector for StateCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let now = crate::util::unix_now();
+        let stats = &s.stats;
+
+        let m = enc.encode_descriptor(
+            "mta_stsd_open_connections",
+            "HTTPS connections currently open",
+            None,
+            MetricType::Gauge,
+        )?;
+        let open = stats.open_connections.load(Ordering::Relaxed);
+        ConstGauge::new(i64::try_from(open).unwrap_or(i64::MAX)).encode(m)?;
+
+        let mut m = enc.encode_descriptor(
+            "mta_stsd_tls_handshakes",
+            "TLS handshakes by outcome (unknown_sni: SNI missing or not a tenant; no_certificate: tenant without a certificate yet)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, counter) in [
+            ("ok", &stats.handshakes_ok),
+            ("unknown_sni", &stats.handshakes_unknown_sni),
+            ("no_certificate", &stats.handshakes_no_certificate),
+            ("error", &stats.handshakes_error),
+        ] {
+            sample(
+                &mut m,
+                &[("outcome", outcome)],
+                ConstCounter::new(counter.load(Ordering::Relaxed)),
+            )?;
+        }
+
+        let mut m = enc.encode_descriptor(
+            "mta_stsd_requests",
+            "HTTPS responses by tenant domain and status class (domain=\"\": tenant no longer configured)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (domain, counts) in stats.tenant_requests.values() {
+            for (class, value) in CLASSES.iter().zip(counts) {
+                // Zero series of rare classes would multiply the output by five.
+                if value == 0 && *class != "2xx" {
+                    continue;
+                }
+                sample(
+                    &mut m,
+                    &[("domain", domain.as_str()), ("class", class)],
+                    ConstCounter::new(value),
+                )?;
+            }
+        }
+
+        let mut m = enc.encode_descriptor(
+            "mta_stsd_request_duration_seconds",
+            "Time from a request's arrival to its response being ready",
+            None,
+            MetricType::Histogram,
+        )?;
+        let (sum, count, buckets) = stats.request_duration.values();
+        m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+
+        let snapshot = s.registry.load();
+        let certs: HashMap<String, crate::certs::CertStatus> = s.board.all().into_iter().collect();
+        let tenants = snapshot.sorted();
+
+        let mut m = enc.encode_descriptor(
+            "mta_stsd_tenants",
+            "Tenants served, by policy mode",
+            None,
+            MetricType::Gauge,
+        )?;
+        for mode in [Mode::Enforce, Mode::Testing, Mode::None] {
+            let n = tenants.iter().filter(|t| t.policy.mode == mode).count();
+            sample(
+                &mut m,
+                &[("mode", mode.as_str())],
+                ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)),
+            )?;
+        }
+
+        let mut m = enc.encode_descriptor(
+            "mta_stsd_policy_info",
+            "The policy served per tenant: mode and the id to publish in _mta-sts TXT (always 1)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for t in &tenants {
+            sample(
+                &mut m,
+                &[
+                    ("domain", t.domain.as_str()),
+                    ("mode", t.policy.mode.as_str()),
+                    ("id", t.policy.id.as_str()),
+                ],
+                ConstGauge::new(1i64),
+            )?;
+        }
+
+        let mut m = enc.encode_descriptor(
+            "mta_stsd_tenant_ready",
+            "1 when the tenant's current policy is served with a valid certificate, so its TXT id may be published",
+            None,
+            MetricType::Gauge,
+        )?;
+        for t in &tenants {
+            let ready = crate::publish::cert_ready(certs.get(&t.host), now);
+            sample(
+                &mut m,
+                &[("domain", t.domain.as_str())],
+                ConstGauge::new(i64::from(ready)),
+            )?;
+        }
+
+        let mut m = enc.encode_descriptor(
+            "mta_stsd_certificate_expiry_timestamp_seconds",
+            "Unix time at which the served certificate of each tenant expires",
+            None,
+            MetricType::Gauge,
+        )?;
+        for t in &tenants {
+            if let Some(cert) = certs.get(&t.host).and_then(|c| c.cert.as_ref()) {
+                sample(
+                    &mut m,
+                    &[("domain", t.domain.as_str())],
+                    ConstGauge::new(cert.not_after),
+                )?;
+            }
+        }
+
+        let mut m = enc.encode_descriptor(
+            "mta_stsd_certificate_state",
+            "Certificate state per tenant (one series with value 1, labelled with the current state)",
+            None,
+            MetricType::Gauge,
+        )?;
+        let mut by_state: BTreeMap<&'static str, i64> =
+            CertState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        for t in &tenants {
+            let state = certs
+                .get(&t.host)
+                .map(|c| c.state)
+                .unwrap_or(CertState::Pending)
+                .as_str();
+            *by_state.entry(state).or_default() += 1;
+            sample(
+                &mut m,
+                &[("domain", t.domain.as_str()), ("state", state)],
+                ConstGauge::new(1i64),
+            )?;
+        }
+
+        let mut m = enc.encode_descriptor(
+            "mta_stsd_certificates",
+            "Tenants by certificate state",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, n) in by_state {
+            sample(&mut m, &[("state", state)], ConstGauge::new(n))?;
+        }
+
+        let status = s.reloader.status();
+        let m = enc.encode_descriptor(
+            "mta_stsd_last_reload_success_timestamp_seconds",
+            "Unix time of the last reload (or start) that applied without configuration errors",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(s.metrics.last_reload_success()).encode(m)?;
+
+        let mut m = enc.encode_descriptor(
+            "mta_stsd_config_errors",
+            "Configuration errors per file at the last reload (a broken tenant file keeps its last good tenants)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (file, n) in status.errors_per_file() {
+            sample(
+                &mut m,
+                &[("file", file.as_str())],
+                ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)),
+            )?;
+        }
+
+        let m = enc.encode_descriptor(
+            "mta_stsd_stale_tenants",
+            "Tenants served from their last good definition because their file now has errors",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(status.stale_tenants.len()).unwrap_or(i64::MAX)).encode(m)?;
+
+        let m = enc.encode_descriptor(
+            "mta_stsd_restart_required",
+            "1 when the server file changed in a way that only applies after a restart",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(!status.restart_required.is_empty())).encode(m)?;
+
+        if let Some(tlsrpt) = &s.tlsrpt {
+            encode_tlsrpt(&mut enc, tlsrpt)?;
+        }
+        Ok(())
+    }
+}
+
+/// TLS-RPT families. Intake outcomes are counters kept in memory since start. Sessions and
+/// failures are gauges over the trailing window (the verdict's minimum days) computed from the
+/// database at scrape time, so a restart never zeroes them and old reports age out; labels are
+/// configured tenant domains and the known result types (unknown ones sum under `other`).
+fn encode_tlsrpt(
+    enc: &mut DescriptorEncoder,
+    tlsrpt: &crate::tlsrpt::TlsRpt,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(
+        "mta_stsd_tlsrpt_reports_received",
+        "TLS-RPT reports received over HTTPS since start, by source and outcome",
+        None,
+        MetricType::Counter,
+    )?;
+    for (source, outcome, n) in tlsrpt.stats.all() {
+        sample(
+            &mut m,
+            &[("source", source.as_str()), ("outcome", outcome.as_str())],
+            ConstCounter::new(n),
+        )?;
+    }
+    let window = tlsrpt.metrics_window();
+    let m = enc.encode_descriptor(
+        "mta_stsd_tlsrpt_window_seconds",
+        "Length of the trailing window the TLS-RPT session and failure gauges cover",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(i64::try_from(window.as_secs()).unwrap_or(i64::MAX)).encode(m)?;
+    let totals = match tlsrpt.window_totals(time::OffsetDateTime::now_utc(), window) {
+        Ok(totals) => totals,
+        Err(err) => {
+            tracing::warn!(error = %err, "TLS-RPT metrics unavailable for this scrape");
+            Vec::new()
+        }
+    };
+    let mut m = enc.encode_descriptor(
+        "mta_stsd_tlsrpt_sessions",
+        "TLS sessions reported by senders per tenant over the window, by result",
+        None,
+        MetricType::Gauge,
+    )?;
+    for t in &totals {
+        for (result, n) in [("success", t.successful), ("failure", t.failed)] {
+            sample(
+                &mut m,
+                &[("domain", t.tenant.as_str()), ("result", result)],
+                ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)),
+            )?;
+        }
+    }
+    let mut m = enc.encode_descriptor(
+        "mta_stsd_tlsrpt_failures",
+        "Failed TLS sessions reported per tenant over the window, by result type",
+        None,
+        MetricType::Gauge,
+    )?;
+    for t in &totals {
+        for (result_type, n) in &t.failures_by_result_type {
+            sample(
+                &mut m,
+                &[("domain", t.tenant.as_str()), ("result_type", result_type)],
+                ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX)),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets() {
+        let h = DurationHistogram::default();
+        h.observe(Duration::from_micros(5));
+        h.observe(Duration::from_micros(30));
+        h.observe(Duration::from_secs(3));
+        let (sum, count, buckets) = h.values();
+        assert_eq!(count, 3);
+        assert!((sum - 3.000_035).abs() < 1e-9);
+        assert_eq!(buckets[0], (0.000_01, 1));
+        assert_eq!(buckets[1], (0.000_025, 0));
+        assert_eq!(buckets[2], (0.000_05, 1));
+        assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), 3);
+        assert_eq!(buckets.last().unwrap().1, 1);
+        assert!(buckets.last().unwrap().0.is_infinite());
+    }
+
+    #[test]
+    fn class_counters() {
+        let c = ClassCounters::default();
+        c.count(200);
+        c.count(404);
+        c.count(421);
+        c.count(999);
+        assert_eq!(c.values(), [0, 1, 0, 2, 1]);
+    }
+
+    #[test]
+    fn openmetrics_to_text() {
+        let om = "# HELP a_orders Orders.\n# TYPE a_orders counter\na_orders_total{result=\"ok\"} 1\n# HELP b_seconds B.\n# TYPE b_seconds gauge\n# UNIT b_seconds seconds\nb_seconds 2\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP a_orders_total Orders.\n# TYPE a_orders_total counter\na_orders_total{result=\"ok\"} 1\n# HELP b_seconds B.\n# TYPE b_seconds gauge\nb_seconds 2\n"
+        );
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        assert!(wants_openmetrics(None));
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )));
+        assert!(!wants_openmetrics(Some("text/plain")));
+        assert!(wants_openmetrics(Some("*/*")));
+    }
+
+    #[test]
+    fn tenant_counters_are_shared_and_pruned() {
+        let r = TenantRequests::default();
+        r.for_domain(Some("a.example")).count(200);
+        r.for_domain(Some("a.example")).count(200);
+        r.for_domain(None).count(404);
+        r.retain(|d| d != "b.example");
+        let v = r.values();
+        assert_eq!(v[0], (String::new(), [0, 0, 0, 1, 0]));
+        assert_eq!(v[1], ("a.example".to_owned(), [0, 2, 0, 0, 0]));
+        r.retain(|_| false);
+        assert_eq!(r.values().len(), 1);
+    }
+}

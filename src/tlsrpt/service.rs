@@ -1,0 +1,394 @@
+//! The daemon's TLS-RPT state: the open store, the configuration, intake counters, retention,
+//! and the read hooks the admin API and metrics call.
+//!
+//! # Metrics: gauges over a window, computed from the database at scrape time
+//! Session and failure counts come from the reports' own date ranges, not from when a report
+//! arrived, and a report for yesterday may arrive today or be retried tomorrow. Counters
+//! incremented at intake would therefore count a day's sessions on the wrong day, and counters
+//! seeded at startup would jump when retention deletes old reports. So the per-tenant numbers
+//! are gauges: [`TlsRpt::window_totals`] sums the stored reports whose period ended within
+//! [`TlsRpt::metrics_window`] (the verdict window, `min_days_for_enforce` days) with two
+//! grouped queries on an indexed column; a restart changes nothing because the database is
+//! the state. Call it on a blocking thread (`spawn_blocking`): it takes the store lock.
+//!
+//! Intake events (reports received by source and outcome) are real counters kept in memory in
+//! [`IntakeStats`]: they describe this process's traffic, and reset on restart like any
+//! Prometheus counter. Mail arrives through separate `ingest-mail` processes, so the daemon
+//! only counts HTTPS intake; mailed reports show up in the gauges once stored.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::report::ResultType;
+use super::store::{ReportStore, Source, SqliteStore, StoreError, TenantTotals, retention_cutoff};
+use super::summary::{self, Mode, TenantSummary, VerdictConfig};
+use crate::config::TlsRptConfig;
+use crate::registry::Registry;
+
+/// How often the retention task deletes expired reports.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// Label for result types this build does not know: client input must not create metric series.
+pub const OTHER_RESULT_TYPE: &str = "other";
+
+/// What became of one report that reached the intake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntakeOutcome {
+    /// Newly stored.
+    Stored,
+    /// Already stored (same organization and report-id); acknowledged.
+    Duplicate,
+    /// Refused: wrong media type (415).
+    UnsupportedMediaType,
+    /// Refused: over a size cap (413).
+    TooLarge,
+    /// Refused: not a usable report (400).
+    Invalid,
+    /// Refused: not for a tenant of this server (404).
+    UnknownDomain,
+    /// Not stored because of a server-side problem (5xx / temporary failure); senders retry.
+    Failed,
+}
+
+impl IntakeOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [IntakeOutcome; 7] = [
+        IntakeOutcome::Stored,
+        IntakeOutcome::Duplicate,
+        IntakeOutcome::UnsupportedMediaType,
+        IntakeOutcome::TooLarge,
+        IntakeOutcome::Invalid,
+        IntakeOutcome::UnknownDomain,
+        IntakeOutcome::Failed,
+    ];
+
+    /// Metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntakeOutcome::Stored => "stored",
+            IntakeOutcome::Duplicate => "duplicate",
+            IntakeOutcome::UnsupportedMediaType => "unsupported_media_type",
+            IntakeOutcome::TooLarge => "too_large",
+            IntakeOutcome::Invalid => "invalid",
+            IntakeOutcome::UnknownDomain => "unknown_domain",
+            IntakeOutcome::Failed => "failed",
+        }
+    }
+
+    /// The outcome an HTTP status answered to a report stands for; `None` for statuses that
+    /// are not about a report (405, 421).
+    pub fn from_status(status: u16) -> Option<IntakeOutcome> {
+        Some(match status {
+            415 => IntakeOutcome::UnsupportedMediaType,
+            413 => IntakeOutcome::TooLarge,
+            400 => IntakeOutcome::Invalid,
+            404 => IntakeOutcome::UnknownDomain,
+            500..=599 => IntakeOutcome::Failed,
+            _ => return None,
+        })
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Every source, in label order.
+pub const SOURCES: [Source; 2] = [Source::Https, Source::Mail];
+
+/// Reports received by source and outcome since this process started.
+#[derive(Debug, Default)]
+pub struct IntakeStats {
+    counts: [[AtomicU64; IntakeOutcome::ALL.len()]; SOURCES.len()],
+}
+
+impl IntakeStats {
+    /// Counts one report.
+    pub fn record(&self, source: Source, outcome: IntakeOutcome) {
+        self.counts[source_index(source)][outcome.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The count for one source and outcome.
+    pub fn get(&self, source: Source, outcome: IntakeOutcome) -> u64 {
+        self.counts[source_index(source)][outcome.index()].load(Ordering::Relaxed)
+    }
+
+    /// Every (source, outcome, count), zeros included, for exporting one series each.
+    pub fn all(&self) -> Vec<(Source, IntakeOutcome, u64)> {
+        SOURCES
+            .iter()
+            .flat_map(|&s| {
+                IntakeOutcome::ALL
+                    .iter()
+                    .map(move |&o| (s, o, self.get(s, o)))
+            })
+            .collect()
+    }
+}
+
+fn source_index(source: Source) -> usize {
+    match source {
+        Source::Https => 0,
+        Source::Mail => 1,
+    }
+}
+
+/// The tenant's policy mode as the verdict sees it.
+pub fn summary_mode(mode: crate::policy::Mode) -> Mode {
+    match mode {
+        crate::policy::Mode::Testing => Mode::Testing,
+        crate::policy::Mode::Enforce => Mode::Enforce,
+        crate::policy::Mode::None => Mode::None,
+    }
+}
+
+/// One tenant's summary over `[since, now)` as the JSON the admin API serves (the same shape
+/// as `mta-stsd reports --json`). Blocking: call it on a blocking thread.
+pub fn tenant_summary_json(
+    store: &dyn ReportStore,
+    domain: &str,
+    mode: Mode,
+    since: OffsetDateTime,
+    now: OffsetDateTime,
+    verdict: &VerdictConfig,
+) -> Result<serde_json::Value, StoreError> {
+    let data = store.summary(domain, since)?;
+    let summary = summary::summarize(domain, mode, &data, since, now, verdict);
+    serde_json::to_value(&summary).map_err(|e| StoreError::Db(format!("serializing summary: {e}")))
+}
+
+/// TLS-RPT as the daemon runs it: shared by the HTTPS intake, the retention task, the admin
+/// API and metrics.
+pub struct TlsRpt {
+    /// The `tlsrpt:` section of the server file.
+    pub config: TlsRptConfig,
+    /// The report database.
+    pub store: Arc<SqliteStore>,
+    /// Intake counters.
+    pub stats: Arc<IntakeStats>,
+    registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for TlsRpt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsRpt")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsRpt {
+    /// Opens (creating and migrating) the report database named by `config`.
+    pub fn open(config: &TlsRptConfig, registry: Arc<Registry>) -> Result<TlsRpt, StoreError> {
+        let store = SqliteStore::open(&config.database)?;
+        Ok(TlsRpt {
+            config: config.clone(),
+            store: Arc::new(store),
+            stats: Arc::new(IntakeStats::default()),
+            registry,
+        })
+    }
+
+    /// The verdict settings from the configuration.
+    pub fn verdict_config(&self) -> VerdictConfig {
+        VerdictConfig {
+            min_days: self.config.min_days_for_enforce,
+        }
+    }
+
+    /// The window per-tenant gauges are computed over: the verdict window.
+    pub fn metrics_window(&self) -> Duration {
+        Duration::from_secs(u64::from(self.config.min_days_for_enforce) * 86_400)
+    }
+
+    /// Whether `domain` (normalized) is a tenant of the current snapshot.
+    pub fn is_tenant(&self, domain: &str) -> bool {
+        self.registry.load().by_domain(domain).is_some()
+    }
+
+    /// Deletes reports older than the retention; returns how many went. Blocking.
+    pub fn prune_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        self.store
+            .prune(retention_cutoff(now, self.config.retention_days))
+    }
+
+    /// A tenant's summary since `since`; `Ok(None)` when `domain` is not a current tenant.
+    /// Blocking.
+    pub fn tenant_summary(
+        &self,
+        domain: &str,
+        since: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<TenantSummary>, StoreError> {
+        let domain = super::report::normalize_domain(domain);
+        let Some(tenant) = self.registry.load().by_domain(&domain).cloned() else {
+            return Ok(None);
+        };
+        let data = self.store.summary(&domain, since)?;
+        Ok(Some(summary::summarize(
+            &domain,
+            summary_mode(tenant.policy.mode),
+            &data,
+            since,
+            now,
+            &self.verdict_config(),
+        )))
+    }
+
+    /// The admin API's `GET /api/v1/tenants/{domain}/tlsrpt?since=`: the summary as JSON, or
+    /// `Ok(None)` (404) when `domain` is not a current tenant. Blocking.
+    pub fn tenant_summary_json(
+        &self,
+        domain: &str,
+        since: OffsetDateTime,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let Some(summary) = self.tenant_summary(domain, since, OffsetDateTime::now_utc())? else {
+            return Ok(None);
+        };
+        serde_json::to_value(&summary)
+            .map(Some)
+            .map_err(|e| StoreError::Db(format!("serializing summary: {e}")))
+    }
+
+    /// Per-tenant gauges for metrics: sessions and failures by result type over reports whose
+    /// period ended after `now - window`. Only current tenants appear (a removed tenant's
+    /// stored reports do not keep a series alive), and result types this build does not know
+    /// are summed under [`OTHER_RESULT_TYPE`] so client input cannot add series. Blocking.
+    pub fn window_totals(
+        &self,
+        now: OffsetDateTime,
+        window: Duration,
+    ) -> Result<Vec<TenantWindowTotals>, StoreError> {
+        let since = now - window;
+        let snapshot = self.registry.load();
+        let mut out = Vec::new();
+        for t in self.store.window_totals(since)? {
+            if snapshot.by_domain(&t.tenant).is_none() {
+                continue;
+            }
+            out.push(TenantWindowTotals::from_totals(t));
+        }
+        Ok(out)
+    }
+}
+
+/// One tenant's gauges with bounded result-type labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantWindowTotals {
+    /// The tenant domain (a configured tenant: a bounded label).
+    pub tenant: String,
+    /// Successful sessions.
+    pub successful: u64,
+    /// Failed sessions.
+    pub failed: u64,
+    /// Failed sessions by result type (`other` for unknown types), sorted by label.
+    pub failures_by_result_type: Vec<(&'static str, u64)>,
+}
+
+impl TenantWindowTotals {
+    fn from_totals(t: TenantTotals) -> Self {
+        let mut by_type: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        for (result_type, n) in t.failures_by_result_type {
+            *by_type.entry(result_type_label(&result_type)).or_default() += n;
+        }
+        TenantWindowTotals {
+            tenant: t.tenant,
+            successful: t.successful,
+            failed: t.failed,
+            failures_by_result_type: by_type.into_iter().collect(),
+        }
+    }
+}
+
+/// The metric label of a result type: the registered name, or [`OTHER_RESULT_TYPE`].
+pub fn result_type_label(result_type: &ResultType) -> &'static str {
+    match result_type {
+        ResultType::StarttlsNotSupported => "starttls-not-supported",
+        ResultType::CertificateHostMismatch => "certificate-host-mismatch",
+        ResultType::CertificateExpired => "certificate-expired",
+        ResultType::CertificateNotTrusted => "certificate-not-trusted",
+        ResultType::ValidationFailure => "validation-failure",
+        ResultType::TlsaInvalid => "tlsa-invalid",
+        ResultType::DnssecInvalid => "dnssec-invalid",
+        ResultType::DaneRequired => "dane-required",
+        ResultType::StsPolicyFetchError => "sts-policy-fetch-error",
+        ResultType::StsPolicyInvalid => "sts-policy-invalid",
+        ResultType::StsWebpkiInvalid => "sts-webpki-invalid",
+        ResultType::Other(_) => OTHER_RESULT_TYPE,
+    }
+}
+
+/// The retention task: prunes at start, then every [`RETENTION_INTERVAL`]. Runs until aborted;
+/// the daemon starts it next to the listener and aborts it on shutdown.
+pub async fn retention_task(tlsrpt: Arc<TlsRpt>) {
+    let mut tick = tokio::time::interval(RETENTION_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let t = tlsrpt.clone();
+        let result =
+            tokio::task::spawn_blocking(move || t.prune_expired(OffsetDateTime::now_utc())).await;
+        match result {
+            Ok(Ok(n)) => tracing::info!(
+                task = "tlsrpt-retention",
+                deleted = n,
+                retention_days = tlsrpt.config.retention_days,
+                "expired reports pruned"
+            ),
+            Ok(Err(e)) => {
+                tracing::error!(task = "tlsrpt-retention", error = %e, "pruning reports failed")
+            }
+            Err(e) => {
+                tracing::error!(task = "tlsrpt-retention", error = %e, "pruning task panicked")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_count_by_source_and_outcome() {
+        let stats = IntakeStats::default();
+        stats.record(Source::Https, IntakeOutcome::Stored);
+        stats.record(Source::Https, IntakeOutcome::Stored);
+        stats.record(Source::Mail, IntakeOutcome::Invalid);
+        assert_eq!(stats.get(Source::Https, IntakeOutcome::Stored), 2);
+        assert_eq!(stats.get(Source::Mail, IntakeOutcome::Invalid), 1);
+        assert_eq!(stats.get(Source::Mail, IntakeOutcome::Stored), 0);
+        assert_eq!(stats.all().len(), 14);
+    }
+
+    #[test]
+    fn unknown_result_types_share_one_label() {
+        let t = TenantWindowTotals::from_totals(TenantTotals {
+            tenant: "example.com".into(),
+            successful: 1,
+            failed: 6,
+            failures_by_result_type: vec![
+                (ResultType::Other("new-kind".into()), 1),
+                (ResultType::Other("another".into()), 2),
+                (ResultType::CertificateExpired, 3),
+            ],
+        });
+        assert_eq!(
+            t.failures_by_result_type,
+            [("certificate-expired", 3), (OTHER_RESULT_TYPE, 3)]
+        );
+    }
+
+    #[test]
+    fn statuses_map_to_outcomes() {
+        assert_eq!(
+            IntakeOutcome::from_status(415),
+            Some(IntakeOutcome::UnsupportedMediaType)
+        );
+        assert_eq!(IntakeOutcome::from_status(503), Some(IntakeOutcome::Failed));
+        assert_eq!(IntakeOutcome::from_status(405), None);
+    }
+}

@@ -1,0 +1,461 @@
+//! The admin listener, metrics (checked by promtool and an OpenMetrics parser), SIGHUP on the
+//! real binary and `dns --admin`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+
+use crate::common::{
+    BASE_SERVER_YAML, Client, TestConfig, admin_get, admin_request, binary, start,
+};
+
+const TESTING: &str = "domain: example.com\nmode: testing\nmx: [mail.example.com]\nmax_age: 86400\ntlsrpt:\n  rua: [\"mailto:tlsrpt@example.com\"]\n";
+
+#[tokio::test]
+async fn health_and_api_shapes() {
+    let cfg = TestConfig::new();
+    cfg.tenant("example.com.yaml", TESTING);
+    let running = start(&cfg).await;
+    let addr = running.admin_addr;
+
+    let health = admin_get(addr, "/healthz").await;
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (StatusCode::OK, "ok\n")
+    );
+    let client = running.client();
+    assert!(
+        crate::common::eventually(Duration::from_secs(10), || async {
+            admin_get(addr, "/readyz").await.status == StatusCode::OK
+        })
+        .await
+    );
+    // The listener really is up once /readyz says so.
+    assert!(client.get_policy("mta-sts.example.com").await.is_ok());
+
+    let list = admin_get(addr, "/api/v1/tenants").await;
+    assert_eq!(list.headers["content-type"], "application/json");
+    let list = list.json();
+    assert_eq!(list["count"], 1);
+    let t = &list["tenants"][0];
+    for key in [
+        "domain",
+        "policy_host",
+        "mode",
+        "mx",
+        "max_age",
+        "id",
+        "records",
+        "txt",
+        "ready",
+        "certificate",
+        "source",
+        "stale",
+        "last_error",
+        "errors",
+    ] {
+        assert!(t.get(key).is_some(), "tenant list entry lacks {key}: {t}");
+    }
+
+    let detail = admin_get(addr, "/api/v1/tenants/EXAMPLE.com").await.json();
+    let body = "version: STSv1\r\nmode: testing\r\nmx: mail.example.com\r\nmax_age: 86400\r\n";
+    let id = mta_stsd::policy::policy_id(body.as_bytes());
+    assert_eq!(detail["domain"], "example.com");
+    assert_eq!(detail["policy_host"], "mta-sts.example.com");
+    assert_eq!(detail["mode"], "testing");
+    assert_eq!(detail["mx"], serde_json::json!(["mail.example.com"]));
+    assert_eq!(detail["max_age"], 86400);
+    assert_eq!(detail["id"], id);
+    assert_eq!(detail["body"], body);
+    assert_eq!(detail["ready"], true);
+    assert_eq!(detail["stale"], false);
+    assert!(detail["last_error"].is_null());
+    assert_eq!(detail["certificate"]["state"], "valid");
+    assert_eq!(detail["certificate"]["provider"], "internal");
+    assert!(detail["certificate"]["cert"]["not_after"].as_i64().unwrap() > 0);
+    assert!(
+        detail["source"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("tenants/example.com.yaml")
+    );
+    assert_eq!(detail["source"]["line"], 1);
+    assert_eq!(
+        detail["records"],
+        serde_json::json!([
+            {"name": "_mta-sts.example.com.", "type": "TXT", "value": format!("v=STSv1; id={id}")},
+            {"name": "_smtp._tls.example.com.", "type": "TXT", "value": "v=TLSRPTv1; rua=mailto:tlsrpt@example.com"},
+        ])
+    );
+    assert_eq!(
+        detail["txt"]["tlsrpt"],
+        "_smtp._tls.example.com TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@example.com\""
+    );
+
+    let missing = admin_get(addr, "/api/v1/tenants/example.org").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.json()["error"], "no such tenant");
+    assert_eq!(admin_get(addr, "/nope").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        admin_get(addr, "/reload").await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+
+    let reload = admin_request(addr, Method::POST, "/reload", &[]).await;
+    assert_eq!(reload.status, StatusCode::OK, "{}", reload.body);
+    let reload = reload.json();
+    assert_eq!(reload["result"], "success");
+    assert_eq!(reload["trigger"], "api");
+    assert_eq!(reload["tenants"], 1);
+    assert!(reload["elapsed_ms"].is_number());
+
+    let status = admin_get(addr, "/api/v1/status").await.json();
+    assert_eq!(status["last_trigger"], "api");
+    assert!(status["last_success"].as_i64().unwrap() > 0);
+    assert_eq!(status["errors"], serde_json::json!([]));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn token_is_required_when_configured() {
+    let cfg = TestConfig::with_server(&format!(
+        "{BASE_SERVER_YAML}admin:\n  listen: \"127.0.0.1:0\"\n  token_file: admin.token\n"
+    ));
+    std::fs::write(cfg.path().join("admin.token"), "s3cret-token\n").unwrap();
+    cfg.tenant("example.com.yaml", TESTING);
+    let running = start(&cfg).await;
+    let addr = running.admin_addr;
+    for path in ["/metrics", "/api/v1/tenants", "/api/v1/status"] {
+        let resp = admin_get(addr, path).await;
+        assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(resp.headers.contains_key("www-authenticate"));
+        let wrong = admin_request(
+            addr,
+            Method::GET,
+            path,
+            &[("authorization", "Bearer s3cret")],
+        )
+        .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{path}");
+        let right = admin_request(
+            addr,
+            Method::GET,
+            path,
+            &[("authorization", "Bearer s3cret-token")],
+        )
+        .await;
+        assert_eq!(right.status, StatusCode::OK, "{path}");
+    }
+    let reload = admin_request(addr, Method::POST, "/reload", &[]).await;
+    assert_eq!(reload.status, StatusCode::UNAUTHORIZED);
+    // Probes stay open.
+    assert_eq!(admin_get(addr, "/healthz").await.status, StatusCode::OK);
+    running.stop().await;
+}
+
+/// Runs `program args` with `input` on stdin; returns (success, stdout + stderr).
+fn run_with_stdin(program: &str, args: &[&str], input: &str) -> (bool, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} ({e}); CI installs it with apt-get (see the README)")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool_and_an_openmetrics_parser() {
+    let cfg = TestConfig::new();
+    cfg.tenant("example.com.yaml", TESTING);
+    cfg.tenant(
+        "example.net.yaml",
+        "domain: example.net\nmode: enforce\nmx: [mail.example.net]\nmax_age: 604800\n",
+    );
+    cfg.tenant("broken.yaml", "domain: [\n");
+    let running = start(&cfg).await;
+    let client = running.client();
+    for _ in 0..3 {
+        client.get_policy("mta-sts.example.com").await.unwrap();
+    }
+    client
+        .request(
+            "mta-sts.example.com",
+            "mta-sts.example.com",
+            Method::GET,
+            "/other",
+            false,
+        )
+        .await
+        .unwrap();
+    // Unknown SNI: refused in the handshake and counted, never a label.
+    assert!(
+        client
+            .handshake("mta-sts.attacker.example", &[b"http/1.1"])
+            .await
+            .is_err()
+    );
+
+    let om = admin_get(running.admin_addr, "/metrics").await;
+    assert_eq!(om.status, StatusCode::OK);
+    assert_eq!(
+        om.headers["content-type"],
+        mta_stsd::metrics::OPENMETRICS_CONTENT_TYPE
+    );
+    assert!(om.body.ends_with("# EOF\n"));
+    let body = &om.body;
+    for expected in [
+        "mta_stsd_requests_total{domain=\"example.com\",class=\"2xx\"} 3",
+        "mta_stsd_requests_total{domain=\"example.com\",class=\"4xx\"} 1",
+        "mta_stsd_tls_handshakes_total{outcome=\"unknown_sni\"} 1",
+        "mta_stsd_tls_handshakes_total{outcome=\"ok\"} 4",
+        "mta_stsd_request_duration_seconds_count 4",
+        "mta_stsd_open_connections ",
+        "mta_stsd_tenants{mode=\"enforce\"} 1",
+        "mta_stsd_tenants{mode=\"testing\"} 1",
+        "mta_stsd_tenant_ready{domain=\"example.net\"} 1",
+        "mta_stsd_certificate_state{domain=\"example.com\",state=\"valid\"} 1",
+        "mta_stsd_certificate_expiry_timestamp_seconds{domain=\"example.com\"} ",
+        "mta_stsd_reloads_total{result=\"error\"} 1",
+        "mta_stsd_last_reload_success_timestamp_seconds 0",
+        "mta_stsd_restart_required 0",
+    ] {
+        assert!(body.contains(expected), "missing {expected:?} in\n{body}");
+    }
+    let id = mta_stsd::policy::policy_id(
+        b"version: STSv1\r\nmode: testing\r\nmx: mail.example.com\r\nmax_age: 86400\r\n",
+    );
+    assert!(body.contains(&format!(
+        "mta_stsd_policy_info{{domain=\"example.com\",mode=\"testing\",id=\"{id}\"}} 1"
+    )));
+    let broken = cfg.path().join("tenants/broken.yaml").display().to_string();
+    assert!(body.contains(&format!("mta_stsd_config_errors{{file=\"{broken}\"}} 1")));
+    assert!(
+        !body.contains("attacker"),
+        "request input never becomes a label"
+    );
+
+    // Debian's interpreter, where python3-prometheus-client installs (a pyenv shim on PATH
+    // would not see it).
+    let (ok, out) = run_with_stdin(
+        "/usr/bin/python3",
+        &[
+            "-c",
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\nprint(len(list(parse(sys.stdin.read()))))",
+        ],
+        body,
+    );
+    assert!(
+        ok,
+        "OpenMetrics parser (Debian python3-prometheus-client) rejected:\n{out}"
+    );
+
+    let text = admin_request(
+        running.admin_addr,
+        Method::GET,
+        "/metrics",
+        &[("accept", "text/plain")],
+    )
+    .await;
+    assert_eq!(
+        text.headers["content-type"],
+        mta_stsd::metrics::PROMETHEUS_TEXT_CONTENT_TYPE
+    );
+    assert!(text.body.contains("# TYPE mta_stsd_requests_total counter"));
+    let (ok, out) = run_with_stdin("promtool", &["check", "metrics"], &text.body);
+    assert!(ok, "promtool check metrics failed:\n{out}\n{}", text.body);
+    running.stop().await;
+}
+
+/// The real binary, killed when dropped, with its JSON log lines on a channel.
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<serde_json::Value>,
+    seen: Vec<serde_json::Value>,
+}
+
+impl Daemon {
+    fn start(dir: &std::path::Path) -> Daemon {
+        let mut child = Command::new(binary())
+            .args(["--log-format", "json", "serve", "-c"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mta-stsd");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line)
+                    && tx.send(v).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Daemon {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (up to 20 s) for a log line matching `pred`; returns it.
+    fn wait_for(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!("no log line {what} within 20 s; saw:\n{:#?}", self.seen),
+            }
+        }
+    }
+
+    fn count(&self, pred: impl Fn(&serde_json::Value) -> bool) -> usize {
+        self.seen.iter().filter(|v| pred(v)).count()
+    }
+
+    fn hup(&self) {
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -HUP");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn message(v: &serde_json::Value) -> &str {
+    v["message"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_real_binary_and_logs_the_txt_record_once() {
+    let cfg = TestConfig::with_server(&format!(
+        "{BASE_SERVER_YAML}admin:\n  listen: \"127.0.0.1:0\"\nreload:\n  watch: false\n"
+    ));
+    let path = cfg.tenant("example.com.yaml", TESTING);
+    let mut daemon = Daemon::start(cfg.path());
+    let serving = daemon.wait_for("mta-stsd serving", |v| message(v) == "mta-stsd serving");
+    let https: SocketAddr = serving["https"].as_str().unwrap().parse().unwrap();
+    let client = Client::new(https, cfg.ca_der());
+
+    let enforce = TESTING.replace("mode: testing", "mode: enforce");
+    std::fs::write(&path, &enforce).unwrap();
+    let new_body = "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmax_age: 86400\r\n";
+    let id = mta_stsd::policy::policy_id(new_body.as_bytes());
+    let record = format!("_mta-sts.example.com TXT \"v=STSv1; id={id}\"");
+    daemon.hup();
+    let logged = daemon.wait_for("with the new TXT record", |v| message(v) == record);
+    assert_eq!(logged["level"], "INFO");
+    assert_eq!(logged["domain"], "example.com");
+    assert_eq!(logged["ready"], true);
+    daemon.wait_for("configuration reloaded", |v| {
+        message(v) == "configuration reloaded"
+    });
+    let got = client.get_policy("mta-sts.example.com").await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.body), new_body);
+
+    // A second SIGHUP with nothing changed logs no record again.
+    daemon.hup();
+    daemon.wait_for("second reload", |v| {
+        message(v) == "configuration reloaded" && v["trigger"] == "Signal"
+    });
+    assert_eq!(daemon.count(|v| message(v) == record), 1);
+    assert_eq!(
+        daemon.count(|v| message(v).starts_with("_smtp._tls.")),
+        0,
+        "the TLS-RPT record did not change"
+    );
+}
+
+#[tokio::test]
+async fn dns_reads_the_running_state_from_the_admin_api() {
+    let cfg = TestConfig::new();
+    cfg.tenant("example.com.yaml", TESTING);
+    let running = start(&cfg).await;
+    let url = format!("http://{}", running.admin_addr);
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(binary()).args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        })
+    };
+    let json = run(vec![
+        "dns".into(),
+        "--admin".into(),
+        url.clone(),
+        "--json".into(),
+    ])
+    .await
+    .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(list[0]["domain"], "example.com");
+    assert_eq!(list[0]["ready"], true);
+    let zone = run(vec!["dns".into(), "--admin".into(), url])
+        .await
+        .unwrap();
+    let id = list[0]["id"].as_str().unwrap();
+    assert!(
+        zone.contains(&format!(
+            "_mta-sts.example.com. IN TXT \"v=STSv1; id={id}\""
+        )),
+        "{zone}"
+    );
+    assert!(!zone.contains("not ready"), "{zone}");
+    // Offline, the readiness is unknown.
+    let offline = run(vec![
+        "dns".into(),
+        "--json".into(),
+        "-c".into(),
+        cfg.path().display().to_string(),
+    ])
+    .await
+    .unwrap();
+    let offline: serde_json::Value = serde_json::from_str(&offline).unwrap();
+    assert!(offline[0]["ready"].is_null());
+    assert_eq!(offline[0]["id"], id);
+    running.stop().await;
+}

@@ -1,0 +1,316 @@
+//! TLS-RPT on the command line, through the real binary: the `_smtp._tls` record from `dns`,
+//! `ingest-mail` (stdin and Maildir) with its sysexits codes, and `reports`.
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use mta_stsd::tlsrpt::{InsertOutcome, Report, ReportStore, Source, SqliteStore, StoredReport};
+
+use crate::common::{BASE_SERVER_YAML, TestConfig, report_json, report_mail, run_binary};
+
+const MTA: &str = "mx.operator.example";
+
+fn config(publish: bool) -> TestConfig {
+    let cfg = TestConfig::with_server(&format!(
+        "{BASE_SERVER_YAML}tlsrpt:\n  report_host: tlsrpt.operator.example\n  publish_endpoint: {publish}\n  mail:\n    trusted_authserv_ids: [{MTA}]\n"
+    ));
+    cfg.tenant(
+        "example.com.yaml",
+        "domain: example.com\nmode: testing\nmx: [mx.example.com]\nmax_age: 86400\ntlsrpt:\n  rua: [\"mailto:tls@example.com\"]\n",
+    );
+    cfg.simple_tenant("example.org");
+    cfg
+}
+
+fn run(args: &[&str], config: &Path, stdin: &[u8]) -> (i32, String, String) {
+    let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    all.push(OsStr::new("--config"));
+    all.push(config.as_os_str());
+    run_binary(&all, stdin)
+}
+
+fn store(cfg: &TestConfig) -> SqliteStore {
+    SqliteStore::open(&cfg.path().join("state/tlsrpt.sqlite3")).unwrap()
+}
+
+#[test]
+fn dns_adds_the_report_endpoint_when_published() {
+    let cfg = config(true);
+    let (code, out, err) = run(&["dns"], cfg.path(), b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("_smtp._tls.example.com. IN TXT \"v=TLSRPTv1; rua=mailto:tls@example.com,https://tlsrpt.operator.example/tlsrpt/example.com\""),
+        "{out}"
+    );
+    // A tenant without rua of its own gets the record with the endpoint alone.
+    assert!(
+        out.contains("_smtp._tls.example.org. IN TXT \"v=TLSRPTv1; rua=https://tlsrpt.operator.example/tlsrpt/example.org\""),
+        "{out}"
+    );
+    let (_, json, _) = run(&["dns", "--json"], cfg.path(), b"");
+    assert!(
+        json.contains("https://tlsrpt.operator.example/tlsrpt/example.org"),
+        "{json}"
+    );
+
+    let cfg = config(false);
+    let (code, out, _) = run(&["dns"], cfg.path(), b"");
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("_smtp._tls.example.com. IN TXT \"v=TLSRPTv1; rua=mailto:tls@example.com\""),
+        "{out}"
+    );
+    assert!(!out.contains("_smtp._tls.example.org."), "{out}");
+    assert!(!out.contains("tlsrpt.operator.example"), "{out}");
+}
+
+fn today() -> time::Date {
+    time::OffsetDateTime::now_utc().date()
+}
+
+#[test]
+fn ingest_mail_on_stdin_requires_a_trusted_dkim_pass() {
+    let cfg = config(false);
+    let json = report_json(
+        "Mail Sender",
+        "mail-1",
+        "example.org",
+        today().previous_day().unwrap(),
+        50,
+        &[],
+    );
+
+    let unsigned = report_mail("sender.example", "example.org", &json, None);
+    let (code, _, err) = run(&["ingest-mail"], cfg.path(), &unsigned);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("not authenticated"), "{err}");
+    // A verdict from an authserv-id the operator did not list is not believed.
+    let forged = report_mail("sender.example", "example.org", &json, Some("evil.example"));
+    let (code, _, _) = run(&["ingest-mail"], cfg.path(), &forged);
+    assert_eq!(code, 65);
+    assert!(store(&cfg).get("mail-1").unwrap().is_empty());
+
+    let signed = report_mail("sender.example", "example.org", &json, Some(MTA));
+    let (code, out, err) = run(&["ingest-mail"], cfg.path(), &signed);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("stored: report \"mail-1\""), "{out}");
+    let (code, out, _) = run(&["ingest-mail"], cfg.path(), &signed);
+    assert_eq!(code, 0, "a duplicate is a success");
+    assert!(out.starts_with("duplicate"), "{out}");
+    let got = store(&cfg).get("mail-1").unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].source, Source::Mail);
+
+    // Not a report at all: bounce.
+    let (code, _, _) = run(
+        &["ingest-mail"],
+        cfg.path(),
+        b"Subject: hello\r\n\r\nhi\r\n",
+    );
+    assert_eq!(code, 65);
+}
+
+#[test]
+fn ingest_mail_defers_when_the_configuration_is_unusable() {
+    let cfg = config(false);
+    std::fs::write(cfg.path().join("mta-stsd.yaml"), "listen: [\n").unwrap();
+    let json = report_json("Mail Sender", "mail-2", "example.org", today(), 1, &[]);
+    let (code, _, err) = run(
+        &["ingest-mail"],
+        cfg.path(),
+        &report_mail("sender.example", "example.org", &json, Some(MTA)),
+    );
+    assert_eq!(code, 75, "{err}");
+}
+
+#[test]
+fn ingest_mail_sweeps_a_maildir() {
+    let cfg = config(false);
+    let maildir = cfg.path().join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    let day = today().previous_day().unwrap();
+    for i in 0..3 {
+        let json = report_json(
+            "Bulk Sender",
+            &format!("bulk-{i}"),
+            "example.org",
+            day,
+            10,
+            &[],
+        );
+        std::fs::write(
+            maildir.join("new").join(format!("100{i}.M1P1.host")),
+            report_mail("bulk.example", "example.org", &json, Some(MTA)),
+        )
+        .unwrap();
+    }
+    let unsigned = report_json("Bulk Sender", "bulk-x", "example.org", day, 10, &[]);
+    std::fs::write(
+        maildir.join("new/1009.M1P1.host"),
+        report_mail("bulk.example", "example.org", &unsigned, None),
+    )
+    .unwrap();
+
+    let (code, out, err) = run(
+        &["ingest-mail", "--maildir", maildir.to_str().unwrap()],
+        cfg.path(),
+        b"",
+    );
+    assert_eq!(code, 65, "one message failed: {out}\n{err}");
+    assert!(out.contains("3 handled, 1 left in place"), "{out}");
+    let mut cur: Vec<String> = std::fs::read_dir(maildir.join("cur"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    cur.sort();
+    assert_eq!(
+        cur,
+        [
+            "1000.M1P1.host:2,S",
+            "1001.M1P1.host:2,S",
+            "1002.M1P1.host:2,S"
+        ]
+    );
+    // The unauthenticated one is left where it was, never deleted.
+    assert!(maildir.join("new/1009.M1P1.host").exists());
+    for i in 0..3 {
+        assert_eq!(store(&cfg).get(&format!("bulk-{i}")).unwrap().len(), 1);
+    }
+    assert!(store(&cfg).get("bulk-x").unwrap().is_empty());
+
+    // A second sweep finds nothing new but the failed message again.
+    let (code, out, _) = run(
+        &["ingest-mail", "--maildir", maildir.to_str().unwrap()],
+        cfg.path(),
+        b"",
+    );
+    assert_eq!(code, 65);
+    assert!(out.contains("0 handled, 1 left in place"), "{out}");
+}
+
+fn insert(store: &SqliteStore, tenant: &str, json: Vec<u8>) {
+    let report = Report::from_json(&json).unwrap();
+    let outcome = store
+        .insert(&StoredReport {
+            tenant: tenant.into(),
+            source: Source::Https,
+            received: time::OffsetDateTime::now_utc(),
+            report,
+            raw_json: json,
+        })
+        .unwrap();
+    assert_eq!(outcome, InsertOutcome::Inserted);
+}
+
+#[test]
+fn reports_table_and_json_give_the_verdict() {
+    let cfg = TestConfig::new();
+    cfg.simple_tenant("clean.example");
+    cfg.simple_tenant("failing.example");
+    cfg.tenant(
+        "quiet.example.yaml",
+        "domain: quiet.example\nmode: enforce\nmx: [mx.quiet.example]\nmax_age: 86400\n",
+    );
+    std::fs::create_dir_all(cfg.path().join("state")).unwrap();
+    let store = store(&cfg);
+    // Eight full days of reports ending yesterday: the 7-day window is covered.
+    for back in 1..=8 {
+        let day = today() - time::Duration::days(back);
+        insert(
+            &store,
+            "clean.example",
+            report_json(
+                "Good Org",
+                &format!("clean-{back}"),
+                "clean.example",
+                day,
+                500,
+                &[],
+            ),
+        );
+        insert(
+            &store,
+            "failing.example",
+            report_json(
+                "Good Org",
+                &format!("failing-{back}"),
+                "failing.example",
+                day,
+                400,
+                &[("certificate-host-mismatch", "mx.failing.example", 5)],
+            ),
+        );
+    }
+    drop(store);
+
+    let (code, table, err) = run(&["reports"], cfg.path(), b"");
+    assert_eq!(code, 0, "{err}");
+    let row = |tenant: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(tenant))
+            .unwrap_or_else(|| panic!("no row for {tenant} in\n{table}"))
+            .to_owned()
+    };
+    assert!(
+        row("clean.example").ends_with("ready to enforce"),
+        "{table}"
+    );
+    assert!(row("failing.example").ends_with("not ready"), "{table}");
+    assert!(
+        row("failing.example").contains("1.23%"),
+        "35 of 2835 sessions: {table}"
+    );
+    assert!(
+        table.contains("certificate-host-mismatch") && table.contains("mx.failing.example"),
+        "{table}"
+    );
+    assert!(table.contains("organizations: Good Org"), "{table}");
+
+    let (code, json, err) = run(&["reports", "--json", "--since", "30d"], cfg.path(), b"");
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let by = |t: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["tenant"] == t)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("clean.example")["verdict"]["status"], "ready-to-enforce");
+    assert_eq!(by("clean.example")["reports"], 8);
+    assert_eq!(by("failing.example")["verdict"]["status"], "not-ready");
+    assert_eq!(by("failing.example")["failed_sessions"], 40);
+    assert_eq!(
+        by("failing.example")["failures_by_result_type"]["certificate-host-mismatch"],
+        40
+    );
+    assert_eq!(by("quiet.example")["mode"], "enforce");
+    assert_eq!(by("quiet.example")["reports"], 0);
+
+    let (code, one, _) = run(
+        &["reports", "--json", "--domain", "Clean.Example"],
+        cfg.path(),
+        b"",
+    );
+    assert_eq!(code, 0);
+    let one: serde_json::Value = serde_json::from_str(&one).unwrap();
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    let (code, _, err) = run(&["reports", "--domain", "nobody.example"], cfg.path(), b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("not a tenant"), "{err}");
+    let (code, _, err) = run(&["reports", "--since", "yesterday"], cfg.path(), b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("--since"), "{err}");
+
+    let (code, shown, err) = run(&["reports", "show", "failing-3"], cfg.path(), b"");
+    assert_eq!(code, 0, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["report-id"], "failing-3");
+    let (code, _, err) = run(&["reports", "show", "no-such-id"], cfg.path(), b"");
+    assert_eq!(code, 1);
+    assert!(err.contains("no stored report"), "{err}");
+}
