@@ -476,6 +476,15 @@ fn kubernetes_deployment_is_locked_down_and_matches_the_server_file() {
         pvc["metadata"]["name"]
     );
     assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    // The admin API listens on the pod address, so it requires the token; the pod mounts it
+    // from the Secret that the PodMonitor presents.
+    let token_file = Path::new(str_of(&server["admin"]["token_file"], "admin.token_file"));
+    assert_eq!(
+        mount_of("admin-token")["mountPath"],
+        token_file.parent().unwrap().to_str().unwrap()
+    );
+    let secret = &volume("admin-token")["secret"];
+    let key = token_file.file_name().unwrap().to_str().unwrap();
 
     // Service: 443/TCP to the https port, selecting this pod; the PodMonitor scrapes admin.
     let labels = &pod["metadata"]["labels"];
@@ -490,6 +499,10 @@ fn kubernetes_deployment_is_locked_down_and_matches_the_server_file() {
     let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
     assert_eq!(endpoint["port"], "admin");
     assert_eq!(endpoint["path"], "/metrics");
+    let auth = &endpoint["authorization"];
+    assert_eq!(auth["type"], "Bearer");
+    assert_eq!(auth["credentials"]["name"], secret["secretName"]);
+    assert_eq!(auth["credentials"]["key"], key);
 }
 
 #[test]
