@@ -219,6 +219,17 @@ fn read_extra(extra: &RwLock<Vec<String>>) -> Vec<String> {
     extra.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// Every host a provider serves: the tenants' policy hosts, then the extra hosts.
+fn wanted_hosts<'a>(
+    tenants: &'a [Arc<Tenant>],
+    extra: &'a [String],
+) -> impl Iterator<Item = &'a str> {
+    tenants
+        .iter()
+        .map(|t| t.host.as_str())
+        .chain(extra.iter().map(String::as_str))
+}
+
 fn replace_extra(extra: &RwLock<Vec<String>>, hosts: &[String]) {
     *extra.write().unwrap_or_else(|e| e.into_inner()) =
         hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
@@ -232,11 +243,7 @@ impl CertProvider for InternalProvider {
     fn sync(&self, tenants: &[Arc<Tenant>]) {
         let extra = read_extra(&self.extra);
         drop_removed(&self.resolver, &self.board, tenants, &extra);
-        for host in tenants
-            .iter()
-            .map(|t| t.host.as_str())
-            .chain(extra.iter().map(String::as_str))
-        {
+        for host in wanted_hosts(tenants, &extra) {
             self.ensure(host);
         }
     }
@@ -328,11 +335,7 @@ impl CertProvider for FilesProvider {
         let extra = read_extra(&self.extra);
         drop_removed(&self.resolver, &self.board, tenants, &extra);
         let now = crate::util::unix_now();
-        for host in tenants
-            .iter()
-            .map(|t| t.host.as_str())
-            .chain(extra.iter().map(String::as_str))
-        {
+        for host in wanted_hosts(tenants, &extra) {
             self.load(host, now);
         }
     }

@@ -203,6 +203,14 @@ impl ResultType {
     /// The wire spelling.
     pub fn as_str(&self) -> &str {
         match self {
+            ResultType::Other(s) => s,
+            registered => registered.registered_name().unwrap_or_default(),
+        }
+    }
+
+    /// The name of a type in the IANA registry; `None` for one this build does not know.
+    pub fn registered_name(&self) -> Option<&'static str> {
+        Some(match self {
             ResultType::StarttlsNotSupported => "starttls-not-supported",
             ResultType::CertificateHostMismatch => "certificate-host-mismatch",
             ResultType::CertificateExpired => "certificate-expired",
@@ -214,8 +222,8 @@ impl ResultType {
             ResultType::StsPolicyFetchError => "sts-policy-fetch-error",
             ResultType::StsPolicyInvalid => "sts-policy-invalid",
             ResultType::StsWebpkiInvalid => "sts-webpki-invalid",
-            ResultType::Other(s) => s,
-        }
+            ResultType::Other(_) => return None,
+        })
     }
 }
 

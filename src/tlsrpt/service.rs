@@ -305,20 +305,7 @@ impl TenantWindowTotals {
 
 /// The metric label of a result type: the registered name, or [`OTHER_RESULT_TYPE`].
 pub fn result_type_label(result_type: &ResultType) -> &'static str {
-    match result_type {
-        ResultType::StarttlsNotSupported => "starttls-not-supported",
-        ResultType::CertificateHostMismatch => "certificate-host-mismatch",
-        ResultType::CertificateExpired => "certificate-expired",
-        ResultType::CertificateNotTrusted => "certificate-not-trusted",
-        ResultType::ValidationFailure => "validation-failure",
-        ResultType::TlsaInvalid => "tlsa-invalid",
-        ResultType::DnssecInvalid => "dnssec-invalid",
-        ResultType::DaneRequired => "dane-required",
-        ResultType::StsPolicyFetchError => "sts-policy-fetch-error",
-        ResultType::StsPolicyInvalid => "sts-policy-invalid",
-        ResultType::StsWebpkiInvalid => "sts-webpki-invalid",
-        ResultType::Other(_) => OTHER_RESULT_TYPE,
-    }
+    result_type.registered_name().unwrap_or(OTHER_RESULT_TYPE)
 }
 
 /// The retention task: prunes at start, then every [`RETENTION_INTERVAL`]. Runs until aborted;
