@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use mta_stsd::certs::{CertBoard, CertProvider};
 use mta_stsd::config::Tenant;
-use mta_stsd::metrics::Metrics;
 use mta_stsd::registry::{Registry, Snapshot};
 use mta_stsd::reload::{self, Reloader, Scope, Trigger};
-use mta_stsd::server::Stats;
+use mta_stsd::stats::Metrics;
+use mta_stsd::stats::Stats;
 
 struct NoCertificates;
 

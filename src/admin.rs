@@ -168,7 +168,7 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
         (&Method::POST, "/reload") => {
             let outcome = state.reloader.reload(Trigger::Api).await;
             let status = match outcome.result {
-                crate::metrics::ReloadResult::Error => StatusCode::UNPROCESSABLE_ENTITY,
+                crate::stats::ReloadResult::Error => StatusCode::UNPROCESSABLE_ENTITY,
                 _ => StatusCode::OK,
             };
             json(status, &outcome)

@@ -17,8 +17,9 @@ use crate::server::{self, Server};
 use crate::tlsrpt::{HttpsIntake, TlsRpt};
 // live configuration, metrics, admin
 use crate::admin::{self, AdminState};
-use crate::metrics::{self, Exporter, Metrics};
+use crate::metrics::{self, Exporter};
 use crate::reload::{self, Reloader};
+use crate::stats::Metrics;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;

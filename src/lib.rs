@@ -50,5 +50,6 @@ pub mod publish;
 pub mod registry;
 pub mod reload;
 pub mod server;
+pub mod stats;
 pub mod tlsrpt;
 pub mod util;

@@ -22,9 +22,8 @@ use tokio::sync::watch;
 
 use crate::certs::{CertBoard, CertProvider};
 use crate::config::{self, Diagnostic, FileTenants, ServerConfig, Tenant, TenantSet};
-use crate::metrics::{Metrics, ReloadResult};
 use crate::registry::{Registry, Snapshot};
-use crate::server::Stats;
+use crate::stats::{Metrics, ReloadResult, Stats};
 
 /// Longest a burst of file events may postpone a reload: a file rewritten continuously still
 /// gets applied about once a second.

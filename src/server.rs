@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use crate::certs::{CertResolver, offers_acme_alpn};
 use crate::config::{Limits, TlsSettings};
 use crate::http::Body;
 use crate::registry::Registry;
+use crate::stats::Stats;
 use crate::tlsrpt::HttpsIntake;
 
 /// TLS alert `unrecognized_name` (RFC 6066 §3): the client asked for a host we do not serve.
@@ -41,27 +42,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Concurrent h2 streams per connection: a policy fetch needs one.
 const H2_MAX_STREAMS: u32 = 32;
-
-/// Counters the listener keeps; the metrics endpoint reads them.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Connections currently open.
-    pub open_connections: AtomicUsize,
-    /// Completed handshakes.
-    pub handshakes_ok: AtomicU64,
-    /// Handshakes aborted because SNI was missing or named no tenant.
-    pub handshakes_unknown_sni: AtomicU64,
-    /// Handshakes aborted because the tenant has no certificate yet.
-    pub handshakes_no_certificate: AtomicU64,
-    /// Handshakes that failed for any other reason (bad TLS, timeout, reset).
-    pub handshakes_error: AtomicU64,
-    /// Responses sent, by status class 1xx..5xx (index 0 unused).
-    pub responses: [AtomicU64; 6],
-    /// Responses per tenant and status class.
-    pub tenant_requests: crate::metrics::TenantRequests,
-    /// Time to answer a request.
-    pub request_duration: crate::metrics::DurationHistogram,
-}
 
 /// What every connection shares.
 pub struct Server {

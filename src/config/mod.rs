@@ -9,6 +9,7 @@ pub mod acme;
 mod names;
 mod server;
 mod tenant;
+mod tlsrpt;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,12 +18,15 @@ pub use acme::{AcmeConfig, ChallengeKind};
 pub use names::{normalize_hostname, normalize_mx_pattern, validate_rua};
 pub use server::{
     AdminConfig, DEFAULT_ADMIN_LISTEN, IssuerConfig, Limits, ReloadConfig, SERVER_FILE,
-    ServerConfig, TENANTS_DIR, TLSRPT_DATABASE, TlsRptConfig, TlsSettings, load_server_config,
-    report_uri,
+    ServerConfig, TENANTS_DIR, TlsSettings, load_server_config,
 };
 pub use tenant::{
     FileTenants, Tenant, TenantSet, assemble, assemble_shared, is_tenant_file, load_tenant_dir,
     load_tenant_file, parse_tenants,
+};
+pub use tlsrpt::{
+    DEFAULT_MAX_COMPRESSED, DEFAULT_MAX_DECOMPRESSED, DEFAULT_MIN_DAYS, DEFAULT_RETENTION_DAYS,
+    MailAuthPolicy, REPORT_PATH_PREFIX, ReportLimits, TLSRPT_DATABASE, TlsRptConfig, report_uri,
 };
 
 /// How bad a diagnostic is.

@@ -9,6 +9,7 @@ use serde_saphyr::Spanned;
 
 use super::acme::RawAcme;
 use super::names::normalize_hostname;
+use super::tlsrpt::{RawTlsRpt, TlsRptConfig, compile_tlsrpt};
 use super::{Diagnostic, yaml_diagnostic, yaml_options};
 
 /// Name of the server file inside the configuration directory.
@@ -115,36 +116,6 @@ struct RawReload {
     watch: Option<bool>,
     #[serde(default)]
     debounce: Option<Dur>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTlsRpt {
-    #[serde(default)]
-    report_host: Option<Spanned<String>>,
-    #[serde(default)]
-    publish_endpoint: Option<Spanned<bool>>,
-    #[serde(default)]
-    database: Option<Spanned<String>>,
-    #[serde(default)]
-    max_compressed_bytes: Option<Spanned<usize>>,
-    #[serde(default)]
-    max_decompressed_bytes: Option<Spanned<usize>>,
-    #[serde(default)]
-    retention_days: Option<Spanned<u32>>,
-    #[serde(default)]
-    min_days_for_enforce: Option<Spanned<u32>>,
-    #[serde(default)]
-    mail: Option<RawTlsRptMail>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTlsRptMail {
-    #[serde(default)]
-    trusted_authserv_ids: Vec<Spanned<String>>,
-    #[serde(default)]
-    require_dkim_pass: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -267,70 +238,6 @@ impl Default for ReloadConfig {
             debounce: DEFAULT_DEBOUNCE,
         }
     }
-}
-
-/// Name of the report database inside the state directory, unless `tlsrpt.database` says otherwise.
-pub const TLSRPT_DATABASE: &str = "tlsrpt.sqlite3";
-/// Default report retention: a year and a bit, so last year's same month can be compared.
-pub const DEFAULT_RETENTION_DAYS: u32 = 400;
-/// Longest retention accepted (ten years); beyond that the database only grows.
-const MAX_RETENTION_DAYS: u32 = 3650;
-/// Smallest cap on a report body: the RFC's example report gzips to a few hundred bytes, and
-/// a cap below this would refuse real reports.
-const MIN_REPORT_CAP: usize = 4096;
-/// Largest cap accepted for either size: one report must never cost gigabytes of memory.
-const MAX_REPORT_CAP: usize = 1 << 30;
-
-/// TLS-RPT intake (RFC 8460): the report host, the database, size caps, retention, the
-/// verdict threshold and the DKIM policy for mailed reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsRptConfig {
-    /// Host that receives `POST /tlsrpt/<tenant domain>`; `None` disables HTTPS intake.
-    pub report_host: Option<String>,
-    /// Whether `dns` adds `https://<report_host>/tlsrpt/<domain>` to every tenant's rua.
-    pub publish_endpoint: bool,
-    /// The SQLite report database.
-    pub database: PathBuf,
-    /// Size caps for one report, the same for HTTPS and mail.
-    pub limits: crate::tlsrpt::Limits,
-    /// Reports received more than this many days ago are deleted.
-    pub retention_days: u32,
-    /// Days of clean reports a testing tenant needs before "ready to enforce".
-    pub min_days_for_enforce: u32,
-    /// Which mailed reports count as authentic.
-    pub mail: crate::tlsrpt::MailAuthPolicy,
-}
-
-impl TlsRptConfig {
-    /// The defaults for a state directory: no report host, database in the state directory.
-    pub fn defaults(state_dir: &Path) -> Self {
-        TlsRptConfig {
-            report_host: None,
-            publish_endpoint: false,
-            database: state_dir.join(TLSRPT_DATABASE),
-            limits: crate::tlsrpt::Limits::default(),
-            retention_days: DEFAULT_RETENTION_DAYS,
-            min_days_for_enforce: crate::tlsrpt::summary::DEFAULT_MIN_DAYS,
-            mail: crate::tlsrpt::MailAuthPolicy::default(),
-        }
-    }
-
-    /// The URI senders POST `domain`'s reports to, when the endpoint is published.
-    pub fn published_endpoint(&self, domain: &str) -> Option<String> {
-        let host = self
-            .report_host
-            .as_deref()
-            .filter(|_| self.publish_endpoint)?;
-        Some(report_uri(host, domain))
-    }
-}
-
-/// `https://<report_host>/tlsrpt/<domain>`: the HTTPS intake URI of one tenant.
-pub fn report_uri(report_host: &str, domain: &str) -> String {
-    format!(
-        "https://{report_host}{}{domain}",
-        crate::tlsrpt::https::REPORT_PATH_PREFIX
-    )
 }
 
 /// Where tenant certificates come from.
@@ -677,131 +584,10 @@ pub fn load_server_config(dir: &Path) -> Result<ServerConfig, Vec<Diagnostic>> {
     }
 }
 
-/// Compiles the `tlsrpt:` section (or its absence) into a [`TlsRptConfig`], reporting each
-/// problem through `err` with the field's position.
-fn compile_tlsrpt(
-    raw: Option<&Spanned<RawTlsRpt>>,
-    state_dir: &Path,
-    resolve: &dyn Fn(&str) -> PathBuf,
-    err: &mut dyn FnMut(&serde_saphyr::Location, &str, String),
-) -> TlsRptConfig {
-    let mut cfg = TlsRptConfig::defaults(state_dir);
-    let Some(raw) = raw.map(|r| &r.value) else {
-        return cfg;
-    };
-    if let Some(h) = &raw.report_host {
-        match normalize_hostname(&h.value) {
-            Ok(host) if host.starts_with("mta-sts.") => err(
-                &h.referenced,
-                "tlsrpt.report_host",
-                format!(
-                    "{host:?} looks like a tenant policy host; use a host of your own, e.g. tlsrpt.operator.example"
-                ),
-            ),
-            Ok(host) => cfg.report_host = Some(host),
-            Err(why) => err(&h.referenced, "tlsrpt.report_host", why),
-        }
-    }
-    if let Some(p) = &raw.publish_endpoint {
-        cfg.publish_endpoint = p.value;
-        if p.value && raw.report_host.is_none() {
-            err(
-                &p.referenced,
-                "tlsrpt.publish_endpoint",
-                "needs tlsrpt.report_host: the endpoint is https://<report_host>/tlsrpt/<domain>"
-                    .into(),
-            );
-        }
-    }
-    if let Some(d) = &raw.database {
-        if d.value.is_empty() {
-            err(&d.referenced, "tlsrpt.database", "is empty".into());
-        }
-        cfg.database = resolve(&d.value);
-    }
-    for (value, field, slot) in [
-        (
-            &raw.max_compressed_bytes,
-            "tlsrpt.max_compressed_bytes",
-            &mut cfg.limits.max_compressed,
-        ),
-        (
-            &raw.max_decompressed_bytes,
-            "tlsrpt.max_decompressed_bytes",
-            &mut cfg.limits.max_decompressed,
-        ),
-    ] {
-        if let Some(v) = value {
-            if !(MIN_REPORT_CAP..=MAX_REPORT_CAP).contains(&v.value) {
-                err(
-                    &v.referenced,
-                    field,
-                    format!("{} is outside {MIN_REPORT_CAP}..={MAX_REPORT_CAP}", v.value),
-                );
-            }
-            *slot = v.value.clamp(MIN_REPORT_CAP, MAX_REPORT_CAP);
-        }
-    }
-    if let (Some(c), Some(d)) = (&raw.max_compressed_bytes, &raw.max_decompressed_bytes)
-        && d.value < c.value
-    {
-        err(
-            &d.referenced,
-            "tlsrpt.max_decompressed_bytes",
-            format!(
-                "{} is smaller than max_compressed_bytes ({}): a plain JSON report at the compressed cap would be refused",
-                d.value, c.value
-            ),
-        );
-    }
-    if let Some(v) = &raw.retention_days {
-        if v.value == 0 || v.value > MAX_RETENTION_DAYS {
-            err(
-                &v.referenced,
-                "tlsrpt.retention_days",
-                format!("{} is outside 1..={MAX_RETENTION_DAYS}", v.value),
-            );
-        }
-        cfg.retention_days = v.value.clamp(1, MAX_RETENTION_DAYS);
-    }
-    if let Some(v) = &raw.min_days_for_enforce {
-        if v.value == 0 || v.value > 365 {
-            err(
-                &v.referenced,
-                "tlsrpt.min_days_for_enforce",
-                format!("{} is outside 1..=365", v.value),
-            );
-        }
-        cfg.min_days_for_enforce = v.value.clamp(1, 365);
-    }
-    if let Some(mail) = &raw.mail {
-        for (i, id) in mail.trusted_authserv_ids.iter().enumerate() {
-            let value = id.value.trim();
-            if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == ';') {
-                err(
-                    &id.referenced,
-                    &format!("tlsrpt.mail.trusted_authserv_ids[{i}]"),
-                    format!(
-                        "{:?} is not an authserv-id (the first token of an Authentication-Results header, usually the MTA's host name)",
-                        id.value
-                    ),
-                );
-            } else {
-                cfg.mail
-                    .trusted_authserv_ids
-                    .push(value.to_ascii_lowercase());
-            }
-        }
-        if let Some(require) = mail.require_dkim_pass {
-            cfg.mail.require_dkim_pass = require;
-        }
-    }
-    cfg
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TLSRPT_DATABASE;
 
     fn load_acme(yaml: &str) -> Result<ServerConfig, Vec<Diagnostic>> {
         let dir = tempfile::tempdir().unwrap();

@@ -5,37 +5,13 @@ use std::io::Read;
 use flate2::read::MultiGzDecoder;
 
 use super::report::{Report, ReportError};
-
-/// Default cap on the body as received: RFC 8460 §5 notes ~10 MB is a common receiver limit.
-pub const DEFAULT_MAX_COMPRESSED: usize = 10 * 1024 * 1024;
-
-/// Default cap on the decompressed JSON: large senders' daily reports are a few MB; 50 MiB
-/// leaves room for them while bounding the memory one report can cost.
-pub const DEFAULT_MAX_DECOMPRESSED: usize = 50 * 1024 * 1024;
+pub use crate::config::{DEFAULT_MAX_COMPRESSED, DEFAULT_MAX_DECOMPRESSED, ReportLimits as Limits};
 
 /// Decompression step: small enough that overshooting the cap by one step costs nothing.
 const INFLATE_CHUNK: usize = 64 * 1024;
 
 /// The two magic bytes every gzip member starts with (RFC 1952 §2.3.1).
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-
-/// Size caps applied to every report, whatever the intake path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest body accepted as received (gzip or JSON), in bytes.
-    pub max_compressed: usize,
-    /// Largest decompressed JSON accepted, in bytes.
-    pub max_decompressed: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_compressed: DEFAULT_MAX_COMPRESSED,
-            max_decompressed: DEFAULT_MAX_DECOMPRESSED,
-        }
-    }
-}
 
 /// The two report media types of RFC 8460 §5.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,8 +24,7 @@ use super::service::{IntakeOutcome, TlsRpt};
 use super::store::{InsertOutcome, ReportStore, Source, StoreError, StoredReport};
 use crate::http::{Body, TEXT_PLAIN, request_host};
 
-/// Path prefix of the intake; the tenant domain follows.
-pub const REPORT_PATH_PREFIX: &str = "/tlsrpt/";
+pub use crate::config::REPORT_PATH_PREFIX;
 
 /// Reports decoded and stored at once. Each holds up to the compressed cap plus the
 /// decompressed cap in memory, so this bounds intake memory; further senders wait.

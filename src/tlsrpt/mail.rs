@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use super::decode::{Limits, decode};
 use super::report::{Report, ReportError, normalize_domain};
 use super::store::{InsertOutcome, ReportStore, Source, StoreError, StoredReport};
+pub use crate::config::MailAuthPolicy;
 
 /// sysexits `EX_OK`: accepted or duplicate.
 pub const EX_OK: u8 = 0;
@@ -33,31 +34,6 @@ pub fn max_message_size(limits: &Limits) -> usize {
         .saturating_mul(3)
         .saturating_div(2)
         .saturating_add(MAIL_OVERHEAD)
-}
-
-/// Which mails count as authentic (RFC 8460 §5.3: reports without a valid DKIM signature from
-/// the reporting domain MUST be ignored).
-///
-/// mta-stsd does not verify DKIM itself: it trusts the `Authentication-Results` header (RFC
-/// 8601) added by the local MTA, and only from the authserv-ids listed here. The MTA must
-/// remove such headers carrying its own authserv-id from incoming mail (RFC 8601 §5), or a
-/// sender could forge the verdict.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MailAuthPolicy {
-    /// authserv-ids (usually the MTA's hostname) whose `Authentication-Results` are believed.
-    pub trusted_authserv_ids: Vec<String>,
-    /// Require `dkim=pass` for the submitter's domain; `false` accepts unauthenticated reports.
-    pub require_dkim_pass: bool,
-}
-
-impl Default for MailAuthPolicy {
-    /// Require DKIM, trust nobody yet: every mail is refused until the operator names the MTA.
-    fn default() -> Self {
-        MailAuthPolicy {
-            trusted_authserv_ids: Vec::new(),
-            require_dkim_pass: true,
-        }
-    }
 }
 
 /// What mail intake needs: where to store, the caps, the DKIM policy and who the tenants are.

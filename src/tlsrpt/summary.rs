@@ -12,9 +12,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::report::{PolicyType, ResultType};
 
-/// Default number of days reports must cover before a testing tenant may enforce: one week
-/// sees every weekday's senders, the usual advice before switching to enforce.
-pub const DEFAULT_MIN_DAYS: u32 = 7;
+pub use crate::config::DEFAULT_MIN_DAYS;
 
 const SECONDS_PER_DAY: i64 = 86_400;
 

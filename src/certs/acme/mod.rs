@@ -131,12 +131,12 @@ pub struct AcmeProvider {
     /// Recent new orders (host, when), newest last, at most [`ORDER_LOG_LEN`].
     orders: Mutex<VecDeque<(String, Instant)>>,
     /// Where finished orders are counted, once the daemon has metrics.
-    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    metrics: std::sync::OnceLock<Arc<crate::stats::Metrics>>,
 }
 
 impl AcmeProvider {
     /// Counts finished orders in `metrics` (`mta_stsd_acme_orders_total{result}`).
-    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+    pub fn set_metrics(&self, metrics: Arc<crate::stats::Metrics>) {
         metrics.init_acme_orders();
         let _ = self.metrics.set(metrics);
     }
