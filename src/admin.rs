@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use crate::certs::CertBoard;
 use crate::config::{Diagnostic, Tenant};
 use crate::metrics::Exporter;
+use crate::publish::{Publishing, TenantRecords};
 use crate::registry::{Registry, Snapshot};
 use crate::reload::{Reloader, Trigger};
 
@@ -210,7 +211,7 @@ async fn tlsrpt_summary(
         .flat_map(|q| q.split('&'))
         .find_map(|kv| kv.strip_prefix("since="));
     let since = match since {
-        Some(text) => match crate::cli::parse_since(text, now) {
+        Some(text) => match crate::util::parse_since(text, now) {
             Ok(t) => t,
             Err(why) => {
                 return json(
@@ -254,18 +255,13 @@ fn authorized<B>(token: Option<&str>, req: &Request<B>) -> bool {
 }
 
 /// The records to publish for `tenant`, with `public_hostname` applied live.
-fn records(state: &AdminState, tenant: &Tenant) -> Vec<crate::cli::Record> {
+fn records(state: &AdminState, tenant: &Tenant) -> TenantRecords {
     let status = state.reloader.status();
-    let endpoint = state
-        .reloader
-        .running()
-        .tlsrpt
-        .published_endpoint(&tenant.domain);
-    crate::cli::tenant_records(
-        tenant,
-        status.public_hostname.as_deref(),
-        endpoint.as_deref(),
-    )
+    let publishing = Publishing {
+        public_hostname: status.public_hostname.as_deref(),
+        tlsrpt: Some(&state.reloader.running().tlsrpt),
+    };
+    crate::publish::tenant_records(tenant, publishing)
 }
 
 /// Error diagnostics by file, to attach to each tenant.
@@ -291,6 +287,7 @@ fn tenant_json(
         .get(tenant.source.as_path())
         .cloned()
         .unwrap_or_default();
+    let records = records(state, tenant);
     let mut v = serde_json::json!({
         "domain": tenant.domain,
         "policy_host": tenant.host,
@@ -298,10 +295,10 @@ fn tenant_json(
         "mx": tenant.policy.mx,
         "max_age": tenant.policy.max_age,
         "id": tenant.policy.id,
-        "records": records(state, tenant),
+        "records": records.list(),
         "txt": {
-            "mta_sts": crate::publish::sts_record(tenant),
-            "tlsrpt": crate::publish::tlsrpt_record(tenant),
+            "mta_sts": records.mta_sts.console_line(),
+            "tlsrpt": records.tlsrpt.as_ref().map(|r| r.console_line()),
         },
         "ready": crate::publish::is_ready(snapshot, &state.board, tenant, now),
         "certificate": cert,

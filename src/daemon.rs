@@ -11,7 +11,7 @@ use crate::certs::acme::AcmeProvider;
 use crate::certs::internal::InternalCa;
 use crate::certs::provider::{FilesProvider, InternalProvider};
 use crate::certs::{CertBoard, CertProvider, CertResolver};
-use crate::config::{self, IssuerConfig, ServerConfig, TenantSet};
+use crate::config::{IssuerConfig, ServerConfig};
 use crate::registry::{Registry, Snapshot};
 use crate::server::{self, Server};
 use crate::tlsrpt::{HttpsIntake, TlsRpt};
@@ -66,25 +66,11 @@ pub struct AcmeTasks {
     pub http_listener: Option<std::net::TcpListener>,
 }
 
-/// Loads the server file and every tenant file of `dir`. Tenant errors do not stop the
-/// daemon (one customer's bad file must not take the others down); server-file errors do.
-pub fn load(dir: &Path) -> anyhow::Result<(ServerConfig, TenantSet)> {
-    let server = config::load_server_config(dir).map_err(|diags| {
-        let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("invalid server configuration:\n{}", lines.join("\n"))
-    })?;
-    let files = config::load_tenant_dir(&server.tenants_dir).map_err(|d| anyhow::anyhow!("{d}"))?;
-    Ok((server, config::assemble(files)))
-}
-
 impl Daemon {
     /// Builds the daemon from a configuration directory, obtaining a certificate for every
     /// tenant the issuer can serve now.
     pub fn build(dir: &Path) -> anyhow::Result<Daemon> {
-        let config = config::load_server_config(dir).map_err(|diags| {
-            let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
-            anyhow::anyhow!("invalid server configuration:\n{}", lines.join("\n"))
-        })?;
+        let config = reload::load_server(dir)?;
         // The reloader's per-file cache is filled by the first load, so the first change only
         // re-reads the file that changed.
         let (cache, tenants) = reload::initial_load(&config).map_err(|d| anyhow::anyhow!("{d}"))?;

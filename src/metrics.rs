@@ -265,7 +265,7 @@ impl Collector for StateCollector {
                 &[
                     ("domain", t.domain.as_str()),
                     ("mode", t.policy.mode.as_str()),
-                    ("id", t.policy.id.as_str()),
+                    ("id", crate::publish::sts_id(t)),
                 ],
                 ConstGauge::new(1i64),
             )?;

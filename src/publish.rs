@@ -7,8 +7,8 @@
 //! snapshot swap (the body is live) with the certificate state alongside.
 
 use crate::certs::{CertBoard, CertState, CertStatus};
-use crate::config::Tenant;
-use crate::policy::{Mode, zone_quote};
+use crate::config::{ServerConfig, Tenant, TlsRptConfig};
+use crate::policy::{Mode, tlsrpt_txt_value, zone_quote};
 use crate::registry::Snapshot;
 
 /// Whether a certificate status means the policy host can be fetched by a sender: valid (or
@@ -29,20 +29,149 @@ pub fn is_ready(snapshot: &Snapshot, board: &CertBoard, tenant: &Tenant, now: i6
         && cert_ready(board.get(&tenant.host).as_ref(), now)
 }
 
-/// The `_mta-sts` record as the operator enters it: `_mta-sts.example.com TXT "v=STSv1; id=…"`.
-pub fn sts_record(tenant: &Tenant) -> String {
-    format!(
-        "_mta-sts.{} TXT {}",
-        tenant.domain,
-        zone_quote(&tenant.policy.txt_value())
-    )
+/// A DNS record type mta-stsd asks operators to publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RecordType {
+    /// A TXT record (`_mta-sts`, `_smtp._tls`).
+    #[serde(rename = "TXT")]
+    Txt,
+    /// The `mta-sts.<domain>` alias to the operator's host.
+    #[serde(rename = "CNAME")]
+    Cname,
 }
 
-/// The `_smtp._tls` record, when the tenant has reporting addresses.
-pub fn tlsrpt_record(tenant: &Tenant) -> Option<String> {
-    tenant
-        .tlsrpt_txt_value()
-        .map(|v| format!("_smtp._tls.{} TXT {}", tenant.domain, zone_quote(&v)))
+/// One DNS record. The only builder is [`tenant_records`]; every consumer (reload log, admin
+/// API, `dns` offline and `--admin`, metrics) renders what it returns.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// Owner name, absolute with the trailing dot.
+    pub name: String,
+    /// Record type.
+    #[serde(rename = "type")]
+    pub rtype: RecordType,
+    /// Record data (unquoted TXT value or CNAME target).
+    pub value: String,
+}
+
+impl Record {
+    fn txt(name: String, value: String) -> Record {
+        Record {
+            name,
+            rtype: RecordType::Txt,
+            value,
+        }
+    }
+
+    /// The zone-file line: `_mta-sts.example.com. IN TXT "v=STSv1; id=…"`.
+    pub fn zone_line(&self) -> String {
+        match self.rtype {
+            RecordType::Txt => format!("{} IN TXT {}", self.name, zone_quote(&self.value)),
+            RecordType::Cname => format!("{} IN CNAME {}", self.name, self.value),
+        }
+    }
+
+    /// The short form operators type into a DNS console and the reload log prints:
+    /// `_mta-sts.example.com TXT "v=STSv1; id=…"`.
+    pub fn console_line(&self) -> String {
+        let name = self.name.trim_end_matches('.');
+        match self.rtype {
+            RecordType::Txt => format!("{name} TXT {}", zone_quote(&self.value)),
+            RecordType::Cname => format!("{name} CNAME {}", self.value),
+        }
+    }
+}
+
+/// What a tenant's records depend on besides the tenant: settings of the server file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Publishing<'a> {
+    /// `public_hostname`: the target of the `mta-sts.<domain>` CNAME, when set.
+    pub public_hostname: Option<&'a str>,
+    /// The TLS-RPT settings: whether the HTTPS report endpoint joins every tenant's rua.
+    pub tlsrpt: Option<&'a TlsRptConfig>,
+}
+
+impl<'a> Publishing<'a> {
+    /// The publishing settings of a server file.
+    pub fn of(server: &'a ServerConfig) -> Self {
+        Publishing {
+            public_hostname: server.public_hostname.as_deref(),
+            tlsrpt: Some(&server.tlsrpt),
+        }
+    }
+}
+
+/// The records one tenant needs, by role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantRecords {
+    /// `_mta-sts.<domain>` TXT `v=STSv1; id=…`.
+    pub mta_sts: Record,
+    /// `_smtp._tls.<domain>` TXT, when the tenant has report addresses or the server
+    /// publishes its HTTPS endpoint.
+    pub tlsrpt: Option<Record>,
+    /// `mta-sts.<domain>` CNAME, when the server file names its `public_hostname`.
+    pub cname: Option<Record>,
+}
+
+impl TenantRecords {
+    /// Every record, in the order operators are shown them.
+    pub fn list(&self) -> Vec<Record> {
+        std::iter::once(&self.mta_sts)
+            .chain(&self.tlsrpt)
+            .chain(&self.cname)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The id to publish in `_mta-sts.<domain>`: the digest of the body being served (its
+/// readiness is reported beside it, see [`is_ready`]).
+pub fn sts_id(tenant: &Tenant) -> &str {
+    &tenant.policy.id
+}
+
+/// The one builder of a tenant's DNS records. The server's HTTPS report endpoint, when
+/// published, joins the tenant's own rua addresses, so a tenant without any still gets a
+/// `_smtp._tls` record.
+pub fn tenant_records(tenant: &Tenant, publishing: Publishing<'_>) -> TenantRecords {
+    let mta_sts = Record::txt(
+        format!("_mta-sts.{}.", tenant.domain),
+        format!("v=STSv1; id={}", sts_id(tenant)),
+    );
+    let mut rua = tenant.rua.clone();
+    let endpoint = publishing
+        .tlsrpt
+        .and_then(|t| t.published_endpoint(&tenant.domain));
+    if let Some(uri) = endpoint
+        && !rua.iter().any(|u| u.eq_ignore_ascii_case(&uri))
+    {
+        rua.push(uri);
+    }
+    let tlsrpt = tlsrpt_txt_value(&rua)
+        .map(|value| Record::txt(format!("_smtp._tls.{}.", tenant.domain), value));
+    let cname = publishing.public_hostname.map(|target| Record {
+        name: format!("{}.", tenant.host),
+        rtype: RecordType::Cname,
+        value: format!("{target}."),
+    });
+    TenantRecords {
+        mta_sts,
+        tlsrpt,
+        cname,
+    }
+}
+
+/// The `_mta-sts` record as the operator enters it: `_mta-sts.example.com TXT "v=STSv1; id=…"`.
+pub fn sts_record(tenant: &Tenant) -> String {
+    tenant_records(tenant, Publishing::default())
+        .mta_sts
+        .console_line()
+}
+
+/// The `_smtp._tls` record as the operator enters it, when the tenant needs one.
+pub fn tlsrpt_record(tenant: &Tenant, publishing: Publishing<'_>) -> Option<String> {
+    tenant_records(tenant, publishing)
+        .tlsrpt
+        .map(|r| r.console_line())
 }
 
 /// One DNS-relevant change between two snapshots.
@@ -79,7 +208,7 @@ pub enum Change {
 }
 
 /// The changes from `old` to `new`, sorted by domain. O(tenants).
-pub fn changes(old: &Snapshot, new: &Snapshot) -> Vec<Change> {
+pub fn changes(old: &Snapshot, new: &Snapshot, publishing: Publishing<'_>) -> Vec<Change> {
     let mut out = Vec::new();
     for t in new.tenants() {
         let before = old.get(&t.host);
@@ -90,10 +219,10 @@ pub fn changes(old: &Snapshot, new: &Snapshot) -> Vec<Change> {
                 added: before.is_none(),
             });
         }
-        let old_rpt = before.and_then(|b| b.tlsrpt_txt_value());
-        let new_rpt = t.tlsrpt_txt_value();
+        let old_rpt = before.and_then(|b| tenant_records(b, publishing).tlsrpt);
+        let new_rpt = tenant_records(t, publishing).tlsrpt;
         if old_rpt != new_rpt {
-            match tlsrpt_record(t) {
+            match new_rpt.map(|r| r.console_line()) {
                 Some(record) => out.push(Change::TlsRpt {
                     domain: t.domain.clone(),
                     record,
@@ -127,9 +256,9 @@ fn domain_of(c: &Change) -> &str {
 
 /// Logs every change once, at info: the exact record to publish, and whether the tenant is
 /// ready (certificate valid) for it to be published now.
-pub fn log_changes(old: &Snapshot, new: &Snapshot, board: &CertBoard) {
+pub fn log_changes(old: &Snapshot, new: &Snapshot, board: &CertBoard, publishing: Publishing<'_>) {
     let now = crate::util::unix_now();
-    for change in changes(old, new) {
+    for change in changes(old, new, publishing) {
         match change {
             Change::StsId {
                 domain,
@@ -187,7 +316,7 @@ mod tests {
             sts_record(a),
             format!("_mta-sts.a.example TXT \"v=STSv1; id={}\"", a.policy.id)
         );
-        let got = changes(&old, &new);
+        let got = changes(&old, &new, Publishing::default());
         assert_eq!(got.len(), 4, "{got:?}");
         assert!(
             matches!(&got[0], Change::StsId { domain, added: false, .. } if domain == "a.example")
@@ -209,7 +338,7 @@ mod tests {
         assert!(
             matches!(&got[3], Change::StsId { domain, added: true, .. } if domain == "c.example")
         );
-        assert!(changes(&new, &new).is_empty());
+        assert!(changes(&new, &new, Publishing::default()).is_empty());
     }
 
     #[test]

@@ -1,0 +1,45 @@
+//! A minimal client of the admin API, for commands that read the running daemon.
+
+/// A GET to a plain-HTTP admin URL (`http://host:port`); the body of a 200 answer.
+pub(super) async fn admin_get(
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<Vec<u8>> {
+    use http_body_util::BodyExt;
+    let uri: http::Uri = base
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{base:?} is not a URL: {e}"))?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("http"),
+        "{base}: the admin listener speaks plain http://"
+    );
+    let authority = uri
+        .authority()
+        .ok_or_else(|| anyhow::anyhow!("{base}: no host:port"))?
+        .clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let tcp = tokio::net::TcpStream::connect((authority.host(), port))
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to {authority}: {e}"))?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let prefix = uri.path().trim_end_matches('/');
+    let mut req = http::Request::get(format!("{prefix}{path}"))
+        .header(http::header::HOST, authority.as_str());
+    if let Some(token) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let resp = send
+        .send_request(req.body(http_body_util::Empty::<bytes::Bytes>::new())?)
+        .await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes().to_vec();
+    anyhow::ensure!(
+        status.is_success(),
+        "{base}{path}: {status}: {}",
+        String::from_utf8_lossy(&body).trim()
+    );
+    Ok(body)
+}

@@ -1,0 +1,126 @@
+//! `mta-stsd dns`: the DNS records to publish, from the configuration or the running daemon.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::publish::{Publishing, Record, tenant_records};
+
+pub(super) fn dns(dir: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let (server, set) = crate::reload::load(dir)?;
+    for d in set.diagnostics.iter().filter(|d| d.is_error()) {
+        eprintln!("{d}");
+    }
+    let mut tenants = set.tenants.clone();
+    tenants.sort_by(|a, b| a.domain.cmp(&b.domain));
+    let publishing = Publishing::of(&server);
+    if json {
+        let list: Vec<_> = tenants
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "domain": t.domain,
+                    "policy_host": t.host,
+                    "mode": t.policy.mode,
+                    "id": t.policy.id,
+                    // Only the running daemon knows (see `--admin`).
+                    "ready": null,
+                    "records": tenant_records(t, publishing).list(),
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &list)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "; DNS records for {} tenant(s) of {}",
+            tenants.len(),
+            server.file.display()
+        )?;
+        if publishing.public_hostname.is_none() {
+            writeln!(
+                out,
+                "; set public_hostname in the server file to also print the mta-sts CNAME records"
+            )?;
+        }
+        for t in &tenants {
+            for r in tenant_records(t, publishing).list() {
+                writeln!(out, "{}", r.zone_line())?;
+            }
+        }
+    }
+    Ok(if set.has_errors() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Time allowed for the admin API to answer `dns --admin`.
+const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `dns --admin`: the records of the running state, with readiness.
+pub(super) fn dns_from_admin(
+    url: &str,
+    token_file: Option<&Path>,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let token = token_file.map(crate::admin::read_token).transpose()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let body = runtime.block_on(async {
+        tokio::time::timeout(
+            ADMIN_TIMEOUT,
+            super::admin_client::admin_get(url, "/api/v1/tenants", token.as_deref()),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("{url}: no answer within {ADMIN_TIMEOUT:?}"))?
+    })?;
+    let list: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| anyhow::anyhow!("{url}: the answer is not JSON: {e}"))?;
+    let tenants = list["tenants"].as_array().cloned().unwrap_or_default();
+    if json {
+        let out_list: Vec<_> = tenants
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "domain": t["domain"],
+                    "policy_host": t["policy_host"],
+                    "mode": t["mode"],
+                    "id": t["id"],
+                    "ready": t["ready"],
+                    "records": t["records"],
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &out_list)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "; DNS records for {} tenant(s) served by {url}",
+        tenants.len()
+    )?;
+    for t in &tenants {
+        let ready = t["ready"].as_bool().unwrap_or(false);
+        let records: Vec<Record> = serde_json::from_value(t["records"].clone())
+            .map_err(|e| anyhow::anyhow!("{url}: a tenant's records are not DNS records: {e}"))?;
+        for r in &records {
+            let line = r.zone_line();
+            if !ready && r.name.starts_with("_mta-sts.") {
+                let state = t["certificate"]["state"].as_str().unwrap_or("none");
+                writeln!(
+                    out,
+                    "; not ready (certificate: {state}); publish once ready: {line}"
+                )?;
+            } else {
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

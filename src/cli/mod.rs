@@ -1,0 +1,182 @@
+//! The command line: `serve`, `check`, `dns`, `certs`, `ingest-mail`, `reports`.
+
+mod admin_client;
+mod certs;
+mod check;
+mod dns;
+mod reports;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use crate::logging::LogFormat;
+
+/// Hosted MTA-STS policy server: serves `https://mta-sts.<domain>/.well-known/mta-sts.txt` for
+/// many tenant domains, with a certificate per tenant, and tells you the DNS records to publish.
+#[derive(Debug, Parser)]
+#[command(name = "mta-stsd", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format: human-readable lines or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "MTA_STSD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info`, `debug`, `mta_stsd=debug,rustls=warn` (RUST_LOG syntax).
+    #[arg(long, global = true, default_value = "info", env = "MTA_STSD_LOG")]
+    pub log_level: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The configuration directory option shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Configuration directory: holds mta-stsd.yaml and the tenants/ folder.
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "DIR",
+        env = "MTA_STSD_CONFIG",
+        default_value = "/etc/mta-stsd"
+    )]
+    pub config: PathBuf,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve policies over HTTPS until SIGTERM or SIGINT.
+    ///
+    /// Tenants whose files have errors are skipped and reported; the others are served.
+    Serve(ConfigArg),
+    /// Validate the server file and every tenant file; print every error and warning.
+    ///
+    /// Exit status 0 when there is no error (warnings allowed), 1 otherwise.
+    Check(ConfigArg),
+    /// Print the DNS records to publish for every tenant, as zone-file lines.
+    ///
+    /// `_mta-sts.<domain>` TXT with the policy id, `_smtp._tls.<domain>` TXT when the tenant
+    /// has TLS-RPT addresses, and `mta-sts.<domain>` CNAME when the server file sets
+    /// `public_hostname`.
+    Dns {
+        /// Configuration directory.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON (one object per tenant) instead of zone-file lines.
+        #[arg(long)]
+        json: bool,
+        /// Read the running daemon's state from its admin listener (e.g.
+        /// `http://127.0.0.1:9180`) instead of the configuration directory. Adds whether each
+        /// tenant is ready (its policy served with a valid certificate); in zone output the
+        /// `_mta-sts` record of a tenant that is not ready yet is commented out.
+        #[arg(long, value_name = "URL", env = "MTA_STSD_ADMIN_URL")]
+        admin: Option<String>,
+        /// File holding the admin bearer token (with `--admin`).
+        #[arg(long, value_name = "FILE", env = "MTA_STSD_ADMIN_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+    },
+    /// Store one TLS-RPT report mail read from stdin, or every new message of a Maildir.
+    ///
+    /// Reads one RFC 5322 message on stdin (for a Postfix pipe transport, procmail or a
+    /// fetchmail MDA), finds the application/tlsrpt+gzip or +json part (multipart/report with
+    /// report-type=tlsrpt, or an attachment named *.json or *.json.gz), checks the DKIM verdict
+    /// of a trusted Authentication-Results header (tlsrpt.mail in the server file), routes the
+    /// report to its tenant by the JSON's policy-domain and stores it (a duplicate is a success).
+    ///
+    /// With --maildir, processes DIR/new and the unseen messages of DIR/cur; each handled
+    /// message moves to cur/ with the S (seen) flag, failed ones stay where they are.
+    ///
+    /// Exit status (sysexits): 0 stored or duplicate, 65 not an acceptable report (the MTA
+    /// bounces it), 75 temporary failure such as a locked database or a broken configuration
+    /// (the MTA keeps the message queued).
+    IngestMail {
+        /// Configuration directory.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Process this Maildir instead of reading stdin.
+        #[arg(long, value_name = "DIR")]
+        maildir: Option<PathBuf>,
+    },
+    /// Summarize the stored TLS-RPT reports per tenant, with the "ready to enforce" verdict.
+    ///
+    /// For each tenant: reports and reporting organizations, successful and failed sessions,
+    /// failure rate, failures by result-type and by receiving MX, and the verdict: a testing
+    /// tenant is "ready to enforce" when reports cover at least tlsrpt.min_days_for_enforce
+    /// days with no sts failure caused by the certificate or the MX list; an enforcing tenant
+    /// gets a warning when failures appear. `reports show <report-id>` prints one report.
+    #[command(args_conflicts_with_subcommands = true)]
+    Reports(ReportsArgs),
+    /// Print every tenant's certificate state from the state directory, as a table.
+    ///
+    /// Works without a running daemon: reads the certificates and the last status the ACME
+    /// issuer stored (state, next attempt, last error with the CA's detail).
+    Certs(ConfigArg),
+}
+
+/// Options of `reports`.
+#[derive(Debug, Args)]
+pub struct ReportsArgs {
+    /// `show <report-id>`.
+    #[command(subcommand)]
+    pub show: Option<ReportsCommand>,
+    /// Configuration directory.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only this tenant domain.
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+    /// Window: reports whose period ends after this: `7d`, `24h`, `2w`, or a date
+    /// `2025-03-01` (UTC). Default: tlsrpt.min_days_for_enforce days (7 unless configured).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Print JSON (one object per tenant) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Subcommands of `reports`.
+#[derive(Debug, Subcommand)]
+pub enum ReportsCommand {
+    /// Print one stored report, as received, as pretty JSON.
+    Show {
+        /// The report's `report-id`.
+        report_id: String,
+        /// The `organization-name`, when several organizations used the same report-id.
+        #[arg(long, value_name = "NAME")]
+        organization: Option<String>,
+        /// Configuration directory.
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// Runs a non-serving subcommand, writing to `out`; returns the exit code.
+pub fn run_offline(command: &Command, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(_) => unreachable!("serve runs in the async runtime"),
+        Command::Check(args) => check::check(&args.config, out),
+        Command::Dns {
+            admin: Some(url),
+            json,
+            token_file,
+            ..
+        } => dns::dns_from_admin(url, token_file.as_deref(), *json, out),
+        Command::Dns { config, json, .. } => dns::dns(&config.config, *json, out),
+        Command::IngestMail { config, maildir } => Ok(reports::ingest_mail(
+            &config.config,
+            maildir.as_deref(),
+            out,
+        )),
+        Command::Reports(args) => match &args.show {
+            Some(ReportsCommand::Show {
+                report_id,
+                organization,
+                config,
+            }) => reports::reports_show(&config.config, report_id, organization.as_deref(), out),
+            None => reports::reports(args, out),
+        },
+        Command::Certs(args) => certs::certs(&args.config, out),
+    }
+}
