@@ -342,6 +342,47 @@ mod tests {
     }
 
     #[test]
+    fn the_log_shows_the_records_the_builder_makes() {
+        let old = snap("- {domain: c.example, mode: testing, mx: [mx.c.example]}\n");
+        let new = snap(
+            "- {domain: a.example, mode: testing, mx: [mx.a.example]}\n- {domain: b.example, mode: testing, mx: [mx.b.example], tlsrpt: {rua: [\"mailto:r@b.example\"]}}\n",
+        );
+        let mut tlsrpt = TlsRptConfig::defaults(Path::new("/state"));
+        tlsrpt.report_host = Some("tlsrpt.operator.example".into());
+        tlsrpt.publish_endpoint = true;
+        let publishing = Publishing {
+            public_hostname: None,
+            tlsrpt: Some(&tlsrpt),
+        };
+        let logged: Vec<(String, String)> = changes(&old, &new, publishing)
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::TlsRpt { domain, record } => Some((domain, record)),
+                _ => None,
+            })
+            .collect();
+        // a.example has no rua of its own: with the endpoint published it still needs a
+        // record, and the log names the same one the builder gives the API and `dns`.
+        let expected: Vec<(String, String)> = ["a.example", "b.example"]
+            .iter()
+            .map(|d| {
+                let t = new.by_domain(d).unwrap();
+                let line = tlsrpt_record(t, publishing).unwrap();
+                assert!(
+                    line.contains(&format!("https://tlsrpt.operator.example/tlsrpt/{d}")),
+                    "{line}"
+                );
+                (d.to_string(), line)
+            })
+            .collect();
+        assert_eq!(logged, expected);
+        assert_eq!(
+            tlsrpt_record(new.by_domain("a.example").unwrap(), Publishing::default()),
+            None
+        );
+    }
+
+    #[test]
     fn readiness_needs_a_valid_unexpired_certificate() {
         let s = snap("domain: a.example\nmode: testing\nmx: [mx.a.example]\n");
         let t = s.by_domain("a.example").unwrap().clone();

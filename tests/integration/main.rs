@@ -13,6 +13,7 @@ mod live;
 mod observability;
 mod pebble;
 mod property;
+mod records;
 mod serve;
 mod tls;
 mod tlsrpt_cli;
