@@ -32,11 +32,10 @@ fn serve(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut daemon = mta_stsd::daemon::Daemon::build(dir)?;
-        let listener = daemon.bind().await?;
-        daemon.bind_admin().await?;
+        let daemon = mta_stsd::daemon::Daemon::build(dir)?;
+        let listeners = daemon.bind().await?;
         daemon
-            .run(listener, mta_stsd::daemon::shutdown_signal())
+            .run(listeners, mta_stsd::daemon::shutdown_signal())
             .await;
         Ok(ExitCode::SUCCESS)
     })

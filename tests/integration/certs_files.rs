@@ -152,7 +152,11 @@ async fn start_with_ca(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(daemon.run(listener, async move {
+    let listeners = mta_stsd::daemon::Listeners {
+        https: listener,
+        admin: None,
+    };
+    tokio::spawn(daemon.run(listeners, async move {
         let _ = rx.await;
     }));
     (addr, tx)

@@ -68,23 +68,26 @@ pub async fn start(config: &TestConfig) -> Running {
 /// Runs a built daemon on a pre-bound listener (and an admin listener on 127.0.0.1:0); clients
 /// trust `ca`. Returns once `/readyz` answers 200.
 pub async fn run_daemon(
-    mut daemon: mta_stsd::daemon::Daemon,
+    daemon: mta_stsd::daemon::Daemon,
     listener: tokio::net::TcpListener,
     ca: CertificateDer<'static>,
 ) -> Running {
     let addr = listener.local_addr().unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_addr = admin.local_addr().unwrap();
-    daemon.set_admin_listener(admin);
-    let daemon_server = daemon.server.clone();
-    let registry = daemon.registry.clone();
-    let reloader = daemon.reloader.clone();
-    let board = daemon.board.clone();
-    let resolver = daemon.resolver.clone();
-    let acme = daemon.acme.as_ref().map(|a| a.provider.clone());
-    let tlsrpt = daemon.tlsrpt.clone();
+    let daemon_server = daemon.server().clone();
+    let registry = daemon.registry().clone();
+    let reloader = daemon.reloader().clone();
+    let board = daemon.board().clone();
+    let resolver = daemon.resolver().clone();
+    let acme = daemon.acme_provider().cloned();
+    let tlsrpt = daemon.tlsrpt().clone();
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(daemon.run(listener, async move {
+    let listeners = mta_stsd::daemon::Listeners {
+        https: listener,
+        admin: Some(admin),
+    };
+    let task = tokio::spawn(daemon.run(listeners, async move {
         let _ = rx.await;
     }));
     // Ready means the watcher, SIGHUP handler and listeners are all in place.

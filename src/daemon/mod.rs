@@ -1,0 +1,409 @@
+//! Wires the parts together: configuration → snapshot → certificates → report store →
+//! listeners; starts every background task in one place ([`tasks::Supervisor`]) and stops
+//! them with one signal after the HTTPS listener has drained.
+
+mod tasks;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::admin::{self, AdminState};
+use crate::certs::acme::AcmeProvider;
+use crate::certs::internal::InternalCa;
+use crate::certs::provider::{FilesProvider, InternalProvider};
+use crate::certs::{CertBoard, CertProvider, CertResolver};
+use crate::config::{IssuerConfig, ServerConfig, TenantSet};
+use crate::metrics::{self, Exporter};
+use crate::registry::{Registry, Snapshot};
+use crate::reload::{self, Reloader, TenantCache};
+use crate::server::{self, Server};
+use crate::stats::Metrics;
+use crate::tlsrpt::{HttpsIntake, TlsRpt};
+use tasks::Supervisor;
+
+/// Time the background tasks get, in all, to finish after the listener stopped.
+const TASK_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A configured daemon, ready to serve.
+pub struct Daemon {
+    config: ServerConfig,
+    registry: Arc<Registry>,
+    resolver: Arc<CertResolver>,
+    board: Arc<CertBoard>,
+    server: Arc<Server>,
+    reloader: Arc<Reloader>,
+    admin: Arc<AdminState>,
+    tlsrpt: Arc<TlsRpt>,
+    acme: Option<AcmeTasks>,
+}
+
+/// The ACME scheduler and its optional HTTP-01 listener, started by [`Daemon::run`].
+struct AcmeTasks {
+    provider: Arc<AcmeProvider>,
+    /// Bound at build time so a busy port fails startup.
+    http_listener: Option<std::net::TcpListener>,
+}
+
+/// The sockets a daemon serves: bound by [`Daemon::bind`], or pre-bound (tests pass
+/// 127.0.0.1:0).
+pub struct Listeners {
+    /// The HTTPS listener for policies (and the report host).
+    pub https: TcpListener,
+    /// The admin listener, if any.
+    pub admin: Option<TcpListener>,
+}
+
+/// What the first load produced.
+struct Loaded {
+    config: ServerConfig,
+    cache: TenantCache,
+    tenants: TenantSet,
+}
+
+/// Loads the server file (errors stop the start) and every tenant file (errors are logged and
+/// the file skipped: one customer's bad file must not take the others down).
+fn load(dir: &Path) -> anyhow::Result<Loaded> {
+    let config = reload::load_server(dir)?;
+    // The reloader's per-file cache is filled by the first load, so the first change only
+    // re-reads the file that changed.
+    let (cache, tenants) = reload::initial_load(&config).map_err(|d| anyhow::anyhow!("{d}"))?;
+    for diag in &tenants.diagnostics {
+        if diag.is_error() {
+            tracing::error!(file = %diag.file.display(), line = diag.line, field = %diag.field, "{diag}");
+        } else {
+            tracing::warn!(file = %diag.file.display(), line = diag.line, field = %diag.field, "{diag}");
+        }
+    }
+    crate::fsutil::create_private_dir(&config.state_dir)
+        .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
+    Ok(Loaded {
+        config,
+        cache,
+        tenants,
+    })
+}
+
+impl Daemon {
+    /// Builds the daemon from a configuration directory, obtaining a certificate for every
+    /// tenant the issuer can serve now.
+    pub fn build(dir: &Path) -> anyhow::Result<Daemon> {
+        let Loaded {
+            config,
+            cache,
+            tenants,
+        } = load(dir)?;
+        // Created first so every part (e.g. an ACME provider counting orders) can hold it.
+        let metrics = Arc::new(Metrics::new());
+        let resolver = Arc::new(CertResolver::new());
+        let board = Arc::new(CertBoard::new());
+        let (provider, acme) = make_provider(&config, resolver.clone(), board.clone())?;
+        if let Some(acme) = &acme {
+            acme.provider.set_metrics(metrics.clone());
+        }
+        provider.sync(&tenants.tenants);
+        let registry = Arc::new(Registry::new(Snapshot::new(
+            tenants.tenants.clone(),
+            tenants.diagnostics.clone(),
+        )));
+        let tlsrpt = Arc::new(TlsRpt::open(&config.tlsrpt, registry.clone()).with_context(
+            || {
+                format!(
+                    "opening the report database {}",
+                    config.tlsrpt.database.display()
+                )
+            },
+        )?);
+        // The report host is served with a certificate from the tenants' issuer.
+        let extra: Vec<String> = config.tlsrpt.report_host.iter().cloned().collect();
+        provider.sync_extra(&extra);
+        let intake = HttpsIntake::new(tlsrpt.clone()).map(Arc::new);
+        let server = Arc::new(
+            Server::new(
+                resolver.clone(),
+                registry.clone(),
+                config.limits.clone(),
+                &config.tls,
+            )?
+            .with_report_intake(intake),
+        );
+        let reloader = Arc::new(Reloader::new(
+            reload::Parts {
+                config: config.clone(),
+                registry: registry.clone(),
+                board: board.clone(),
+                provider,
+                stats: server.stats.clone(),
+                metrics: metrics.clone(),
+            },
+            cache,
+        ));
+        let admin = Arc::new(admin_state(
+            &config, &metrics, &registry, &board, &server, &reloader, &tlsrpt,
+        )?);
+        Ok(Daemon {
+            config,
+            registry,
+            resolver,
+            board,
+            server,
+            reloader,
+            admin,
+            tlsrpt,
+            acme,
+        })
+    }
+
+    /// Binds `listen` and, when configured, `admin.listen`, so a busy port fails the start
+    /// with an error instead of surfacing inside [`Daemon::run`].
+    pub async fn bind(&self) -> anyhow::Result<Listeners> {
+        let https = TcpListener::bind(self.config.listen)
+            .await
+            .with_context(|| format!("binding {}", self.config.listen))?;
+        let admin = match &self.config.admin {
+            Some(admin) => Some(
+                TcpListener::bind(admin.listen)
+                    .await
+                    .with_context(|| format!("binding admin listener {}", admin.listen))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { https, admin })
+    }
+
+    /// Serves `listeners` until `shutdown` completes. Background tasks start here and stop
+    /// with the listener.
+    pub async fn run(
+        mut self,
+        listeners: Listeners,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let mut tasks = Supervisor::new();
+        if let Err(err) = self.start_tasks(&mut tasks, listeners.admin) {
+            tracing::error!(error = %format!("{err:#}"), "cannot start; stopping");
+            tasks.shutdown(TASK_STOP_GRACE).await;
+            return;
+        }
+        let addr = listeners.https.local_addr().ok();
+        tracing::info!(
+            tenants = self.registry.load().len(),
+            certificates = self.resolver.len(),
+            https = %addr.map(|a| a.to_string()).unwrap_or_default(),
+            issuer = self.config.issuer.name(),
+            state_dir = %self.config.state_dir.display(),
+            report_host = self.config.tlsrpt.report_host.as_deref().unwrap_or(""),
+            "mta-stsd serving"
+        );
+        self.admin.listening.store(true, Ordering::Relaxed);
+        server::run(listeners.https, self.server.clone(), shutdown).await;
+        self.admin.listening.store(false, Ordering::Relaxed);
+        tasks.shutdown(TASK_STOP_GRACE).await;
+        tracing::info!("mta-stsd stopped");
+    }
+
+    /// Starts every background task: SIGHUP, the file watcher, the admin listener, TLS-RPT
+    /// retention and the ACME tasks. The SIGHUP handler is installed before this returns, so
+    /// a SIGHUP after startup is never the default (fatal) one.
+    fn start_tasks(
+        &mut self,
+        tasks: &mut Supervisor,
+        admin: Option<TcpListener>,
+    ) -> anyhow::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        tasks.spawn(
+            "sighup",
+            reload::sighup_task(self.reloader.clone(), hup, tasks.stop_signal()),
+        );
+        if self.config.reload.watch {
+            match reload::DirWatch::new(&self.config) {
+                Ok(dirs) => tasks.spawn(
+                    "watcher",
+                    reload::watch_task(self.reloader.clone(), dirs, tasks.stop_signal()),
+                ),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot watch the configuration; reload with SIGHUP or POST /reload")
+                }
+            }
+        }
+        if let Some(listener) = admin {
+            if let Ok(addr) = listener.local_addr() {
+                admin::announce(addr, self.admin.token.is_some());
+            }
+            tasks.spawn(
+                "admin",
+                admin::serve(listener, self.admin.clone(), tasks.stop_signal()),
+            );
+        }
+        tasks.spawn_until_stopped(
+            "tlsrpt-retention",
+            crate::tlsrpt::service::retention_task(self.tlsrpt.clone()),
+        );
+        if let Some(acme) = self.acme.take() {
+            start_acme(acme, tasks);
+        }
+        Ok(())
+    }
+
+    /// The server configuration the daemon was built from.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The live tenant table.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The certificates served per host.
+    pub fn resolver(&self) -> &Arc<CertResolver> {
+        &self.resolver
+    }
+
+    /// Certificate status per host.
+    pub fn board(&self) -> &Arc<CertBoard> {
+        &self.board
+    }
+
+    /// The HTTPS listener state (its counters are in `server.stats`).
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
+    /// What applies configuration changes.
+    pub fn reloader(&self) -> &Arc<Reloader> {
+        &self.reloader
+    }
+
+    /// TLS-RPT: report store, intake counters, summaries.
+    pub fn tlsrpt(&self) -> &Arc<TlsRpt> {
+        &self.tlsrpt
+    }
+
+    /// The ACME provider, when the issuer is `acme`.
+    pub fn acme_provider(&self) -> Option<&Arc<AcmeProvider>> {
+        self.acme.as_ref().map(|a| &a.provider)
+    }
+}
+
+/// The admin API's state: what it reads, the exporter over the same parts, the token.
+fn admin_state(
+    config: &ServerConfig,
+    metrics: &Arc<Metrics>,
+    registry: &Arc<Registry>,
+    board: &Arc<CertBoard>,
+    server: &Arc<Server>,
+    reloader: &Arc<Reloader>,
+    tlsrpt: &Arc<TlsRpt>,
+) -> anyhow::Result<AdminState> {
+    let token = match config.admin.as_ref().and_then(|a| a.token_file.as_deref()) {
+        Some(path) => Some(admin::read_token(path)?),
+        None => None,
+    };
+    Ok(AdminState {
+        registry: registry.clone(),
+        board: board.clone(),
+        reloader: reloader.clone(),
+        exporter: Exporter::new(metrics::Sources {
+            metrics: metrics.clone(),
+            registry: registry.clone(),
+            board: board.clone(),
+            stats: server.stats.clone(),
+            reloader: reloader.clone(),
+            tlsrpt: Some(tlsrpt.clone()),
+        }),
+        tlsrpt: tlsrpt.clone(),
+        token,
+        listening: AtomicBool::new(false),
+    })
+}
+
+/// Starts the named ACME tasks: `acme-scheduler` and, when configured, `acme-http01`.
+fn start_acme(acme: AcmeTasks, tasks: &mut Supervisor) {
+    if let Some(std_listener) = acme.http_listener {
+        match TcpListener::from_std(std_listener) {
+            Ok(listener) => {
+                let addr = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                tracing::info!(task = "acme-http01", http = %addr, "HTTP-01 listener started");
+                let tokens = acme.provider.tokens.clone();
+                tasks.spawn(
+                    "acme-http01",
+                    crate::certs::acme::http01::run(listener, tokens, tasks.stop_signal()),
+                );
+            }
+            Err(err) => tracing::error!(error = %err, "HTTP-01 listener unusable"),
+        }
+    }
+    tracing::info!(task = "acme-scheduler", "ACME scheduler starting");
+    let stop = tasks.stop_signal();
+    tasks.spawn("acme-scheduler", acme.provider.clone().run(stop));
+}
+
+/// The certificate provider the server file asks for, and the ACME tasks if it is ACME.
+fn make_provider(
+    config: &ServerConfig,
+    resolver: Arc<CertResolver>,
+    board: Arc<CertBoard>,
+) -> anyhow::Result<(Arc<dyn CertProvider>, Option<AcmeTasks>)> {
+    if let IssuerConfig::Acme(acme) = &config.issuer {
+        let store = Arc::new(crate::certs::store::FileStore::new(&config.state_dir));
+        let provider = Arc::new(
+            AcmeProvider::new((**acme).clone(), store, resolver, board)
+                .context("setting up the ACME issuer")?,
+        );
+        let http_listener = match acme.http_listen {
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("binding the HTTP-01 listener {addr}"))?;
+                listener.set_nonblocking(true)?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let tasks = AcmeTasks {
+            provider: provider.clone(),
+            http_listener,
+        };
+        return Ok((provider, Some(tasks)));
+    }
+    let provider: Arc<dyn CertProvider> = match &config.issuer {
+        IssuerConfig::Internal { leaf_validity } => {
+            let ca = InternalCa::load_or_create(&config.state_dir, *leaf_validity)?;
+            tracing::info!(ca = %ca.cert_path().display(), "internal CA: clients must trust this certificate");
+            Arc::new(InternalProvider::new(ca, resolver, board))
+        }
+        IssuerConfig::Files {
+            dir,
+            cert_file,
+            key_file,
+        } => Arc::new(FilesProvider::new(
+            dir.clone(),
+            cert_file.clone(),
+            key_file.clone(),
+            resolver,
+            board,
+        )),
+        IssuerConfig::Acme(_) => unreachable!("handled above"),
+    };
+    Ok((provider, None))
+}
+
+/// Resolves when the process receives SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
