@@ -17,17 +17,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
-};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::certs::{CertBoard, CertState};
+use crate::certs::{CertBoard, CertState, CertStatus};
+use crate::config::Tenant;
 use crate::policy::Mode;
 use crate::registry::Registry;
-use crate::reload::Reloader;
+use crate::reload::{ReloadStatus, Reloader};
 use crate::stats::{CLASSES, Metrics, Stats};
 
 /// `Content-Type` of the OpenMetrics text exposition.
@@ -158,13 +157,35 @@ fn family_name(name: &str, kind: &str) -> String {
     }
 }
 
-/// Encodes one labelled sample of a family.
-fn sample<S: EncodeLabelSet>(
-    m: &mut MetricEncoder<'_>,
-    labels: &S,
+/// Writes one family: its descriptor, then one sample per `(labels, value)`.
+fn family<S: EncodeLabelSet, M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (S, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, metric) in samples {
+        metric.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Writes one family with a single unlabelled sample.
+fn single(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
     metric: impl EncodeMetric,
 ) -> Result<(), std::fmt::Error> {
-    metric.encode(m.encode_family(labels)?)
+    metric.encode(enc.encode_descriptor(name, help, None, kind)?)
+}
+
+/// A gauge holding a count, saturated at `i64::MAX`.
+fn count_gauge(n: impl TryInto<i64>) -> ConstGauge {
+    ConstGauge::new(n.try_into().unwrap_or(i64::MAX))
 }
 
 /// Produces the state metrics at scrape time.
@@ -175,240 +196,287 @@ impl Collector for StateCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
         let now = crate::util::unix_now();
-        let stats = &s.stats;
-
-        let m = enc.encode_descriptor(
-            "mta_stsd_open_connections",
-            "HTTPS connections currently open",
-            None,
-            MetricType::Gauge,
-        )?;
-        let open = stats.open_connections.load(Ordering::Relaxed);
-        ConstGauge::new(i64::try_from(open).unwrap_or(i64::MAX)).encode(m)?;
-
-        let mut m = enc.encode_descriptor(
-            "mta_stsd_tls_handshakes",
-            "TLS handshakes by outcome (unknown_sni: SNI missing or not a tenant; no_certificate: tenant without a certificate yet)",
-            None,
-            MetricType::Counter,
-        )?;
-        for (outcome, counter) in [
-            ("ok", &stats.handshakes_ok),
-            ("unknown_sni", &stats.handshakes_unknown_sni),
-            ("no_certificate", &stats.handshakes_no_certificate),
-            ("error", &stats.handshakes_error),
-        ] {
-            sample(
-                &mut m,
-                &[("outcome", outcome)],
-                ConstCounter::new(counter.load(Ordering::Relaxed)),
-            )?;
-        }
-
-        let mut m = enc.encode_descriptor(
-            "mta_stsd_requests",
-            "HTTPS responses by tenant domain and status class (domain=\"\": tenant no longer configured)",
-            None,
-            MetricType::Counter,
-        )?;
-        for (domain, counts) in stats.tenant_requests.values() {
-            for (class, value) in CLASSES.iter().zip(counts) {
-                // Zero series of rare classes would multiply the output by five.
-                if value == 0 && *class != "2xx" {
-                    continue;
-                }
-                sample(
-                    &mut m,
-                    &[("domain", domain.as_str()), ("class", class)],
-                    ConstCounter::new(value),
-                )?;
-            }
-        }
-
-        let mut m = enc.encode_descriptor(
-            "mta_stsd_request_duration_seconds",
-            "Time from a request's arrival to its response being ready",
-            None,
-            MetricType::Histogram,
-        )?;
-        let (sum, count, buckets) = stats.request_duration.values();
-        m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        encode_listener(&mut enc, &s.stats)?;
+        encode_requests(&mut enc, &s.stats)?;
 
         let snapshot = s.registry.load();
-        let certs: HashMap<String, crate::certs::CertStatus> = s.board.all().into_iter().collect();
+        let certs: HashMap<String, CertStatus> = s.board.all().into_iter().collect();
         let tenants = snapshot.sorted();
+        encode_tenants_by_mode(&mut enc, &tenants)?;
+        encode_policy_info(&mut enc, &tenants)?;
+        encode_readiness(&mut enc, &tenants, &certs, now)?;
+        encode_certificates(&mut enc, &tenants, &certs)?;
 
-        let mut m = enc.encode_descriptor(
-            "mta_stsd_tenants",
-            "Tenants served, by policy mode",
-            None,
-            MetricType::Gauge,
-        )?;
-        for mode in [Mode::Enforce, Mode::Testing, Mode::None] {
-            let n = tenants.iter().filter(|t| t.policy.mode == mode).count();
-            sample(
-                &mut m,
-                &[("mode", mode.as_str())],
-                ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)),
-            )?;
-        }
-
-        let mut m = enc.encode_descriptor(
-            "mta_stsd_policy_info",
-            "The policy served per tenant: mode and the id to publish in _mta-sts TXT (always 1)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for t in &tenants {
-            sample(
-                &mut m,
-                &[
-                    ("domain", t.domain.as_str()),
-                    ("mode", t.policy.mode.as_str()),
-                    ("id", crate::publish::sts_id(t)),
-                ],
-                ConstGauge::new(1i64),
-            )?;
-        }
-
-        let mut m = enc.encode_descriptor(
-            "mta_stsd_tenant_ready",
-            "1 when the tenant's current policy is served with a valid certificate, so its TXT id may be published",
-            None,
-            MetricType::Gauge,
-        )?;
-        for t in &tenants {
-            let ready = crate::publish::cert_ready(certs.get(&t.host), now);
-            sample(
-                &mut m,
-                &[("domain", t.domain.as_str())],
-                ConstGauge::new(i64::from(ready)),
-            )?;
-        }
-
-        let mut m = enc.encode_descriptor(
-            "mta_stsd_certificate_expiry_timestamp_seconds",
-            "Unix time at which the served certificate of each tenant expires",
-            None,
-            MetricType::Gauge,
-        )?;
-        for t in &tenants {
-            if let Some(cert) = certs.get(&t.host).and_then(|c| c.cert.as_ref()) {
-                sample(
-                    &mut m,
-                    &[("domain", t.domain.as_str())],
-                    ConstGauge::new(cert.not_after),
-                )?;
-            }
-        }
-
-        let mut m = enc.encode_descriptor(
-            "mta_stsd_certificate_state",
-            "Certificate state per tenant (one series with value 1, labelled with the current state)",
-            None,
-            MetricType::Gauge,
-        )?;
-        let mut by_state: BTreeMap<&'static str, i64> =
-            CertState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-        for t in &tenants {
-            let state = certs
-                .get(&t.host)
-                .map(|c| c.state)
-                .unwrap_or(CertState::Pending)
-                .as_str();
-            *by_state.entry(state).or_default() += 1;
-            sample(
-                &mut m,
-                &[("domain", t.domain.as_str()), ("state", state)],
-                ConstGauge::new(1i64),
-            )?;
-        }
-
-        let mut m = enc.encode_descriptor(
-            "mta_stsd_certificates",
-            "Tenants by certificate state",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (state, n) in by_state {
-            sample(&mut m, &[("state", state)], ConstGauge::new(n))?;
-        }
-
-        let status = s.reloader.status();
-        let m = enc.encode_descriptor(
-            "mta_stsd_last_reload_success_timestamp_seconds",
-            "Unix time of the last reload (or start) that applied without configuration errors",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(s.metrics.last_reload_success()).encode(m)?;
-
-        let mut m = enc.encode_descriptor(
-            "mta_stsd_config_errors",
-            "Configuration errors per file at the last reload (a broken tenant file keeps its last good tenants)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (file, n) in status.errors_per_file() {
-            sample(
-                &mut m,
-                &[("file", file.as_str())],
-                ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)),
-            )?;
-        }
-
-        let m = enc.encode_descriptor(
-            "mta_stsd_stale_tenants",
-            "Tenants served from their last good definition because their file now has errors",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(i64::try_from(status.stale_tenants.len()).unwrap_or(i64::MAX)).encode(m)?;
-
-        let m = enc.encode_descriptor(
-            "mta_stsd_restart_required",
-            "1 when the server file changed in a way that only applies after a restart",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(i64::from(!status.restart_required.is_empty())).encode(m)?;
-
+        encode_reload_status(&mut enc, &s.metrics, &s.reloader.status())?;
         if let Some(tlsrpt) = &s.tlsrpt {
-            encode_tlsrpt(&mut enc, tlsrpt)?;
+            encode_tlsrpt_intake(&mut enc, tlsrpt)?;
+            encode_tlsrpt_window(&mut enc, tlsrpt)?;
         }
         Ok(())
     }
 }
 
-/// TLS-RPT families. Intake outcomes are counters kept in memory since start. Sessions and
-/// failures are gauges over the trailing window (the verdict's minimum days) computed from the
-/// database at scrape time, so a restart never zeroes them and old reports age out; labels are
-/// configured tenant domains and the known result types (unknown ones sum under `other`).
-fn encode_tlsrpt(
+/// Open connections and handshake outcomes of the HTTPS listener.
+fn encode_listener(enc: &mut DescriptorEncoder, stats: &Stats) -> Result<(), std::fmt::Error> {
+    single(
+        enc,
+        "mta_stsd_open_connections",
+        "HTTPS connections currently open",
+        MetricType::Gauge,
+        count_gauge(stats.open_connections.load(Ordering::Relaxed)),
+    )?;
+    let outcomes = [
+        ("ok", &stats.handshakes_ok),
+        ("unknown_sni", &stats.handshakes_unknown_sni),
+        ("no_certificate", &stats.handshakes_no_certificate),
+        ("error", &stats.handshakes_error),
+    ];
+    family(
+        enc,
+        "mta_stsd_tls_handshakes",
+        "TLS handshakes by outcome (unknown_sni: SNI missing or not a tenant; no_certificate: tenant without a certificate yet)",
+        MetricType::Counter,
+        outcomes.map(|(outcome, counter)| {
+            (
+                [("outcome", outcome)],
+                ConstCounter::new(counter.load(Ordering::Relaxed)),
+            )
+        }),
+    )
+}
+
+/// Responses per tenant and status class, and the request duration histogram.
+fn encode_requests(enc: &mut DescriptorEncoder, stats: &Stats) -> Result<(), std::fmt::Error> {
+    let per_tenant = stats.tenant_requests.values();
+    let samples = per_tenant.iter().flat_map(|(domain, counts)| {
+        CLASSES
+            .iter()
+            .zip(counts)
+            // Zero series of rare classes would multiply the output by five.
+            .filter(|(class, value)| **value != 0 || **class == "2xx")
+            .map(move |(class, value)| {
+                (
+                    [("domain", domain.as_str()), ("class", *class)],
+                    ConstCounter::new(*value),
+                )
+            })
+    });
+    family(
+        enc,
+        "mta_stsd_requests",
+        "HTTPS responses by tenant domain and status class (domain=\"\": tenant no longer configured)",
+        MetricType::Counter,
+        samples,
+    )?;
+
+    let mut m = enc.encode_descriptor(
+        "mta_stsd_request_duration_seconds",
+        "Time from a request's arrival to its response being ready",
+        None,
+        MetricType::Histogram,
+    )?;
+    let (sum, count, buckets) = stats.request_duration.values();
+    m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+}
+
+/// How many tenants are served in each policy mode.
+fn encode_tenants_by_mode(
+    enc: &mut DescriptorEncoder,
+    tenants: &[Arc<Tenant>],
+) -> Result<(), std::fmt::Error> {
+    let modes = [Mode::Enforce, Mode::Testing, Mode::None];
+    family(
+        enc,
+        "mta_stsd_tenants",
+        "Tenants served, by policy mode",
+        MetricType::Gauge,
+        modes.map(|mode| {
+            let n = tenants.iter().filter(|t| t.policy.mode == mode).count();
+            ([("mode", mode.as_str())], count_gauge(n))
+        }),
+    )
+}
+
+/// The mode and id of each tenant's served policy, as an info-style gauge.
+fn encode_policy_info(
+    enc: &mut DescriptorEncoder,
+    tenants: &[Arc<Tenant>],
+) -> Result<(), std::fmt::Error> {
+    family(
+        enc,
+        "mta_stsd_policy_info",
+        "The policy served per tenant: mode and the id to publish in _mta-sts TXT (always 1)",
+        MetricType::Gauge,
+        tenants.iter().map(|t| {
+            let labels = [
+                ("domain", t.domain.as_str()),
+                ("mode", t.policy.mode.as_str()),
+                ("id", crate::publish::sts_id(t)),
+            ];
+            (labels, ConstGauge::new(1i64))
+        }),
+    )
+}
+
+/// Whether each tenant may have its TXT id published (the rule lives in [`crate::publish`]).
+fn encode_readiness(
+    enc: &mut DescriptorEncoder,
+    tenants: &[Arc<Tenant>],
+    certs: &HashMap<String, CertStatus>,
+    now: i64,
+) -> Result<(), std::fmt::Error> {
+    family(
+        enc,
+        "mta_stsd_tenant_ready",
+        "1 when the tenant's current policy is served with a valid certificate, so its TXT id may be published",
+        MetricType::Gauge,
+        tenants.iter().map(|t| {
+            let ready = crate::publish::cert_ready(certs.get(&t.host), now);
+            (
+                [("domain", t.domain.as_str())],
+                ConstGauge::new(i64::from(ready)),
+            )
+        }),
+    )
+}
+
+/// Certificate expiry and state per tenant, and the count of tenants in each state.
+fn encode_certificates(
+    enc: &mut DescriptorEncoder,
+    tenants: &[Arc<Tenant>],
+    certs: &HashMap<String, CertStatus>,
+) -> Result<(), std::fmt::Error> {
+    family(
+        enc,
+        "mta_stsd_certificate_expiry_timestamp_seconds",
+        "Unix time at which the served certificate of each tenant expires",
+        MetricType::Gauge,
+        tenants.iter().filter_map(|t| {
+            let cert = certs.get(&t.host)?.cert.as_ref()?;
+            Some((
+                [("domain", t.domain.as_str())],
+                ConstGauge::new(cert.not_after),
+            ))
+        }),
+    )?;
+
+    // A tenant the board does not know yet has its first certificate still to come.
+    let states: Vec<(&str, &'static str)> = tenants
+        .iter()
+        .map(|t| {
+            let state = certs.get(&t.host).map(|c| c.state);
+            (
+                t.domain.as_str(),
+                state.unwrap_or(CertState::Pending).as_str(),
+            )
+        })
+        .collect();
+    family(
+        enc,
+        "mta_stsd_certificate_state",
+        "Certificate state per tenant (one series with value 1, labelled with the current state)",
+        MetricType::Gauge,
+        states.iter().map(|&(domain, state)| {
+            (
+                [("domain", domain), ("state", state)],
+                ConstGauge::new(1i64),
+            )
+        }),
+    )?;
+
+    let mut by_state: BTreeMap<&'static str, i64> =
+        CertState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    for (_, state) in &states {
+        *by_state.entry(state).or_default() += 1;
+    }
+    family(
+        enc,
+        "mta_stsd_certificates",
+        "Tenants by certificate state",
+        MetricType::Gauge,
+        by_state
+            .into_iter()
+            .map(|(state, n)| ([("state", state)], ConstGauge::new(n))),
+    )
+}
+
+/// The outcome of the last reload: when it last applied cleanly, errors per file, stale
+/// tenants, and whether a restart is pending.
+fn encode_reload_status(
+    enc: &mut DescriptorEncoder,
+    metrics: &Metrics,
+    status: &ReloadStatus,
+) -> Result<(), std::fmt::Error> {
+    single(
+        enc,
+        "mta_stsd_last_reload_success_timestamp_seconds",
+        "Unix time of the last reload (or start) that applied without configuration errors",
+        MetricType::Gauge,
+        ConstGauge::new(metrics.last_reload_success()),
+    )?;
+    let errors = status.errors_per_file();
+    family(
+        enc,
+        "mta_stsd_config_errors",
+        "Configuration errors per file at the last reload (a broken tenant file keeps its last good tenants)",
+        MetricType::Gauge,
+        errors
+            .iter()
+            .map(|(file, n)| ([("file", file.as_str())], count_gauge(*n))),
+    )?;
+    single(
+        enc,
+        "mta_stsd_stale_tenants",
+        "Tenants served from their last good definition because their file now has errors",
+        MetricType::Gauge,
+        count_gauge(status.stale_tenants.len()),
+    )?;
+    single(
+        enc,
+        "mta_stsd_restart_required",
+        "1 when the server file changed in a way that only applies after a restart",
+        MetricType::Gauge,
+        ConstGauge::new(i64::from(!status.restart_required.is_empty())),
+    )
+}
+
+// TLS-RPT families. Intake outcomes are counters kept in memory since start. Sessions and
+// failures are gauges over the trailing window (the verdict's minimum days) computed from the
+// database at scrape time, so a restart never zeroes them and old reports age out; labels are
+// configured tenant domains and the known result types (unknown ones sum under `other`).
+
+/// TLS-RPT intake outcomes since start, by source.
+fn encode_tlsrpt_intake(
     enc: &mut DescriptorEncoder,
     tlsrpt: &crate::tlsrpt::TlsRpt,
 ) -> Result<(), std::fmt::Error> {
-    let mut m = enc.encode_descriptor(
+    family(
+        enc,
         "mta_stsd_tlsrpt_reports_received",
         "TLS-RPT reports received over HTTPS since start, by source and outcome",
-        None,
         MetricType::Counter,
-    )?;
-    for (source, outcome, n) in tlsrpt.stats.all() {
-        sample(
-            &mut m,
-            &[("source", source.as_str()), ("outcome", outcome.as_str())],
-            ConstCounter::new(n),
-        )?;
-    }
+        tlsrpt.stats.all().into_iter().map(|(source, outcome, n)| {
+            (
+                [("source", source.as_str()), ("outcome", outcome.as_str())],
+                ConstCounter::new(n),
+            )
+        }),
+    )
+}
+
+/// The trailing window's length, and the sessions and failures reported within it per tenant.
+fn encode_tlsrpt_window(
+    enc: &mut DescriptorEncoder,
+    tlsrpt: &crate::tlsrpt::TlsRpt,
+) -> Result<(), std::fmt::Error> {
     let window = tlsrpt.metrics_window();
-    let m = enc.encode_descriptor(
+    single(
+        enc,
         "mta_stsd_tlsrpt_window_seconds",
         "Length of the trailing window the TLS-RPT session and failure gauges cover",
-        None,
         MetricType::Gauge,
+        count_gauge(window.as_secs()),
     )?;
-    ConstGauge::new(i64::try_from(window.as_secs()).unwrap_or(i64::MAX)).encode(m)?;
     let totals = match tlsrpt.window_totals(time::OffsetDateTime::now_utc(), window) {
         Ok(totals) => totals,
         Err(err) => {
@@ -416,37 +484,34 @@ fn encode_tlsrpt(
             Vec::new()
         }
     };
-    let mut m = enc.encode_descriptor(
+    family(
+        enc,
         "mta_stsd_tlsrpt_sessions",
         "TLS sessions reported by senders per tenant over the window, by result",
-        None,
         MetricType::Gauge,
+        totals.iter().flat_map(|t| {
+            [("success", t.successful), ("failure", t.failed)].map(|(result, n)| {
+                (
+                    [("domain", t.tenant.as_str()), ("result", result)],
+                    count_gauge(n),
+                )
+            })
+        }),
     )?;
-    for t in &totals {
-        for (result, n) in [("success", t.successful), ("failure", t.failed)] {
-            sample(
-                &mut m,
-                &[("domain", t.tenant.as_str()), ("result", result)],
-                ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)),
-            )?;
-        }
-    }
-    let mut m = enc.encode_descriptor(
+    family(
+        enc,
         "mta_stsd_tlsrpt_failures",
         "Failed TLS sessions reported per tenant over the window, by result type",
-        None,
         MetricType::Gauge,
-    )?;
-    for t in &totals {
-        for (result_type, n) in &t.failures_by_result_type {
-            sample(
-                &mut m,
-                &[("domain", t.tenant.as_str()), ("result_type", result_type)],
-                ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX)),
-            )?;
-        }
-    }
-    Ok(())
+        totals.iter().flat_map(|t| {
+            t.failures_by_result_type.iter().map(|(result_type, n)| {
+                (
+                    [("domain", t.tenant.as_str()), ("result_type", *result_type)],
+                    count_gauge(*n),
+                )
+            })
+        }),
+    )
 }
 
 #[cfg(test)]
