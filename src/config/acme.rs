@@ -8,8 +8,8 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use super::field::Dur;
 use super::names::normalize_hostname;
-use super::server::Dur;
 
 /// Let's Encrypt production directory.
 pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
