@@ -1,15 +1,15 @@
 //! The `acme:` section of the server file: CA, account, challenges, DNS preflight, scheduler.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
 use serde::Deserialize;
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Spanned;
 
+use super::field::{Bounds, Diags, Dur, duration_or, resolve};
 use super::names::normalize_hostname;
-use super::server::Dur;
 
 /// Let's Encrypt production directory.
 pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -23,6 +23,12 @@ const DEFAULT_ORDERS_PER_WINDOW: u32 = 100;
 const DEFAULT_WINDOW: Duration = Duration::from_secs(3 * 3600);
 /// Default orders in flight at once: each holds a challenge open on our listener.
 const DEFAULT_MAX_CONCURRENT: usize = 4;
+/// Largest `max_concurrent` accepted.
+const MAX_CONCURRENT: usize = 64;
+/// Shortest pacing timer; shorter values are raised to it rather than spinning.
+const MIN_TIMER: Duration = Duration::from_millis(10);
+/// Shortest preflight recheck; shorter values are raised to it rather than asking DNS in a loop.
+const MIN_RECHECK: Duration = Duration::from_millis(100);
 /// First retry after a failure. Let's Encrypt allows 5 failed validations per host per hour,
 /// so 5, 10, 20, 40 minutes never reach it.
 const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(5 * 60);
@@ -34,6 +40,8 @@ const DEFAULT_PREFLIGHT_RECHECK: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_ORDER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Renew at two thirds of the lifetime (30 days before expiry for a 90-day certificate).
 const DEFAULT_RENEW_FRACTION: f64 = 2.0 / 3.0;
+/// [`DEFAULT_RENEW_FRACTION`] in billionths.
+const DEFAULT_FRACTION: Fraction = Fraction((DEFAULT_RENEW_FRACTION * 1e9) as u64);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -204,30 +212,49 @@ impl Default for AcmeConfig {
                 window: DEFAULT_WINDOW,
                 backoff_base: DEFAULT_BACKOFF_BASE,
                 backoff_cap: DEFAULT_BACKOFF_CAP,
-                renew_fraction: Fraction((DEFAULT_RENEW_FRACTION * 1e9) as u64),
+                renew_fraction: DEFAULT_FRACTION,
                 order_timeout: DEFAULT_ORDER_TIMEOUT,
             },
         }
     }
 }
 
-/// Validates the raw section; every problem goes to `err(location, field, message)`.
+/// Validates the raw section, part by part in file order; every problem goes to `d`.
 pub(super) fn compile(
     raw: &RawAcme,
     public_hostname: Option<&str>,
-    resolve: &dyn Fn(&str) -> PathBuf,
-    err: &mut dyn FnMut(&Location, &str, String),
+    dir: &Path,
+    d: &mut Diags,
 ) -> AcmeConfig {
-    let mut cfg = AcmeConfig::default();
+    let directory = compile_directory(&raw.directory, d);
+    let contact = d.list(&raw.contact, "acme.contact", contact_url);
+    let eab = raw.eab.as_ref().and_then(|eab| compile_eab(eab, d));
+    let trusted_roots = compile_trusted_roots(&raw.trusted_roots, dir, d);
+    let challenges = compile_challenges(raw.challenges.as_ref(), d);
+    let http_listen = compile_http_listen(raw, &challenges, d);
+    let preflight = compile_preflight(&raw.preflight, public_hostname, &raw.directory, d);
+    let schedule = compile_schedule(&raw.schedule, d);
+    AcmeConfig {
+        directory,
+        contact,
+        eab,
+        trusted_roots,
+        challenges,
+        http_listen,
+        preflight,
+        schedule,
+    }
+}
 
-    let dir = raw.directory.value.trim();
-    cfg.directory = match dir {
+/// A directory URL or one of the Let's Encrypt aliases.
+fn compile_directory(raw: &Spanned<String>, d: &mut Diags) -> String {
+    match raw.value.trim() {
         "letsencrypt" => LETSENCRYPT.into(),
         "letsencrypt-staging" => LETSENCRYPT_STAGING.into(),
         url if url.starts_with("https://") && url.len() > "https://".len() => url.into(),
         other => {
-            err(
-                &raw.directory.referenced,
+            d.error(
+                &raw.referenced,
                 "acme.directory",
                 format!(
                     "{other:?} is not an https:// URL, \"letsencrypt\" or \"letsencrypt-staging\""
@@ -235,189 +262,194 @@ pub(super) fn compile(
             );
             String::new()
         }
-    };
+    }
+}
 
-    for (i, c) in raw.contact.iter().enumerate() {
-        let address = c.value.trim().trim_start_matches("mailto:");
-        let valid = address
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && normalize_hostname(domain).is_ok());
-        if valid {
-            cfg.contact.push(format!("mailto:{address}"));
-        } else {
-            err(
-                &c.referenced,
-                &format!("acme.contact[{i}]"),
-                format!("{:?} is not an e-mail address", c.value),
-            );
+/// An account contact as the CA wants it, `mailto:` with or without the prefix written.
+fn contact_url(text: &str) -> Result<String, String> {
+    let address = text.trim().trim_start_matches("mailto:");
+    let valid = address
+        .split_once('@')
+        .is_some_and(|(local, domain)| !local.is_empty() && normalize_hostname(domain).is_ok());
+    if valid {
+        Ok(format!("mailto:{address}"))
+    } else {
+        Err(format!("{text:?} is not an e-mail address"))
+    }
+}
+
+/// The EAB key pair, its HMAC key decoded from the base64url the CA hands out.
+fn compile_eab(raw: &Spanned<RawEab>, d: &mut Diags) -> Option<Eab> {
+    let key = raw.value.hmac_key.trim().trim_end_matches('=');
+    match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(key) {
+        Ok(hmac_key) if !hmac_key.is_empty() && !raw.value.key_id.is_empty() => Some(Eab {
+            key_id: raw.value.key_id.clone(),
+            hmac_key,
+        }),
+        Ok(_) => {
+            let message = "key_id and hmac_key must not be empty".into();
+            d.error(&raw.referenced, "acme.eab", message);
+            None
+        }
+        Err(e) => {
+            let message = format!("not base64url as the CA gives it: {e}");
+            d.error(&raw.referenced, "acme.eab.hmac_key", message);
+            None
         }
     }
+}
 
-    if let Some(eab) = &raw.eab {
-        let key = eab.value.hmac_key.trim().trim_end_matches('=');
-        match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(key) {
-            Ok(hmac_key) if !hmac_key.is_empty() && !eab.value.key_id.is_empty() => {
-                cfg.eab = Some(Eab {
-                    key_id: eab.value.key_id.clone(),
-                    hmac_key,
-                })
-            }
-            Ok(_) => err(
-                &eab.referenced,
-                "acme.eab",
-                "key_id and hmac_key must not be empty".into(),
-            ),
-            Err(e) => err(
-                &eab.referenced,
-                "acme.eab.hmac_key",
-                format!("not base64url as the CA gives it: {e}"),
-            ),
-        }
-    }
-
-    for (i, root) in raw.trusted_roots.iter().enumerate() {
-        let path = resolve(&root.value);
+/// Extra roots, resolved against the configuration directory; a missing file is an error
+/// here rather than a failed TLS handshake with the CA later.
+fn compile_trusted_roots(raw: &[Spanned<String>], dir: &Path, d: &mut Diags) -> Vec<PathBuf> {
+    let mut roots = Vec::with_capacity(raw.len());
+    for (i, root) in raw.iter().enumerate() {
+        let path = resolve(dir, &root.value);
         if !path.is_file() {
-            err(
+            d.error(
                 &root.referenced,
                 &format!("acme.trusted_roots[{i}]"),
                 format!("{} is not a readable file", path.display()),
             );
         }
-        cfg.trusted_roots.push(path);
+        roots.push(path);
     }
+    roots
+}
 
-    if let Some(list) = &raw.challenges {
-        cfg.challenges.clear();
-        for c in &list.value {
-            if !cfg.challenges.contains(&c.value) {
-                cfg.challenges.push(c.value);
-            }
-        }
-        if cfg.challenges.is_empty() {
-            err(
-                &list.referenced,
-                "acme.challenges",
-                "list at least one of tls-alpn-01, http-01".into(),
-            );
-            cfg.challenges.push(ChallengeKind::TlsAlpn01);
+/// The challenge types in order of preference, repeats dropped; TLS-ALPN-01 when unset.
+fn compile_challenges(
+    raw: Option<&Spanned<Vec<Spanned<ChallengeKind>>>>,
+    d: &mut Diags,
+) -> Vec<ChallengeKind> {
+    let Some(list) = raw else {
+        return vec![ChallengeKind::TlsAlpn01];
+    };
+    let mut challenges = Vec::new();
+    for c in &list.value {
+        if !challenges.contains(&c.value) {
+            challenges.push(c.value);
         }
     }
+    if challenges.is_empty() {
+        d.error(
+            &list.referenced,
+            "acme.challenges",
+            "list at least one of tls-alpn-01, http-01".into(),
+        );
+        challenges.push(ChallengeKind::TlsAlpn01);
+    }
+    challenges
+}
 
-    if let Some(listen) = &raw.http_listen {
-        match listen.value.parse::<SocketAddr>() {
-            Ok(addr) => cfg.http_listen = Some(addr),
-            Err(_) => err(
-                &listen.referenced,
-                "acme.http_listen",
-                format!(
-                    "{:?} is not an address:port (e.g. \"0.0.0.0:80\")",
-                    listen.value
-                ),
-            ),
-        }
-    }
-    if cfg.challenges.contains(&ChallengeKind::Http01) && raw.http_listen.is_none() {
+/// The HTTP-01 listener, which HTTP-01 cannot do without.
+fn compile_http_listen(
+    raw: &RawAcme,
+    challenges: &[ChallengeKind],
+    d: &mut Diags,
+) -> Option<SocketAddr> {
+    let http_listen = raw
+        .http_listen
+        .as_ref()
+        .and_then(|l| d.address(l, "acme.http_listen", "\"0.0.0.0:80\""));
+    if challenges.contains(&ChallengeKind::Http01) && raw.http_listen.is_none() {
         let at = raw
             .challenges
             .as_ref()
-            .map(|c| c.referenced)
-            .unwrap_or(raw.directory.referenced);
-        err(
+            .map_or(raw.directory.referenced, |c| c.referenced);
+        d.error(
             &at,
             "acme.challenges",
             "http-01 needs acme.http_listen (e.g. \"0.0.0.0:80\")".into(),
         );
     }
+    http_listen
+}
 
-    let p = &raw.preflight;
-    cfg.preflight.enabled = p.enabled.unwrap_or(true);
-    cfg.preflight.public_hostname = public_hostname.map(str::to_owned);
-    for (i, a) in p.public_addresses.iter().enumerate() {
-        match a.value.trim().parse::<IpAddr>() {
-            Ok(ip) => cfg.preflight.public_addresses.push(ip),
-            Err(_) => err(
-                &a.referenced,
-                &format!("acme.preflight.public_addresses[{i}]"),
-                format!("{:?} is not an IP address", a.value),
-            ),
-        }
-    }
-    for (i, ns) in p.nameservers.iter().enumerate() {
-        let text = ns.value.trim();
-        let parsed = text
-            .parse::<SocketAddr>()
-            .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
-        match parsed {
-            Ok(addr) => cfg.preflight.nameservers.push(addr),
-            Err(_) => err(
-                &ns.referenced,
-                &format!("acme.preflight.nameservers[{i}]"),
-                format!("{text:?} is not an IP address or address:port"),
-            ),
-        }
-    }
-    if let Some(Dur(d)) = p.recheck {
-        cfg.preflight.recheck = d.max(Duration::from_millis(100));
-    }
-    if cfg.preflight.enabled
-        && cfg.preflight.public_hostname.is_none()
-        && cfg.preflight.public_addresses.is_empty()
+/// DNS preflight; enabled, it needs something to compare the tenants' records with.
+fn compile_preflight(
+    raw: &RawPreflight,
+    public_hostname: Option<&str>,
+    directory: &Spanned<String>,
+    d: &mut Diags,
+) -> Preflight {
+    let preflight = Preflight {
+        enabled: raw.enabled.unwrap_or(true),
+        public_hostname: public_hostname.map(str::to_owned),
+        public_addresses: d.list(
+            &raw.public_addresses,
+            "acme.preflight.public_addresses",
+            |text| {
+                text.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| format!("{text:?} is not an IP address"))
+            },
+        ),
+        nameservers: d.list(&raw.nameservers, "acme.preflight.nameservers", nameserver),
+        recheck: duration_or(raw.recheck, MIN_RECHECK, DEFAULT_PREFLIGHT_RECHECK),
+    };
+    if preflight.enabled
+        && preflight.public_hostname.is_none()
+        && preflight.public_addresses.is_empty()
     {
-        err(
-            &raw.directory.referenced,
+        d.error(
+            &directory.referenced,
             "acme.preflight",
             "DNS preflight needs public_hostname (top level) or acme.preflight.public_addresses \
              to know what \"points here\" means; or set acme.preflight.enabled: false"
                 .into(),
         );
     }
+    preflight
+}
 
-    let s = &raw.schedule;
-    let sched = &mut cfg.schedule;
-    if let Some(v) = &s.max_concurrent {
-        if v.value == 0 || v.value > 64 {
-            err(
-                &v.referenced,
-                "acme.schedule.max_concurrent",
-                format!("{} is outside 1..=64", v.value),
-            );
-        }
-        sched.max_concurrent = v.value.clamp(1, 64);
+/// A name server as `address:port`, or a bare address on port 53.
+fn nameserver(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{text:?} is not an IP address or address:port"))
+}
+
+/// Order pacing over the defaults.
+fn compile_schedule(raw: &RawSchedule, d: &mut Diags) -> Schedule {
+    let timer = |value: Option<Dur>, default| duration_or(value, MIN_TIMER, default);
+    let backoff_base = timer(raw.backoff_base, DEFAULT_BACKOFF_BASE);
+    Schedule {
+        max_concurrent: d.ranged(
+            raw.max_concurrent.as_ref(),
+            "acme.schedule.max_concurrent",
+            Bounds::Within(1, MAX_CONCURRENT),
+            DEFAULT_MAX_CONCURRENT,
+        ),
+        orders_per_window: d.ranged(
+            raw.orders_per_window.as_ref(),
+            "acme.schedule.orders_per_window",
+            Bounds::AtLeast(1),
+            DEFAULT_ORDERS_PER_WINDOW,
+        ),
+        window: timer(raw.window, DEFAULT_WINDOW),
+        backoff_base,
+        // A cap below the first wait would shorten the waits it is meant to bound.
+        backoff_cap: timer(raw.backoff_cap, DEFAULT_BACKOFF_CAP).max(backoff_base),
+        renew_fraction: compile_renew_fraction(raw.renew_fraction.as_ref(), d),
+        order_timeout: timer(raw.order_timeout, DEFAULT_ORDER_TIMEOUT),
     }
-    if let Some(v) = &s.orders_per_window {
-        if v.value == 0 {
-            err(
-                &v.referenced,
-                "acme.schedule.orders_per_window",
-                "must be at least 1".into(),
-            );
-        }
-        sched.orders_per_window = v.value.max(1);
+}
+
+/// The renewal point, strictly inside the lifetime.
+fn compile_renew_fraction(raw: Option<&Spanned<f64>>, d: &mut Diags) -> Fraction {
+    let Some(v) = raw else {
+        return DEFAULT_FRACTION;
+    };
+    if v.value > 0.0 && v.value < 1.0 {
+        Fraction(((v.value * 1e9) as u64).max(1))
+    } else {
+        d.error(
+            &v.referenced,
+            "acme.schedule.renew_fraction",
+            format!("{} is not between 0 and 1 (exclusive)", v.value),
+        );
+        DEFAULT_FRACTION
     }
-    for (slot, value) in [
-        (&mut sched.window, s.window),
-        (&mut sched.backoff_base, s.backoff_base),
-        (&mut sched.backoff_cap, s.backoff_cap),
-        (&mut sched.order_timeout, s.order_timeout),
-    ] {
-        if let Some(Dur(d)) = value {
-            *slot = d.max(Duration::from_millis(10));
-        }
-    }
-    if sched.backoff_cap < sched.backoff_base {
-        sched.backoff_cap = sched.backoff_base;
-    }
-    if let Some(v) = &s.renew_fraction {
-        if !(v.value > 0.0 && v.value < 1.0) {
-            err(
-                &v.referenced,
-                "acme.schedule.renew_fraction",
-                format!("{} is not between 0 and 1 (exclusive)", v.value),
-            );
-        } else {
-            sched.renew_fraction = Fraction(((v.value * 1e9) as u64).max(1));
-        }
-    }
-    cfg
 }

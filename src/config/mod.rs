@@ -6,6 +6,7 @@
 //! ever sees YAML. Every problem becomes a [`Diagnostic`] naming file, line, column and field.
 
 pub mod acme;
+mod field;
 mod names;
 mod server;
 mod tenant;

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::acme::RawAcme;
+use super::field::{Bounds, Diags, Dur, duration_or, resolve};
 use super::names::normalize_hostname;
 use super::tlsrpt::{RawTlsRpt, TlsRptConfig, compile_tlsrpt};
 use super::{Diagnostic, yaml_diagnostic, yaml_options};
@@ -17,54 +18,15 @@ pub const SERVER_FILE: &str = "mta-stsd.yaml";
 /// Default tenants folder inside the configuration directory.
 pub const TENANTS_DIR: &str = "tenants";
 
-/// A duration written as seconds (`30`) or with a unit (`500ms`, `10s`, `5m`, `1h`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Dur(pub(super) Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Dur;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a duration such as 30, \"500ms\", \"10s\", \"5m\" or \"1h\"")
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Dur, E> {
-                Ok(Dur(Duration::from_secs(v)))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dur, E> {
-                u64::try_from(v)
-                    .map(|s| Dur(Duration::from_secs(s)))
-                    .map_err(|_| E::custom("a duration cannot be negative"))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {
-                parse_duration(v).map(Dur).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
-}
-
-/// Parses `500ms`, `10s`, `5m`, `1h` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (num, unit) = text.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (use e.g. \"10s\", \"500ms\", \"5m\")"))?;
-    match unit.trim() {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        other => Err(format!(
-            "unknown duration unit {other:?} (use ms, s, m or h)"
-        )),
-    }
-}
+/// Shortest connection timeout: shorter values are raised to it, as a timer that fires at
+/// once would close every connection before its first byte.
+const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Smallest request-head cap accepted: below it ordinary clients' requests would be refused.
+const MIN_HEADER_BYTES: usize = 8192;
+/// Default lifetime of an internal leaf, the same as an ACME certificate's.
+const DEFAULT_LEAF_VALIDITY_DAYS: u32 = 90;
+/// Longest internal leaf lifetime: 825 days is the most Apple's TLS clients accept.
+const MAX_LEAF_VALIDITY_DAYS: u32 = 825;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -328,123 +290,100 @@ impl ServerConfig {
 /// Loads `<dir>/mta-stsd.yaml`, returning every problem found.
 pub fn load_server_config(dir: &Path) -> Result<ServerConfig, Vec<Diagnostic>> {
     let file = dir.join(SERVER_FILE);
-    let text = std::fs::read_to_string(&file).map_err(|e| {
+    let raw = read_raw(&file)?;
+    let mut diags = Vec::new();
+    let config = compile(&raw, dir, &mut Diags::new(&file, &mut diags));
+    if diags.is_empty() {
+        Ok(config)
+    } else {
+        Err(diags)
+    }
+}
+
+/// Reads and parses the server file; either failure is the only diagnostic, as nothing
+/// further can be checked.
+fn read_raw(file: &Path) -> Result<RawServer, Vec<Diagnostic>> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
         vec![Diagnostic::error(
-            &file,
+            file,
             0,
             0,
             "",
             format!("cannot read server file: {e}"),
         )]
     })?;
-    let raw: RawServer = serde_saphyr::from_str_with_options(&text, yaml_options())
-        .map_err(|e| vec![yaml_diagnostic(&file, &text, &e)])?;
-    let mut diags = Vec::new();
-    let err =
-        |diags: &mut Vec<Diagnostic>, at: &serde_saphyr::Location, field: &str, msg: String| {
-            diags.push(Diagnostic::error(&file, at.line(), at.column(), field, msg));
-        };
+    serde_saphyr::from_str_with_options(&text, yaml_options())
+        .map_err(|e| vec![yaml_diagnostic(file, &text, &e)])
+}
 
-    let listen = raw.listen.value.parse::<SocketAddr>().unwrap_or_else(|_| {
-        err(
-            &mut diags,
-            &raw.listen.referenced,
-            "listen",
-            format!(
-                "{:?} is not an address:port (e.g. \"0.0.0.0:443\" or \"[::]:443\")",
-                raw.listen.value
-            ),
-        );
-        SocketAddr::from(([127, 0, 0, 1], 0))
-    });
-    let resolve = |p: &str| -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            dir.join(p)
-        }
-    };
+/// Compiles every section in file order, so diagnostics come out in that order too.
+fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
+    let listen = d
+        .address(&raw.listen, "listen", "\"0.0.0.0:443\" or \"[::]:443\"")
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
     if raw.state_dir.value.is_empty() {
-        err(
-            &mut diags,
-            &raw.state_dir.referenced,
-            "state_dir",
-            "is empty".into(),
-        );
+        d.error(&raw.state_dir.referenced, "state_dir", "is empty".into());
     }
-    let state_dir = resolve(&raw.state_dir.value);
+    let state_dir = resolve(dir, &raw.state_dir.value);
     let tenants_dir = raw
         .tenants_dir
         .as_ref()
-        .map(|t| resolve(&t.value))
-        .unwrap_or_else(|| dir.join(TENANTS_DIR));
+        .map_or_else(|| dir.join(TENANTS_DIR), |t| resolve(dir, &t.value));
     let public_hostname = raw.public_hostname.as_ref().and_then(|h| {
         normalize_hostname(&h.value)
-            .map_err(|why| err(&mut diags, &h.referenced, "public_hostname", why))
+            .map_err(|why| d.error(&h.referenced, "public_hostname", why))
             .ok()
     });
+    let issuer = compile_issuer(raw, dir, public_hostname.as_deref(), d);
+    let limits = compile_limits(&raw.limits, d);
+    let tls = TlsSettings {
+        session_resumption: raw.tls.session_resumption.unwrap_or(true),
+    };
+    let admin = raw.admin.as_ref().map(|a| compile_admin(&a.value, dir, d));
+    let reload = compile_reload(&raw.reload);
+    let tlsrpt = compile_tlsrpt(
+        raw.tlsrpt.as_ref(),
+        &state_dir,
+        dir,
+        public_hostname.as_deref(),
+        d,
+    );
+    ServerConfig {
+        dir: dir.to_path_buf(),
+        file: d.file().to_path_buf(),
+        listen,
+        state_dir,
+        tenants_dir,
+        public_hostname,
+        issuer,
+        limits,
+        tls,
+        admin,
+        reload,
+        tlsrpt,
+    }
+}
 
+/// The issuer named by `issuer:` from its section, and an error for an `acme:` section that
+/// another issuer would silently ignore.
+fn compile_issuer(
+    raw: &RawServer,
+    dir: &Path,
+    public_hostname: Option<&str>,
+    d: &mut Diags,
+) -> IssuerConfig {
     let issuer = match raw.issuer.value {
-        IssuerKind::Internal => {
-            let days = raw
-                .internal
-                .as_ref()
-                .and_then(|i| i.leaf_validity_days.as_ref())
-                .map(|d| {
-                    if d.value == 0 || d.value > 825 {
-                        err(
-                            &mut diags,
-                            &d.referenced,
-                            "internal.leaf_validity_days",
-                            format!("{} is outside 1..=825", d.value),
-                        );
-                    }
-                    d.value
-                })
-                .unwrap_or(90);
-            IssuerConfig::Internal {
-                leaf_validity: Duration::from_secs(u64::from(days) * 86_400),
-            }
-        }
-        IssuerKind::Files => match &raw.files {
-            Some(files) => IssuerConfig::Files {
-                dir: resolve(&files.value.dir),
-                cert_file: files
-                    .value
-                    .cert_file
-                    .clone()
-                    .unwrap_or_else(|| "tls.crt".into()),
-                key_file: files
-                    .value
-                    .key_file
-                    .clone()
-                    .unwrap_or_else(|| "tls.key".into()),
-            },
-            None => {
-                err(
-                    &mut diags,
-                    &raw.issuer.referenced,
-                    "files",
-                    "issuer \"files\" needs a files: section with dir:".into(),
-                );
-                IssuerConfig::Files {
-                    dir: PathBuf::new(),
-                    cert_file: String::new(),
-                    key_file: String::new(),
-                }
-            }
-        },
+        IssuerKind::Internal => compile_internal(raw.internal.as_ref(), d),
+        IssuerKind::Files => compile_files(raw, dir, d),
         IssuerKind::Acme => match &raw.acme {
             Some(acme) => IssuerConfig::Acme(Box::new(super::acme::compile(
                 &acme.value,
-                public_hostname.as_deref(),
-                &resolve,
-                &mut |at, field, msg| err(&mut diags, at, field, msg),
+                public_hostname,
+                dir,
+                d,
             ))),
             None => {
-                err(
-                    &mut diags,
+                d.error(
                     &raw.issuer.referenced,
                     "acme",
                     "issuer \"acme\" needs an acme: section with at least directory: and contact:"
@@ -454,133 +393,99 @@ pub fn load_server_config(dir: &Path) -> Result<ServerConfig, Vec<Diagnostic>> {
             }
         },
     };
-
-    if raw.acme.is_some() && raw.issuer.value != IssuerKind::Acme {
-        let at = &raw
-            .acme
-            .as_ref()
-            .map(|a| a.referenced)
-            .unwrap_or(raw.issuer.referenced);
-        err(
-            &mut diags,
-            at,
+    if let Some(acme) = &raw.acme
+        && raw.issuer.value != IssuerKind::Acme
+    {
+        d.error(
+            &acme.referenced,
             "acme",
             "an acme: section needs issuer: acme".into(),
         );
     }
+    issuer
+}
 
-    let mut limits = Limits::default();
-    let l = &raw.limits;
-    if let Some(v) = &l.max_connections {
-        if v.value == 0 {
-            err(
-                &mut diags,
-                &v.referenced,
-                "limits.max_connections",
-                "must be at least 1".into(),
-            );
-        }
-        limits.max_connections = v.value.max(1);
-    }
-    if let Some(v) = &l.max_header_bytes {
-        if v.value < 8192 {
-            err(
-                &mut diags,
-                &v.referenced,
-                "limits.max_header_bytes",
-                "must be at least 8192".into(),
-            );
-        }
-        limits.max_header_bytes = v.value.max(8192);
-    }
-    for (slot, value) in [
-        (&mut limits.handshake_timeout, l.handshake_timeout),
-        (&mut limits.header_read_timeout, l.header_read_timeout),
-        (&mut limits.idle_timeout, l.idle_timeout),
-        (&mut limits.max_connection_age, l.max_connection_age),
-        (&mut limits.shutdown_grace, l.shutdown_grace),
-    ] {
-        if let Some(Dur(d)) = value {
-            *slot = d.max(Duration::from_millis(10));
-        }
-    }
-
-    let tls = TlsSettings {
-        session_resumption: raw.tls.session_resumption.unwrap_or(true),
-    };
-    let admin = raw.admin.as_ref().map(|a| {
-        let listen = match &a.value.listen {
-            Some(l) => l.value.parse::<SocketAddr>().unwrap_or_else(|_| {
-                err(
-                    &mut diags,
-                    &l.referenced,
-                    "admin.listen",
-                    format!(
-                        "{:?} is not an address:port (e.g. \"127.0.0.1:9180\")",
-                        l.value
-                    ),
-                );
-                SocketAddr::from(([127, 0, 0, 1], 0))
-            }),
-            None => DEFAULT_ADMIN_LISTEN
-                .parse()
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9180))),
-        };
-        AdminConfig {
-            listen,
-            token_file: a.value.token_file.as_deref().map(resolve),
-        }
-    });
-    let reload = ReloadConfig {
-        watch: raw.reload.watch.unwrap_or(true),
-        debounce: raw
-            .reload
-            .debounce
-            .map(|Dur(d)| d)
-            .unwrap_or(DEFAULT_DEBOUNCE),
-    };
-    let tlsrpt = compile_tlsrpt(
-        raw.tlsrpt.as_ref(),
-        &state_dir,
-        &resolve,
-        &mut |at, field, msg| err(&mut diags, at, field, msg),
+/// `issuer: internal`, with its optional `internal:` section.
+fn compile_internal(raw: Option<&RawInternal>, d: &mut Diags) -> IssuerConfig {
+    let days = d.ranged(
+        raw.and_then(|i| i.leaf_validity_days.as_ref()),
+        "internal.leaf_validity_days",
+        Bounds::Within(1, MAX_LEAF_VALIDITY_DAYS),
+        DEFAULT_LEAF_VALIDITY_DAYS,
     );
-    if let Some(host) = &tlsrpt.report_host
-        && public_hostname.as_deref() == Some(host.as_str())
-    {
-        // The report host gets its own certificate; sharing the CNAME target's name would
-        // make one host answer both policy and report requests.
-        if let Some(h) = raw
-            .tlsrpt
-            .as_ref()
-            .and_then(|t| t.value.report_host.as_ref())
-        {
-            err(
-                &mut diags,
-                &h.referenced,
-                "tlsrpt.report_host",
-                "must differ from public_hostname".into(),
-            );
-        }
+    IssuerConfig::Internal {
+        leaf_validity: Duration::from_secs(u64::from(days) * 86_400),
     }
+}
 
-    if diags.is_empty() {
-        Ok(ServerConfig {
-            dir: dir.to_path_buf(),
-            file,
-            listen,
-            state_dir,
-            tenants_dir,
-            public_hostname,
-            issuer,
-            limits,
-            tls,
-            admin,
-            reload,
-            tlsrpt,
-        })
-    } else {
-        Err(diags)
+/// `issuer: files`, which needs its `files:` section.
+fn compile_files(raw: &RawServer, dir: &Path, d: &mut Diags) -> IssuerConfig {
+    let Some(files) = &raw.files else {
+        d.error(
+            &raw.issuer.referenced,
+            "files",
+            "issuer \"files\" needs a files: section with dir:".into(),
+        );
+        return IssuerConfig::Files {
+            dir: PathBuf::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
+        };
+    };
+    let files = &files.value;
+    IssuerConfig::Files {
+        dir: resolve(dir, &files.dir),
+        cert_file: files.cert_file.clone().unwrap_or_else(|| "tls.crt".into()),
+        key_file: files.key_file.clone().unwrap_or_else(|| "tls.key".into()),
+    }
+}
+
+/// The `limits:` section over [`Limits::default`].
+fn compile_limits(raw: &RawLimits, d: &mut Diags) -> Limits {
+    let def = Limits::default();
+    let timeout = |value: Option<Dur>, default| duration_or(value, MIN_TIMEOUT, default);
+    Limits {
+        max_connections: d.ranged(
+            raw.max_connections.as_ref(),
+            "limits.max_connections",
+            Bounds::AtLeast(1),
+            def.max_connections,
+        ),
+        handshake_timeout: timeout(raw.handshake_timeout, def.handshake_timeout),
+        header_read_timeout: timeout(raw.header_read_timeout, def.header_read_timeout),
+        idle_timeout: timeout(raw.idle_timeout, def.idle_timeout),
+        max_connection_age: timeout(raw.max_connection_age, def.max_connection_age),
+        max_header_bytes: d.ranged(
+            raw.max_header_bytes.as_ref(),
+            "limits.max_header_bytes",
+            Bounds::AtLeast(MIN_HEADER_BYTES),
+            def.max_header_bytes,
+        ),
+        shutdown_grace: timeout(raw.shutdown_grace, def.shutdown_grace),
+    }
+}
+
+/// The `admin:` section.
+fn compile_admin(raw: &RawAdmin, dir: &Path, d: &mut Diags) -> AdminConfig {
+    let listen = match &raw.listen {
+        Some(l) => d
+            .address(l, "admin.listen", "\"127.0.0.1:9180\"")
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+        None => DEFAULT_ADMIN_LISTEN
+            .parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9180))),
+    };
+    AdminConfig {
+        listen,
+        token_file: raw.token_file.as_deref().map(|p| resolve(dir, p)),
+    }
+}
+
+/// The `reload:` section; every value is valid, so nothing is reported.
+fn compile_reload(raw: &RawReload) -> ReloadConfig {
+    ReloadConfig {
+        watch: raw.watch.unwrap_or(true),
+        debounce: duration_or(raw.debounce, Duration::ZERO, DEFAULT_DEBOUNCE),
     }
 }
 
@@ -634,16 +539,6 @@ mod tests {
             found.iter().any(|(_, f)| *f == "acme.preflight"),
             "{found:?}"
         );
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert!(parse_duration("7 days").is_err());
-        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

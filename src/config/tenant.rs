@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::field::Diags;
 use super::names::{normalize_hostname, normalize_mx_pattern, validate_rua};
 use super::{Diagnostic, yaml_diagnostic, yaml_options};
 use crate::policy::{MAX_AGE_LIMIT, Mode, Policy};
@@ -180,149 +181,20 @@ pub fn parse_tenants(path: &Path, text: &str) -> FileTenants {
     out
 }
 
+/// Validates one tenant, part by part in file order; `None` when any part has an error.
 fn compile(
     path: &Path,
     prefix: &str,
     raw: RawTenant,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Tenant> {
-    let start = diags.iter().filter(|d| d.is_error()).count();
-    let err =
-        |diags: &mut Vec<Diagnostic>, at: &serde_saphyr::Location, field: &str, msg: String| {
-            diags.push(Diagnostic::error(
-                path,
-                at.line(),
-                at.column(),
-                &format!("{prefix}{field}"),
-                msg,
-            ));
-        };
-    let warn =
-        |diags: &mut Vec<Diagnostic>, at: &serde_saphyr::Location, field: &str, msg: String| {
-            diags.push(Diagnostic::warning(
-                path,
-                at.line(),
-                at.column(),
-                &format!("{prefix}{field}"),
-                msg,
-            ));
-        };
-
-    let line = raw.domain.referenced.line();
-    let column = raw.domain.referenced.column();
-    let domain = match normalize_hostname(&raw.domain.value) {
-        Ok(domain) => {
-            if domain.starts_with("mta-sts.") {
-                warn(
-                    diags,
-                    &raw.domain.referenced,
-                    "domain",
-                    format!(
-                        "{domain:?} starts with \"mta-sts.\": the policy host will be \"mta-sts.{domain}\"; give the mail domain itself"
-                    ),
-                );
-            }
-            Some(domain)
-        }
-        Err(why) => {
-            err(diags, &raw.domain.referenced, "domain", why);
-            None
-        }
-    };
-
+    let mut d = Diags::with_prefix(path, prefix, diags);
+    let domain = compile_domain(&raw.domain, &mut d);
     let mode = raw.mode.value;
-    let mut mx = Vec::new();
-    match &raw.mx {
-        Some(list) => {
-            for (i, item) in list.value.iter().enumerate() {
-                match normalize_mx_pattern(&item.value) {
-                    Ok(pattern) if mx.contains(&pattern) => err(
-                        diags,
-                        &item.referenced,
-                        &format!("mx[{i}]"),
-                        format!("duplicate MX pattern {pattern:?}"),
-                    ),
-                    Ok(pattern) => mx.push(pattern),
-                    Err(why) => err(diags, &item.referenced, &format!("mx[{i}]"), why),
-                }
-            }
-            if list.value.is_empty() && mode != Mode::None {
-                err(
-                    diags,
-                    &list.referenced,
-                    "mx",
-                    format!("at least one MX pattern is required in mode {mode}"),
-                );
-            }
-        }
-        None if mode != Mode::None => err(
-            diags,
-            &raw.mode.referenced,
-            "mx",
-            format!("missing: at least one MX pattern is required in mode {mode}"),
-        ),
-        None => {}
-    }
-
-    let max_age = match &raw.max_age {
-        Some(value) => {
-            let v = value.value;
-            if v > MAX_AGE_LIMIT {
-                err(
-                    diags,
-                    &value.referenced,
-                    "max_age",
-                    format!("{v} is above the RFC 8461 limit of {MAX_AGE_LIMIT} seconds"),
-                );
-            } else if mode == Mode::Enforce && v < WARN_MAX_AGE_ENFORCE {
-                warn(
-                    diags,
-                    &value.referenced,
-                    "max_age",
-                    format!(
-                        "{v} seconds is short for enforce mode; at least {WARN_MAX_AGE_ENFORCE} (one week) is recommended"
-                    ),
-                );
-            } else if v < WARN_MAX_AGE {
-                warn(
-                    diags,
-                    &value.referenced,
-                    "max_age",
-                    format!(
-                        "{v} seconds is less than a day; senders will re-fetch often and be less protected"
-                    ),
-                );
-            }
-            v
-        }
-        None => DEFAULT_MAX_AGE,
-    };
-
-    let mut rua = Vec::new();
-    if let Some(tlsrpt) = &raw.tlsrpt {
-        for (i, uri) in tlsrpt.value.rua.iter().enumerate() {
-            match validate_rua(&uri.value) {
-                Ok(u) if rua.contains(&u) => err(
-                    diags,
-                    &uri.referenced,
-                    &format!("tlsrpt.rua[{i}]"),
-                    format!("duplicate URI {u:?}"),
-                ),
-                Ok(u) => rua.push(u),
-                Err(why) => err(diags, &uri.referenced, &format!("tlsrpt.rua[{i}]"), why),
-            }
-        }
-        if tlsrpt.value.rua.is_empty() {
-            err(
-                diags,
-                &tlsrpt.referenced,
-                "tlsrpt.rua",
-                "needs at least one mailto: or https: URI (or remove tlsrpt)".into(),
-            );
-        }
-    }
-
-    if diags.iter().filter(|d| d.is_error()).count() > start {
+    let mx = compile_mx(&raw, &mut d);
+    let max_age = compile_max_age(raw.max_age.as_ref(), mode, &mut d);
+    let rua = compile_rua(raw.tlsrpt.as_ref(), &mut d);
+    if d.has_errors() {
         return None;
     }
     let domain = domain?;
@@ -332,9 +204,98 @@ fn compile(
         policy: Policy::new(mode, mx, max_age),
         rua,
         source: path.to_path_buf(),
-        line,
-        column,
+        line: raw.domain.referenced.line(),
+        column: raw.domain.referenced.column(),
     })
+}
+
+/// The mail domain, warning when the operator gave the policy host instead.
+fn compile_domain(raw: &Spanned<String>, d: &mut Diags) -> Option<String> {
+    let domain = normalize_hostname(&raw.value)
+        .map_err(|why| d.error(&raw.referenced, "domain", why))
+        .ok()?;
+    if domain.starts_with("mta-sts.") {
+        d.warning(
+            &raw.referenced,
+            "domain",
+            format!(
+                "{domain:?} starts with \"mta-sts.\": the policy host will be \"mta-sts.{domain}\"; give the mail domain itself"
+            ),
+        );
+    }
+    Some(domain)
+}
+
+/// The MX patterns, required unless the mode is `none`.
+fn compile_mx(raw: &RawTenant, d: &mut Diags) -> Vec<String> {
+    let mode = raw.mode.value;
+    let Some(list) = &raw.mx else {
+        if mode != Mode::None {
+            d.error(
+                &raw.mode.referenced,
+                "mx",
+                format!("missing: at least one MX pattern is required in mode {mode}"),
+            );
+        }
+        return Vec::new();
+    };
+    let mx = d.unique_list(&list.value, "mx", "MX pattern", normalize_mx_pattern);
+    if list.value.is_empty() && mode != Mode::None {
+        d.error(
+            &list.referenced,
+            "mx",
+            format!("at least one MX pattern is required in mode {mode}"),
+        );
+    }
+    mx
+}
+
+/// `max_age`: above the RFC limit an error; short for the mode a warning.
+fn compile_max_age(raw: Option<&Spanned<u64>>, mode: Mode, d: &mut Diags) -> u64 {
+    let Some(value) = raw else {
+        return DEFAULT_MAX_AGE;
+    };
+    let (v, at) = (value.value, &value.referenced);
+    if v > MAX_AGE_LIMIT {
+        d.error(
+            at,
+            "max_age",
+            format!("{v} is above the RFC 8461 limit of {MAX_AGE_LIMIT} seconds"),
+        );
+    } else if mode == Mode::Enforce && v < WARN_MAX_AGE_ENFORCE {
+        d.warning(
+            at,
+            "max_age",
+            format!(
+                "{v} seconds is short for enforce mode; at least {WARN_MAX_AGE_ENFORCE} (one week) is recommended"
+            ),
+        );
+    } else if v < WARN_MAX_AGE {
+        d.warning(
+            at,
+            "max_age",
+            format!(
+                "{v} seconds is less than a day; senders will re-fetch often and be less protected"
+            ),
+        );
+    }
+    v
+}
+
+/// The tenant's TLS-RPT addresses; a `tlsrpt:` section must name at least one.
+fn compile_rua(raw: Option<&Spanned<RawTlsRpt>>, d: &mut Diags) -> Vec<String> {
+    let Some(tlsrpt) = raw else {
+        return Vec::new();
+    };
+    let rua = d.unique_list(&tlsrpt.value.rua, "tlsrpt.rua", "URI", validate_rua);
+    if tlsrpt.value.rua.is_empty() {
+        d.error(
+            &tlsrpt.referenced,
+            "tlsrpt.rua",
+            "needs at least one mailto: or https: URI (or remove tlsrpt)".into(),
+        );
+    }
+    rua
 }
 
 /// The tenant files of a directory: `*.yaml` and `*.yml`, hidden names skipped (Kubernetes

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::field::{Bounds, Diags, resolve};
 use super::names::normalize_hostname;
 
 /// Path prefix of the HTTPS intake; the tenant domain follows.
@@ -70,7 +71,7 @@ impl Default for MailAuthPolicy {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTlsRpt {
     #[serde(default)]
-    pub(super) report_host: Option<Spanned<String>>,
+    report_host: Option<Spanned<String>>,
     #[serde(default)]
     publish_endpoint: Option<Spanned<bool>>,
     #[serde(default)]
@@ -102,6 +103,8 @@ pub const TLSRPT_DATABASE: &str = "tlsrpt.sqlite3";
 pub const DEFAULT_RETENTION_DAYS: u32 = 400;
 /// Longest retention accepted (ten years); beyond that the database only grows.
 const MAX_RETENTION_DAYS: u32 = 3650;
+/// Longest observation period before enforce that may be asked for: a year.
+const MAX_MIN_DAYS: u32 = 365;
 /// Smallest cap on a report body: the RFC's example report gzips to a few hundred bytes, and
 /// a cap below this would refuse real reports.
 const MIN_REPORT_CAP: usize = 4096;
@@ -157,124 +160,157 @@ pub fn report_uri(report_host: &str, domain: &str) -> String {
     format!("https://{report_host}{REPORT_PATH_PREFIX}{domain}")
 }
 
-/// Compiles the `tlsrpt:` section (or its absence) into a [`TlsRptConfig`], reporting each
-/// problem through `err` with the field's position.
+/// Compiles the `tlsrpt:` section (or its absence) into a [`TlsRptConfig`], part by part in
+/// file order, reporting each problem to `d` with the field's position.
 pub(super) fn compile_tlsrpt(
     raw: Option<&Spanned<RawTlsRpt>>,
     state_dir: &Path,
-    resolve: &dyn Fn(&str) -> PathBuf,
-    err: &mut dyn FnMut(&serde_saphyr::Location, &str, String),
+    dir: &Path,
+    public_hostname: Option<&str>,
+    d: &mut Diags,
 ) -> TlsRptConfig {
-    let mut cfg = TlsRptConfig::defaults(state_dir);
     let Some(raw) = raw.map(|r| &r.value) else {
-        return cfg;
+        return TlsRptConfig::defaults(state_dir);
     };
-    if let Some(h) = &raw.report_host {
-        match normalize_hostname(&h.value) {
-            Ok(host) if host.starts_with("mta-sts.") => err(
+    let cfg = TlsRptConfig {
+        report_host: compile_report_host(raw.report_host.as_ref(), d),
+        publish_endpoint: compile_publish_endpoint(raw, d),
+        database: compile_database(raw.database.as_ref(), state_dir, dir, d),
+        limits: compile_report_limits(raw, d),
+        retention_days: d.ranged(
+            raw.retention_days.as_ref(),
+            "tlsrpt.retention_days",
+            Bounds::Within(1, MAX_RETENTION_DAYS),
+            DEFAULT_RETENTION_DAYS,
+        ),
+        min_days_for_enforce: d.ranged(
+            raw.min_days_for_enforce.as_ref(),
+            "tlsrpt.min_days_for_enforce",
+            Bounds::Within(1, MAX_MIN_DAYS),
+            DEFAULT_MIN_DAYS,
+        ),
+        mail: raw
+            .mail
+            .as_ref()
+            .map_or_else(MailAuthPolicy::default, |m| compile_mail(m, d)),
+    };
+    if let (Some(host), Some(h)) = (&cfg.report_host, &raw.report_host)
+        && public_hostname == Some(host.as_str())
+    {
+        // The report host gets its own certificate; sharing the CNAME target's name would
+        // make one host answer both policy and report requests.
+        let message = "must differ from public_hostname".into();
+        d.error(&h.referenced, "tlsrpt.report_host", message);
+    }
+    cfg
+}
+
+/// The report host: a host name of the operator's own, never a tenant's policy host.
+fn compile_report_host(raw: Option<&Spanned<String>>, d: &mut Diags) -> Option<String> {
+    let h = raw?;
+    match normalize_hostname(&h.value) {
+        Ok(host) if host.starts_with("mta-sts.") => {
+            d.error(
                 &h.referenced,
                 "tlsrpt.report_host",
                 format!(
                     "{host:?} looks like a tenant policy host; use a host of your own, e.g. tlsrpt.operator.example"
                 ),
-            ),
-            Ok(host) => cfg.report_host = Some(host),
-            Err(why) => err(&h.referenced, "tlsrpt.report_host", why),
-        }
-    }
-    if let Some(p) = &raw.publish_endpoint {
-        cfg.publish_endpoint = p.value;
-        if p.value && raw.report_host.is_none() {
-            err(
-                &p.referenced,
-                "tlsrpt.publish_endpoint",
-                "needs tlsrpt.report_host: the endpoint is https://<report_host>/tlsrpt/<domain>"
-                    .into(),
             );
+            None
+        }
+        Ok(host) => Some(host),
+        Err(why) => {
+            d.error(&h.referenced, "tlsrpt.report_host", why);
+            None
         }
     }
-    if let Some(d) = &raw.database {
-        if d.value.is_empty() {
-            err(&d.referenced, "tlsrpt.database", "is empty".into());
-        }
-        cfg.database = resolve(&d.value);
+}
+
+/// Whether to publish the endpoint, which only exists with a report host.
+fn compile_publish_endpoint(raw: &RawTlsRpt, d: &mut Diags) -> bool {
+    let Some(p) = &raw.publish_endpoint else {
+        return false;
+    };
+    if p.value && raw.report_host.is_none() {
+        d.error(
+            &p.referenced,
+            "tlsrpt.publish_endpoint",
+            "needs tlsrpt.report_host: the endpoint is https://<report_host>/tlsrpt/<domain>"
+                .into(),
+        );
     }
-    for (value, field, slot) in [
-        (
-            &raw.max_compressed_bytes,
+    p.value
+}
+
+/// The database path; in the state directory unless named.
+fn compile_database(
+    raw: Option<&Spanned<String>>,
+    state_dir: &Path,
+    dir: &Path,
+    d: &mut Diags,
+) -> PathBuf {
+    let Some(db) = raw else {
+        return state_dir.join(TLSRPT_DATABASE);
+    };
+    if db.value.is_empty() {
+        d.error(&db.referenced, "tlsrpt.database", "is empty".into());
+    }
+    resolve(dir, &db.value)
+}
+
+/// Both size caps, and the decompressed one no smaller than the compressed one.
+fn compile_report_limits(raw: &RawTlsRpt, d: &mut Diags) -> ReportLimits {
+    let caps = Bounds::Within(MIN_REPORT_CAP, MAX_REPORT_CAP);
+    let limits = ReportLimits {
+        max_compressed: d.ranged(
+            raw.max_compressed_bytes.as_ref(),
             "tlsrpt.max_compressed_bytes",
-            &mut cfg.limits.max_compressed,
+            caps,
+            DEFAULT_MAX_COMPRESSED,
         ),
-        (
-            &raw.max_decompressed_bytes,
+        max_decompressed: d.ranged(
+            raw.max_decompressed_bytes.as_ref(),
             "tlsrpt.max_decompressed_bytes",
-            &mut cfg.limits.max_decompressed,
+            caps,
+            DEFAULT_MAX_DECOMPRESSED,
         ),
-    ] {
-        if let Some(v) = value {
-            if !(MIN_REPORT_CAP..=MAX_REPORT_CAP).contains(&v.value) {
-                err(
-                    &v.referenced,
-                    field,
-                    format!("{} is outside {MIN_REPORT_CAP}..={MAX_REPORT_CAP}", v.value),
-                );
-            }
-            *slot = v.value.clamp(MIN_REPORT_CAP, MAX_REPORT_CAP);
-        }
-    }
-    if let (Some(c), Some(d)) = (&raw.max_compressed_bytes, &raw.max_decompressed_bytes)
-        && d.value < c.value
+    };
+    if let (Some(c), Some(z)) = (&raw.max_compressed_bytes, &raw.max_decompressed_bytes)
+        && z.value < c.value
     {
-        err(
-            &d.referenced,
+        d.error(
+            &z.referenced,
             "tlsrpt.max_decompressed_bytes",
             format!(
                 "{} is smaller than max_compressed_bytes ({}): a plain JSON report at the compressed cap would be refused",
-                d.value, c.value
+                z.value, c.value
             ),
         );
     }
-    if let Some(v) = &raw.retention_days {
-        if v.value == 0 || v.value > MAX_RETENTION_DAYS {
-            err(
-                &v.referenced,
-                "tlsrpt.retention_days",
-                format!("{} is outside 1..={MAX_RETENTION_DAYS}", v.value),
-            );
-        }
-        cfg.retention_days = v.value.clamp(1, MAX_RETENTION_DAYS);
-    }
-    if let Some(v) = &raw.min_days_for_enforce {
-        if v.value == 0 || v.value > 365 {
-            err(
-                &v.referenced,
-                "tlsrpt.min_days_for_enforce",
-                format!("{} is outside 1..=365", v.value),
-            );
-        }
-        cfg.min_days_for_enforce = v.value.clamp(1, 365);
-    }
-    if let Some(mail) = &raw.mail {
-        for (i, id) in mail.trusted_authserv_ids.iter().enumerate() {
-            let value = id.value.trim();
+    limits
+}
+
+/// The DKIM policy for mailed reports.
+fn compile_mail(raw: &RawTlsRptMail, d: &mut Diags) -> MailAuthPolicy {
+    let trusted_authserv_ids = d.list(
+        &raw.trusted_authserv_ids,
+        "tlsrpt.mail.trusted_authserv_ids",
+        |text| {
+            let value = text.trim();
             if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == ';') {
-                err(
-                    &id.referenced,
-                    &format!("tlsrpt.mail.trusted_authserv_ids[{i}]"),
-                    format!(
-                        "{:?} is not an authserv-id (the first token of an Authentication-Results header, usually the MTA's host name)",
-                        id.value
-                    ),
-                );
+                Err(format!(
+                    "{text:?} is not an authserv-id (the first token of an Authentication-Results header, usually the MTA's host name)"
+                ))
             } else {
-                cfg.mail
-                    .trusted_authserv_ids
-                    .push(value.to_ascii_lowercase());
+                Ok(value.to_ascii_lowercase())
             }
-        }
-        if let Some(require) = mail.require_dkim_pass {
-            cfg.mail.require_dkim_pass = require;
-        }
+        },
+    );
+    MailAuthPolicy {
+        trusted_authserv_ids,
+        require_dkim_pass: raw
+            .require_dkim_pass
+            .unwrap_or(MailAuthPolicy::default().require_dkim_pass),
     }
-    cfg
 }
