@@ -22,7 +22,7 @@ pub use server::{
     ServerConfig, TENANTS_DIR, TlsSettings, load_server_config,
 };
 pub use tenant::{
-    FileTenants, Tenant, TenantSet, assemble, assemble_shared, is_tenant_file, load_tenant_dir,
+    FileTenants, Tenant, TenantSet, assemble, assemble_shared, is_tenant_file, is_tenant_file_name,
     load_tenant_file, parse_tenants,
 };
 pub use tlsrpt::{

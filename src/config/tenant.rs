@@ -89,13 +89,6 @@ pub struct Tenant {
     pub column: u64,
 }
 
-impl Tenant {
-    /// The `_smtp._tls` TXT value for this tenant's own addresses, if it has any.
-    pub fn tlsrpt_txt_value(&self) -> Option<String> {
-        crate::policy::tlsrpt_txt_value(&self.rua)
-    }
-}
-
 /// What one file yielded: the tenants that validated and every diagnostic.
 #[derive(Clone, Debug, Default)]
 pub struct FileTenants {
@@ -298,28 +291,21 @@ fn compile_rua(raw: Option<&Spanned<RawTlsRpt>>, d: &mut Diags) -> Vec<String> {
     rua
 }
 
-/// The tenant files of a directory: `*.yaml` and `*.yml`, hidden names skipped (Kubernetes
-/// keeps `..data` and timestamped folders beside the visible links), sorted by name so
-/// "first definition wins" is the same on every machine.
-pub fn load_tenant_dir(dir: &Path) -> Result<Vec<FileTenants>, Diagnostic> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        Diagnostic::error(dir, 0, 0, "", format!("cannot read tenants directory: {e}"))
-    })?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| is_tenant_file(p))
-        .collect();
-    paths.sort();
-    Ok(paths.iter().map(|p| load_tenant_file(p)).collect())
+/// Whether a directory entry's name is a tenant file's: `*.yaml` or `*.yml`, hidden names
+/// skipped (Kubernetes keeps `..data` and timestamped folders beside the visible links, editors
+/// their `.a.yaml.swp`). The tenant cache reads such files in path order, so "first definition
+/// wins" is the same on every machine.
+pub fn is_tenant_file_name(name: &str) -> bool {
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
-/// Whether a path names a tenant file by the directory conventions above.
+/// Whether a path is a tenant file: a tenant file's name ([`is_tenant_file_name`]) on a
+/// regular file.
 pub fn is_tenant_file(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-        return false;
-    };
-    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml")) && path.is_file()
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(is_tenant_file_name)
+        && path.is_file()
 }
 
 /// The validated tenant table of a whole configuration.

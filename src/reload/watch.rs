@@ -45,8 +45,7 @@ fn widen(scope: &mut Scope, event: &notify::Event, tenants_dir: &Path) {
     }
     for path in &event.paths {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let tenant_name =
-            !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"));
+        let tenant_name = crate::config::is_tenant_file_name(name);
         if path.parent() == Some(tenants_dir) && tenant_name {
             files.insert(path.clone());
         } else if (path.parent() == Some(tenants_dir) && name.starts_with(".."))
