@@ -5,22 +5,17 @@
 //! Requests on the TLS-RPT report host never come here: the server hands those connections to
 //! [`crate::tlsrpt::HttpsIntake`].
 
-use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::registry::Registry;
+pub use crate::util::http::{Body, TEXT_PLAIN, request_host, text};
 
 /// The one path a policy is served at (RFC 8461 §3.2).
 pub const POLICY_PATH: &str = "/.well-known/mta-sts.txt";
-/// `Content-Type` of policies and error bodies (RFC 8461 §3.2; real senders insist on it).
-pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 /// Short caching for shared fetchers; senders themselves must not cache (§3.3).
 pub const CACHE_CONTROL_VALUE: &str = "max-age=60";
-
-/// The response body type of every route.
-pub type Body = Full<Bytes>;
 
 /// Routes one request. `sni` is the name the TLS client asked for.
 pub fn handle<B>(registry: &Registry, sni: Option<&str>, req: &Request<B>) -> Response<Body> {
@@ -65,42 +60,12 @@ pub fn handle<B>(registry: &Registry, sni: Option<&str>, req: &Request<B>) -> Re
     resp
 }
 
-/// The request's host without port or trailing dot, lowercased: the h2 `:authority` or the
-/// HTTP/1.1 `Host` header.
-pub fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = match req.uri().authority() {
-        Some(authority) => authority.host().to_owned(),
-        None => {
-            let value = req.headers().get(HOST)?.to_str().ok()?;
-            let value = value.trim();
-            match value.rsplit_once(':') {
-                Some((host, port))
-                    if !host.contains(']') && port.bytes().all(|b| b.is_ascii_digit()) =>
-                {
-                    host.to_owned()
-                }
-                _ => value.to_owned(),
-            }
-        }
-    };
-    let host = raw.trim_end_matches('.').to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
-}
-
-/// A short plain-text response.
-pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
-    resp
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::parse_tenants;
     use crate::registry::Snapshot;
+    use http::header::HOST;
     use std::path::Path;
     use std::sync::Arc;
 

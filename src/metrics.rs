@@ -207,7 +207,7 @@ impl Collector for StateCollector {
         encode_readiness(&mut enc, &tenants, &certs, now)?;
         encode_certificates(&mut enc, &tenants, &certs)?;
 
-        encode_reload_status(&mut enc, &s.metrics, &s.reloader.status())?;
+        encode_reload_status(&mut enc, &s.reloader.status())?;
         if let Some(tlsrpt) = &s.tlsrpt {
             encode_tlsrpt_intake(&mut enc, tlsrpt)?;
             encode_tlsrpt_window(&mut enc, tlsrpt)?;
@@ -404,7 +404,6 @@ fn encode_certificates(
 /// tenants, and whether a restart is pending.
 fn encode_reload_status(
     enc: &mut DescriptorEncoder,
-    metrics: &Metrics,
     status: &ReloadStatus,
 ) -> Result<(), std::fmt::Error> {
     single(
@@ -412,7 +411,7 @@ fn encode_reload_status(
         "mta_stsd_last_reload_success_timestamp_seconds",
         "Unix time of the last reload (or start) that applied without configuration errors",
         MetricType::Gauge,
-        ConstGauge::new(metrics.last_reload_success()),
+        ConstGauge::new(status.last_success.unwrap_or(0)),
     )?;
     let errors = status.errors_per_file();
     family(

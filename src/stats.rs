@@ -1,11 +1,11 @@
 //! Counters and histograms the daemon's parts increment: the listener's connection and
 //! response counts, per-tenant requests, request durations, reloads and ACME orders.
 //!
-//! Every part is handed these at construction and only writes them; [`crate::metrics`] is
+//! Every part is handed these at construction and only writes them; the metrics module is
 //! the one reader. Nothing here knows the snapshot, the reloader or the exposition format.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -133,7 +133,6 @@ impl DurationHistogram {
 pub struct Metrics {
     acme_orders: Family<StaticLabels, Counter>,
     reloads: Family<StaticLabels, Counter>,
-    last_reload_success: AtomicI64,
 }
 
 /// How a reload ended, for `mta_stsd_reloads_total{result}`.
@@ -181,14 +180,12 @@ impl Metrics {
         }
     }
 
-    /// Counts one reload; a success also sets the last-success time.
-    pub fn reload(&self, result: ReloadResult, now: i64) {
+    /// Counts one reload. (The time of the last clean one is the reloader's
+    /// `ReloadStatus::last_success`, its one owner.)
+    pub fn reload(&self, result: ReloadResult) {
         self.reloads
             .get_or_create(&vec![("result", result.as_str())])
             .inc();
-        if result == ReloadResult::Success {
-            self.last_reload_success.store(now, Ordering::Relaxed);
-        }
     }
 
     /// The ACME order counters, for the exporter to register.
@@ -199,11 +196,6 @@ impl Metrics {
     /// The reload counters, for the exporter to register.
     pub fn reloads_family(&self) -> Family<StaticLabels, Counter> {
         self.reloads.clone()
-    }
-
-    /// Unix time of the last successful reload (or successful startup), 0 if none.
-    pub fn last_reload_success(&self) -> i64 {
-        self.last_reload_success.load(Ordering::Relaxed)
     }
 }
 

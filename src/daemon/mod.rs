@@ -72,13 +72,7 @@ fn load(dir: &Path) -> anyhow::Result<Loaded> {
     // The reloader's per-file cache is filled by the first load, so the first change only
     // re-reads the file that changed.
     let (cache, tenants) = reload::initial_load(&config).map_err(|d| anyhow::anyhow!("{d}"))?;
-    for diag in &tenants.diagnostics {
-        if diag.is_error() {
-            tracing::error!(file = %diag.file.display(), line = diag.line, field = %diag.field, "{diag}");
-        } else {
-            tracing::warn!(file = %diag.file.display(), line = diag.line, field = %diag.field, "{diag}");
-        }
-    }
+    reload::log_diagnostics(&tenants.diagnostics);
     crate::fsutil::create_private_dir(&config.state_dir)
         .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
     Ok(Loaded {

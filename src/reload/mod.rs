@@ -166,12 +166,11 @@ impl Reloader {
             .cloned()
             .collect();
         let result = if errors.is_empty() {
-            parts.metrics.reload(ReloadResult::Success, now);
             ReloadResult::Success
         } else {
-            parts.metrics.reload(ReloadResult::Error, now);
             ReloadResult::Error
         };
+        parts.metrics.reload(result);
         let status = ReloadStatus {
             generation: snapshot.generation,
             last_trigger: Some(Trigger::Startup),
@@ -220,8 +219,7 @@ impl Reloader {
             Ok(outcome) => outcome,
             Err(err) => {
                 tracing::error!(error = %err, "reload task failed");
-                self.metrics
-                    .reload(ReloadResult::Error, crate::util::unix_now());
+                self.metrics.reload(ReloadResult::Error);
                 ReloadOutcome {
                     result: ReloadResult::Error,
                     trigger,
@@ -249,35 +247,7 @@ impl Reloader {
         let started = Instant::now();
         let now = crate::util::unix_now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-
-        // The server file: errors and restart-only changes are reported, never half-applied.
-        let server = config::load_server_config(&self.running.dir);
-        let server_changed = server != state.server;
-        let (server_errors, restart_required, public_hostname) = match &server {
-            Ok(next) => (
-                Vec::new(),
-                self.running.restart_required(next),
-                next.public_hostname.clone(),
-            ),
-            Err(diags) => (
-                diags.clone(),
-                self.status().restart_required.clone(),
-                self.status().public_hostname.clone(),
-            ),
-        };
-        if server_changed {
-            for d in &server_errors {
-                tracing::error!(file = %d.file.display(), line = d.line, field = %d.field, "{d}; keeping the running server configuration");
-            }
-            if !restart_required.is_empty() {
-                tracing::warn!(
-                    settings = %restart_required.join(", "),
-                    "server file changed: these settings apply only after a restart; still running with the previous values"
-                );
-            }
-        }
-        state.server = server;
-
+        let server = self.reread_server(&mut state);
         let dir = &self.running.tenants_dir;
         let refreshed = match &scope {
             Scope::All => state.cache.refresh(dir),
@@ -286,85 +256,61 @@ impl Reloader {
         let refresh = match refreshed {
             Ok(r) => r,
             Err(diag) => {
-                tracing::error!(dir = %self.running.tenants_dir.display(), "{diag}; keeping every tenant as it is");
-                let mut errors = server_errors;
+                tracing::error!(dir = %dir.display(), "{diag}; keeping every tenant as it is");
+                let mut errors = server.errors;
                 errors.push(diag);
-                return self.finish(
+                let attempt = Attempt {
                     trigger,
-                    ReloadResult::Error,
-                    errors,
-                    restart_required,
-                    public_hostname,
-                    state.cache.stale(),
-                    (0, Vec::new()),
                     started,
                     now,
-                );
+                    errors,
+                    restart_required: server.restart_required,
+                    public_hostname: server.public_hostname,
+                    stale_tenants: state.cache.stale(),
+                    reparsed_files: 0,
+                    changed_files: Vec::new(),
+                };
+                return self.finish(ReloadResult::Error, attempt);
             }
         };
-        for d in &refresh.new_diagnostics {
-            if d.is_error() {
-                tracing::error!(file = %d.file.display(), line = d.line, field = %d.field, "{d}");
-            } else {
-                tracing::warn!(file = %d.file.display(), line = d.line, field = %d.field, "{d}");
-            }
-        }
-
+        log_diagnostics(&refresh.new_diagnostics);
         let changed = !refresh.changed_files.is_empty();
         if changed {
-            let set = state.cache.assemble();
-            let tenants = set.tenants.clone();
-            let old = self
-                .registry
-                .swap(Snapshot::new(set.tenants, set.diagnostics));
-            // The body is live from here on; certificates follow (issuance is queued for added
-            // tenants, removed ones are dropped), then the records are logged with readiness.
-            self.provider.sync(&tenants);
-            let new = self.registry.load();
-            self.stats
-                .tenant_requests
-                .retain(|d| new.by_domain(d).is_some());
-            crate::publish::log_changes(
-                &old,
-                &new,
-                &self.board,
-                crate::publish::Publishing::of(&self.running),
-            );
+            self.swap(&state.cache);
         } else if trigger.explicit() {
             let current = self.registry.load();
             let tenants: Vec<Arc<Tenant>> = current.tenants().cloned().collect();
             self.provider.sync(&tenants);
         }
-
-        let snapshot = self.registry.load();
-        let mut errors = server_errors;
+        let mut errors = server.errors;
         errors.extend(
-            snapshot
+            self.registry
+                .load()
                 .diagnostics
                 .iter()
                 .filter(|d| d.is_error())
                 .cloned(),
         );
-        let result = if !changed && !server_changed && !trigger.explicit() {
+        let result = if !changed && !server.changed && !trigger.explicit() {
             ReloadResult::Unchanged
         } else if errors.is_empty() {
             ReloadResult::Success
         } else {
             ReloadResult::Error
         };
-        let stale = state.cache.stale();
-        drop(state);
-        let outcome = self.finish(
+        let attempt = Attempt {
             trigger,
-            result,
-            errors,
-            restart_required,
-            public_hostname,
-            stale,
-            (refresh.reparsed, refresh.changed_files),
             started,
             now,
-        );
+            errors,
+            restart_required: server.restart_required,
+            public_hostname: server.public_hostname,
+            stale_tenants: state.cache.stale(),
+            reparsed_files: refresh.reparsed,
+            changed_files: refresh.changed_files,
+        };
+        drop(state);
+        let outcome = self.finish(result, attempt);
         if result != ReloadResult::Unchanged {
             tracing::info!(
                 trigger = ?trigger,
@@ -380,51 +326,133 @@ impl Reloader {
         outcome
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &self,
-        trigger: Trigger,
-        result: ReloadResult,
-        errors: Vec<Diagnostic>,
-        restart_required: Vec<&'static str>,
-        public_hostname: Option<String>,
-        stale_tenants: Vec<String>,
-        (reparsed_files, changed_files): (usize, Vec<PathBuf>),
-        started: Instant,
-        now: i64,
-    ) -> ReloadOutcome {
-        self.metrics.reload(result, now);
+    /// Reads the server file again: its errors and restart-only changes are reported (once,
+    /// when the file changed), never half-applied.
+    fn reread_server(&self, state: &mut State) -> ServerCheck {
+        let server = config::load_server_config(&self.running.dir);
+        let changed = server != state.server;
+        let (errors, restart_required, public_hostname) = match &server {
+            Ok(next) => (
+                Vec::new(),
+                self.running.restart_required(next),
+                next.public_hostname.clone(),
+            ),
+            Err(diags) => (
+                diags.clone(),
+                self.status().restart_required.clone(),
+                self.status().public_hostname.clone(),
+            ),
+        };
+        if changed {
+            for d in &errors {
+                tracing::error!(file = %d.file.display(), line = d.line, field = %d.field, "{d}; keeping the running server configuration");
+            }
+            if !restart_required.is_empty() {
+                tracing::warn!(
+                    settings = %restart_required.join(", "),
+                    "server file changed: these settings apply only after a restart; still running with the previous values"
+                );
+            }
+        }
+        state.server = server;
+        ServerCheck {
+            changed,
+            errors,
+            restart_required,
+            public_hostname,
+        }
+    }
+
+    /// Swaps in the cache's tenant table. The body is live from here on; certificates follow
+    /// (issuance is queued for added tenants, removed ones are dropped), then the records are
+    /// logged with readiness.
+    fn swap(&self, cache: &TenantCache) {
+        let set = cache.assemble();
+        let tenants = set.tenants.clone();
+        let old = self
+            .registry
+            .swap(Snapshot::new(set.tenants, set.diagnostics));
+        self.provider.sync(&tenants);
+        let new = self.registry.load();
+        self.stats
+            .tenant_requests
+            .retain(|d| new.by_domain(d).is_some());
+        crate::publish::log_changes(
+            &old,
+            &new,
+            &self.board,
+            crate::publish::Publishing::of(&self.running),
+        );
+    }
+
+    /// Counts the reload and publishes its status.
+    fn finish(&self, result: ReloadResult, attempt: Attempt) -> ReloadOutcome {
+        self.metrics.reload(result);
         let snapshot = self.registry.load();
         let previous = self.status();
         let last_success = if result == ReloadResult::Success
-            || (result == ReloadResult::Unchanged && errors.is_empty())
+            || (result == ReloadResult::Unchanged && attempt.errors.is_empty())
         {
-            Some(now)
+            Some(attempt.now)
         } else {
             previous.last_success
         };
         let outcome = ReloadOutcome {
             result,
-            trigger,
+            trigger: attempt.trigger,
             generation: snapshot.generation,
-            reparsed_files,
-            changed_files,
+            reparsed_files: attempt.reparsed_files,
+            changed_files: attempt.changed_files,
             tenants: snapshot.len(),
-            errors: errors.iter().map(ToString::to_string).collect(),
-            restart_required: restart_required.clone(),
-            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+            errors: attempt.errors.iter().map(ToString::to_string).collect(),
+            restart_required: attempt.restart_required.clone(),
+            elapsed_ms: attempt.started.elapsed().as_secs_f64() * 1000.0,
         };
         self.status.store(Arc::new(ReloadStatus {
             generation: snapshot.generation,
-            last_trigger: Some(trigger),
+            last_trigger: Some(attempt.trigger),
             last_result: Some(result),
-            last_attempt: now,
+            last_attempt: attempt.now,
             last_success,
-            errors,
-            restart_required,
-            stale_tenants,
-            public_hostname,
+            errors: attempt.errors,
+            restart_required: attempt.restart_required,
+            stale_tenants: attempt.stale_tenants,
+            public_hostname: attempt.public_hostname,
         }));
         outcome
+    }
+}
+
+/// What re-reading the server file found.
+struct ServerCheck {
+    /// The file differs from the last read.
+    changed: bool,
+    errors: Vec<Diagnostic>,
+    restart_required: Vec<&'static str>,
+    /// `public_hostname` as it now applies (the last good one while the file is broken).
+    public_hostname: Option<String>,
+}
+
+/// One reload's findings, on their way into [`ReloadOutcome`] and [`ReloadStatus`].
+struct Attempt {
+    trigger: Trigger,
+    started: Instant,
+    now: i64,
+    errors: Vec<Diagnostic>,
+    restart_required: Vec<&'static str>,
+    public_hostname: Option<String>,
+    stale_tenants: Vec<String>,
+    reparsed_files: usize,
+    changed_files: Vec<PathBuf>,
+}
+
+/// Logs the diagnostics of the files parsed again, once each.
+pub fn log_diagnostics(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        if d.is_error() {
+            tracing::error!(file = %d.file.display(), line = d.line, field = %d.field, "{d}");
+        } else {
+            tracing::warn!(file = %d.file.display(), line = d.line, field = %d.field, "{d}");
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! Small helpers shared by several modules.
 
+pub mod http;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch.

@@ -1,0 +1,44 @@
+//! HTTP pieces every listener shares (policy host, report intake, admin API): the body
+//! type, plain-text answers and the request's host. Here, below `tlsrpt` and `http`, so the
+//! report intake does not depend on the policy router.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+
+/// `Content-Type` of policies and error bodies (RFC 8461 §3.2; real senders insist on it).
+pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+/// The response body type of every route.
+pub type Body = Full<Bytes>;
+
+/// The request's host without port or trailing dot, lowercased: the h2 `:authority` or the
+/// HTTP/1.1 `Host` header.
+pub fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(authority) => authority.host().to_owned(),
+        None => {
+            let value = req.headers().get(HOST)?.to_str().ok()?;
+            let value = value.trim();
+            match value.rsplit_once(':') {
+                Some((host, port))
+                    if !host.contains(']') && port.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    host.to_owned()
+                }
+                _ => value.to_owned(),
+            }
+        }
+    };
+    let host = raw.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+/// A short plain-text response.
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
+    resp
+}
