@@ -37,6 +37,7 @@ use super::provider::drop_removed;
 use super::store::{CertMeta, CertStore, StatusRecord, StoredCert};
 use super::{CertBoard, CertEntry, CertProvider, CertResolver, CertState, CertStatus};
 use crate::config::{AcmeConfig, Tenant};
+use crate::stats::Metrics;
 use client::{CaClient, RetryAfterSlot};
 use pace::{OrderLimiter, backoff, instant_at, renew_at, unix_of};
 
@@ -130,24 +131,19 @@ pub struct AcmeProvider {
     wake: Notify,
     /// Recent new orders (host, when), newest last, at most [`ORDER_LOG_LEN`].
     orders: Mutex<VecDeque<(String, Instant)>>,
-    /// Where finished orders are counted, once the daemon has metrics.
-    metrics: std::sync::OnceLock<Arc<crate::stats::Metrics>>,
+    /// Where finished orders are counted (`mta_stsd_acme_orders_total{result}`).
+    metrics: Arc<Metrics>,
 }
 
 impl AcmeProvider {
-    /// Counts finished orders in `metrics` (`mta_stsd_acme_orders_total{result}`).
-    pub fn set_metrics(&self, metrics: Arc<crate::stats::Metrics>) {
-        metrics.init_acme_orders();
-        let _ = self.metrics.set(metrics);
-    }
-
     /// Builds the provider and loads every cached certificate from `store` (published by the
-    /// first `sync` for the hosts that are tenants).
+    /// first `sync` for the hosts that are tenants). Finished orders are counted in `metrics`.
     pub fn new(
         cfg: AcmeConfig,
         store: Arc<dyn CertStore>,
         resolver: Arc<CertResolver>,
         board: Arc<CertBoard>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let retry_after = RetryAfterSlot::default();
         let client = CaClient::new(&cfg.trusted_roots, retry_after.clone())?;
@@ -157,6 +153,7 @@ impl AcmeProvider {
             None
         };
         let limiter = OrderLimiter::new(cfg.schedule.orders_per_window, cfg.schedule.window);
+        metrics.init_acme_orders();
         let provider = AcmeProvider {
             store,
             resolver,
@@ -174,7 +171,7 @@ impl AcmeProvider {
             limiter: Mutex::new(limiter),
             wake: Notify::new(),
             orders: Mutex::default(),
-            metrics: std::sync::OnceLock::new(),
+            metrics,
             cfg,
         };
         provider.load_cache();
@@ -550,9 +547,7 @@ impl AcmeProvider {
             h.in_flight = false;
             match outcome {
                 Outcome::Issued(cert, order) => {
-                    if let Some(m) = self.metrics.get() {
-                        m.acme_order("success");
-                    }
+                    self.metrics.acme_order("success");
                     tracing::info!(
                         domain = %h.domain, host, order,
                         serial = %cert.info.serial,
@@ -574,9 +569,7 @@ impl AcmeProvider {
                     h.due = at;
                 }
                 Outcome::Failed(message, hint) => {
-                    if let Some(m) = self.metrics.get() {
-                        m.acme_order("failure");
-                    }
+                    self.metrics.acme_order("failure");
                     h.failures = h.failures.saturating_add(1);
                     let delay = backoff(
                         sched.backoff_base,
