@@ -22,6 +22,10 @@ pub mod issue;
 pub mod pace;
 pub mod preflight;
 
+pub use client::AccountError;
+pub use issue::IssueError;
+pub use preflight::PreflightError;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -255,7 +259,7 @@ impl AcmeProvider {
     }
 
     /// The account, restored or created on first use and shared by every order.
-    async fn account(&self) -> Result<Account, String> {
+    async fn account(&self) -> Result<Account, AccountError> {
         let mut slot = self.account.lock().await;
         let force_new = self.account_stale.swap(false, Ordering::Relaxed);
         if !force_new && let Some(account) = slot.as_ref() {
@@ -363,13 +367,13 @@ impl AcmeProvider {
                 }
                 Err(why) => {
                     tracing::warn!(%domain, host, %why, "DNS preflight failed; no order placed");
-                    return Outcome::DnsNotReady(why);
+                    return Outcome::DnsNotReady(why.to_string());
                 }
             }
         }
         let account = match self.account().await {
             Ok(account) => account,
-            Err(e) => return Outcome::Failed(e, self.take_retry_after()),
+            Err(e) => return Outcome::Failed(e.to_string(), self.take_retry_after()),
         };
         if let Err(at) = self
             .limiter
@@ -513,28 +517,20 @@ impl AcmeProvider {
     }
 
     /// A one-line message with the CA's detail, and the time the CA asked us to wait for.
-    fn explain(&self, err: issue::IssueError) -> (String, Option<SystemTime>) {
-        match err {
-            issue::IssueError::Text(t) => (t, None),
-            issue::IssueError::Acme(e) => {
-                if let instant_acme::Error::Api(p) = &e
-                    && p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist")
-                {
-                    // The CA forgot the account (a reset staging or test CA): make a new one next time.
-                    tracing::warn!(
-                        "the CA does not know the stored ACME account; creating a new one"
-                    );
-                    self.account_stale.store(true, Ordering::Relaxed);
-                }
-                let hint = match &e {
-                    instant_acme::Error::Timeout(Some(at)) => Some(
-                        SystemTime::now() + at.saturating_duration_since(std::time::Instant::now()),
-                    ),
-                    _ => self.take_retry_after(),
-                };
-                (describe(&e), hint)
-            }
+    fn explain(&self, err: IssueError) -> (String, Option<SystemTime>) {
+        if err.account_gone() {
+            // The CA forgot the account (a reset staging or test CA): make a new one next time.
+            tracing::warn!("the CA does not know the stored ACME account; creating a new one");
+            self.account_stale.store(true, Ordering::Relaxed);
         }
+        let hint = match &err {
+            IssueError::Ca(instant_acme::Error::Timeout(Some(at))) => {
+                Some(SystemTime::now() + at.saturating_duration_since(std::time::Instant::now()))
+            }
+            IssueError::Ca(_) => self.take_retry_after(),
+            _ => None,
+        };
+        (err.to_string(), hint)
     }
 
     /// Applies an attempt's outcome: state, next look, board, stored status, logs.
