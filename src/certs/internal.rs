@@ -83,7 +83,7 @@ impl InternalCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let cert = params.signed_by(&key, &self.issuer)?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        CertEntry::new(vec![cert.der().clone()], key_der).map_err(anyhow::Error::msg)
+        Ok(CertEntry::new(vec![cert.der().clone()], key_der)?)
     }
 }
 
@@ -96,7 +96,7 @@ fn load(cert_path: &Path, key_path: &Path) -> anyhow::Result<Issuer<'static, Key
         .with_context(|| format!("{}: not a usable private key", key_path.display()))?;
     let der = CertificateDer::from_pem_slice_compat(cert_pem.as_bytes())
         .with_context(|| format!("{}: no CERTIFICATE block", cert_path.display()))?;
-    let info = super::cert_info(&der).map_err(anyhow::Error::msg)?;
+    let info = super::cert_info(&der)?;
     if info.not_after < OffsetDateTime::now_utc().unix_timestamp() {
         bail!(
             "{}: the internal CA expired; remove {} and {} to create a new one",

@@ -13,9 +13,11 @@ pub mod store;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use x509_parser::error::X509Error;
 
 pub use provider::{CertBoard, CertProvider, CertState, CertStatus};
 
@@ -44,20 +46,48 @@ pub struct CertEntry {
     pub info: CertInfo,
 }
 
+/// Why a certificate or key cannot be served. The texts are what operators see in logs, in
+/// `mta-stsd check` and in a host's last error.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// The chain holds no certificate.
+    #[error("no certificate in the chain")]
+    EmptyChain,
+    /// The PEM text holds no CERTIFICATE block.
+    #[error("no CERTIFICATE block found")]
+    NoPemCertificate,
+    /// A CERTIFICATE block is malformed.
+    #[error("bad PEM certificate: {0}")]
+    BadPem(pem::Error),
+    /// No private key could be read from the PEM text.
+    #[error("no usable private key: {0}")]
+    BadKey(pem::Error),
+    /// The key belongs to another certificate.
+    #[error("the private key does not match the certificate")]
+    KeyMismatch,
+    /// rustls refused the key or the chain for another reason.
+    #[error("unusable key or certificate: {0}")]
+    Unusable(rustls::Error),
+    /// The DER is not an X.509 certificate.
+    #[error("cannot parse certificate: {0}")]
+    Parse(x509_parser::nom::Err<X509Error>),
+    /// The subjectAltName extension is malformed.
+    #[error("bad subjectAltName: {0}")]
+    BadSan(X509Error),
+}
+
 impl CertEntry {
     /// Builds an entry from a chain (leaf first) and a private key, checking they match.
     pub fn new(
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
-    ) -> Result<Self, String> {
-        let leaf = chain.first().ok_or("no certificate in the chain")?;
+    ) -> Result<Self, CertError> {
+        let leaf = chain.first().ok_or(CertError::EmptyChain)?;
         let info = cert_info(leaf)?;
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => {
-                "the private key does not match the certificate".to_owned()
-            }
-            other => format!("unusable key or certificate: {other}"),
+            rustls::Error::InconsistentKeys(_) => CertError::KeyMismatch,
+            other => CertError::Unusable(other),
         })?;
         Ok(CertEntry {
             key: Arc::new(certified),
@@ -66,23 +96,21 @@ impl CertEntry {
     }
 
     /// Builds an entry from PEM text: the chain (leaf first) and a private key.
-    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, String> {
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, CertError> {
         let chain = CertificateDer::pem_slice_iter(chain_pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("bad PEM certificate: {e}"))?;
+            .map_err(CertError::BadPem)?;
         if chain.is_empty() {
-            return Err("no CERTIFICATE block found".into());
+            return Err(CertError::NoPemCertificate);
         }
-        let key = PrivateKeyDer::from_pem_slice(key_pem)
-            .map_err(|e| format!("no usable private key: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(CertError::BadKey)?;
         CertEntry::new(chain, key)
     }
 }
 
 /// Reads issuer, serial and validity from a DER certificate.
-pub fn cert_info(der: &[u8]) -> Result<CertInfo, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| format!("cannot parse certificate: {e}"))?;
+pub fn cert_info(der: &[u8]) -> Result<CertInfo, CertError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(CertError::Parse)?;
     let issuer = cert
         .issuer()
         .iter_common_name()
@@ -99,12 +127,9 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, String> {
 }
 
 /// Whether the certificate's SAN DNS names cover `host` (exact or one-label wildcard).
-pub fn cert_covers_host(der: &[u8], host: &str) -> Result<bool, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| format!("cannot parse certificate: {e}"))?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| format!("bad subjectAltName: {e}"))?;
+pub fn cert_covers_host(der: &[u8], host: &str) -> Result<bool, CertError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(CertError::Parse)?;
+    let san = cert.subject_alternative_name().map_err(CertError::BadSan)?;
     let Some(san) = san else { return Ok(false) };
     Ok(san.value.general_names.iter().any(|name| match name {
         x509_parser::extensions::GeneralName::DNSName(n) => {

@@ -319,7 +319,7 @@ impl FilesProvider {
                     }
                     _ => CertStatus::new(CertState::Error, self.name()),
                 };
-                status.last_error = Some(err);
+                status.last_error = Some(err.to_string());
                 self.board.set(host, status);
             }
         }

@@ -73,7 +73,7 @@ pub(super) fn certs(dir: &Path, out: &mut dyn Write) -> anyhow::Result<ExitCode>
                 let loaded = crate::certs::files::load(files_dir, &host, cert_file, key_file, now);
                 let (state, info, error) = match loaded {
                     Ok(entry) => ("valid", Some(entry.info), String::new()),
-                    Err(e) => ("error", None, e),
+                    Err(e) => ("error", None, e.to_string()),
                 };
                 rows.push(row(host, state.to_owned(), info, None, error));
             }

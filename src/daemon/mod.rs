@@ -95,10 +95,8 @@ impl Daemon {
         let metrics = Arc::new(Metrics::new());
         let resolver = Arc::new(CertResolver::new());
         let board = Arc::new(CertBoard::new());
-        let (provider, acme) = make_provider(&config, resolver.clone(), board.clone())?;
-        if let Some(acme) = &acme {
-            acme.provider.set_metrics(metrics.clone());
-        }
+        let (provider, acme) =
+            make_provider(&config, resolver.clone(), board.clone(), metrics.clone())?;
         provider.sync(&tenants.tenants);
         let registry = Arc::new(Registry::new(Snapshot::new(
             tenants.tenants.clone(),
@@ -345,11 +343,12 @@ fn make_provider(
     config: &ServerConfig,
     resolver: Arc<CertResolver>,
     board: Arc<CertBoard>,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<(Arc<dyn CertProvider>, Option<AcmeTasks>)> {
     if let IssuerConfig::Acme(acme) = &config.issuer {
         let store = Arc::new(crate::certs::store::FileStore::new(&config.state_dir));
         let provider = Arc::new(
-            AcmeProvider::new((**acme).clone(), store, resolver, board)
+            AcmeProvider::new((**acme).clone(), store, resolver, board, metrics)
                 .context("setting up the ACME issuer")?,
         );
         let http_listener = match acme.http_listen {

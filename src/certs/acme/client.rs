@@ -130,6 +130,29 @@ struct AccountFile {
     credentials: AccountCredentials,
 }
 
+/// Why the account could not be restored or created.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The store could not be read.
+    #[error("reading the ACME account: {0}")]
+    Read(std::io::Error),
+    /// The stored document is not an account file.
+    #[error("the stored ACME account is unreadable: {0}")]
+    Unreadable(serde_json::Error),
+    /// The CA refused the stored credentials.
+    #[error("restoring the ACME account: {}", super::describe(.0))]
+    Restore(instant_acme::Error),
+    /// The CA refused a new account.
+    #[error("creating the ACME account: {}", super::describe(.0))]
+    Create(instant_acme::Error),
+    /// The new account could not be written as JSON.
+    #[error("{0}")]
+    Serialize(serde_json::Error),
+    /// The new account could not be stored.
+    #[error("storing the ACME account: {0}")]
+    Store(std::io::Error),
+}
+
 /// Loads the stored account for the configured CA, or creates one and stores it first thing
 /// (Let's Encrypt allows only a few new accounts per IP address per hours).
 pub async fn load_or_create_account(
@@ -137,19 +160,14 @@ pub async fn load_or_create_account(
     store: &dyn CertStore,
     client: &CaClient,
     force_new: bool,
-) -> Result<Account, String> {
-    if !force_new
-        && let Some(bytes) = store
-            .load_account()
-            .map_err(|e| format!("reading the ACME account: {e}"))?
-    {
-        let file: AccountFile = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("the stored ACME account is unreadable: {e}"))?;
+) -> Result<Account, AccountError> {
+    if !force_new && let Some(bytes) = store.load_account().map_err(AccountError::Read)? {
+        let file: AccountFile = serde_json::from_slice(&bytes).map_err(AccountError::Unreadable)?;
         if file.directory == cfg.directory {
             return Account::builder_with_http(Box::new(client.clone()))
                 .from_credentials(file.credentials)
                 .await
-                .map_err(|e| format!("restoring the ACME account: {}", super::describe(&e)));
+                .map_err(AccountError::Restore);
         }
         tracing::warn!(
             stored = %file.directory,
@@ -173,15 +191,13 @@ pub async fn load_or_create_account(
             eab.as_ref(),
         )
         .await
-        .map_err(|e| format!("creating the ACME account: {}", super::describe(&e)))?;
+        .map_err(AccountError::Create)?;
     let file = AccountFile {
         directory: cfg.directory.clone(),
         credentials,
     };
-    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
-    store
-        .save_account(&bytes)
-        .map_err(|e| format!("storing the ACME account: {e}"))?;
+    let bytes = serde_json::to_vec_pretty(&file).map_err(AccountError::Serialize)?;
+    store.save_account(&bytes).map_err(AccountError::Store)?;
     tracing::info!(account = %account.id(), directory = %cfg.directory, "created the ACME account");
     Ok(account)
 }

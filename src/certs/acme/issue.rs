@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
+    Account, AuthorizationStatus, ChallengeHandle, ChallengeType, Identifier, NewOrder,
+    OrderStatus, RetryPolicy,
 };
 use rcgen::{
     CertificateParams, CustomExtension, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256,
@@ -12,8 +13,9 @@ use rcgen::{
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
+use super::client::AccountError;
 use super::http01::Tokens;
-use crate::certs::CertResolver;
+use crate::certs::{CertError, CertResolver};
 use crate::config::ChallengeKind;
 
 /// First pause when polling an order; grows by half each time.
@@ -60,8 +62,7 @@ fn acme_type(kind: ChallengeKind) -> ChallengeType {
 }
 
 /// Runs one order for `host`. `on_order` is called once the CA accepted the new order (it
-/// counts against the CA's limits from then on). Errors are `instant_acme` errors or a
-/// one-line description.
+/// counts against the CA's limits from then on).
 pub async fn issue(
     account: &Account,
     host: &str,
@@ -74,6 +75,32 @@ pub async fn issue(
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
     on_order(order.url());
 
+    let answers = answer_challenges(&mut order, host, challenges, &responders).await?;
+    let retries = RetryPolicy::new()
+        .initial_delay(POLL_FIRST_DELAY)
+        .backoff(1.5)
+        .timeout(timeout);
+    let status = order.poll_ready(&retries).await?;
+    if status != OrderStatus::Ready {
+        return Err(failed_challenge_detail(&mut order)
+            .await
+            .unwrap_or_else(|| IssueError::OrderNotReady {
+                host: host.to_owned(),
+                status,
+            }));
+    }
+    drop(answers);
+    finalize(order, host, &retries).await
+}
+
+/// Publishes an answer for every pending authorization and tells the CA to validate it. The
+/// answers stay published while the returned guards live.
+async fn answer_challenges<'r>(
+    order: &mut instant_acme::Order,
+    host: &str,
+    challenges: &[ChallengeKind],
+    responders: &Responders<'r>,
+) -> Result<Vec<Answer<'r>>, IssueError> {
     let mut answers = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
@@ -81,10 +108,11 @@ pub async fn issue(
         match authz.status {
             AuthorizationStatus::Valid => continue,
             AuthorizationStatus::Pending => {}
-            other => {
-                return Err(IssueError::Text(format!(
-                    "authorization for {host} is {other:?}"
-                )));
+            status => {
+                return Err(IssueError::Authorization {
+                    host: host.to_owned(),
+                    status,
+                });
             }
         }
         let Some(kind) = challenges
@@ -92,51 +120,56 @@ pub async fn issue(
             .copied()
             .find(|k| authz.challenges.iter().any(|c| c.r#type == acme_type(*k)))
         else {
-            return Err(IssueError::Text(format!(
-                "the CA offers none of the configured challenge types {challenges:?} for {host}"
-            )));
+            return Err(IssueError::NoChallenge {
+                host: host.to_owned(),
+                configured: challenges.to_vec(),
+            });
         };
         let mut challenge = authz
             .challenge(acme_type(kind))
-            .ok_or_else(|| IssueError::Text("challenge disappeared".into()))?;
-        let key_authorization = challenge.key_authorization();
-        match kind {
-            ChallengeKind::TlsAlpn01 => {
-                let key = challenge_certificate(host, key_authorization.digest().as_ref())?;
-                responders.resolver.set_challenge(host, key);
-                answers.push(Answer::TlsAlpn(responders.resolver, host.to_owned()));
-            }
-            ChallengeKind::Http01 => {
-                responders
-                    .tokens
-                    .insert(&challenge.token, key_authorization.as_str());
-                answers.push(Answer::Http(responders.tokens, challenge.token.clone()));
-            }
-        }
+            .ok_or(IssueError::ChallengeGone)?;
+        answers.push(publish_answer(&challenge, kind, host, responders)?);
         tracing::debug!(host, challenge = ?kind, "challenge answer published");
         challenge.set_ready().await?;
     }
+    Ok(answers)
+}
 
-    let retries = RetryPolicy::new()
-        .initial_delay(POLL_FIRST_DELAY)
-        .backoff(1.5)
-        .timeout(timeout);
-    let status = order.poll_ready(&retries).await?;
-    if status != OrderStatus::Ready {
-        return Err(IssueError::Text(
-            failed_challenge_detail(&mut order)
-                .await
-                .unwrap_or_else(|| format!("order for {host} became {status:?}")),
-        ));
-    }
-    drop(answers);
+/// Serves the answer to one challenge until the returned guard drops.
+fn publish_answer<'r>(
+    challenge: &ChallengeHandle<'_>,
+    kind: ChallengeKind,
+    host: &str,
+    responders: &Responders<'r>,
+) -> Result<Answer<'r>, IssueError> {
+    let key_authorization = challenge.key_authorization();
+    Ok(match kind {
+        ChallengeKind::TlsAlpn01 => {
+            let key = challenge_certificate(host, key_authorization.digest().as_ref())?;
+            responders.resolver.set_challenge(host, key);
+            Answer::TlsAlpn(responders.resolver, host.to_owned())
+        }
+        ChallengeKind::Http01 => {
+            responders
+                .tokens
+                .insert(&challenge.token, key_authorization.as_str());
+            Answer::Http(responders.tokens, challenge.token.clone())
+        }
+    })
+}
 
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(text)?;
-    let mut params = CertificateParams::new(vec![host.to_owned()]).map_err(text)?;
+/// Sends a CSR for a fresh key and waits for the certificate.
+async fn finalize(
+    mut order: instant_acme::Order,
+    host: &str,
+    retries: &RetryPolicy,
+) -> Result<Issued, IssueError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(IssueError::Key)?;
+    let mut params = CertificateParams::new(vec![host.to_owned()]).map_err(IssueError::Key)?;
     params.distinguished_name = DistinguishedName::new();
-    let csr = params.serialize_request(&key).map_err(text)?;
+    let csr = params.serialize_request(&key).map_err(IssueError::Key)?;
     order.finalize_csr(csr.der()).await?;
-    let chain_pem = order.poll_certificate(&retries).await?;
+    let chain_pem = order.poll_certificate(retries).await?;
     Ok(Issued {
         chain_pem,
         key_pem: key.serialize_pem(),
@@ -145,7 +178,7 @@ pub async fn issue(
 }
 
 /// The CA's reason for a failed validation, from the authorization's challenges.
-async fn failed_challenge_detail(order: &mut instant_acme::Order) -> Option<String> {
+async fn failed_challenge_detail(order: &mut instant_acme::Order) -> Option<IssueError> {
     let mut authorizations = order.authorizations();
     while let Some(Ok(mut authz)) = authorizations.next().await {
         let Ok(state) = authz.refresh().await else {
@@ -153,11 +186,10 @@ async fn failed_challenge_detail(order: &mut instant_acme::Order) -> Option<Stri
         };
         for challenge in &state.challenges {
             if let Some(problem) = &challenge.error {
-                return Some(format!(
-                    "{:?} validation failed: {}",
-                    challenge.r#type,
-                    super::describe_problem(problem)
-                ));
+                return Some(IssueError::Validation {
+                    kind: challenge.r#type.clone(),
+                    problem: super::describe_problem(problem),
+                });
             }
         }
     }
@@ -169,37 +201,97 @@ async fn failed_challenge_detail(order: &mut instant_acme::Order) -> Option<Stri
 /// through the resolver as a `CertifiedKey` built without rustls's key-consistency check,
 /// which parses the certificate with webpki and rejects the critical extension.
 fn challenge_certificate(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, IssueError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(text)?;
-    let mut params = CertificateParams::new(vec![host.to_owned()]).map_err(text)?;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(IssueError::Key)?;
+    let mut params = CertificateParams::new(vec![host.to_owned()]).map_err(IssueError::Key)?;
     params.distinguished_name = DistinguishedName::new();
     params.custom_extensions = vec![CustomExtension::new_acme_identifier(digest)];
-    let cert = params.self_signed(&key).map_err(text)?;
+    let cert = params.self_signed(&key).map_err(IssueError::Key)?;
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let signing_key = rustls::crypto::aws_lc_rs::default_provider()
         .key_provider
         .load_private_key(key_der)
-        .map_err(text)?;
+        .map_err(IssueError::SigningKey)?;
     Ok(Arc::new(CertifiedKey::new(
         vec![cert.der().clone()],
         signing_key,
     )))
 }
 
-fn text(e: impl std::fmt::Display) -> IssueError {
-    IssueError::Text(e.to_string())
-}
-
-/// Why an order failed.
-#[derive(Debug)]
+/// Why an attempt to obtain a certificate failed. The texts are logged and kept as the host's
+/// last error, with the CA's problem detail where it sent one.
+#[derive(Debug, thiserror::Error)]
 pub enum IssueError {
+    /// The account could not be restored or created.
+    #[error(transparent)]
+    Account(#[from] AccountError),
     /// The CA or the HTTP layer said no.
-    Acme(instant_acme::Error),
-    /// Our own description.
-    Text(String),
+    #[error("{}", super::describe(.0))]
+    Ca(instant_acme::Error),
+    /// An authorization is neither pending nor valid (e.g. invalid, deactivated).
+    #[error("authorization for {host} is {status:?}")]
+    Authorization {
+        /// The host ordered.
+        host: String,
+        /// The state the CA reported.
+        status: AuthorizationStatus,
+    },
+    /// The CA offers none of the challenge types we answer.
+    #[error("the CA offers none of the configured challenge types {configured:?} for {host}")]
+    NoChallenge {
+        /// The host ordered.
+        host: String,
+        /// The types the configuration allows.
+        configured: Vec<ChallengeKind>,
+    },
+    /// The chosen challenge vanished from the authorization.
+    #[error("challenge disappeared")]
+    ChallengeGone,
+    /// The CA could not validate our answer.
+    #[error("{kind:?} validation failed: {problem}")]
+    Validation {
+        /// The challenge type.
+        kind: ChallengeType,
+        /// The CA's problem, as [`super::describe_problem`] puts it.
+        problem: String,
+    },
+    /// The order did not become ready, and no challenge says why.
+    #[error("order for {host} became {status:?}")]
+    OrderNotReady {
+        /// The host ordered.
+        host: String,
+        /// The order's final state.
+        status: OrderStatus,
+    },
+    /// A key, CSR or challenge certificate could not be made.
+    #[error("{0}")]
+    Key(rcgen::Error),
+    /// The challenge certificate's key could not be loaded for signing.
+    #[error("{0}")]
+    SigningKey(rustls::Error),
+    /// The whole order took longer than allowed.
+    #[error("the order timed out")]
+    Timeout,
+    /// The certificate the CA sent cannot be served.
+    #[error("the CA sent an unusable certificate: {0}")]
+    BadCertificate(CertError),
 }
 
+// By hand rather than `#[from]`: the text already holds the CA's detail, so the error is not
+// also offered as a source (that would print it twice in a `{:#}` chain).
 impl From<instant_acme::Error> for IssueError {
     fn from(e: instant_acme::Error) -> Self {
-        IssueError::Acme(e)
+        IssueError::Ca(e)
+    }
+}
+
+impl IssueError {
+    /// The CA no longer knows the account (a reset staging or test CA): the next order needs
+    /// a new one.
+    pub fn account_gone(&self) -> bool {
+        matches!(
+            self,
+            IssueError::Ca(instant_acme::Error::Api(p))
+                if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist")
+        )
     }
 }

@@ -73,12 +73,6 @@ pub fn renew_at(not_before: i64, not_after: i64, fraction: Fraction) -> i64 {
     not_before + fraction.of(lifetime)
 }
 
-/// A tokio instant `unix` seconds from the epoch (the past maps to now).
-pub fn instant_at(unix: i64) -> Instant {
-    let now = crate::util::unix_now();
-    Instant::now() + Duration::from_secs(u64::try_from(unix - now).unwrap_or(0))
-}
-
 /// Unix seconds of a tokio instant (rounded up, so "in 200 ms" is never shown as the past).
 pub fn unix_of(at: Instant) -> i64 {
     let ahead = at.saturating_duration_since(Instant::now());

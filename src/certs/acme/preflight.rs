@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
@@ -57,9 +58,13 @@ impl Checker {
         })
     }
 
-    /// `Ok(what matched)` when `host` points here, `Err(what was found)` otherwise.
-    pub async fn check(&self, host: &str) -> Result<String, String> {
+    /// `Ok(what matched)` when `host` points here, the reason otherwise.
+    pub async fn check(&self, host: &str) -> Result<String, PreflightError> {
         let fqdn = format!("{host}.");
+        let lookup_failed = |error| PreflightError::Lookup {
+            host: host.to_owned(),
+            error,
+        };
         let mut found = Vec::new();
         if let Some(target) = &self.public_hostname {
             match self.resolver.lookup(fqdn.as_str(), RecordType::CNAME).await {
@@ -75,7 +80,7 @@ impl Checker {
                     }
                 }
                 Err(e) if e.is_no_records_found() => {}
-                Err(e) => return Err(format!("DNS lookup of {host} failed: {e}")),
+                Err(e) => return Err(lookup_failed(e)),
             }
         }
         if !self.public_addresses.is_empty() {
@@ -89,21 +94,56 @@ impl Checker {
                     }
                 }
                 Err(e) if e.is_no_records_found() => {}
-                Err(e) => return Err(format!("DNS lookup of {host} failed: {e}")),
+                Err(e) => return Err(lookup_failed(e)),
             }
         }
-        let wanted = match (&self.public_hostname, self.public_addresses.is_empty()) {
+        Err(PreflightError::Elsewhere {
+            host: host.to_owned(),
+            found,
+            wanted: self.wanted(),
+        })
+    }
+
+    /// What the host should point at, for the error text.
+    fn wanted(&self) -> String {
+        match (&self.public_hostname, self.public_addresses.is_empty()) {
             (Some(h), true) => format!("a CNAME to {h}"),
             (Some(h), false) => format!("a CNAME to {h} or one of {:?}", self.public_addresses),
             (None, _) => format!("one of {:?}", self.public_addresses),
-        };
-        Err(if found.is_empty() {
-            format!("{host} does not resolve; it needs {wanted}")
-        } else {
-            format!(
-                "{host} resolves to {} instead of {wanted}",
-                found.join(", ")
-            )
-        })
+        }
+    }
+}
+
+/// Why a host does not point at this server (yet); stored as the host's last error.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    /// The resolver failed (rather than finding no record).
+    #[error("DNS lookup of {host} failed: {error}")]
+    Lookup {
+        /// The host looked up.
+        host: String,
+        /// What the resolver said.
+        error: NetError,
+    },
+    /// The host resolves to something else, or to nothing.
+    #[error("{}", elsewhere(.host, .found, .wanted))]
+    Elsewhere {
+        /// The host looked up.
+        host: String,
+        /// The CNAMEs and addresses found, empty when it does not resolve.
+        found: Vec<String>,
+        /// What it should point at.
+        wanted: String,
+    },
+}
+
+fn elsewhere(host: &str, found: &[String], wanted: &str) -> String {
+    if found.is_empty() {
+        format!("{host} does not resolve; it needs {wanted}")
+    } else {
+        format!(
+            "{host} resolves to {} instead of {wanted}",
+            found.join(", ")
+        )
     }
 }
