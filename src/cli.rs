@@ -553,7 +553,7 @@ fn ingest_mail(dir: &Path, maildir: Option<&Path>, out: &mut dyn Write) -> ExitC
         );
         return ExitCode::from(EX_TEMPFAIL);
     }
-    let store = match crate::tlsrpt::SqliteStore::open(&server.tlsrpt.database) {
+    let store = match crate::tlsrpt::open_store(&server.tlsrpt) {
         Ok(store) => store,
         Err(e) => {
             eprintln!(
@@ -567,7 +567,7 @@ fn ingest_mail(dir: &Path, maildir: Option<&Path>, out: &mut dyn Write) -> ExitC
         set.tenants.iter().map(|t| t.domain.clone()).collect();
     let is_tenant = |d: &str| domains.contains(d);
     let intake = crate::tlsrpt::MailIntake {
-        store: &store,
+        store: store.as_ref(),
         limits: server.tlsrpt.limits,
         auth: &server.tlsrpt.mail,
         is_tenant: &is_tenant,
@@ -711,7 +711,7 @@ fn reports(args: &ReportsArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
     let mut summaries = Vec::with_capacity(tenants.len());
     for t in &tenants {
         let data = match &store {
-            Some(store) => crate::tlsrpt::ReportStore::summary(store, &t.domain, since)?,
+            Some(store) => store.summary(&t.domain, since)?,
             None => Default::default(),
         };
         summaries.push(crate::tlsrpt::summarize(
@@ -736,18 +736,17 @@ fn reports(args: &ReportsArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
 /// yet: a read-only command must not create it, possibly owned by the wrong user.
 fn open_existing_store(
     server: &ServerConfig,
-) -> anyhow::Result<Option<crate::tlsrpt::SqliteStore>> {
+) -> anyhow::Result<Option<std::sync::Arc<dyn crate::tlsrpt::ReportStore>>> {
     let path = &server.tlsrpt.database;
-    if !path.exists() {
+    let store = crate::tlsrpt::open_existing_store(&server.tlsrpt)
+        .with_context(|| format!("opening the report database {}", path.display()))?;
+    if store.is_none() {
         eprintln!(
             "mta-stsd: no report database at {} yet: no reports received",
             path.display()
         );
-        return Ok(None);
     }
-    crate::tlsrpt::SqliteStore::open(path)
-        .map(Some)
-        .with_context(|| format!("opening the report database {}", path.display()))
+    Ok(store)
 }
 
 fn reports_show(
@@ -761,7 +760,7 @@ fn reports_show(
         anyhow::anyhow!("invalid server configuration:\n{}", lines.join("\n"))
     })?;
     let mut found = match open_existing_store(&server)? {
-        Some(store) => crate::tlsrpt::ReportStore::get(&store, report_id)?,
+        Some(store) => store.get(report_id)?,
         None => Vec::new(),
     };
     if let Some(org) = organization {

@@ -22,8 +22,11 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::report::ResultType;
-use super::store::{ReportStore, Source, SqliteStore, StoreError, TenantTotals, retention_cutoff};
+use super::intake::{self, Accepted, Tenant};
+use super::report::{Report, ReportError, ResultType};
+use super::store::{
+    InsertOutcome, ReportStore, Source, StoreError, TenantTotals, open_store, retention_cutoff,
+};
 use super::summary::{self, Mode, TenantSummary, VerdictConfig};
 use crate::config::TlsRptConfig;
 use crate::registry::Registry;
@@ -96,6 +99,15 @@ impl IntakeOutcome {
     }
 }
 
+impl From<InsertOutcome> for IntakeOutcome {
+    fn from(outcome: InsertOutcome) -> Self {
+        match outcome {
+            InsertOutcome::Inserted => IntakeOutcome::Stored,
+            InsertOutcome::Duplicate => IntakeOutcome::Duplicate,
+        }
+    }
+}
+
 /// Every source, in label order.
 pub const SOURCES: [Source; 2] = [Source::Https, Source::Mail];
 
@@ -165,8 +177,8 @@ pub fn tenant_summary_json(
 pub struct TlsRpt {
     /// The `tlsrpt:` section of the server file.
     pub config: TlsRptConfig,
-    /// The report database.
-    pub store: Arc<SqliteStore>,
+    /// The report store.
+    pub store: Arc<dyn ReportStore>,
     /// Intake counters.
     pub stats: Arc<IntakeStats>,
     registry: Arc<Registry>,
@@ -181,15 +193,23 @@ impl std::fmt::Debug for TlsRpt {
 }
 
 impl TlsRpt {
-    /// Opens (creating and migrating) the report database named by `config`.
+    /// Opens (creating and migrating) the report store named by `config`.
     pub fn open(config: &TlsRptConfig, registry: Arc<Registry>) -> Result<TlsRpt, StoreError> {
-        let store = SqliteStore::open(&config.database)?;
-        Ok(TlsRpt {
+        Ok(TlsRpt::new(config, open_store(config)?, registry))
+    }
+
+    /// TLS-RPT over an already open store.
+    pub fn new(
+        config: &TlsRptConfig,
+        store: Arc<dyn ReportStore>,
+        registry: Arc<Registry>,
+    ) -> Self {
+        TlsRpt {
             config: config.clone(),
-            store: Arc::new(store),
+            store,
             stats: Arc::new(IntakeStats::default()),
             registry,
-        })
+        }
     }
 
     /// The verdict settings from the configuration.
@@ -207,6 +227,29 @@ impl TlsRpt {
     /// Whether `domain` (normalized) is a tenant of the current snapshot.
     pub fn is_tenant(&self, domain: &str) -> bool {
         self.registry.load().by_domain(domain).is_some()
+    }
+
+    /// The tenant check ([`intake::check_tenant`]) against the current snapshot.
+    pub fn check_tenant(&self, domain: &str) -> Result<Tenant, ReportError> {
+        intake::check_tenant(&|d| self.is_tenant(d), domain)
+    }
+
+    /// Stores a report for a checked tenant, received now ([`intake::accept`]). Blocking.
+    pub fn accept(
+        &self,
+        tenant: Tenant,
+        report: Report,
+        raw_json: Vec<u8>,
+        source: Source,
+    ) -> Result<Accepted, StoreError> {
+        intake::accept(
+            self.store.as_ref(),
+            tenant,
+            report,
+            raw_json,
+            source,
+            OffsetDateTime::now_utc(),
+        )
     }
 
     /// Deletes reports older than the retention; returns how many went. Blocking.

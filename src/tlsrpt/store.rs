@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 
 use super::report::{PolicyType, Report, ResultType, normalize_domain};
 use super::summary::{FailureGroup, PolicyTotals, ReportSpan, WindowData};
+use crate::config::TlsRptConfig;
 
 /// How long a writer waits for another writer's lock before giving up with [`StoreError::Busy`]:
 /// long enough to ride out another process's insert, short enough for an MTA pipe to defer.
@@ -163,6 +164,23 @@ pub struct TenantTotals {
     pub failed: u64,
     /// Failed sessions by `result-type` as reported (unknown types included verbatim).
     pub failures_by_result_type: Vec<(ResultType, u64)>,
+}
+
+/// Opens (creating and migrating) the report store `config` names: the one way code outside
+/// `tlsrpt` gets a store, so no caller depends on which database is behind the trait.
+pub fn open_store(config: &TlsRptConfig) -> Result<Arc<dyn ReportStore>, StoreError> {
+    Ok(Arc::new(SqliteStore::open(&config.database)?))
+}
+
+/// [`open_store`] for read-only commands: `Ok(None)` when no store exists yet, since a reader
+/// must not create one (possibly owned by the wrong user).
+pub fn open_existing_store(
+    config: &TlsRptConfig,
+) -> Result<Option<Arc<dyn ReportStore>>, StoreError> {
+    if !config.database.exists() {
+        return Ok(None);
+    }
+    open_store(config).map(Some)
 }
 
 /// The cut-off for a retention of `days` days before `now`.

@@ -18,8 +18,9 @@ mod testutil;
 use time::OffsetDateTime;
 
 use super::decode::Limits;
+use super::intake::accept;
 use super::report::{ReportError, normalize_domain};
-use super::store::{InsertOutcome, ReportStore, Source, StoreError, StoredReport};
+use super::store::{InsertOutcome, ReportStore, Source, StoreError};
 pub use crate::config::MailAuthPolicy;
 
 pub use auth::{AuthResults, check_dkim, parse_authentication_results};
@@ -120,7 +121,8 @@ fn domain_of(value: &str) -> Option<String> {
     (!domain.is_empty()).then_some(domain)
 }
 
-/// Handle one report mail end to end: extract, authenticate, route, store.
+/// Handle one report mail end to end: extract, authenticate, route, then [`accept`] like any
+/// other intake.
 pub fn ingest_message(
     raw: &[u8],
     intake: &MailIntake<'_>,
@@ -130,18 +132,19 @@ pub fn ingest_message(
     check_dkim(&extracted, intake.auth)?;
     let mut notes = Vec::new();
     let tenant = route(&extracted, intake.is_tenant, &mut notes)?;
-    let outcome = intake.store.insert(&StoredReport {
-        tenant: tenant.clone(),
-        source: Source::Mail,
-        received: now,
-        report: extracted.report.clone(),
-        raw_json: extracted.raw_json,
-    })?;
-    Ok(MailReceipt {
+    let accepted = accept(
+        intake.store,
         tenant,
-        organization: extracted.report.organization_name,
-        report_id: extracted.report.report_id,
-        outcome,
+        extracted.report,
+        extracted.raw_json,
+        Source::Mail,
+        now,
+    )?;
+    Ok(MailReceipt {
+        tenant: accepted.tenant,
+        organization: accepted.organization,
+        report_id: accepted.report_id,
+        outcome: accepted.outcome,
         notes,
     })
 }
