@@ -710,18 +710,14 @@ fn reports(args: &ReportsArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
     };
     let mut summaries = Vec::with_capacity(tenants.len());
     for t in &tenants {
-        let data = match &store {
-            Some(store) => store.summary(&t.domain, since)?,
-            None => Default::default(),
-        };
-        summaries.push(crate::tlsrpt::summarize(
+        summaries.push(crate::tlsrpt::tenant_summary(
+            store.as_deref(),
             &t.domain,
-            crate::tlsrpt::service::summary_mode(t.policy.mode),
-            &data,
+            t.policy.mode,
             since,
             now,
             &verdict,
-        ));
+        )?);
     }
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &summaries)?;

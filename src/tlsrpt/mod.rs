@@ -29,9 +29,9 @@
 //!    source and the time received.
 //! 3. [`ReportStore::insert`] commits it (or answers [`InsertOutcome::Duplicate`]); only then
 //!    may the intake answer 2xx / exit 0.
-//! 4. Later, [`ReportStore::summary`] gives a tenant's [`summary::WindowData`];
-//!    [`summarize`] turns it into a [`TenantSummary`] with a [`Verdict`], served as JSON or
-//!    printed with [`render_table`].
+//! 4. Later, [`tenant_summary`] reads a tenant's [`summary::WindowData`] from the store and
+//!    [`summarize`]s it into a [`TenantSummary`] with a [`Verdict`], served as JSON by the admin
+//!    API or printed by `mta-stsd reports` (with [`render_table`] or as JSON).
 
 pub mod decode;
 pub mod https;
@@ -50,14 +50,12 @@ pub use mail::{
     process_maildir,
 };
 pub use report::{Report, ReportError};
-pub use service::{IntakeOutcome, IntakeStats, TenantWindowTotals, TlsRpt, tenant_summary_json};
+pub use service::{IntakeOutcome, IntakeStats, TenantWindowTotals, TlsRpt, tenant_summary};
 pub use store::{
     InsertOutcome, ReportStore, Source, SqliteStore, StoreError, StoredReport, TenantTotals,
     open_existing_store, open_store,
 };
-pub use summary::{
-    Mode, TenantSummary, Verdict, VerdictConfig, VerdictStatus, render_table, summarize,
-};
+pub use summary::{TenantSummary, Verdict, VerdictConfig, VerdictStatus, render_table, summarize};
 
 /// Helpers shared by the module's unit tests.
 #[cfg(test)]

@@ -27,8 +27,9 @@ use super::report::{Report, ReportError, ResultType};
 use super::store::{
     InsertOutcome, ReportStore, Source, StoreError, TenantTotals, open_store, retention_cutoff,
 };
-use super::summary::{self, Mode, TenantSummary, VerdictConfig};
+use super::summary::{self, TenantSummary, VerdictConfig, WindowData};
 use crate::config::TlsRptConfig;
+use crate::policy::Mode;
 use crate::registry::Registry;
 
 /// How often the retention task deletes expired reports.
@@ -148,28 +149,22 @@ fn source_index(source: Source) -> usize {
     }
 }
 
-/// The tenant's policy mode as the verdict sees it.
-pub fn summary_mode(mode: crate::policy::Mode) -> Mode {
-    match mode {
-        crate::policy::Mode::Testing => Mode::Testing,
-        crate::policy::Mode::Enforce => Mode::Enforce,
-        crate::policy::Mode::None => Mode::None,
-    }
-}
-
-/// One tenant's summary over `[since, now)` as the JSON the admin API serves (the same shape
-/// as `mta-stsd reports --json`). Blocking: call it on a blocking thread.
-pub fn tenant_summary_json(
-    store: &dyn ReportStore,
+/// One tenant's summary over `[since, now)`: the one builder behind the admin API's JSON and
+/// `mta-stsd reports`. `store` is `None` when no store exists yet, which means no reports.
+/// Blocking: call it on a blocking thread.
+pub fn tenant_summary(
+    store: Option<&dyn ReportStore>,
     domain: &str,
     mode: Mode,
     since: OffsetDateTime,
     now: OffsetDateTime,
     verdict: &VerdictConfig,
-) -> Result<serde_json::Value, StoreError> {
-    let data = store.summary(domain, since)?;
-    let summary = summary::summarize(domain, mode, &data, since, now, verdict);
-    serde_json::to_value(&summary).map_err(|e| StoreError::Db(format!("serializing summary: {e}")))
+) -> Result<TenantSummary, StoreError> {
+    let data = match store {
+        Some(store) => store.summary(domain, since)?,
+        None => WindowData::default(),
+    };
+    Ok(summary::summarize(domain, mode, &data, since, now, verdict))
 }
 
 /// TLS-RPT as the daemon runs it: shared by the HTTPS intake, the retention task, the admin
@@ -270,15 +265,15 @@ impl TlsRpt {
         let Some(tenant) = self.registry.load().by_domain(&domain).cloned() else {
             return Ok(None);
         };
-        let data = self.store.summary(&domain, since)?;
-        Ok(Some(summary::summarize(
+        tenant_summary(
+            Some(self.store.as_ref()),
             &domain,
-            summary_mode(tenant.policy.mode),
-            &data,
+            tenant.policy.mode,
             since,
             now,
             &self.verdict_config(),
-        )))
+        )
+        .map(Some)
     }
 
     /// The admin API's `GET /api/v1/tenants/{domain}/tlsrpt?since=`: the summary as JSON, or

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::report::{PolicyType, ResultType};
+use crate::policy::Mode;
 
 pub use crate::config::DEFAULT_MIN_DAYS;
 
@@ -78,29 +79,6 @@ pub struct WindowData {
     pub totals: Vec<PolicyTotals>,
     /// Failure details, grouped.
     pub failures: Vec<FailureGroup>,
-}
-
-/// The tenant's configured policy mode (mirrors the policy's `mode:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// `mode: testing`: senders report but deliver anyway.
-    Testing,
-    /// `mode: enforce`: senders refuse delivery on failure.
-    Enforce,
-    /// `mode: none`: the policy is being withdrawn.
-    None,
-}
-
-impl Mode {
-    /// The policy spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Testing => "testing",
-            Mode::Enforce => "enforce",
-            Mode::None => "none",
-        }
-    }
 }
 
 /// Tunables of the verdict.
