@@ -536,7 +536,7 @@ fn dns(dir: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> 
 /// `ingest-mail`: never fails with anything but a sysexits code, so a pipe transport always
 /// knows whether to bounce (65) or retry (75).
 fn ingest_mail(dir: &Path, maildir: Option<&Path>, out: &mut dyn Write) -> ExitCode {
-    use crate::tlsrpt::mail::{EX_DATAERR, EX_TEMPFAIL};
+    use crate::tlsrpt::mail::EX_TEMPFAIL;
     let (server, set) = match crate::daemon::load(dir) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -553,111 +553,20 @@ fn ingest_mail(dir: &Path, maildir: Option<&Path>, out: &mut dyn Write) -> ExitC
         );
         return ExitCode::from(EX_TEMPFAIL);
     }
-    let store = match crate::tlsrpt::open_store(&server.tlsrpt) {
-        Ok(store) => store,
-        Err(e) => {
-            eprintln!(
-                "mta-stsd: error: opening {}: {e}",
-                server.tlsrpt.database.display()
-            );
-            return ExitCode::from(EX_TEMPFAIL);
-        }
-    };
     let domains: std::collections::HashSet<String> =
         set.tenants.iter().map(|t| t.domain.clone()).collect();
-    let is_tenant = |d: &str| domains.contains(d);
-    let intake = crate::tlsrpt::MailIntake {
-        store: store.as_ref(),
-        limits: server.tlsrpt.limits,
-        auth: &server.tlsrpt.mail,
-        is_tenant: &is_tenant,
+    let tenants = crate::tlsrpt::mail::MailTenants {
+        is_tenant: &|d| domains.contains(d),
+        incomplete: set.has_errors(),
     };
-    let now = time::OffsetDateTime::now_utc();
-    // A report for a domain whose tenant file is broken right now is deferred, not bounced:
-    // the operator may fix the file before the MTA gives up.
-    let code_of = |e: &crate::tlsrpt::MailError| match e {
-        crate::tlsrpt::MailError::Report(crate::tlsrpt::ReportError::UnknownDomain(_))
-            if set.has_errors() =>
-        {
-            EX_TEMPFAIL
-        }
-        other => other.exit_code(),
-    };
-    if let Some(maildir) = maildir {
-        let summary = match crate::tlsrpt::process_maildir(maildir, &intake, now) {
-            Ok(summary) => summary,
-            Err(e) => {
-                eprintln!(
-                    "mta-stsd: error: reading Maildir {}: {e}",
-                    maildir.display()
-                );
-                return ExitCode::from(EX_TEMPFAIL);
-            }
-        };
-        for (path, receipt) in &summary.handled {
-            let _ = writeln!(out, "{}: {}", path.display(), receipt_line(receipt));
-        }
-        for (path, err) in &summary.failed {
-            eprintln!("{}: not stored: {err}", path.display());
-        }
-        let _ = writeln!(
-            out,
-            "{}: {} handled, {} left in place",
-            maildir.display(),
-            summary.handled.len(),
-            summary.failed.len()
-        );
-        let code = summary
-            .failed
-            .iter()
-            .map(|(_, e)| code_of(e))
-            .fold(0u8, |acc, c| match (acc, c) {
-                (EX_TEMPFAIL, _) | (_, EX_TEMPFAIL) => EX_TEMPFAIL,
-                (0, c) => c,
-                (acc, _) => acc,
-            });
-        return ExitCode::from(code);
-    }
-    let limit = crate::tlsrpt::mail::max_message_size(&server.tlsrpt.limits);
-    let mut raw = Vec::new();
-    let read = std::io::Read::read_to_end(
-        &mut std::io::Read::take(std::io::stdin().lock(), limit as u64 + 1),
-        &mut raw,
-    );
-    if let Err(e) = read {
-        eprintln!("mta-stsd: error: reading stdin: {e}");
-        return ExitCode::from(EX_TEMPFAIL);
-    }
-    if raw.len() > limit {
-        eprintln!("mta-stsd: message larger than {limit} bytes: not a report");
-        return ExitCode::from(EX_DATAERR);
-    }
-    match crate::tlsrpt::ingest_message(&raw, &intake, now) {
-        Ok(receipt) => {
-            let _ = writeln!(out, "{}", receipt_line(&receipt));
-            ExitCode::from(receipt.exit_code())
-        }
-        Err(e) => {
-            eprintln!("mta-stsd: report not stored: {e}");
-            ExitCode::from(code_of(&e))
-        }
-    }
-}
-
-fn receipt_line(r: &crate::tlsrpt::MailReceipt) -> String {
-    let what = match r.outcome {
-        crate::tlsrpt::InsertOutcome::Inserted => "stored",
-        crate::tlsrpt::InsertOutcome::Duplicate => "duplicate (already stored)",
-    };
-    let mut line = format!(
-        "{what}: report {:?} from {:?} for {}",
-        r.report_id, r.organization, r.tenant
-    );
-    for note in &r.notes {
-        line.push_str("; ");
-        line.push_str(note);
-    }
-    line
+    ExitCode::from(crate::tlsrpt::mail::ingest_command(
+        &server.tlsrpt,
+        &tenants,
+        maildir,
+        &mut std::io::stdin().lock(),
+        out,
+        &mut std::io::stderr(),
+    ))
 }
 
 /// Parses `--since`: `7d`, `24h`, `2w` back from `now`, or a UTC date `YYYY-MM-DD`.

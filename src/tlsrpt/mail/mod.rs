@@ -2,13 +2,15 @@
 //! verdict the local MTA recorded, route it to a tenant and store it; plus a Maildir sweep.
 //!
 //! One file per step: [`extract`] finds the report part and the routing headers, [`auth`]
-//! applies the DKIM policy, `route` picks the tenant, and [`maildir`] sweeps a Maildir.
+//! applies the DKIM policy, `route` picks the tenant, and [`maildir`] sweeps a Maildir;
+//! [`command`] is the `ingest-mail` command around them.
 //!
 //! Results map to sysexits(3) so a pipe transport bounces or defers correctly:
 //! accepted or duplicate → 0, bad data or failed authentication → 65, temporary trouble
 //! (database locked, I/O) → 75.
 
 pub mod auth;
+pub mod command;
 pub mod extract;
 pub mod maildir;
 mod route;
@@ -24,6 +26,7 @@ use super::store::{InsertOutcome, ReportStore, Source, StoreError};
 pub use crate::config::MailAuthPolicy;
 
 pub use auth::{AuthResults, check_dkim, parse_authentication_results};
+pub use command::{MailTenants, ingest_command};
 pub use extract::{ExtractedReport, extract_report};
 pub use maildir::{MaildirSummary, process_maildir};
 use route::route;
