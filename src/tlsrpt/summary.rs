@@ -252,52 +252,63 @@ fn verdict(
             status: VerdictStatus::NotApplicable,
             reasons: Vec::new(),
         },
-        Mode::Testing => {
-            let mut reasons = Vec::new();
-            if organizations == 0 {
-                reasons.push("no reports received in the window".to_string());
-            } else if days_covered < config.min_days {
-                reasons.push(format!(
-                    "reports cover {days_covered} of the {} days needed",
-                    config.min_days
-                ));
-            }
-            reasons.extend(blocking_reasons(&data.failures));
-            Verdict {
-                status: if reasons.is_empty() {
-                    VerdictStatus::ReadyToEnforce
-                } else {
-                    VerdictStatus::NotReady
-                },
-                reasons,
-            }
-        }
-        Mode::Enforce => {
-            if failed == 0 {
-                return Verdict {
-                    status: VerdictStatus::Healthy,
-                    reasons: Vec::new(),
-                };
-            }
-            let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
-            for f in &data.failures {
-                *by_type
-                    .entry(format!("{} {}", f.policy_type, f.result_type))
-                    .or_insert(0) += f.sessions;
-            }
-            let mut reasons = vec![format!(
-                "{failed} sessions failed while enforcing: senders may be refusing mail"
-            )];
-            reasons.extend(
-                by_type
-                    .into_iter()
-                    .map(|(kind, n)| format!("{n} sessions failed with {kind}")),
-            );
-            Verdict {
-                status: VerdictStatus::Warning,
-                reasons,
-            }
-        }
+        Mode::Testing => testing_verdict(data, days_covered, organizations, config),
+        Mode::Enforce => enforce_verdict(data, failed),
+    }
+}
+
+/// Testing: ready once reports cover enough days and nothing would have blocked delivery.
+fn testing_verdict(
+    data: &WindowData,
+    days_covered: u32,
+    organizations: usize,
+    config: &VerdictConfig,
+) -> Verdict {
+    let mut reasons = Vec::new();
+    if organizations == 0 {
+        reasons.push("no reports received in the window".to_string());
+    } else if days_covered < config.min_days {
+        reasons.push(format!(
+            "reports cover {days_covered} of the {} days needed",
+            config.min_days
+        ));
+    }
+    reasons.extend(blocking_reasons(&data.failures));
+    Verdict {
+        status: if reasons.is_empty() {
+            VerdictStatus::ReadyToEnforce
+        } else {
+            VerdictStatus::NotReady
+        },
+        reasons,
+    }
+}
+
+/// Enforcing: any failed session is a warning, broken down by policy and result type.
+fn enforce_verdict(data: &WindowData, failed: u64) -> Verdict {
+    if failed == 0 {
+        return Verdict {
+            status: VerdictStatus::Healthy,
+            reasons: Vec::new(),
+        };
+    }
+    let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+    for f in &data.failures {
+        *by_type
+            .entry(format!("{} {}", f.policy_type, f.result_type))
+            .or_insert(0) += f.sessions;
+    }
+    let mut reasons = vec![format!(
+        "{failed} sessions failed while enforcing: senders may be refusing mail"
+    )];
+    reasons.extend(
+        by_type
+            .into_iter()
+            .map(|(kind, n)| format!("{n} sessions failed with {kind}")),
+    );
+    Verdict {
+        status: VerdictStatus::Warning,
+        reasons,
     }
 }
 

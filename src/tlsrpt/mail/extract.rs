@@ -1,7 +1,7 @@
 //! Finding the report in an RFC 5322 message: the report part, and the headers needed to
 //! authenticate and route it.
 
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders};
 
 use super::{MailError, domain_of, max_message_size};
 use crate::tlsrpt::decode::{Limits, decode};
@@ -56,11 +56,35 @@ pub fn extract_report(raw: &[u8], limits: &Limits) -> Result<ExtractedReport, Ma
         .parse(raw)
         .ok_or_else(|| MailError::NoReport("not an RFC 5322 message".to_string()))?;
 
+    let part = report_part(&message)?;
+    let filename = part.attachment_name().map(str::to_string);
+    let content_type = media_type_of(part, filename.as_deref());
+    let (report, raw_json) = decode(part.contents(), &content_type, limits)?;
+    let headers = ReportHeaders::of(&message);
+    let from_domain = message
+        .from()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .and_then(domain_of);
+    Ok(ExtractedReport {
+        report,
+        raw_json,
+        report_domain: headers.report_domain,
+        submitter: headers.submitter,
+        from_domain,
+        subject: message.subject().map(str::to_string),
+        filename,
+        authentication_results: headers.authentication_results,
+    })
+}
+
+/// The part holding the report: a typed one, else a `*.json[.gz]` attachment.
+fn report_part<'m>(message: &'m Message<'m>) -> Result<&'m MessagePart<'m>, MailError> {
     let typed = message.parts.iter().find(|p| {
         p.content_type()
             .is_some_and(|ct| is_report_type(ct.ctype(), ct.subtype()))
     });
-    let part = typed
+    typed
         .or_else(|| {
             message
                 .parts
@@ -72,52 +96,53 @@ pub fn extract_report(raw: &[u8], limits: &Limits) -> Result<ExtractedReport, Ma
                 "no application/tlsrpt+gzip or +json part and no *.json[.gz] attachment"
                     .to_string(),
             )
-        })?;
-    let filename = part.attachment_name().map(str::to_string);
-    let content_type = match part.content_type() {
+        })
+}
+
+/// The media type [`decode`] should see for the report part.
+fn media_type_of(part: &MessagePart<'_>, filename: Option<&str>) -> String {
+    match part.content_type() {
         Some(ct) if is_report_type(ct.ctype(), ct.subtype()) => {
             format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default())
         }
         // A named attachment: its label (often application/gzip or octet-stream) says nothing
         // useful; decode() sniffs gzip by its magic bytes either way.
-        _ if filename
-            .as_deref()
-            .is_some_and(|n| n.to_ascii_lowercase().ends_with(".gz")) =>
-        {
+        _ if filename.is_some_and(|n| n.to_ascii_lowercase().ends_with(".gz")) => {
             "application/tlsrpt+gzip".to_string()
         }
         _ => "application/tlsrpt+json".to_string(),
-    };
-    let (report, raw_json) = decode(part.contents(), &content_type, limits)?;
-
-    let mut report_domain = None;
-    let mut submitter = None;
-    let mut authentication_results = Vec::new();
-    for (name, value) in message.headers_raw() {
-        let value = value.replace("\r\n", "").replace('\n', "");
-        if name.eq_ignore_ascii_case("TLS-Report-Domain") {
-            report_domain = report_domain.or_else(|| domain_of(&value));
-        } else if name.eq_ignore_ascii_case("TLS-Report-Submitter") {
-            submitter = submitter.or_else(|| domain_of(&value));
-        } else if name.eq_ignore_ascii_case("Authentication-Results") {
-            authentication_results.push(value.trim().to_string());
-        }
     }
-    let from_domain = message
-        .from()
-        .and_then(|a| a.first())
-        .and_then(|a| a.address())
-        .and_then(domain_of);
-    Ok(ExtractedReport {
-        report,
-        raw_json,
-        report_domain,
-        submitter,
-        from_domain,
-        subject: message.subject().map(str::to_string),
-        filename,
-        authentication_results,
-    })
+}
+
+/// The §3 report headers and the `Authentication-Results` the DKIM policy reads.
+struct ReportHeaders {
+    report_domain: Option<String>,
+    submitter: Option<String>,
+    authentication_results: Vec<String>,
+}
+
+impl ReportHeaders {
+    /// Reads them unfolded; the first `TLS-Report-Domain` and `TLS-Report-Submitter` count.
+    fn of(message: &Message<'_>) -> Self {
+        let mut headers = ReportHeaders {
+            report_domain: None,
+            submitter: None,
+            authentication_results: Vec::new(),
+        };
+        for (name, value) in message.headers_raw() {
+            let value = value.replace("\r\n", "").replace('\n', "");
+            if name.eq_ignore_ascii_case("TLS-Report-Domain") {
+                headers.report_domain = headers.report_domain.or_else(|| domain_of(&value));
+            } else if name.eq_ignore_ascii_case("TLS-Report-Submitter") {
+                headers.submitter = headers.submitter.or_else(|| domain_of(&value));
+            } else if name.eq_ignore_ascii_case("Authentication-Results") {
+                headers
+                    .authentication_results
+                    .push(value.trim().to_string());
+            }
+        }
+        headers
+    }
 }
 
 #[cfg(test)]
