@@ -15,14 +15,14 @@ use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
-use super::decode::{decode, media_type};
+use super::decode::{Limits, decode, media_type};
+use super::intake::{Accepted, Tenant};
 use super::report::{ReportError, normalize_domain};
 use super::service::{IntakeOutcome, TlsRpt};
-use super::store::{InsertOutcome, ReportStore, Source, StoreError, StoredReport};
-use crate::http::{Body, TEXT_PLAIN, request_host};
+use super::store::{InsertOutcome, Source, StoreError};
+use crate::util::http::{Body, TEXT_PLAIN, request_host};
 
 pub use crate::config::REPORT_PATH_PREFIX;
 
@@ -57,6 +57,13 @@ impl Refusal {
 
 impl From<ReportError> for Refusal {
     fn from(e: ReportError) -> Self {
+        // The domain comes from the request path: echo no more of it than a DNS name can be.
+        let e = match e {
+            ReportError::UnknownDomain(domain) => {
+                ReportError::UnknownDomain(domain.chars().take(MAX_ECHO).collect())
+            }
+            other => other,
+        };
         Refusal::new(
             StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
             e.to_string(),
@@ -121,19 +128,17 @@ impl HttpsIntake {
     {
         let stats = &self.tlsrpt.stats;
         match self.accept(req, &progress).await {
-            Ok((outcome, tenant, organization, report_id)) => {
-                let (label, text) = match outcome {
-                    InsertOutcome::Inserted => (IntakeOutcome::Stored, "report stored\n"),
-                    InsertOutcome::Duplicate => (
-                        IntakeOutcome::Duplicate,
-                        "duplicate report, already stored\n",
-                    ),
+            Ok(accepted) => {
+                let label = IntakeOutcome::from(accepted.outcome);
+                let text = match accepted.outcome {
+                    InsertOutcome::Inserted => "report stored\n",
+                    InsertOutcome::Duplicate => "duplicate report, already stored\n",
                 };
                 stats.record(Source::Https, label);
                 tracing::info!(
-                    tenant = %tenant,
-                    organization = %organization,
-                    report_id = %report_id,
+                    tenant = %accepted.tenant,
+                    organization = %accepted.organization,
+                    report_id = %accepted.report_id,
                     outcome = label.as_str(),
                     source = "https",
                     "TLS-RPT report accepted"
@@ -145,60 +150,22 @@ impl HttpsIntake {
                     stats.record(Source::Https, outcome);
                 }
                 tracing::debug!(status = refusal.status.as_u16(), reason = %refusal.reason, "TLS-RPT report refused");
-                let mut resp = reply(refusal.status, format!("{}\n", one_line(&refusal.reason)));
-                match refusal.status {
-                    StatusCode::METHOD_NOT_ALLOWED => {
-                        resp.headers_mut()
-                            .insert(ALLOW, HeaderValue::from_static("POST"));
-                    }
-                    StatusCode::SERVICE_UNAVAILABLE => {
-                        resp.headers_mut()
-                            .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
-                    }
-                    _ => {}
-                }
-                resp
+                refuse(refusal)
             }
         }
     }
 
+    /// The checks in the module doc's order, then the store: `Ok` only once committed.
     async fn accept<B>(
         &self,
         req: Request<B>,
         progress: &(dyn Fn() + Sync),
-    ) -> Result<(InsertOutcome, String, String, String), Refusal>
+    ) -> Result<Accepted, Refusal>
     where
         B: hyper::body::Body<Data = Bytes> + Unpin,
         B::Error: Display,
     {
-        let domain = req
-            .uri()
-            .path()
-            .strip_prefix(REPORT_PATH_PREFIX)
-            .map(normalize_domain)
-            .filter(|d| !d.is_empty() && !d.contains('/'));
-        if req.method() != Method::POST {
-            return Err(Refusal::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "reports are POSTed to /tlsrpt/<domain>",
-            ));
-        }
-        let Some(domain) = domain else {
-            return Err(Refusal::new(
-                StatusCode::NOT_FOUND,
-                "not found: POST reports to /tlsrpt/<domain>",
-            ));
-        };
-        if request_host(&req).as_deref() != Some(self.host.as_str()) {
-            return Err(Refusal::new(
-                StatusCode::MISDIRECTED_REQUEST,
-                "host does not match TLS server name",
-            ));
-        }
-        if !self.tlsrpt.is_tenant(&domain) {
-            let shown: String = domain.chars().take(MAX_ECHO).collect();
-            return Err(ReportError::UnknownDomain(shown).into());
-        }
+        let tenant = self.check_target(&req)?;
         let content_type = req
             .headers()
             .get(CONTENT_TYPE)
@@ -224,22 +191,52 @@ impl HttpsIntake {
             })?
             .map_err(|_| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
         let body = read_capped(req.into_body(), limits.max_compressed, declared, progress).await?;
+        self.decode_and_accept(tenant, body, content_type, limits)
+            .await
+    }
 
+    /// Method, path, Host and tenant, before anything of the body is read.
+    fn check_target<B>(&self, req: &Request<B>) -> Result<Tenant, Refusal> {
+        let domain = req
+            .uri()
+            .path()
+            .strip_prefix(REPORT_PATH_PREFIX)
+            .map(normalize_domain)
+            .filter(|d| !d.is_empty() && !d.contains('/'));
+        if req.method() != Method::POST {
+            return Err(Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "reports are POSTed to /tlsrpt/<domain>",
+            ));
+        }
+        let Some(domain) = domain else {
+            return Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "not found: POST reports to /tlsrpt/<domain>",
+            ));
+        };
+        if request_host(req).as_deref() != Some(self.host.as_str()) {
+            return Err(Refusal::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "host does not match TLS server name",
+            ));
+        }
+        Ok(self.tlsrpt.check_tenant(&domain)?)
+    }
+
+    /// [`decode`] and [`TlsRpt::accept`] on a blocking thread: both may take a while.
+    async fn decode_and_accept(
+        &self,
+        tenant: Tenant,
+        body: Vec<u8>,
+        content_type: String,
+        limits: Limits,
+    ) -> Result<Accepted, Refusal> {
         let tlsrpt = self.tlsrpt.clone();
-        let tenant = domain.clone();
-        let stored = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let (report, raw_json) = decode(&body, &content_type, &limits)?;
             drop(body);
-            let organization = report.organization_name.clone();
-            let report_id = report.report_id.clone();
-            let outcome = tlsrpt.store.insert(&StoredReport {
-                tenant,
-                source: Source::Https,
-                received: OffsetDateTime::now_utc(),
-                report,
-                raw_json,
-            })?;
-            Ok::<_, Refusal>((outcome, organization, report_id))
+            Ok::<_, Refusal>(tlsrpt.accept(tenant, report, raw_json, Source::Https)?)
         })
         .await
         .map_err(|e| {
@@ -248,9 +245,26 @@ impl HttpsIntake {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error; retry later",
             )
-        })??;
-        Ok((stored.0, domain, stored.1, stored.2))
+        })?
     }
+}
+
+/// The refusal as the sender sees it: one line of text, plus `Allow` on 405 and
+/// `Retry-After` on 503.
+fn refuse(refusal: Refusal) -> Response<Body> {
+    let mut resp = reply(refusal.status, format!("{}\n", one_line(&refusal.reason)));
+    match refusal.status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            resp.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST"));
+        }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        _ => {}
+    }
+    resp
 }
 
 fn too_large(limit: usize) -> Refusal {

@@ -5,10 +5,13 @@
 //!   whose variants map to HTTP statuses (415, 413, 400, 404).
 //! - [`mod@decode`]: media type check, compressed and decompressed size caps ([`Limits`]), bounded
 //!   gunzip, JSON validation.
-//! - [`store`]: the [`ReportStore`] trait and [`SqliteStore`] (WAL, `synchronous=FULL`,
-//!   versioned migrations, dedupe on organization + report-id, retention).
+//! - [`store`]: the [`ReportStore`] trait, [`open_store`] (the only way to get one from outside
+//!   this module), and [`SqliteStore`] (WAL, `synchronous=FULL`, versioned migrations, dedupe
+//!   on organization + report-id, retention).
+//! - [`intake`]: what both intakes share once they hold a report: the tenant check
+//!   ([`check_tenant`]) and [`accept`] (build the [`StoredReport`], insert, answer).
 //! - [`mail`]: finding the report in an RFC 5322 message, the DKIM policy
-//!   ([`MailAuthPolicy`]), sysexits codes, and the Maildir sweep.
+//!   ([`MailAuthPolicy`]), routing, sysexits codes, and the Maildir sweep.
 //! - [`summary`]: per-tenant aggregation over a window, the "ready to enforce" verdict and the
 //!   CLI table.
 //! - [`https`]: the HTTPS endpoint, `POST https://<report host>/tlsrpt/<tenant domain>`.
@@ -21,16 +24,18 @@
 //!    from the request path. Mail: raw message → [`mail::extract_report`] (which calls
 //!    [`decode()`] on the report part) → [`mail::check_dkim`] → tenant from the JSON's
 //!    `policy-domain` (headers, subject and file name only when the JSON names none).
-//! 2. The caller checks the tenant exists ([`ReportError::UnknownDomain`] otherwise) and builds a
-//!    [`StoredReport`] with the source and the time received.
+//! 2. [`check_tenant`] proves the tenant exists ([`ReportError::UnknownDomain`] otherwise;
+//!    HTTPS checks before reading the body), and [`accept`] builds a [`StoredReport`] with the
+//!    source and the time received.
 //! 3. [`ReportStore::insert`] commits it (or answers [`InsertOutcome::Duplicate`]); only then
 //!    may the intake answer 2xx / exit 0.
-//! 4. Later, [`ReportStore::summary`] gives a tenant's [`summary::WindowData`];
-//!    [`summarize`] turns it into a [`TenantSummary`] with a [`Verdict`], served as JSON or
-//!    printed with [`render_table`].
+//! 4. Later, [`tenant_summary`] reads a tenant's [`summary::WindowData`] from the store and
+//!    [`summarize`]s it into a [`TenantSummary`] with a [`Verdict`], served as JSON by the admin
+//!    API or printed by `mta-stsd reports` (with [`render_table`] or as JSON).
 
 pub mod decode;
 pub mod https;
+pub mod intake;
 pub mod mail;
 pub mod report;
 pub mod service;
@@ -39,18 +44,18 @@ pub mod summary;
 
 pub use decode::{DEFAULT_MAX_COMPRESSED, DEFAULT_MAX_DECOMPRESSED, Limits, MediaType, decode};
 pub use https::HttpsIntake;
+pub use intake::{Accepted, Tenant, accept, check_tenant};
 pub use mail::{
     MailAuthPolicy, MailError, MailIntake, MailReceipt, MaildirSummary, ingest_message,
     process_maildir,
 };
 pub use report::{Report, ReportError};
-pub use service::{IntakeOutcome, IntakeStats, TenantWindowTotals, TlsRpt, tenant_summary_json};
+pub use service::{IntakeOutcome, IntakeStats, TenantWindowTotals, TlsRpt, tenant_summary};
 pub use store::{
     InsertOutcome, ReportStore, Source, SqliteStore, StoreError, StoredReport, TenantTotals,
+    open_existing_store, open_store,
 };
-pub use summary::{
-    Mode, TenantSummary, Verdict, VerdictConfig, VerdictStatus, render_table, summarize,
-};
+pub use summary::{TenantSummary, Verdict, VerdictConfig, VerdictStatus, render_table, summarize};
 
 /// Helpers shared by the module's unit tests.
 #[cfg(test)]

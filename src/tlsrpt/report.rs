@@ -401,6 +401,81 @@ fn non_empty(value: Option<String>) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// Validates `policies[i]`.
+fn validate_policy(i: usize, p: WirePolicyReport) -> Result<PolicyReport, ReportError> {
+    let policy_type = p.policy.policy_type.trim();
+    if policy_type.is_empty() {
+        return Err(ReportError::Invalid(format!(
+            "policies[{i}].policy.policy-type is empty"
+        )));
+    }
+    let summary = Summary {
+        total_successful_session_count: check_count(
+            &format!("policies[{i}].summary.total-successful-session-count"),
+            p.summary.total_successful_session_count,
+        )?,
+        total_failure_session_count: check_count(
+            &format!("policies[{i}].summary.total-failure-session-count"),
+            p.summary.total_failure_session_count,
+        )?,
+    };
+    let failure_details = p
+        .failure_details
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(j, f)| validate_failure(i, j, f))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PolicyReport {
+        policy: Policy {
+            policy_type: PolicyType::from(policy_type),
+            policy_string: p
+                .policy
+                .policy_string
+                .map(OneOrMany::into_vec)
+                .unwrap_or_default(),
+            policy_domain: non_empty(p.policy.policy_domain).map(|d| normalize_domain(&d)),
+            mx_host: p
+                .policy
+                .mx_host
+                .map(OneOrMany::into_vec)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|h| non_empty(Some(h)))
+                .collect(),
+        },
+        summary,
+        failure_details,
+    })
+}
+
+/// Validates `policies[i].failure-details[j]`.
+fn validate_failure(
+    i: usize,
+    j: usize,
+    f: WireFailureDetail,
+) -> Result<FailureDetail, ReportError> {
+    let result_type = f.result_type.trim();
+    if result_type.is_empty() {
+        return Err(ReportError::Invalid(format!(
+            "policies[{i}].failure-details[{j}].result-type is empty"
+        )));
+    }
+    Ok(FailureDetail {
+        result_type: ResultType::from(result_type),
+        sending_mta_ip: non_empty(f.sending_mta_ip),
+        receiving_mx_hostname: non_empty(f.receiving_mx_hostname).map(|h| normalize_domain(&h)),
+        receiving_mx_helo: non_empty(f.receiving_mx_helo),
+        receiving_ip: non_empty(f.receiving_ip),
+        failed_session_count: check_count(
+            &format!("policies[{i}].failure-details[{j}].failed-session-count"),
+            f.failed_session_count,
+        )?,
+        additional_information: non_empty(f.additional_information),
+        failure_reason_code: non_empty(f.failure_reason_code),
+    })
+}
+
 impl Report {
     /// Parse and validate report JSON (a UTF-8 byte order mark is tolerated).
     pub fn from_json(json: &[u8]) -> Result<Report, ReportError> {
@@ -424,74 +499,12 @@ impl Report {
         if wire.policies.is_empty() {
             return Err(ReportError::Invalid("policies is empty".to_string()));
         }
-        let mut policies = Vec::with_capacity(wire.policies.len());
-        for (i, p) in wire.policies.into_iter().enumerate() {
-            let policy_type = p.policy.policy_type.trim();
-            if policy_type.is_empty() {
-                return Err(ReportError::Invalid(format!(
-                    "policies[{i}].policy.policy-type is empty"
-                )));
-            }
-            let summary = Summary {
-                total_successful_session_count: check_count(
-                    &format!("policies[{i}].summary.total-successful-session-count"),
-                    p.summary.total_successful_session_count,
-                )?,
-                total_failure_session_count: check_count(
-                    &format!("policies[{i}].summary.total-failure-session-count"),
-                    p.summary.total_failure_session_count,
-                )?,
-            };
-            let mut failure_details = Vec::new();
-            for (j, f) in p
-                .failure_details
-                .unwrap_or_default()
-                .into_iter()
-                .enumerate()
-            {
-                let result_type = f.result_type.trim();
-                if result_type.is_empty() {
-                    return Err(ReportError::Invalid(format!(
-                        "policies[{i}].failure-details[{j}].result-type is empty"
-                    )));
-                }
-                failure_details.push(FailureDetail {
-                    result_type: ResultType::from(result_type),
-                    sending_mta_ip: non_empty(f.sending_mta_ip),
-                    receiving_mx_hostname: non_empty(f.receiving_mx_hostname)
-                        .map(|h| normalize_domain(&h)),
-                    receiving_mx_helo: non_empty(f.receiving_mx_helo),
-                    receiving_ip: non_empty(f.receiving_ip),
-                    failed_session_count: check_count(
-                        &format!("policies[{i}].failure-details[{j}].failed-session-count"),
-                        f.failed_session_count,
-                    )?,
-                    additional_information: non_empty(f.additional_information),
-                    failure_reason_code: non_empty(f.failure_reason_code),
-                });
-            }
-            policies.push(PolicyReport {
-                policy: Policy {
-                    policy_type: PolicyType::from(policy_type),
-                    policy_string: p
-                        .policy
-                        .policy_string
-                        .map(OneOrMany::into_vec)
-                        .unwrap_or_default(),
-                    policy_domain: non_empty(p.policy.policy_domain).map(|d| normalize_domain(&d)),
-                    mx_host: p
-                        .policy
-                        .mx_host
-                        .map(OneOrMany::into_vec)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(|h| non_empty(Some(h)))
-                        .collect(),
-                },
-                summary,
-                failure_details,
-            });
-        }
+        let policies = wire
+            .policies
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| validate_policy(i, p))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Report {
             organization_name,
             date_range: DateRange { start, end },

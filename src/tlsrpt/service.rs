@@ -22,10 +22,14 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::report::ResultType;
-use super::store::{ReportStore, Source, SqliteStore, StoreError, TenantTotals, retention_cutoff};
-use super::summary::{self, Mode, TenantSummary, VerdictConfig};
+use super::intake::{self, Accepted, Tenant};
+use super::report::{Report, ReportError, ResultType};
+use super::store::{
+    InsertOutcome, ReportStore, Source, StoreError, TenantTotals, open_store, retention_cutoff,
+};
+use super::summary::{self, TenantSummary, VerdictConfig, WindowData};
 use crate::config::TlsRptConfig;
+use crate::policy::Mode;
 use crate::registry::Registry;
 
 /// How often the retention task deletes expired reports.
@@ -96,6 +100,15 @@ impl IntakeOutcome {
     }
 }
 
+impl From<InsertOutcome> for IntakeOutcome {
+    fn from(outcome: InsertOutcome) -> Self {
+        match outcome {
+            InsertOutcome::Inserted => IntakeOutcome::Stored,
+            InsertOutcome::Duplicate => IntakeOutcome::Duplicate,
+        }
+    }
+}
+
 /// Every source, in label order.
 pub const SOURCES: [Source; 2] = [Source::Https, Source::Mail];
 
@@ -136,28 +149,22 @@ fn source_index(source: Source) -> usize {
     }
 }
 
-/// The tenant's policy mode as the verdict sees it.
-pub fn summary_mode(mode: crate::policy::Mode) -> Mode {
-    match mode {
-        crate::policy::Mode::Testing => Mode::Testing,
-        crate::policy::Mode::Enforce => Mode::Enforce,
-        crate::policy::Mode::None => Mode::None,
-    }
-}
-
-/// One tenant's summary over `[since, now)` as the JSON the admin API serves (the same shape
-/// as `mta-stsd reports --json`). Blocking: call it on a blocking thread.
-pub fn tenant_summary_json(
-    store: &dyn ReportStore,
+/// One tenant's summary over `[since, now)`: the one builder behind the admin API's JSON and
+/// `mta-stsd reports`. `store` is `None` when no store exists yet, which means no reports.
+/// Blocking: call it on a blocking thread.
+pub fn tenant_summary(
+    store: Option<&dyn ReportStore>,
     domain: &str,
     mode: Mode,
     since: OffsetDateTime,
     now: OffsetDateTime,
     verdict: &VerdictConfig,
-) -> Result<serde_json::Value, StoreError> {
-    let data = store.summary(domain, since)?;
-    let summary = summary::summarize(domain, mode, &data, since, now, verdict);
-    serde_json::to_value(&summary).map_err(|e| StoreError::Db(format!("serializing summary: {e}")))
+) -> Result<TenantSummary, StoreError> {
+    let data = match store {
+        Some(store) => store.summary(domain, since)?,
+        None => WindowData::default(),
+    };
+    Ok(summary::summarize(domain, mode, &data, since, now, verdict))
 }
 
 /// TLS-RPT as the daemon runs it: shared by the HTTPS intake, the retention task, the admin
@@ -165,8 +172,8 @@ pub fn tenant_summary_json(
 pub struct TlsRpt {
     /// The `tlsrpt:` section of the server file.
     pub config: TlsRptConfig,
-    /// The report database.
-    pub store: Arc<SqliteStore>,
+    /// The report store.
+    pub store: Arc<dyn ReportStore>,
     /// Intake counters.
     pub stats: Arc<IntakeStats>,
     registry: Arc<Registry>,
@@ -181,15 +188,23 @@ impl std::fmt::Debug for TlsRpt {
 }
 
 impl TlsRpt {
-    /// Opens (creating and migrating) the report database named by `config`.
+    /// Opens (creating and migrating) the report store named by `config`.
     pub fn open(config: &TlsRptConfig, registry: Arc<Registry>) -> Result<TlsRpt, StoreError> {
-        let store = SqliteStore::open(&config.database)?;
-        Ok(TlsRpt {
+        Ok(TlsRpt::new(config, open_store(config)?, registry))
+    }
+
+    /// TLS-RPT over an already open store.
+    pub fn new(
+        config: &TlsRptConfig,
+        store: Arc<dyn ReportStore>,
+        registry: Arc<Registry>,
+    ) -> Self {
+        TlsRpt {
             config: config.clone(),
-            store: Arc::new(store),
+            store,
             stats: Arc::new(IntakeStats::default()),
             registry,
-        })
+        }
     }
 
     /// The verdict settings from the configuration.
@@ -207,6 +222,29 @@ impl TlsRpt {
     /// Whether `domain` (normalized) is a tenant of the current snapshot.
     pub fn is_tenant(&self, domain: &str) -> bool {
         self.registry.load().by_domain(domain).is_some()
+    }
+
+    /// The tenant check ([`intake::check_tenant`]) against the current snapshot.
+    pub fn check_tenant(&self, domain: &str) -> Result<Tenant, ReportError> {
+        intake::check_tenant(&|d| self.is_tenant(d), domain)
+    }
+
+    /// Stores a report for a checked tenant, received now ([`intake::accept`]). Blocking.
+    pub fn accept(
+        &self,
+        tenant: Tenant,
+        report: Report,
+        raw_json: Vec<u8>,
+        source: Source,
+    ) -> Result<Accepted, StoreError> {
+        intake::accept(
+            self.store.as_ref(),
+            tenant,
+            report,
+            raw_json,
+            source,
+            OffsetDateTime::now_utc(),
+        )
     }
 
     /// Deletes reports older than the retention; returns how many went. Blocking.
@@ -227,15 +265,15 @@ impl TlsRpt {
         let Some(tenant) = self.registry.load().by_domain(&domain).cloned() else {
             return Ok(None);
         };
-        let data = self.store.summary(&domain, since)?;
-        Ok(Some(summary::summarize(
+        tenant_summary(
+            Some(self.store.as_ref()),
             &domain,
-            summary_mode(tenant.policy.mode),
-            &data,
+            tenant.policy.mode,
             since,
             now,
             &self.verdict_config(),
-        )))
+        )
+        .map(Some)
     }
 
     /// The admin API's `GET /api/v1/tenants/{domain}/tlsrpt?since=`: the summary as JSON, or

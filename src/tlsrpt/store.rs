@@ -8,14 +8,15 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 
-use super::report::{PolicyType, Report, ResultType, normalize_domain};
+use super::report::{PolicyReport, PolicyType, Report, ResultType, normalize_domain};
 use super::summary::{FailureGroup, PolicyTotals, ReportSpan, WindowData};
+use crate::config::TlsRptConfig;
 
 /// How long a writer waits for another writer's lock before giving up with [`StoreError::Busy`]:
 /// long enough to ride out another process's insert, short enough for an MTA pipe to defer.
@@ -163,6 +164,23 @@ pub struct TenantTotals {
     pub failed: u64,
     /// Failed sessions by `result-type` as reported (unknown types included verbatim).
     pub failures_by_result_type: Vec<(ResultType, u64)>,
+}
+
+/// Opens (creating and migrating) the report store `config` names: the one way code outside
+/// `tlsrpt` gets a store, so no caller depends on which database is behind the trait.
+pub fn open_store(config: &TlsRptConfig) -> Result<Arc<dyn ReportStore>, StoreError> {
+    Ok(Arc::new(SqliteStore::open(&config.database)?))
+}
+
+/// [`open_store`] for read-only commands: `Ok(None)` when no store exists yet, since a reader
+/// must not create one (possibly owned by the wrong user).
+pub fn open_existing_store(
+    config: &TlsRptConfig,
+) -> Result<Option<Arc<dyn ReportStore>>, StoreError> {
+    if !config.database.exists() {
+        return Ok(None);
+    }
+    open_store(config).map(Some)
 }
 
 /// The cut-off for a retention of `days` days before `now`.
@@ -330,6 +348,140 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The policy rows of a report just inserted as `report_row`, each with its failure rows.
+fn insert_policies(
+    conn: &Connection,
+    report_row: i64,
+    tenant: &str,
+    policies: &[&PolicyReport],
+) -> Result<(), StoreError> {
+    let mut insert_policy = conn.prepare(
+        "INSERT INTO policies (report, policy_domain, policy_type, successful, failed)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut insert_failure = conn.prepare(
+        "INSERT INTO failures (policy, result_type, receiving_mx_hostname, receiving_ip,
+            sending_mta_ip, failed_sessions, failure_reason_code)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for p in policies {
+        insert_policy.execute(params![
+            report_row,
+            p.policy.policy_domain.as_deref().unwrap_or(tenant),
+            p.policy.policy_type.as_str(),
+            to_i64(p.summary.total_successful_session_count)?,
+            to_i64(p.summary.total_failure_session_count)?,
+        ])?;
+        let policy_row = conn.last_insert_rowid();
+        for f in &p.failure_details {
+            insert_failure.execute(params![
+                policy_row,
+                f.result_type.as_str(),
+                f.receiving_mx_hostname,
+                f.receiving_ip,
+                f.sending_mta_ip,
+                to_i64(f.failed_session_count)?,
+                f.failure_reason_code,
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// The tenant's reports whose period ends after `since`.
+fn report_spans(
+    conn: &Connection,
+    tenant: &str,
+    since: i64,
+) -> Result<Vec<ReportSpan>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT organization, start_time, end_time FROM reports
+         WHERE tenant = ?1 AND end_time > ?2 ORDER BY start_time, organization",
+    )?;
+    let rows = stmt.query_map(params![tenant, since], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut spans = Vec::new();
+    for row in rows {
+        let (organization, start, end) = row?;
+        spans.push(ReportSpan {
+            organization,
+            start: from_unix(start)?,
+            end: from_unix(end)?,
+        });
+    }
+    Ok(spans)
+}
+
+/// Session totals per policy type over the same reports as [`report_spans`].
+fn policy_totals(
+    conn: &Connection,
+    tenant: &str,
+    since: i64,
+) -> Result<Vec<PolicyTotals>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT p.policy_type, SUM(p.successful), SUM(p.failed)
+         FROM policies p JOIN reports r ON p.report = r.id
+         WHERE r.tenant = ?1 AND r.end_time > ?2
+         GROUP BY p.policy_type ORDER BY p.policy_type",
+    )?;
+    let rows = stmt.query_map(params![tenant, since], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    let mut totals = Vec::new();
+    for row in rows {
+        let (policy_type, successful, failed) = row?;
+        totals.push(PolicyTotals {
+            policy_type: PolicyType::from(policy_type.as_str()),
+            successful: to_u64(successful)?,
+            failed: to_u64(failed)?,
+        });
+    }
+    Ok(totals)
+}
+
+/// Failed sessions by policy type, result type and MX over the same reports.
+fn failure_groups(
+    conn: &Connection,
+    tenant: &str,
+    since: i64,
+) -> Result<Vec<FailureGroup>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT p.policy_type, f.result_type, f.receiving_mx_hostname, SUM(f.failed_sessions)
+         FROM failures f JOIN policies p ON f.policy = p.id JOIN reports r ON p.report = r.id
+         WHERE r.tenant = ?1 AND r.end_time > ?2
+         GROUP BY p.policy_type, f.result_type, f.receiving_mx_hostname
+         ORDER BY 1, 2, 3",
+    )?;
+    let rows = stmt.query_map(params![tenant, since], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut groups = Vec::new();
+    for row in rows {
+        let (policy_type, result_type, receiving_mx, sessions) = row?;
+        groups.push(FailureGroup {
+            policy_type: PolicyType::from(policy_type.as_str()),
+            result_type: ResultType::from(result_type.as_str()),
+            receiving_mx,
+            sessions: to_u64(sessions)?,
+        });
+    }
+    Ok(groups)
+}
+
 impl ReportStore for SqliteStore {
     fn insert(&self, stored: &StoredReport) -> Result<InsertOutcome, StoreError> {
         let tenant = normalize_domain(&stored.tenant);
@@ -366,39 +518,7 @@ impl ReportStore for SqliteStore {
         if inserted == 0 {
             return Ok(InsertOutcome::Duplicate);
         }
-        let report_row = tx.last_insert_rowid();
-        {
-            let mut insert_policy = tx.prepare(
-                "INSERT INTO policies (report, policy_domain, policy_type, successful, failed)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let mut insert_failure = tx.prepare(
-                "INSERT INTO failures (policy, result_type, receiving_mx_hostname, receiving_ip,
-                    sending_mta_ip, failed_sessions, failure_reason_code)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for p in policies {
-                insert_policy.execute(params![
-                    report_row,
-                    p.policy.policy_domain.as_deref().unwrap_or(&tenant),
-                    p.policy.policy_type.as_str(),
-                    to_i64(p.summary.total_successful_session_count)?,
-                    to_i64(p.summary.total_failure_session_count)?,
-                ])?;
-                let policy_row = tx.last_insert_rowid();
-                for f in &p.failure_details {
-                    insert_failure.execute(params![
-                        policy_row,
-                        f.result_type.as_str(),
-                        f.receiving_mx_hostname,
-                        f.receiving_ip,
-                        f.sending_mta_ip,
-                        to_i64(f.failed_session_count)?,
-                        f.failure_reason_code,
-                    ])?;
-                }
-            }
-        }
+        insert_policies(&tx, tx.last_insert_rowid(), &tenant, &policies)?;
         tx.commit()?;
         Ok(InsertOutcome::Inserted)
     }
@@ -409,73 +529,11 @@ impl ReportStore for SqliteStore {
         let conn = self.lock();
         // One read transaction so the three queries see the same snapshot.
         let tx = conn.unchecked_transaction()?;
-        let mut data = WindowData::default();
-        {
-            let mut stmt = tx.prepare(
-                "SELECT organization, start_time, end_time FROM reports
-                 WHERE tenant = ?1 AND end_time > ?2 ORDER BY start_time, organization",
-            )?;
-            let rows = stmt.query_map(params![tenant, since], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (organization, start, end) = row?;
-                data.reports.push(ReportSpan {
-                    organization,
-                    start: from_unix(start)?,
-                    end: from_unix(end)?,
-                });
-            }
-            let mut stmt = tx.prepare(
-                "SELECT p.policy_type, SUM(p.successful), SUM(p.failed)
-                 FROM policies p JOIN reports r ON p.report = r.id
-                 WHERE r.tenant = ?1 AND r.end_time > ?2
-                 GROUP BY p.policy_type ORDER BY p.policy_type",
-            )?;
-            let rows = stmt.query_map(params![tenant, since], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (policy_type, successful, failed) = row?;
-                data.totals.push(PolicyTotals {
-                    policy_type: PolicyType::from(policy_type.as_str()),
-                    successful: to_u64(successful)?,
-                    failed: to_u64(failed)?,
-                });
-            }
-            let mut stmt = tx.prepare(
-                "SELECT p.policy_type, f.result_type, f.receiving_mx_hostname, SUM(f.failed_sessions)
-                 FROM failures f JOIN policies p ON f.policy = p.id JOIN reports r ON p.report = r.id
-                 WHERE r.tenant = ?1 AND r.end_time > ?2
-                 GROUP BY p.policy_type, f.result_type, f.receiving_mx_hostname
-                 ORDER BY 1, 2, 3",
-            )?;
-            let rows = stmt.query_map(params![tenant, since], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })?;
-            for row in rows {
-                let (policy_type, result_type, receiving_mx, sessions) = row?;
-                data.failures.push(FailureGroup {
-                    policy_type: PolicyType::from(policy_type.as_str()),
-                    result_type: ResultType::from(result_type.as_str()),
-                    receiving_mx,
-                    sessions: to_u64(sessions)?,
-                });
-            }
-        }
+        let data = WindowData {
+            reports: report_spans(&tx, &tenant, since)?,
+            totals: policy_totals(&tx, &tenant, since)?,
+            failures: failure_groups(&tx, &tenant, since)?,
+        };
         tx.finish()?;
         Ok(data)
     }

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::report::{PolicyType, ResultType};
+use crate::policy::Mode;
 
 pub use crate::config::DEFAULT_MIN_DAYS;
 
@@ -78,29 +79,6 @@ pub struct WindowData {
     pub totals: Vec<PolicyTotals>,
     /// Failure details, grouped.
     pub failures: Vec<FailureGroup>,
-}
-
-/// The tenant's configured policy mode (mirrors the policy's `mode:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// `mode: testing`: senders report but deliver anyway.
-    Testing,
-    /// `mode: enforce`: senders refuse delivery on failure.
-    Enforce,
-    /// `mode: none`: the policy is being withdrawn.
-    None,
-}
-
-impl Mode {
-    /// The policy spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Testing => "testing",
-            Mode::Enforce => "enforce",
-            Mode::None => "none",
-        }
-    }
 }
 
 /// Tunables of the verdict.
@@ -274,52 +252,63 @@ fn verdict(
             status: VerdictStatus::NotApplicable,
             reasons: Vec::new(),
         },
-        Mode::Testing => {
-            let mut reasons = Vec::new();
-            if organizations == 0 {
-                reasons.push("no reports received in the window".to_string());
-            } else if days_covered < config.min_days {
-                reasons.push(format!(
-                    "reports cover {days_covered} of the {} days needed",
-                    config.min_days
-                ));
-            }
-            reasons.extend(blocking_reasons(&data.failures));
-            Verdict {
-                status: if reasons.is_empty() {
-                    VerdictStatus::ReadyToEnforce
-                } else {
-                    VerdictStatus::NotReady
-                },
-                reasons,
-            }
-        }
-        Mode::Enforce => {
-            if failed == 0 {
-                return Verdict {
-                    status: VerdictStatus::Healthy,
-                    reasons: Vec::new(),
-                };
-            }
-            let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
-            for f in &data.failures {
-                *by_type
-                    .entry(format!("{} {}", f.policy_type, f.result_type))
-                    .or_insert(0) += f.sessions;
-            }
-            let mut reasons = vec![format!(
-                "{failed} sessions failed while enforcing: senders may be refusing mail"
-            )];
-            reasons.extend(
-                by_type
-                    .into_iter()
-                    .map(|(kind, n)| format!("{n} sessions failed with {kind}")),
-            );
-            Verdict {
-                status: VerdictStatus::Warning,
-                reasons,
-            }
-        }
+        Mode::Testing => testing_verdict(data, days_covered, organizations, config),
+        Mode::Enforce => enforce_verdict(data, failed),
+    }
+}
+
+/// Testing: ready once reports cover enough days and nothing would have blocked delivery.
+fn testing_verdict(
+    data: &WindowData,
+    days_covered: u32,
+    organizations: usize,
+    config: &VerdictConfig,
+) -> Verdict {
+    let mut reasons = Vec::new();
+    if organizations == 0 {
+        reasons.push("no reports received in the window".to_string());
+    } else if days_covered < config.min_days {
+        reasons.push(format!(
+            "reports cover {days_covered} of the {} days needed",
+            config.min_days
+        ));
+    }
+    reasons.extend(blocking_reasons(&data.failures));
+    Verdict {
+        status: if reasons.is_empty() {
+            VerdictStatus::ReadyToEnforce
+        } else {
+            VerdictStatus::NotReady
+        },
+        reasons,
+    }
+}
+
+/// Enforcing: any failed session is a warning, broken down by policy and result type.
+fn enforce_verdict(data: &WindowData, failed: u64) -> Verdict {
+    if failed == 0 {
+        return Verdict {
+            status: VerdictStatus::Healthy,
+            reasons: Vec::new(),
+        };
+    }
+    let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+    for f in &data.failures {
+        *by_type
+            .entry(format!("{} {}", f.policy_type, f.result_type))
+            .or_insert(0) += f.sessions;
+    }
+    let mut reasons = vec![format!(
+        "{failed} sessions failed while enforcing: senders may be refusing mail"
+    )];
+    reasons.extend(
+        by_type
+            .into_iter()
+            .map(|(kind, n)| format!("{n} sessions failed with {kind}")),
+    );
+    Verdict {
+        status: VerdictStatus::Warning,
+        reasons,
     }
 }
 
