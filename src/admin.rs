@@ -122,18 +122,8 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: watch::R
 
 /// Routes one admin request.
 pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    match (&method, path.as_str()) {
-        (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => {
-            return if state.listening.load(Ordering::Relaxed) {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-            };
-        }
-        _ => {}
+    if let Some(resp) = probe(&state, req.method(), req.uri().path()) {
+        return resp;
     }
     if !authorized(state.token.as_deref(), &req) {
         let mut resp = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
@@ -143,30 +133,17 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
         );
         return resp;
     }
-    match (&method, path.as_str()) {
-        (&Method::GET, "/metrics") => {
+    let path = req.uri().path().to_owned();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/metrics") => {
             let accept = req
                 .headers()
                 .get(http::header::ACCEPT)
-                .and_then(|v| v.to_str().ok());
-            let accept = accept.map(str::to_owned);
-            // The TLS-RPT gauges read SQLite: keep that off the async worker threads.
-            let render = state.clone();
-            let Ok((body, content_type)) =
-                tokio::task::spawn_blocking(move || render.exporter.render(accept.as_deref()))
-                    .await
-            else {
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "metrics rendering failed\n",
-                );
-            };
-            let mut resp = Response::new(Full::new(Bytes::from(body)));
-            resp.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-            resp
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            metrics(&state, accept).await
         }
-        (&Method::POST, "/reload") => {
+        (Method::POST, "/reload") => {
             let outcome = state.reloader.reload(Trigger::Api).await;
             let status = match outcome.result {
                 crate::stats::ReloadResult::Error => StatusCode::UNPROCESSABLE_ENTITY,
@@ -174,15 +151,14 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
             };
             json(status, &outcome)
         }
-        (&Method::GET, "/api/v1/status") => json(StatusCode::OK, &*state.reloader.status()),
-        (&Method::GET, "/api/v1/tenants") => json(StatusCode::OK, &tenant_list(&state)),
-        (&Method::GET, p) if p.starts_with("/api/v1/tenants/") && p.ends_with("/tlsrpt") => {
+        (Method::GET, "/api/v1/status") => json(StatusCode::OK, &*state.reloader.status()),
+        (Method::GET, "/api/v1/tenants") => json(StatusCode::OK, &tenant_list(&state)),
+        (Method::GET, p) if p.starts_with("/api/v1/tenants/") && p.ends_with("/tlsrpt") => {
             let raw = &p["/api/v1/tenants/".len()..p.len() - "/tlsrpt".len()];
             tlsrpt_summary(&state, raw, req.uri().query()).await
         }
-        (&Method::GET, p) if p.starts_with("/api/v1/tenants/") => {
-            let raw = &p["/api/v1/tenants/".len()..];
-            match tenant_detail(&state, raw) {
+        (Method::GET, p) if p.starts_with("/api/v1/tenants/") => {
+            match tenant_detail(&state, &p["/api/v1/tenants/".len()..]) {
                 Some(v) => json(StatusCode::OK, &v),
                 None => json(
                     StatusCode::NOT_FOUND,
@@ -195,6 +171,36 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// The unauthenticated probes `/healthz` and `/readyz` (orchestrators hold no token).
+fn probe(state: &AdminState, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
+    match (method, path) {
+        (&Method::GET, "/healthz") => Some(text(StatusCode::OK, "ok\n")),
+        (&Method::GET, "/readyz") if state.listening.load(Ordering::Relaxed) => {
+            Some(text(StatusCode::OK, "ready\n"))
+        }
+        (&Method::GET, "/readyz") => Some(text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")),
+        _ => None,
+    }
+}
+
+/// `GET /metrics` in the format `accept` asks for.
+async fn metrics(state: &Arc<AdminState>, accept: Option<String>) -> Response<Full<Bytes>> {
+    // The TLS-RPT gauges read the report store: keep that off the async worker threads.
+    let render = state.clone();
+    let Ok((body, content_type)) =
+        tokio::task::spawn_blocking(move || render.exporter.render(accept.as_deref())).await
+    else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics rendering failed\n",
+        );
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
 }
 
 /// `GET /api/v1/tenants/{domain}/tlsrpt?since=7d`: the TLS-RPT summary and the

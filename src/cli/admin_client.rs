@@ -1,5 +1,24 @@
 //! A minimal client of the admin API, for commands that read the running daemon.
 
+use std::time::Duration;
+
+/// [`admin_get`] from synchronous code, on a runtime of its own, answered within `limit`.
+pub(super) fn get_blocking(
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+    limit: Duration,
+) -> anyhow::Result<Vec<u8>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        tokio::time::timeout(limit, admin_get(base, path, token))
+            .await
+            .map_err(|_| anyhow::anyhow!("{base}: no answer within {limit:?}"))?
+    })
+}
+
 /// A GET to a plain-HTTP admin URL (`http://host:port`); the body of a 200 answer.
 pub(super) async fn admin_get(
     base: &str,

@@ -1,9 +1,11 @@
 //! `mta-stsd certs`: every tenant's certificate state from the state directory, as a table.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::certs::store::{CertStore, FileStore};
 use crate::config::IssuerConfig;
 
 /// One row of `mta-stsd certs`.
@@ -18,66 +20,26 @@ struct CertRow {
 }
 
 pub(super) fn certs(dir: &Path, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    use crate::certs::store::{CertStore, FileStore};
     let (server, set) = crate::reload::load(dir)?;
     let now = crate::util::unix_now();
-    let configured: std::collections::BTreeSet<String> =
-        set.tenants.iter().map(|t| t.host.clone()).collect();
-    let mut rows = Vec::new();
-    match &server.issuer {
-        IssuerConfig::Acme(_) => {
-            let store = FileStore::new(&server.state_dir);
-            let mut hosts = configured.clone();
-            hosts.extend(store.hosts()?);
-            for host in hosts {
-                let info = match store.load_cert(&host) {
-                    Ok(Some(stored)) => crate::certs::CertEntry::from_pem(
-                        stored.chain_pem.as_bytes(),
-                        stored.key_pem.as_bytes(),
-                    )
-                    .map(|e| e.info)
-                    .map_err(|e| format!("stored certificate unusable: {e}")),
-                    Ok(None) => Err(String::new()),
-                    Err(e) => Err(e.to_string()),
-                };
-                let status = store.load_status(&host).ok().flatten();
-                let state = if !configured.contains(&host) {
-                    "removed".to_owned()
-                } else if let Some(s) = &status {
-                    s.state.as_str().to_owned()
-                } else if info.as_ref().is_ok_and(|i| i.not_after > now) {
-                    "valid".to_owned()
-                } else {
-                    "pending".to_owned()
-                };
-                let last_error = status
-                    .as_ref()
-                    .and_then(|s| s.last_error.clone())
-                    .or_else(|| info.as_ref().err().filter(|e| !e.is_empty()).cloned())
-                    .unwrap_or_default();
-                rows.push(row(
-                    host,
-                    state,
-                    info.ok(),
-                    status.and_then(|s| s.next_attempt),
-                    last_error,
-                ));
-            }
-        }
+    let configured: BTreeSet<String> = set.tenants.iter().map(|t| t.host.clone()).collect();
+    let rows = match &server.issuer {
+        IssuerConfig::Acme(_) => acme_rows(&FileStore::new(&server.state_dir), configured, now)?,
         IssuerConfig::Files {
             dir: files_dir,
             cert_file,
             key_file,
-        } => {
-            for host in configured {
+        } => configured
+            .into_iter()
+            .map(|host| {
                 let loaded = crate::certs::files::load(files_dir, &host, cert_file, key_file, now);
                 let (state, info, error) = match loaded {
                     Ok(entry) => ("valid", Some(entry.info), String::new()),
                     Err(e) => ("error", None, e.to_string()),
                 };
-                rows.push(row(host, state.to_owned(), info, None, error));
-            }
-        }
+                row(host, state.to_owned(), info, None, error)
+            })
+            .collect(),
         IssuerConfig::Internal { .. } => {
             writeln!(
                 out,
@@ -85,9 +47,50 @@ pub(super) fn certs(dir: &Path, out: &mut dyn Write) -> anyhow::Result<ExitCode>
             )?;
             return Ok(ExitCode::SUCCESS);
         }
-    }
+    };
     print_table(&rows, out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One row per configured or stored host: what the ACME issuer last stored for it.
+fn acme_rows(
+    store: &dyn CertStore,
+    configured: BTreeSet<String>,
+    now: i64,
+) -> anyhow::Result<Vec<CertRow>> {
+    let mut hosts = configured.clone();
+    hosts.extend(store.hosts()?);
+    let mut rows = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let info = match store.load_cert(&host) {
+            Ok(Some(stored)) => crate::certs::CertEntry::from_pem(
+                stored.chain_pem.as_bytes(),
+                stored.key_pem.as_bytes(),
+            )
+            .map(|e| e.info)
+            .map_err(|e| format!("stored certificate unusable: {e}")),
+            Ok(None) => Err(String::new()),
+            Err(e) => Err(e.to_string()),
+        };
+        let status = store.load_status(&host).ok().flatten();
+        let state = if !configured.contains(&host) {
+            "removed".to_owned()
+        } else if let Some(s) = &status {
+            s.state.as_str().to_owned()
+        } else if info.as_ref().is_ok_and(|i| i.not_after > now) {
+            "valid".to_owned()
+        } else {
+            "pending".to_owned()
+        };
+        let last_error = status
+            .as_ref()
+            .and_then(|s| s.last_error.clone())
+            .or_else(|| info.as_ref().err().filter(|e| !e.is_empty()).cloned())
+            .unwrap_or_default();
+        let next_attempt = status.and_then(|s| s.next_attempt);
+        rows.push(row(host, state, info.ok(), next_attempt, last_error));
+    }
+    Ok(rows)
 }
 
 fn row(

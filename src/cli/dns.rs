@@ -68,17 +68,8 @@ pub(super) fn dns_from_admin(
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     let token = token_file.map(crate::admin::read_token).transpose()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let body = runtime.block_on(async {
-        tokio::time::timeout(
-            ADMIN_TIMEOUT,
-            super::admin_client::admin_get(url, "/api/v1/tenants", token.as_deref()),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("{url}: no answer within {ADMIN_TIMEOUT:?}"))?
-    })?;
+    let body =
+        super::admin_client::get_blocking(url, "/api/v1/tenants", token.as_deref(), ADMIN_TIMEOUT)?;
     let list: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| anyhow::anyhow!("{url}: the answer is not JSON: {e}"))?;
     let tenants = list["tenants"].as_array().cloned().unwrap_or_default();

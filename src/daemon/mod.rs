@@ -102,14 +102,7 @@ impl Daemon {
             tenants.tenants.clone(),
             tenants.diagnostics.clone(),
         )));
-        let tlsrpt = Arc::new(TlsRpt::open(&config.tlsrpt, registry.clone()).with_context(
-            || {
-                format!(
-                    "opening the report database {}",
-                    config.tlsrpt.database.display()
-                )
-            },
-        )?);
+        let tlsrpt = open_tlsrpt(&config, &registry)?;
         // The report host is served with a certificate from the tenants' issuer.
         let extra: Vec<String> = config.tlsrpt.report_host.iter().cloned().collect();
         provider.sync_extra(&extra);
@@ -280,6 +273,17 @@ impl Daemon {
     pub fn acme_provider(&self) -> Option<&Arc<AcmeProvider>> {
         self.acme.as_ref().map(|a| &a.provider)
     }
+}
+
+/// Opens the report store the server file names.
+fn open_tlsrpt(config: &ServerConfig, registry: &Arc<Registry>) -> anyhow::Result<Arc<TlsRpt>> {
+    let tlsrpt = TlsRpt::open(&config.tlsrpt, registry.clone()).with_context(|| {
+        format!(
+            "opening the report database {}",
+            config.tlsrpt.database.display()
+        )
+    })?;
+    Ok(Arc::new(tlsrpt))
 }
 
 /// The admin API's state: what it reads, the exporter over the same parts, the token.

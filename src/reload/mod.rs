@@ -245,35 +245,18 @@ impl Reloader {
     /// [`Reloader::reload_blocking`] limited to `scope`.
     pub fn reload_blocking_scoped(&self, trigger: Trigger, scope: Scope) -> ReloadOutcome {
         let started = Instant::now();
-        let now = crate::util::unix_now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let server = self.reread_server(&mut state);
-        let dir = &self.running.tenants_dir;
-        let refreshed = match &scope {
-            Scope::All => state.cache.refresh(dir),
-            Scope::Files(paths) => Ok(state.cache.refresh_files(dir, paths)),
-        };
-        let refresh = match refreshed {
+        let server_changed = server.changed;
+        let mut attempt = Attempt::new(trigger, started, server);
+        let refresh = match self.refresh(&mut state.cache, &scope) {
             Ok(r) => r,
             Err(diag) => {
-                tracing::error!(dir = %dir.display(), "{diag}; keeping every tenant as it is");
-                let mut errors = server.errors;
-                errors.push(diag);
-                let attempt = Attempt {
-                    trigger,
-                    started,
-                    now,
-                    errors,
-                    restart_required: server.restart_required,
-                    public_hostname: server.public_hostname,
-                    stale_tenants: state.cache.stale(),
-                    reparsed_files: 0,
-                    changed_files: Vec::new(),
-                };
+                attempt.errors.push(diag);
+                attempt.stale_tenants = state.cache.stale();
                 return self.finish(ReloadResult::Error, attempt);
             }
         };
-        log_diagnostics(&refresh.new_diagnostics);
         let changed = !refresh.changed_files.is_empty();
         if changed {
             self.swap(&state.cache);
@@ -282,48 +265,50 @@ impl Reloader {
             let tenants: Vec<Arc<Tenant>> = current.tenants().cloned().collect();
             self.provider.sync(&tenants);
         }
-        let mut errors = server.errors;
-        errors.extend(
-            self.registry
-                .load()
+        let snapshot = self.registry.load();
+        attempt.errors.extend(
+            snapshot
                 .diagnostics
                 .iter()
                 .filter(|d| d.is_error())
                 .cloned(),
         );
-        let result = if !changed && !server.changed && !trigger.explicit() {
+        let result = if !changed && !server_changed && !trigger.explicit() {
             ReloadResult::Unchanged
-        } else if errors.is_empty() {
+        } else if attempt.errors.is_empty() {
             ReloadResult::Success
         } else {
             ReloadResult::Error
         };
-        let attempt = Attempt {
-            trigger,
-            started,
-            now,
-            errors,
-            restart_required: server.restart_required,
-            public_hostname: server.public_hostname,
-            stale_tenants: state.cache.stale(),
-            reparsed_files: refresh.reparsed,
-            changed_files: refresh.changed_files,
-        };
+        attempt.stale_tenants = state.cache.stale();
+        attempt.reparsed_files = refresh.reparsed;
+        attempt.changed_files = refresh.changed_files;
         drop(state);
         let outcome = self.finish(result, attempt);
         if result != ReloadResult::Unchanged {
-            tracing::info!(
-                trigger = ?trigger,
-                result = result.as_str(),
-                generation = outcome.generation,
-                tenants = outcome.tenants,
-                changed_files = outcome.changed_files.len(),
-                errors = outcome.errors.len(),
-                elapsed_ms = format!("{:.1}", outcome.elapsed_ms),
-                "configuration reloaded"
-            );
+            log_outcome(&outcome);
         }
         outcome
+    }
+
+    /// Brings the tenant cache in step with the files `scope` names and logs what the files
+    /// parsed again say. An unreadable tenants directory changes nothing.
+    fn refresh(&self, cache: &mut TenantCache, scope: &Scope) -> Result<Refresh, Diagnostic> {
+        let dir = &self.running.tenants_dir;
+        let refreshed = match scope {
+            Scope::All => cache.refresh(dir),
+            Scope::Files(paths) => Ok(cache.refresh_files(dir, paths)),
+        };
+        match refreshed {
+            Ok(r) => {
+                log_diagnostics(&r.new_diagnostics);
+                Ok(r)
+            }
+            Err(diag) => {
+                tracing::error!(dir = %dir.display(), "{diag}; keeping every tenant as it is");
+                Err(diag)
+            }
+        }
     }
 
     /// Reads the server file again: its errors and restart-only changes are reported (once,
@@ -433,6 +418,23 @@ struct ServerCheck {
     public_hostname: Option<String>,
 }
 
+impl Attempt {
+    /// A reload that started at `started`, with what the server file said.
+    fn new(trigger: Trigger, started: Instant, server: ServerCheck) -> Attempt {
+        Attempt {
+            trigger,
+            started,
+            now: crate::util::unix_now(),
+            errors: server.errors,
+            restart_required: server.restart_required,
+            public_hostname: server.public_hostname,
+            stale_tenants: Vec::new(),
+            reparsed_files: 0,
+            changed_files: Vec::new(),
+        }
+    }
+}
+
 /// One reload's findings, on their way into [`ReloadOutcome`] and [`ReloadStatus`].
 struct Attempt {
     trigger: Trigger,
@@ -444,6 +446,20 @@ struct Attempt {
     stale_tenants: Vec<String>,
     reparsed_files: usize,
     changed_files: Vec<PathBuf>,
+}
+
+/// The one info line of a reload that did something.
+fn log_outcome(outcome: &ReloadOutcome) {
+    tracing::info!(
+        trigger = ?outcome.trigger,
+        result = outcome.result.as_str(),
+        generation = outcome.generation,
+        tenants = outcome.tenants,
+        changed_files = outcome.changed_files.len(),
+        errors = outcome.errors.len(),
+        elapsed_ms = format!("{:.1}", outcome.elapsed_ms),
+        "configuration reloaded"
+    );
 }
 
 /// Logs the diagnostics of the files parsed again, once each.
