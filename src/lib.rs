@@ -5,25 +5,23 @@
 //! publish.
 //!
 //! # Layout
-//! - [`config`]: YAML → validated [`config::ServerConfig`] and [`config::Tenant`] values, with
-//!   diagnostics naming file, line and field.
-//! - [`policy`]: policy rendering (CRLF), the id digest, TXT record values.
-//! - [`registry`]: the live tenant [`registry::Snapshot`] behind one swappable pointer.
-//! - [`certs`]: the per-handshake [`certs::CertResolver`] and the certificate sources (internal
-//!   CA, PEM files).
-//! - [`server`]: TCP accept with a connection cap, TLS (SNI checked first), HTTP/1.1 or h2 by
-//!   ALPN, timeouts, graceful shutdown.
-//! - [`http`]: routing a request to pre-rendered bytes.
-//! - [`reload`]: file watching (notify), SIGHUP and `POST /reload` → incremental re-parse →
-//!   one snapshot swap; [`publish`]: the TXT records a change calls for and per-tenant
-//!   readiness.
-//! - [`metrics`]: Prometheus metrics (counters on the request path, per-tenant series made at
-//!   scrape time); [`admin`]: the loopback admin listener (`/metrics`, `/healthz`, `/readyz`,
-//!   `/api/v1/tenants`, `POST /reload`).
-//! - [`tlsrpt`]: TLS-RPT reports (RFC 8460): parsing, bounded decoding, storage, HTTPS and mail
-//!   intake, retention, per-tenant summaries and the ready-to-enforce verdict.
-//! - [`accept`]: the bounded accept loop of the plain-HTTP listeners.
-//! - [`daemon`]: wiring; [`cli`]: the command line; [`logging`], [`fsutil`], [`util`]: helpers.
+//! Dependencies point down only (docs/ARCHITECTURE.md has the rule, CI checks it):
+//! 1. [`policy`] (rendering, the id digest, MX matching), [`config`] (YAML → validated
+//!    [`config::ServerConfig`] and [`config::Tenant`], diagnostics naming file, line and
+//!    field), [`fsutil`], [`util`] (time helpers; [`util::http`], the pieces every listener
+//!    shares), [`accept`] (the bounded accept loop of the plain-HTTP listeners), [`logging`].
+//! 2. [`registry`] (the live [`registry::Snapshot`] behind one swappable pointer), [`stats`]
+//!    (every counter the daemon writes), [`certs`] (the per-handshake
+//!    [`certs::CertResolver`], the board, the `CertStore` trait, the issuers: internal CA, PEM
+//!    files, ACME), [`tlsrpt`] (reports: decoding, the `ReportStore` trait, HTTPS and mail
+//!    intake through one accept path, summaries and the verdict).
+//! 3. [`publish`] (the one builder of DNS records, readiness), [`http`] (routing a policy
+//!    request), [`reload`] (the one tenant loader, watching, SIGHUP, one snapshot swap).
+//! 4. [`server`] (TCP accept, TLS with SNI checked first, HTTP/1.1 or h2 by ALPN, one handler
+//!    per connection), [`metrics`] (the one reader of `stats`; per-tenant series made at
+//!    scrape time), [`admin`] (the loopback admin listener).
+//! 5. [`daemon`] (wiring, one supervisor for every background task), [`cli`] (the command
+//!    line; `main.rs` only parses and dispatches).
 //!
 //! # The path of a request
 //! TCP accept (semaphore) → ClientHello read, SNI looked up (unknown → `unrecognized_name`) →

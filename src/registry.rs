@@ -4,8 +4,7 @@
 //! atomic store; a request loads the pointer once and sees one consistent table throughout.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -65,11 +64,12 @@ impl Snapshot {
     }
 }
 
-/// Holder of the current snapshot.
+/// Holder of the current snapshot. The generation lives in the snapshot alone; swaps are
+/// serialized so each one numbers its snapshot from the one it replaces.
 #[derive(Debug)]
 pub struct Registry {
     current: ArcSwap<Snapshot>,
-    generation: AtomicU64,
+    swapping: Mutex<()>,
 }
 
 impl Registry {
@@ -77,7 +77,7 @@ impl Registry {
     pub fn new(first: Snapshot) -> Self {
         Registry {
             current: ArcSwap::from_pointee(first),
-            generation: AtomicU64::new(0),
+            swapping: Mutex::new(()),
         }
     }
 
@@ -88,7 +88,40 @@ impl Registry {
 
     /// Replaces the snapshot as a whole and returns the previous one.
     pub fn swap(&self, mut next: Snapshot) -> Arc<Snapshot> {
-        next.generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let _one_at_a_time = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
+        next.generation = self.current.load().generation + 1;
         self.current.swap(Arc::new(next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_swap_numbers_its_snapshot_from_the_one_it_replaces() {
+        let registry = Arc::new(Registry::new(Snapshot::default()));
+        assert_eq!(registry.load().generation, 0);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let r = registry.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .map(|_| r.swap(Snapshot::default()).generation)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut replaced: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        replaced.sort_unstable();
+        assert_eq!(
+            replaced,
+            (0..400).collect::<Vec<u64>>(),
+            "no number twice, none skipped"
+        );
+        assert_eq!(registry.load().generation, 400);
     }
 }

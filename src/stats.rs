@@ -36,6 +36,7 @@ impl ClassCounters {
         self.0[class].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The counts, `1xx` first.
     pub fn values(&self) -> [u64; 5] {
         std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
     }
@@ -82,6 +83,7 @@ impl TenantRequests {
             .retain(|d, _| keep(d));
     }
 
+    /// Every tenant's counts sorted by domain, the unknown counters as domain `""`.
     pub fn values(&self) -> Vec<(String, [u64; 5])> {
         let map = self.by_domain.read().unwrap_or_else(|e| e.into_inner());
         let mut list: Vec<_> = map.iter().map(|(d, c)| (d.clone(), c.values())).collect();

@@ -1,5 +1,5 @@
 //! Wires the parts together: configuration → snapshot → certificates → report store →
-//! listeners; starts every background task in one place ([`tasks::Supervisor`]) and stops
+//! listeners; starts every background task in one place (`tasks::Supervisor`) and stops
 //! them with one signal after the HTTPS listener has drained.
 
 mod tasks;

@@ -3,7 +3,7 @@
 //! in once.
 //!
 //! Incremental: the last result of every tenant file is cached with the file's identity and
-//! timestamps ([`Stamp`]); a reload re-reads only files whose stamp changed and compares the
+//! timestamps (`cache::Stamp`); a reload re-reads only files whose stamp changed and compares the
 //! parsed result with the cached one, so a one-tenant edit among 100 000 tenants parses one
 //! file. A file that now fails keeps its last good tenants served (marked stale) while its
 //! errors are logged, counted and shown; other files' changes still apply.

@@ -140,7 +140,7 @@ impl DirWatch {
 }
 
 /// The file-watching task: any relevant event in the watched directories starts a reload once
-/// events have been quiet for `debounce` (at most [`MAX_DEBOUNCE`] after the first).
+/// events have been quiet for `debounce` (at most `MAX_DEBOUNCE`, a second, after the first).
 pub async fn watch_task(
     reloader: Arc<Reloader>,
     mut watch: DirWatch,
