@@ -63,21 +63,12 @@ pub fn handle<B>(registry: &Registry, sni: Option<&str>, req: &Request<B>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_tenants;
     use crate::registry::Snapshot;
     use http::header::HOST;
-    use std::path::Path;
-    use std::sync::Arc;
 
     fn registry() -> Registry {
-        let file = parse_tenants(
-            Path::new("t.yaml"),
+        Registry::new(Snapshot::from_yaml(
             "domain: example.com\nmode: testing\nmx: [mx.example.com]\nmax_age: 86400\n",
-        );
-        assert!(file.diagnostics.is_empty(), "{:?}", file.diagnostics);
-        Registry::new(Snapshot::new(
-            file.tenants.into_iter().map(Arc::new).collect(),
-            vec![],
         ))
     }
 

@@ -289,18 +289,10 @@ pub fn log_changes(old: &Snapshot, new: &Snapshot, board: &CertBoard, publishing
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_tenants;
     use std::path::Path;
-    use std::sync::Arc;
 
     fn snap(yaml: &str) -> Snapshot {
-        let f = parse_tenants(Path::new("t.yaml"), yaml);
-        assert!(
-            f.diagnostics.iter().all(|d| !d.is_error()),
-            "{:?}",
-            f.diagnostics
-        );
-        Snapshot::new(f.tenants.into_iter().map(Arc::new).collect(), vec![])
+        Snapshot::from_yaml(yaml)
     }
 
     #[test]

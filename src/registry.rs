@@ -64,6 +64,20 @@ impl Snapshot {
     }
 }
 
+#[cfg(test)]
+impl Snapshot {
+    /// A snapshot of the tenants in one YAML text, for unit tests; panics on any error.
+    pub(crate) fn from_yaml(yaml: &str) -> Snapshot {
+        let file = crate::config::parse_tenants(std::path::Path::new("t.yaml"), yaml);
+        assert!(
+            file.diagnostics.iter().all(|d| !d.is_error()),
+            "{:?}",
+            file.diagnostics
+        );
+        Snapshot::new(file.tenants.into_iter().map(Arc::new).collect(), vec![])
+    }
+}
+
 /// Holder of the current snapshot. The generation lives in the snapshot alone; swaps are
 /// serialized so each one numbers its snapshot from the one it replaces.
 #[derive(Debug)]

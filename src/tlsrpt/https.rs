@@ -326,19 +326,13 @@ fn reply(status: StatusCode, text: String) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{TlsRptConfig, parse_tenants};
+    use crate::config::TlsRptConfig;
     use crate::registry::{Registry, Snapshot};
     use crate::tlsrpt::testutil::{fixture, gzip};
-    use std::path::Path;
 
     fn intake(dir: &tempfile::TempDir, max_compressed: usize) -> HttpsIntake {
-        let file = parse_tenants(
-            Path::new("t.yaml"),
+        let registry = Arc::new(Registry::new(Snapshot::from_yaml(
             "domain: example.com\nmode: testing\nmx: [mx1.example.com]\nmax_age: 86400\n",
-        );
-        let registry = Arc::new(Registry::new(Snapshot::new(
-            file.tenants.into_iter().map(Arc::new).collect(),
-            vec![],
         )));
         let mut config = TlsRptConfig::defaults(dir.path());
         config.report_host = Some("tlsrpt.operator.example".into());

@@ -76,7 +76,6 @@ pub fn accept(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::sync::Arc;
 
     use bytes::Bytes;
@@ -85,7 +84,7 @@ mod tests {
     use http_body_util::{BodyExt, Full};
 
     use super::*;
-    use crate::config::{MailAuthPolicy, TlsRptConfig, parse_tenants};
+    use crate::config::{MailAuthPolicy, TlsRptConfig};
     use crate::registry::{Registry, Snapshot};
     use crate::tlsrpt::https::HttpsIntake;
     use crate::tlsrpt::mail::{MailError, MailIntake, MailReceipt, ingest_message};
@@ -96,13 +95,8 @@ mod tests {
 
     /// TLS-RPT with one tenant, example.com, and a report host.
     fn tlsrpt(dir: &tempfile::TempDir) -> Arc<TlsRpt> {
-        let file = parse_tenants(
-            Path::new("t.yaml"),
+        let registry = Arc::new(Registry::new(Snapshot::from_yaml(
             "domain: example.com\nmode: testing\nmx: [mx1.example.com]\nmax_age: 86400\n",
-        );
-        let registry = Arc::new(Registry::new(Snapshot::new(
-            file.tenants.into_iter().map(Arc::new).collect(),
-            vec![],
         )));
         let mut config = TlsRptConfig::defaults(dir.path());
         config.report_host = Some(REPORT_HOST.into());
