@@ -241,3 +241,46 @@ fn container_config_checks_clean() {
     let (code, out, _) = run(&["check"], cfg.path());
     assert_eq!(code, Some(0), "{out}");
 }
+
+/// A config with `n` tenants in one list file: enough output to overflow a pipe's buffer.
+fn many_tenants(n: usize) -> TestConfig {
+    let cfg = TestConfig::new();
+    let list: String = (0..n)
+        .map(|i| format!("- domain: t{i}.example\n  mode: testing\n  mx: [mx.t{i}.example]\n"))
+        .collect();
+    cfg.tenant("bulk.yaml", &list);
+    cfg
+}
+
+/// `mta-stsd dns | head -1`: the reader goes away after one line; the writer must stop
+/// quietly instead of printing "Broken pipe" (Rust ignores SIGPIPE, so writes get EPIPE).
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let cfg = many_tenants(5000);
+    for args in [&["dns"][..], &["dns", "--json"], &["reports", "--json"]] {
+        let mut child = Command::new(binary())
+            .args(args)
+            .arg("--config")
+            .arg(cfg.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        assert!(!first.is_empty(), "{args:?}: no output");
+        // Closing our end is what `head` does after its line.
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("error") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        if args[0] == "dns" {
+            assert_eq!(err, "", "{args:?}");
+        }
+    }
+}
