@@ -49,7 +49,25 @@ pub(super) fn certs(dir: &Path, out: &mut dyn Write) -> anyhow::Result<ExitCode>
         }
     };
     print_table(&rows, out)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if rows.iter().any(CertRow::needs_attention) {
+        ExitCode::from(super::EXIT_NEEDS_ATTENTION)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// States that need the operator: the issuer gave up or is waiting out a failure, or the
+/// certificate on disk has run out. Pending and dns-not-ready are a new tenant's normal way.
+const ATTENTION_STATES: [&str; 3] = ["error", "backoff", EXPIRED];
+
+/// Shown instead of `valid`/`renewing` when the stored certificate has run out since the
+/// issuer wrote its status (the daemon is down or stuck).
+const EXPIRED: &str = "expired";
+
+impl CertRow {
+    fn needs_attention(&self) -> bool {
+        ATTENTION_STATES.contains(&self.state.as_str())
+    }
 }
 
 /// One row per configured or stored host: what the ACME issuer last stored for it.
@@ -81,6 +99,12 @@ fn acme_rows(
             "valid".to_owned()
         } else {
             "pending".to_owned()
+        };
+        let ran_out = info.as_ref().is_ok_and(|i| i.not_after <= now);
+        let state = if ran_out && matches!(state.as_str(), "valid" | "renewing" | "pending") {
+            EXPIRED.to_owned()
+        } else {
+            state
         };
         let last_error = status
             .as_ref()

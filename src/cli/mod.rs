@@ -10,9 +10,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::logging::LogFormat;
+use crate::tlsrpt::VerdictStatus;
+
+/// Exit status of `reports` and `certs` when something shown needs attention. Not 2: clap
+/// exits 2 on a usage error, and a script must tell "fix me" from "called wrongly".
+pub const EXIT_NEEDS_ATTENTION: u8 = 3;
 
 /// Hosted MTA-STS policy server: serves `https://mta-sts.<domain>/.well-known/mta-sts.txt` for
 /// many tenant domains, with a certificate per tenant, and tells you the DNS records to publish.
@@ -105,13 +110,23 @@ pub enum Command {
     /// failure rate, failures by result-type and by receiving MX, and the verdict: a testing
     /// tenant is "ready to enforce" when reports cover at least tlsrpt.min_days_for_enforce
     /// days with no sts failure caused by the certificate or the MX list; an enforcing tenant
-    /// gets a warning when failures appear. `reports show <report-id>` prints one report.
+    /// gets a warning when failures appear, and "no reports" when none arrived in the window.
+    /// `reports show <report-id>` prints one report.
+    ///
+    /// Exit status: 0 when no tenant shown needs attention, 3 when a tenant shown needs
+    /// attention (an enforcing tenant with failures: WARNING), 1 when the command could not
+    /// run (configuration, database), 2 on a command-line usage error.
     #[command(args_conflicts_with_subcommands = true)]
     Reports(ReportsArgs),
     /// Print every tenant's certificate state from the state directory, as a table.
     ///
     /// Works without a running daemon: reads the certificates and the last status the ACME
-    /// issuer stored (state, next attempt, last error with the CA's detail).
+    /// issuer stored (state, next attempt, last error with the CA's detail). A certificate
+    /// that ran out since the issuer last wrote its status shows as `expired`.
+    ///
+    /// Exit status: 0 when every certificate is fine or on its way (valid, renewing, pending,
+    /// dns-not-ready), 3 when a certificate needs attention (error, backoff or expired), 1 when
+    /// the command could not run, 2 on a command-line usage error.
     Certs(ConfigArg),
 }
 
@@ -134,6 +149,44 @@ pub struct ReportsArgs {
     /// Print JSON (one object per tenant) instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Only tenants with this verdict; repeat or separate by commas for several
+    /// (`--verdict warning,no-reports`).
+    #[arg(long, value_name = "VERDICT", value_enum, value_delimiter = ',')]
+    pub verdict: Vec<VerdictFilter>,
+}
+
+/// The verdicts `reports --verdict` selects, named like the table's labels; the JSON's
+/// `verdict.status` names are accepted too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerdictFilter {
+    /// Testing, clean coverage: can switch to enforce.
+    #[value(alias = "ready-to-enforce")]
+    Ready,
+    /// Testing, something blocks enforcing.
+    NotReady,
+    /// Enforcing, reports without failures.
+    #[value(alias = "healthy")]
+    Ok,
+    /// Enforcing, senders report failures.
+    Warning,
+    /// Enforcing, no report in the window.
+    NoReports,
+    /// Mode none.
+    NotApplicable,
+}
+
+impl VerdictFilter {
+    /// The summary status this filter selects.
+    pub fn status(self) -> VerdictStatus {
+        match self {
+            VerdictFilter::Ready => VerdictStatus::ReadyToEnforce,
+            VerdictFilter::NotReady => VerdictStatus::NotReady,
+            VerdictFilter::Ok => VerdictStatus::Healthy,
+            VerdictFilter::Warning => VerdictStatus::Warning,
+            VerdictFilter::NoReports => VerdictStatus::NoReports,
+            VerdictFilter::NotApplicable => VerdictStatus::NotApplicable,
+        }
+    }
 }
 
 /// Subcommands of `reports`.

@@ -82,13 +82,23 @@ pub(super) fn reports(args: &ReportsArgs, out: &mut dyn Write) -> anyhow::Result
             &verdict,
         )?);
     }
+    if !args.verdict.is_empty() {
+        summaries.retain(|s| args.verdict.iter().any(|v| v.status() == s.verdict.status));
+    }
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &summaries)?;
         writeln!(out)?;
     } else {
         out.write_all(crate::tlsrpt::render_table(&summaries).as_bytes())?;
     }
-    Ok(ExitCode::SUCCESS)
+    // Only what was shown counts: `--verdict ready` is a question, not a health check.
+    Ok(
+        if summaries.iter().any(|s| s.verdict.status.needs_attention()) {
+            ExitCode::from(super::EXIT_NEEDS_ATTENTION)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// Opens the report database for reading, or `None` (with a note on stderr) when none exists

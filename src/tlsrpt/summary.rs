@@ -104,12 +104,23 @@ pub enum VerdictStatus {
     ReadyToEnforce,
     /// Testing, but `reasons` lists what blocks enforcing.
     NotReady,
-    /// Enforcing and no failures reported.
+    /// Enforcing, reports received, none with failures.
     Healthy,
     /// Enforcing and senders report failures (mail may be refused).
     Warning,
+    /// Enforcing and no report in the window: nothing says it works (is `_smtp._tls`
+    /// published?).
+    NoReports,
     /// Mode `none`: nothing to judge.
     NotApplicable,
+}
+
+impl VerdictStatus {
+    /// Whether an operator should look now: senders report failures on an enforcing tenant.
+    /// `reports` exits non-zero when a tenant it shows has such a verdict.
+    pub fn needs_attention(self) -> bool {
+        self == VerdictStatus::Warning
+    }
 }
 
 /// A verdict with the reasons behind it (blockers or warnings), one line each.
@@ -129,6 +140,7 @@ impl Verdict {
             VerdictStatus::NotReady => "not ready",
             VerdictStatus::Healthy => "ok",
             VerdictStatus::Warning => "WARNING: failures",
+            VerdictStatus::NoReports => "no reports",
             VerdictStatus::NotApplicable => "-",
         }
     }
@@ -284,8 +296,15 @@ fn testing_verdict(
     }
 }
 
-/// Enforcing: any failed session is a warning, broken down by policy and result type.
+/// Enforcing: any failed session is a warning, broken down by policy and result type; no
+/// report at all is not "ok", since silence proves nothing.
 fn enforce_verdict(data: &WindowData, failed: u64) -> Verdict {
+    if data.reports.is_empty() {
+        return Verdict {
+            status: VerdictStatus::NoReports,
+            reasons: vec!["no reports received in the window".to_string()],
+        };
+    }
     if failed == 0 {
         return Verdict {
             status: VerdictStatus::Healthy,
@@ -569,6 +588,20 @@ mod tests {
             &VerdictConfig::default(),
         );
         assert_eq!(s.verdict.status, VerdictStatus::Healthy);
+        assert_eq!(s.verdict.label(), "ok");
+
+        let s = summarize(
+            "example.com",
+            Mode::Enforce,
+            &WindowData::default(),
+            SINCE,
+            NOW,
+            &VerdictConfig::default(),
+        );
+        assert_eq!(s.verdict.status, VerdictStatus::NoReports);
+        assert_eq!(s.verdict.label(), "no reports");
+        assert_eq!(s.verdict.reasons, ["no reports received in the window"]);
+        assert!(!s.verdict.status.needs_attention());
     }
 
     #[test]

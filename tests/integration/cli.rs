@@ -120,6 +120,8 @@ fn help_explains_every_subcommand() {
         ("serve", "--config <DIR>"),
         ("check", "Exit status 0"),
         ("dns", "--json"),
+        ("reports", "3 when a tenant shown needs attention"),
+        ("certs", "3 when a certificate needs attention"),
     ] {
         let out = Command::new(binary())
             .args([sub, "--help"])
@@ -283,4 +285,97 @@ fn output_into_a_closed_pipe_ends_quietly() {
             assert_eq!(err, "", "{args:?}");
         }
     }
+}
+
+/// A self-signed (chain PEM, key PEM) for `host`, valid until `days` from now (negative:
+/// already expired).
+fn self_signed(host: &str, days: i64) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![host.to_owned()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(30);
+    params.not_after = now + time::Duration::days(days);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// `certs` exits 3 when a certificate is in error, backing off or expired, so a cron job or
+/// monitoring check notices without parsing the table; 0 when all are fine or on their way.
+#[test]
+fn certs_exit_status_says_when_a_certificate_needs_attention() {
+    let cfg = TestConfig::with_server(
+        "listen: \"127.0.0.1:0\"\nstate_dir: state\nissuer: files\nfiles:\n  dir: certs\n",
+    );
+    cfg.simple_tenant("good.example");
+    let (chain, key) = self_signed("mta-sts.good.example", 60);
+    let folder = cfg.path().join("certs/mta-sts.good.example");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("tls.crt"), chain).unwrap();
+    std::fs::write(folder.join("tls.key"), key).unwrap();
+    let (code, out, err) = run(&["certs"], cfg.path());
+    assert_eq!(code, Some(0), "{out}{err}");
+    cfg.simple_tenant("missing.example");
+    let (code, out, err) = run(&["certs"], cfg.path());
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("mta-sts.missing.example  error")),
+        "{out}"
+    );
+
+    use mta_stsd::certs::CertState;
+    use mta_stsd::certs::store::{CertMeta, CertStore, FileStore, StatusRecord, StoredCert};
+    let cfg = TestConfig::with_server(
+        "listen: \"127.0.0.1:0\"\nstate_dir: state\nissuer: acme\nacme:\n  directory: letsencrypt-staging\n  preflight:\n    enabled: false\n",
+    );
+    cfg.simple_tenant("new.example");
+    cfg.simple_tenant("old.example");
+    let store = FileStore::new(&cfg.path().join("state"));
+    let status = |state| StatusRecord {
+        state,
+        last_error: None,
+        next_attempt: None,
+        updated: mta_stsd::util::unix_now(),
+    };
+    let (chain_pem, key_pem) = self_signed("mta-sts.old.example", -1);
+    store
+        .save_cert(
+            "mta-sts.old.example",
+            &StoredCert {
+                chain_pem,
+                key_pem,
+                meta: CertMeta::default(),
+            },
+        )
+        .unwrap();
+    // The daemon last saw it valid, then stopped; the certificate ran out since.
+    store
+        .save_status("mta-sts.old.example", &status(CertState::Valid))
+        .unwrap();
+    let (code, out, err) = run(&["certs"], cfg.path());
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("mta-sts.old.example  expired")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("mta-sts.new.example  pending")),
+        "a new tenant waiting for its first certificate is no alarm: {out}"
+    );
+    let (chain_pem, key_pem) = self_signed("mta-sts.old.example", 60);
+    let fresh = StoredCert {
+        chain_pem,
+        key_pem,
+        meta: CertMeta::default(),
+    };
+    store.save_cert("mta-sts.old.example", &fresh).unwrap();
+    let (code, out, err) = run(&["certs"], cfg.path());
+    assert_eq!(code, Some(0), "{out}{err}");
+    store
+        .save_status("mta-sts.new.example", &status(CertState::Backoff))
+        .unwrap();
+    let (code, out, err) = run(&["certs"], cfg.path());
+    assert_eq!(code, Some(3), "{out}{err}");
 }

@@ -290,6 +290,9 @@ fn reports_table_and_json_give_the_verdict() {
     );
     assert_eq!(by("quiet.example")["mode"], "enforce");
     assert_eq!(by("quiet.example")["reports"], 0);
+    // Enforcing with nothing reported is not known to be fine.
+    assert_eq!(by("quiet.example")["verdict"]["status"], "no-reports");
+    assert!(row("quiet.example").ends_with("no reports"), "{table}");
 
     let (code, one, _) = run(
         &["reports", "--json", "--domain", "Clean.Example"],
@@ -313,4 +316,105 @@ fn reports_table_and_json_give_the_verdict() {
     let (code, _, err) = run(&["reports", "show", "no-such-id"], cfg.path(), b"");
     assert_eq!(code, 1);
     assert!(err.contains("no stored report"), "{err}");
+}
+
+fn enforcing(cfg: &TestConfig, domain: &str) {
+    cfg.tenant(
+        &format!("{domain}.yaml"),
+        &format!("domain: {domain}\nmode: enforce\nmx: [mx.{domain}]\nmax_age: 604800\n"),
+    );
+}
+
+/// Exit 3 when a shown tenant needs attention (an enforcing tenant with failures), and
+/// `--verdict` to pick tenants by verdict among many.
+#[test]
+fn reports_exit_status_and_verdict_filter() {
+    let cfg = TestConfig::new();
+    cfg.simple_tenant("trial.example");
+    enforcing(&cfg, "fine.example");
+    enforcing(&cfg, "quiet.example");
+    enforcing(&cfg, "warn.example");
+    cfg.tenant("off.example.yaml", "domain: off.example\nmode: none\n");
+    std::fs::create_dir_all(cfg.path().join("state")).unwrap();
+    let store = store(&cfg);
+    let day = today().previous_day().unwrap();
+    insert(
+        &store,
+        "fine.example",
+        report_json("Good Org", "fine-1", "fine.example", day, 100, &[]),
+    );
+    insert(
+        &store,
+        "warn.example",
+        report_json(
+            "Good Org",
+            "warn-1",
+            "warn.example",
+            day,
+            100,
+            &[("certificate-expired", "mx.warn.example", 3)],
+        ),
+    );
+    drop(store);
+
+    let (code, table, err) = run(&["reports"], cfg.path(), b"");
+    assert_eq!(code, 3, "a warning needs attention: {table}{err}");
+    let verdict = |tenant: &str| {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(tenant))
+            .unwrap_or_else(|| panic!("no row for {tenant} in\n{table}"));
+        line.rsplit("  ").next().unwrap().to_owned()
+    };
+    assert_eq!(verdict("warn.example"), "WARNING: failures", "{table}");
+    assert_eq!(verdict("fine.example"), "ok", "{table}");
+    assert_eq!(verdict("quiet.example"), "no reports", "{table}");
+    assert_eq!(verdict("trial.example"), "not ready", "{table}");
+    assert_eq!(verdict("off.example"), "-", "{table}");
+
+    let tenants = |args: &[&str]| {
+        let mut all = vec!["reports", "--json"];
+        all.extend_from_slice(args);
+        let (code, json, err) = run(&all, cfg.path(), b"");
+        let list: serde_json::Value =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{args:?}: {e}: {err}"));
+        let names: Vec<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["tenant"].as_str().unwrap().to_owned())
+            .collect();
+        (code, names)
+    };
+    assert_eq!(
+        tenants(&["--verdict", "warning"]),
+        (3, vec!["warn.example".to_owned()])
+    );
+    // Only the shown tenants count for the exit status.
+    assert_eq!(
+        tenants(&["--verdict", "ok,no-reports"]),
+        (
+            0,
+            vec!["fine.example".to_owned(), "quiet.example".to_owned()]
+        )
+    );
+    assert_eq!(
+        tenants(&["--verdict", "not-ready", "--verdict", "not-applicable"]),
+        (
+            0,
+            vec!["off.example".to_owned(), "trial.example".to_owned()]
+        )
+    );
+    assert_eq!(tenants(&["--verdict", "ready"]), (0, Vec::new()));
+    assert_eq!(
+        tenants(&["--verdict", "healthy", "--domain", "fine.example"]),
+        (0, vec!["fine.example".to_owned()])
+    );
+
+    let (code, _, err) = run(&["reports", "--verdict", "great"], cfg.path(), b"");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("not-ready") && err.contains("no-reports"),
+        "{err}"
+    );
 }
