@@ -210,7 +210,9 @@ async fn tlsrpt_summary(
     raw: &str,
     query: Option<&str>,
 ) -> Response<Full<Bytes>> {
-    let domain = raw.trim_end_matches('.').to_ascii_lowercase();
+    let Some(domain) = path_domain(raw) else {
+        return no_such_tenant();
+    };
     let now = time::OffsetDateTime::now_utc();
     let since = query
         .into_iter()
@@ -233,10 +235,7 @@ async fn tlsrpt_summary(
         tokio::task::spawn_blocking(move || tlsrpt.tenant_summary_json(&domain, since)).await;
     match result {
         Ok(Ok(Some(summary))) => json(StatusCode::OK, &summary),
-        Ok(Ok(None)) => json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "no such tenant"}),
-        ),
+        Ok(Ok(None)) => no_such_tenant(),
         Ok(Err(err)) => json(
             StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             &serde_json::json!({ "error": err.to_string() }),
@@ -348,8 +347,39 @@ fn tenant_list(state: &AdminState) -> serde_json::Value {
     })
 }
 
+/// The tenant domain named in a path segment, as A-labels: clients send a U-label
+/// percent-encoded (`m%C3%BCller.example`), people type a trailing dot or capitals.
+fn path_domain(raw: &str) -> Option<String> {
+    let decoded = percent_decode(raw)?;
+    let name = decoded.strip_suffix('.').unwrap_or(&decoded);
+    crate::config::normalize_hostname(name).ok()
+}
+
+/// `%XX` escapes to bytes; `None` for a broken escape or bytes that are not UTF-8.
+fn percent_decode(raw: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let high = char::from(bytes.next()?).to_digit(16)?;
+            let low = char::from(bytes.next()?).to_digit(16)?;
+            out.push(u8::try_from(high * 16 + low).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn no_such_tenant() -> Response<Full<Bytes>> {
+    json(
+        StatusCode::NOT_FOUND,
+        &serde_json::json!({"error": "no such tenant"}),
+    )
+}
+
 fn tenant_detail(state: &AdminState, raw: &str) -> Option<serde_json::Value> {
-    let domain = crate::config::normalize_hostname(raw).ok()?;
+    let domain = path_domain(raw)?;
     let snapshot = state.registry.load();
     let tenant = snapshot.by_domain(&domain)?.clone();
     let status = state.reloader.status();

@@ -61,7 +61,7 @@ pub(super) fn reports(args: &ReportsArgs, out: &mut dyn Write) -> anyhow::Result
     let mut tenants = set.tenants.clone();
     tenants.sort_by(|a, b| a.domain.cmp(&b.domain));
     if let Some(domain) = &args.domain {
-        let domain = crate::tlsrpt::report::normalize_domain(domain);
+        let domain = typed_domain(domain).map_err(|why| anyhow::anyhow!("--domain: {why}"))?;
         tenants.retain(|t| t.domain == domain);
         if tenants.is_empty() {
             anyhow::bail!("{domain} is not a tenant of {}", server.file.display());
@@ -99,6 +99,13 @@ pub(super) fn reports(args: &ReportsArgs, out: &mut dyn Write) -> anyhow::Result
             ExitCode::SUCCESS
         },
     )
+}
+
+/// A domain as typed on the command line, as the A-labels tenants are stored under: a U-label
+/// (`müller.example`), capitals and a trailing dot are all the same tenant.
+fn typed_domain(typed: &str) -> Result<String, String> {
+    let typed = typed.trim();
+    crate::config::normalize_hostname(typed.strip_suffix('.').unwrap_or(typed))
 }
 
 /// Opens the report database for reading, or `None` (with a note on stderr) when none exists

@@ -97,7 +97,9 @@ fn check_ldh(name: &str) -> Result<(), String> {
 }
 
 /// Checks a TLS-RPT reporting URI (RFC 8460 §3): `mailto:` or `https:`; `,`, `!` and `;` must
-/// be percent-encoded because they delimit the record.
+/// be percent-encoded because they delimit the record. The domain (mailto) or host (https) is
+/// returned as lowercase A-labels, so `mailto:tls@bücher.example` is published as
+/// `mailto:tls@xn--bcher-kva.example` (RFC 6068 §2 prefers A-labels in mailto domains).
 pub fn validate_rua(input: &str) -> Result<String, String> {
     for (c, enc) in [(',', "%2C"), ('!', "%21"), (';', "%3B")] {
         if input.contains(c) {
@@ -106,41 +108,74 @@ pub fn validate_rua(input: &str) -> Result<String, String> {
             ));
         }
     }
-    if input.chars().any(|c| !c.is_ascii_graphic()) {
+    if input.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
-            "{input:?} contains spaces or non-ASCII characters; percent-encode them"
+            "{input:?} contains spaces or control characters; percent-encode them"
         ));
     }
-    let lower = input.to_ascii_lowercase();
-    if let Some(addr) = lower.strip_prefix("mailto:") {
-        let addr = addr.split('?').next().unwrap_or_default();
-        let (local, domain) = addr
-            .rsplit_once('@')
-            .ok_or_else(|| format!("{input:?} is not a mailto: address (no '@')"))?;
-        if local.is_empty() {
-            return Err(format!("{input:?} has an empty local part"));
-        }
-        normalize_hostname(domain).map_err(|why| format!("{input:?}: domain {why}"))?;
-        // Keep the operator's spelling of the local part: it may be case-sensitive.
-        Ok(format!("mailto:{}", &input["mailto:".len()..]))
-    } else if let Some(rest) = lower.strip_prefix("https://") {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        if authority.contains('@') {
-            return Err(format!("{input:?} must not contain user information"));
-        }
-        let host = match authority.rsplit_once(':') {
-            Some((host, port)) => {
-                port.parse::<u16>()
-                    .map_err(|_| format!("{input:?} has an invalid port {port:?}"))?;
-                host
-            }
-            None => authority,
-        };
-        normalize_hostname(host).map_err(|why| format!("{input:?}: host {why}"))?;
-        Ok(format!("https://{}", &input["https://".len()..]))
+    if let Some(rest) = strip_scheme(input, "mailto:") {
+        mailto_rua(input, rest)
+    } else if let Some(rest) = strip_scheme(input, "https://") {
+        https_rua(input, rest)
     } else {
         Err(format!("{input:?} must be a mailto: or https: URI"))
     }
+}
+
+/// `input` without `scheme`, compared without regard to ASCII case.
+fn strip_scheme<'a>(input: &'a str, scheme: &str) -> Option<&'a str> {
+    let head = input.get(..scheme.len())?;
+    head.eq_ignore_ascii_case(scheme)
+        .then(|| &input[scheme.len()..])
+}
+
+/// Outside the domain, a URI must be ASCII: non-ASCII text there is percent-encoded UTF-8.
+fn ascii_part(input: &str, part: &str, what: &str) -> Result<(), String> {
+    if part.is_ascii() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{input:?}: the {what} has non-ASCII characters; percent-encode them as UTF-8 (only the domain may be written as a U-label)"
+        ))
+    }
+}
+
+fn mailto_rua(input: &str, rest: &str) -> Result<String, String> {
+    let (addr, query) = match rest.split_once('?') {
+        Some((addr, query)) => (addr, Some(query)),
+        None => (rest, None),
+    };
+    let (local, domain) = addr
+        .rsplit_once('@')
+        .ok_or_else(|| format!("{input:?} is not a mailto: address (no '@')"))?;
+    if local.is_empty() {
+        return Err(format!("{input:?} has an empty local part"));
+    }
+    ascii_part(input, local, "local part")?;
+    ascii_part(input, query.unwrap_or_default(), "query")?;
+    let domain = normalize_hostname(domain).map_err(|why| format!("{input:?}: domain {why}"))?;
+    // Keep the operator's spelling of the local part: it may be case-sensitive.
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    Ok(format!("mailto:{local}@{domain}{query}"))
+}
+
+fn https_rua(input: &str, rest: &str) -> Result<String, String> {
+    let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(split);
+    if authority.contains('@') {
+        return Err(format!("{input:?} must not contain user information"));
+    }
+    ascii_part(input, tail, "path")?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => {
+            port.parse::<u16>()
+                .map_err(|_| format!("{input:?} has an invalid port {port:?}"))?;
+            (host, &authority[host.len()..])
+        }
+        None => (authority, ""),
+    };
+    let host = normalize_hostname(host).map_err(|why| format!("{input:?}: host {why}"))?;
+    Ok(format!("https://{host}{port}{tail}"))
 }
 
 #[cfg(test)]
@@ -246,5 +281,33 @@ mod tests {
                 .contains("no '@'")
         );
         assert!(validate_rua("https://u@r.example.com/").is_err());
+        assert_eq!(
+            validate_rua("MAILTO:tls@Bücher.example?subject=x").unwrap(),
+            "mailto:tls@xn--bcher-kva.example?subject=x"
+        );
+        assert_eq!(
+            validate_rua("https://Bücher.example:8443/r%C3%BC").unwrap(),
+            "https://xn--bcher-kva.example:8443/r%C3%BC"
+        );
+        assert!(
+            validate_rua("mailto:jörg@example.com")
+                .unwrap_err()
+                .contains("the local part has non-ASCII characters; percent-encode")
+        );
+        assert!(
+            validate_rua("https://r.example.com/rü")
+                .unwrap_err()
+                .contains("the path has non-ASCII")
+        );
+        assert!(
+            validate_rua("mailto:a@b\u{e9}\u{301}..example")
+                .unwrap_err()
+                .contains("domain")
+        );
+        assert!(
+            validate_rua("mailto:a b@example.com")
+                .unwrap_err()
+                .contains("spaces")
+        );
     }
 }

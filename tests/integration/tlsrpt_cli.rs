@@ -418,3 +418,89 @@ fn reports_exit_status_and_verdict_filter() {
         "{err}"
     );
 }
+
+/// A U-label is the same domain as its A-label: `--domain` and the `rua` of a tenant file take
+/// either, and the published record carries the A-label.
+#[test]
+fn u_labels_are_accepted_wherever_a_domain_is_typed() {
+    let cfg = TestConfig::new();
+    cfg.tenant(
+        "mueller.yaml",
+        "domain: müller.example\nmode: testing\nmx: [mx.müller.example]\nmax_age: 86400\ntlsrpt:\n  rua: [\"mailto:TLS@Bücher.example\", \"https://bücher.example:8443/tlsrpt?x=1\"]\n",
+    );
+    let (code, out, err) = run(&["check"], cfg.path(), b"");
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&["dns"], cfg.path(), b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("_smtp._tls.xn--mller-kva.example. IN TXT \"v=TLSRPTv1; rua=mailto:TLS@xn--bcher-kva.example,https://xn--bcher-kva.example:8443/tlsrpt?x=1\""),
+        "{out}"
+    );
+    for typed in [
+        "müller.example",
+        "MÜLLER.example",
+        "xn--mller-kva.example",
+        "müller.example.",
+    ] {
+        let (code, json, err) = run(&["reports", "--json", "--domain", typed], cfg.path(), b"");
+        assert_eq!(code, 0, "--domain {typed}: {err}");
+        let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(list[0]["tenant"], "xn--mller-kva.example", "{typed}");
+    }
+    let (code, _, err) = run(&["reports", "--domain", "m_ller.example"], cfg.path(), b"");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--domain") && err.contains("m_ller.example"),
+        "{err}"
+    );
+
+    // Non-ASCII outside the domain still has to be percent-encoded, and the message says where.
+    cfg.tenant(
+        "mueller.yaml",
+        "domain: müller.example\nmode: testing\nmx: [mx.müller.example]\nmax_age: 86400\ntlsrpt:\n  rua: [\"mailto:jörg@müller.example\"]\n",
+    );
+    let (code, out, _) = run(&["check"], cfg.path(), b"");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("tlsrpt.rua[0]: \"mailto:jörg@müller.example\": the local part"),
+        "{out}"
+    );
+}
+
+/// The admin API takes the tenant in the path as a U-label too (percent-encoded UTF-8, as
+/// every HTTP client sends it).
+#[tokio::test]
+async fn admin_api_finds_a_tenant_by_its_u_label() {
+    let cfg = TestConfig::new();
+    cfg.tenant(
+        "mueller.yaml",
+        "domain: müller.example\nmode: testing\nmx: [mx.müller.example]\nmax_age: 86400\n",
+    );
+    let running = crate::common::start(&cfg).await;
+    for path in [
+        "/api/v1/tenants/m%C3%BCller.example",
+        "/api/v1/tenants/M%C3%9CLLER.example.",
+        "/api/v1/tenants/xn--mller-kva.example",
+    ] {
+        let detail = crate::common::admin_get(running.admin_addr, path).await;
+        assert_eq!(
+            detail.status,
+            http::StatusCode::OK,
+            "{path}: {}",
+            detail.body
+        );
+        assert_eq!(detail.json()["domain"], "xn--mller-kva.example");
+        let summary = crate::common::admin_get(running.admin_addr, &format!("{path}/tlsrpt")).await;
+        assert_eq!(
+            summary.status,
+            http::StatusCode::OK,
+            "{path}/tlsrpt: {}",
+            summary.body
+        );
+        assert_eq!(summary.json()["tenant"], "xn--mller-kva.example");
+    }
+    let bad =
+        crate::common::admin_get(running.admin_addr, "/api/v1/tenants/m%FFller.example").await;
+    assert_eq!(bad.status, http::StatusCode::NOT_FOUND);
+    running.stop().await;
+}
