@@ -149,12 +149,116 @@ async fn token_is_required_when_configured() {
         )
         .await;
         assert_eq!(right.status, StatusCode::OK, "{path}");
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        assert_eq!(
+            status_with(addr, path, "bearer s3cret-token").await,
+            StatusCode::OK,
+            "{path}"
+        );
     }
     let reload = admin_request(addr, Method::POST, "/reload", &[]).await;
     assert_eq!(reload.status, StatusCode::UNAUTHORIZED);
     // Probes stay open.
     assert_eq!(admin_get(addr, "/healthz").await.status, StatusCode::OK);
     running.stop().await;
+}
+
+/// The status of `GET path` with `Authorization: <authorization>`.
+async fn status_with(addr: SocketAddr, path: &str, authorization: &str) -> StatusCode {
+    admin_request(addr, Method::GET, path, &[("authorization", authorization)])
+        .await
+        .status
+}
+
+#[tokio::test]
+async fn a_changed_token_file_applies_on_reload() {
+    let cfg = TestConfig::with_server(&format!(
+        "{BASE_SERVER_YAML}admin:\n  listen: \"127.0.0.1:0\"\n  token_file: admin.token\nreload:\n  watch: false\n"
+    ));
+    let token_file = cfg.path().join("admin.token");
+    std::fs::write(&token_file, "old-token\n").unwrap();
+    cfg.tenant("example.com.yaml", TESTING);
+    let running = start(&cfg).await;
+    let addr = running.admin_addr;
+    let path = "/api/v1/status";
+    assert_eq!(
+        status_with(addr, path, "Bearer old-token").await,
+        StatusCode::OK
+    );
+
+    // Rotated on disk: nothing changes until a reload says so.
+    std::fs::write(&token_file, "new-token\n").unwrap();
+    assert_eq!(
+        status_with(addr, path, "Bearer old-token").await,
+        StatusCode::OK
+    );
+    let reload = admin_request(
+        addr,
+        Method::POST,
+        "/reload",
+        &[("authorization", "Bearer old-token")],
+    )
+    .await;
+    assert_eq!(reload.status, StatusCode::OK, "{}", reload.body);
+    assert_eq!(
+        status_with(addr, path, "Bearer old-token").await,
+        StatusCode::UNAUTHORIZED,
+        "the old token is refused after the reload"
+    );
+    assert_eq!(
+        status_with(addr, path, "Bearer new-token").await,
+        StatusCode::OK
+    );
+
+    // An empty (or missing) token file is an error that keeps the token working.
+    std::fs::write(&token_file, "\n").unwrap();
+    running
+        .reloader
+        .reload(mta_stsd::reload::Trigger::Api)
+        .await;
+    assert_eq!(
+        status_with(addr, path, "Bearer new-token").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status_with(addr, path, "Bearer ").await,
+        StatusCode::UNAUTHORIZED
+    );
+    std::fs::remove_file(&token_file).unwrap();
+    running
+        .reloader
+        .reload(mta_stsd::reload::Trigger::Api)
+        .await;
+    assert_eq!(
+        status_with(addr, path, "Bearer new-token").await,
+        StatusCode::OK
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_file_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = TestConfig::with_server(&format!(
+        "{BASE_SERVER_YAML}admin:\n  listen: \"127.0.0.1:0\"\n  token_file: admin.token\n"
+    ));
+    let token_file = cfg.path().join("admin.token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let is_warning =
+        |v: &serde_json::Value| v["level"] == "WARN" && message(v).contains("admin token file");
+
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut daemon = Daemon::start(cfg.path());
+    let warned = daemon.wait_for("warning about the token file mode", is_warning);
+    assert!(message(&warned).contains("0644"), "{warned}");
+    assert_eq!(warned["file"], token_file.display().to_string());
+    drop(daemon);
+
+    // Owner-only: no warning before the daemon serves.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut daemon = Daemon::start(cfg.path());
+    daemon.wait_for("mta-stsd serving", |v| message(v) == "mta-stsd serving");
+    assert_eq!(daemon.count(is_warning), 0, "{:#?}", daemon.seen);
 }
 
 /// Runs `program args` with `input` on stdin; returns (success, stdout + stderr).
