@@ -433,10 +433,19 @@ fn tenant_list(state: &AdminState) -> serde_json::Value {
             )
         })
         .collect();
+    // Not a tenant, but its certificate comes from the same issuer and can fail the same way.
+    let report_host = state
+        .reloader
+        .running()
+        .tlsrpt
+        .report_host
+        .as_ref()
+        .map(|host| serde_json::json!({ "host": host, "certificate": state.board.get(host) }));
     serde_json::json!({
         "generation": snapshot.generation,
         "count": tenants.len(),
         "tenants": tenants,
+        "report_host": report_host,
     })
 }
 

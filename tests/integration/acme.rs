@@ -504,3 +504,65 @@ async fn a_ca_that_forgot_the_account_gets_the_order_again_at_once() {
         .unwrap();
     running.stop().await;
 }
+
+#[tokio::test]
+async fn the_report_host_certificate_is_listed_and_exported_as_the_report_host() {
+    const REPORT_HOST: &str = "reports.test";
+    let setup = Setup::new(&["tenant.test"], "", false).await;
+    setup.edit_server(|s| format!("{s}tlsrpt:\n  report_host: {REPORT_HOST}\n"));
+    let running = setup.start().await;
+    let valid = eventually(ISSUE_LIMIT, || async {
+        [host("tenant.test"), REPORT_HOST.to_owned()]
+            .iter()
+            .all(|h| {
+                running
+                    .board
+                    .get(h)
+                    .is_some_and(|s| s.state == CertState::Valid)
+            })
+    })
+    .await;
+    assert!(
+        valid,
+        "{:?}\n{}",
+        running.board.all(),
+        setup.pebble.log_text()
+    );
+    let metrics = crate::common::admin_get(running.admin_addr, "/metrics")
+        .await
+        .body;
+    for expected in [
+        format!(
+            "mta_stsd_certificate_state{{domain=\"{REPORT_HOST}\",role=\"report_host\",state=\"valid\"}} 1"
+        ),
+        format!(
+            "mta_stsd_certificate_expiry_timestamp_seconds{{domain=\"{REPORT_HOST}\",role=\"report_host\"}} "
+        ),
+        "mta_stsd_certificate_state{domain=\"tenant.test\",state=\"valid\"} 1".to_owned(),
+        "mta_stsd_certificates{state=\"valid\"} 2".to_owned(),
+    ] {
+        assert!(
+            metrics.contains(&expected),
+            "missing {expected:?} in\n{metrics}"
+        );
+    }
+    running.stop().await;
+
+    let out = std::process::Command::new(crate::common::binary())
+        .args(["certs", "--config"])
+        .arg(setup.cfg.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(REPORT_HOST))
+        .unwrap_or_else(|| panic!("no row for the report host:\n{table}"));
+    assert!(line.contains("(report host)"), "{table}");
+    assert!(
+        line.contains(" valid ") && line.contains("Pebble"),
+        "{table}"
+    );
+    assert!(!table.contains("removed"), "{table}");
+}

@@ -289,7 +289,9 @@ fn run_with_stdin(program: &str, args: &[&str], input: &str) -> (bool, String) {
 
 #[tokio::test]
 async fn metrics_pass_promtool_and_an_openmetrics_parser() {
-    let cfg = TestConfig::new();
+    let cfg = TestConfig::with_server(&format!(
+        "{BASE_SERVER_YAML}tlsrpt:\n  report_host: reports.operator.test\n"
+    ));
     cfg.tenant("example.com.yaml", TESTING);
     cfg.tenant(
         "example.net.yaml",
@@ -339,6 +341,10 @@ async fn metrics_pass_promtool_and_an_openmetrics_parser() {
         "mta_stsd_tenant_ready{domain=\"example.net\"} 1",
         "mta_stsd_certificate_state{domain=\"example.com\",state=\"valid\"} 1",
         "mta_stsd_certificate_expiry_timestamp_seconds{domain=\"example.com\"} ",
+        // The report host's certificate, beside the tenants' and labelled as such.
+        "mta_stsd_certificate_state{domain=\"reports.operator.test\",role=\"report_host\",state=\"valid\"} 1",
+        "mta_stsd_certificate_expiry_timestamp_seconds{domain=\"reports.operator.test\",role=\"report_host\"} ",
+        "mta_stsd_certificates{state=\"valid\"} 3",
         "mta_stsd_reloads_total{result=\"error\"} 1",
         "mta_stsd_last_reload_success_timestamp_seconds 0",
         "mta_stsd_restart_required 0",
@@ -351,6 +357,11 @@ async fn metrics_pass_promtool_and_an_openmetrics_parser() {
     assert!(body.contains(&format!(
         "mta_stsd_policy_info{{domain=\"example.com\",mode=\"testing\",id=\"{id}\"}} 1"
     )));
+    let tenants = admin_get(running.admin_addr, "/api/v1/tenants")
+        .await
+        .json();
+    assert_eq!(tenants["report_host"]["host"], "reports.operator.test");
+    assert_eq!(tenants["report_host"]["certificate"]["state"], "valid");
     let broken = cfg.path().join("tenants/broken.yaml").display().to_string();
     assert!(body.contains(&format!("mta_stsd_config_errors{{file=\"{broken}\"}} 1")));
     assert!(
