@@ -29,6 +29,20 @@ use crate::registry::Registry;
 use crate::reload::{ReloadStatus, Reloader};
 use crate::stats::{CLASSES, Metrics, Stats};
 
+mod process;
+
+/// The version and commit this binary was built from (`build.rs` embeds the commit).
+const BUILD: [(&str, &str); 2] = [
+    ("version", env!("CARGO_PKG_VERSION")),
+    (
+        "commit",
+        match option_env!("MTA_STSD_COMMIT") {
+            Some(commit) => commit,
+            None => "unknown",
+        },
+    ),
+];
+
 /// `Content-Type` of the OpenMetrics text exposition.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -76,6 +90,11 @@ impl Exporter {
             "mta_stsd_reloads",
             "Configuration loads (the first at start, then every reload), by result (error: some file has errors; the rest applied)",
             sources.metrics.reloads_family(),
+        );
+        registry.register(
+            "mta_stsd_build",
+            "The version and commit mta-stsd was built from (always 1)",
+            prometheus_client::metrics::info::Info::new(BUILD),
         );
         registry.register_collector(Box::new(StateCollector(sources)));
         Exporter { registry }
@@ -196,6 +215,7 @@ impl Collector for StateCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
         let now = crate::util::unix_now();
+        process::encode(&mut enc)?;
         encode_listener(&mut enc, &s.stats)?;
         encode_requests(&mut enc, &s.stats)?;
 

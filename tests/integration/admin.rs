@@ -357,6 +357,38 @@ async fn metrics_pass_promtool_and_an_openmetrics_parser() {
     assert!(body.contains(&format!(
         "mta_stsd_policy_info{{domain=\"example.com\",mode=\"testing\",id=\"{id}\"}} 1"
     )));
+    // The standard process series (read from /proc at scrape time) and the build.
+    let sample = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sample {name} in\n{body}"))
+    };
+    assert!(sample("process_cpu_seconds_total") > 0.0);
+    assert!(sample("process_resident_memory_bytes") > 1e6);
+    assert!(sample("process_virtual_memory_bytes") >= sample("process_resident_memory_bytes"));
+    let fds = sample("process_open_fds");
+    assert!(fds >= 3.0 && fds <= sample("process_max_fds"), "{fds}");
+    let started = sample("process_start_time_seconds");
+    let now = mta_stsd::util::unix_now() as f64;
+    assert!(
+        started <= now && started > now - 86_400.0,
+        "{started} vs {now}"
+    );
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let build = format!(
+        "mta_stsd_build_info{{version=\"{}\",commit=\"{commit}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(body.contains(&build), "missing {build:?} in\n{body}");
+
     let tenants = admin_get(running.admin_addr, "/api/v1/tenants")
         .await
         .json();
