@@ -1,9 +1,12 @@
 # Multi-stage build: the same `cargo build --release --locked` that CI runs.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
+# No .git in the build context: pass the commit for mta_stsd_build_info with
+# --build-arg MTA_STSD_COMMIT=$(git rev-parse --short HEAD) (else it reads "unknown").
+ARG MTA_STSD_COMMIT
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim

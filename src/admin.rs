@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +29,7 @@ use crate::config::{Diagnostic, Tenant};
 use crate::metrics::Exporter;
 use crate::publish::{Publishing, TenantRecords};
 use crate::registry::{Registry, Snapshot};
-use crate::reload::{Reloader, Trigger};
+use crate::reload::{ReloadStatus, Reloader, Trigger};
 
 /// Admin connections served at once: a scraper, an operator and a script or two.
 const MAX_CONNECTIONS: usize = 64;
@@ -54,14 +55,20 @@ pub struct AdminState {
     /// TLS-RPT reports, for the per-tenant summary.
     pub tlsrpt: Arc<crate::tlsrpt::TlsRpt>,
     /// Bearer token, when configured.
-    pub token: Option<String>,
+    pub token: Option<AdminToken>,
     /// True while the HTTPS listener serves.
     pub listening: AtomicBool,
 }
 
 /// Reads a token file: the first line, trimmed; an empty token is refused (it would look
-/// protected while accepting `Bearer `).
-pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+/// protected while accepting `Bearer `). Warns when the file is readable by group or others.
+pub fn read_token(path: &Path) -> anyhow::Result<String> {
+    let token = read_first_line(path)?;
+    warn_if_shared(path);
+    Ok(token)
+}
+
+fn read_first_line(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("reading admin token file {}: {e}", path.display()))?;
     let token = text.lines().next().unwrap_or("").trim().to_owned();
@@ -71,6 +78,73 @@ pub fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
         path.display()
     );
     Ok(token)
+}
+
+/// A token others on the host can read is no secret.
+fn warn_if_shared(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            file = %path.display(),
+            "admin token file {} has mode {mode:04o}: group or others can read the token; chmod 600 it",
+            path.display()
+        );
+    }
+}
+
+/// The bearer token: read from its file at start, and again after every reload (SIGHUP, the
+/// watcher, `POST /reload`), so a rotated token applies without a restart.
+pub struct AdminToken {
+    path: PathBuf,
+    current: Mutex<Current>,
+}
+
+/// The token in force and the reload status it was read under.
+struct Current {
+    token: Arc<str>,
+    /// Every finished reload publishes a new status; a different one means "read again".
+    seen: Arc<ReloadStatus>,
+}
+
+impl AdminToken {
+    /// Reads `path` (an unreadable or empty file stops the start).
+    pub fn load(path: &Path, reloader: &Reloader) -> anyhow::Result<AdminToken> {
+        let token = read_token(path)?;
+        Ok(AdminToken {
+            path: path.to_owned(),
+            current: Mutex::new(Current {
+                token: token.into(),
+                seen: reloader.status(),
+            }),
+        })
+    }
+
+    /// The token in force, read again first if a reload finished since the last look. A file
+    /// that became unreadable or empty keeps the previous token (logged), like any bad input.
+    pub fn get(&self, reloader: &Reloader) -> Arc<str> {
+        let status = reloader.status();
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::ptr_eq(&current.seen, &status) {
+            return current.token.clone();
+        }
+        current.seen = status;
+        match read_first_line(&self.path) {
+            Ok(token) if *token != *current.token => {
+                warn_if_shared(&self.path);
+                tracing::info!(file = %self.path.display(), "admin token file changed: the new token applies from now on");
+                current.token = token.into();
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::error!(file = %self.path.display(), error = %format!("{err:#}"), "cannot read the admin token file; keeping the previous token");
+            }
+        }
+        current.token.clone()
+    }
 }
 
 /// Logs where the admin listener is and warns when it is reachable from other hosts without a
@@ -125,7 +199,8 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
     if let Some(resp) = probe(&state, req.method(), req.uri().path()) {
         return resp;
     }
-    if !authorized(state.token.as_deref(), &req) {
+    let token = state.token.as_ref().map(|t| t.get(&state.reloader));
+    if !authorized(token.as_deref(), &req) {
         let mut resp = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
         resp.headers_mut().insert(
             WWW_AUTHENTICATE,
@@ -244,19 +319,36 @@ async fn tlsrpt_summary(
     }
 }
 
-/// Constant-time comparison of the bearer token (no early exit on the first differing byte).
+/// Whether `req` carries the bearer token (any case of the scheme, RFC 9110 §11.1).
 fn authorized<B>(token: Option<&str>, req: &Request<B>) -> bool {
     let Some(token) = token else { return true };
     let Some(given) = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_credentials)
     else {
         return false;
     };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    same_token(given, token)
+}
+
+/// The credentials of a `Bearer` authorization value.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// Compares in time independent of where, and whether in length, the two differ: both sides
+/// are hashed to 32 bytes first, and every byte of the digests is looked at.
+fn same_token(given: &str, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given), Sha256::digest(token));
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
+    diff == 0
 }
 
 /// The records to publish for `tenant`, with `public_hostname` applied live.
@@ -270,8 +362,8 @@ fn records(state: &AdminState, tenant: &Tenant) -> TenantRecords {
 }
 
 /// Error diagnostics by file, to attach to each tenant.
-fn errors_by_file(snapshot: &Snapshot) -> HashMap<&std::path::Path, Vec<&Diagnostic>> {
-    let mut map: HashMap<&std::path::Path, Vec<&Diagnostic>> = HashMap::new();
+fn errors_by_file(snapshot: &Snapshot) -> HashMap<&Path, Vec<&Diagnostic>> {
+    let mut map: HashMap<&Path, Vec<&Diagnostic>> = HashMap::new();
     for d in snapshot.diagnostics.iter().filter(|d| d.is_error()) {
         map.entry(d.file.as_path()).or_default().push(d);
     }
@@ -282,7 +374,7 @@ fn tenant_json(
     state: &AdminState,
     snapshot: &Snapshot,
     tenant: &Tenant,
-    errors: &HashMap<&std::path::Path, Vec<&Diagnostic>>,
+    errors: &HashMap<&Path, Vec<&Diagnostic>>,
     stale: bool,
     now: i64,
     with_body: bool,
@@ -340,10 +432,19 @@ fn tenant_list(state: &AdminState) -> serde_json::Value {
             )
         })
         .collect();
+    // Not a tenant, but its certificate comes from the same issuer and can fail the same way.
+    let report_host = state
+        .reloader
+        .running()
+        .tlsrpt
+        .report_host
+        .as_ref()
+        .map(|host| serde_json::json!({ "host": host, "certificate": state.board.get(host) }));
     serde_json::json!({
         "generation": snapshot.generation,
         "count": tenants.len(),
         "tenants": tenants,
+        "report_host": report_host,
     })
 }
 
@@ -430,5 +531,24 @@ mod tests {
         assert!(!authorized(Some("s3cret"), &req(Some("Basic s3cret"))));
         assert!(!authorized(Some("s3cret"), &req(Some("Bearer "))));
         assert!(authorized(Some("s3cret"), &req(Some("Bearer s3cret"))));
+        assert!(!authorized(
+            Some("s3cret"),
+            &req(Some("Bearer s3cret-and-more"))
+        ));
+        assert!(!authorized(Some("s3cret"), &req(Some("Bearers3cret"))));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        // RFC 9110 §11.1: the auth-scheme is a case-insensitive token.
+        for value in [
+            "bearer s3cret",
+            "BEARER s3cret",
+            "bEaReR s3cret",
+            "Bearer  s3cret",
+        ] {
+            assert!(authorized(Some("s3cret"), &req(Some(value))), "{value}");
+        }
+        assert!(!authorized(Some("s3cret"), &req(Some("bearer S3CRET"))));
     }
 }

@@ -29,6 +29,20 @@ use crate::registry::Registry;
 use crate::reload::{ReloadStatus, Reloader};
 use crate::stats::{CLASSES, Metrics, Stats};
 
+mod process;
+
+/// The version and commit this binary was built from (`build.rs` embeds the commit).
+const BUILD: [(&str, &str); 2] = [
+    ("version", env!("CARGO_PKG_VERSION")),
+    (
+        "commit",
+        match option_env!("MTA_STSD_COMMIT") {
+            Some(commit) => commit,
+            None => "unknown",
+        },
+    ),
+];
+
 /// `Content-Type` of the OpenMetrics text exposition.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -76,6 +90,11 @@ impl Exporter {
             "mta_stsd_reloads",
             "Configuration loads (the first at start, then every reload), by result (error: some file has errors; the rest applied)",
             sources.metrics.reloads_family(),
+        );
+        registry.register(
+            "mta_stsd_build",
+            "The version and commit mta-stsd was built from (always 1)",
+            prometheus_client::metrics::info::Info::new(BUILD),
         );
         registry.register_collector(Box::new(StateCollector(sources)));
         Exporter { registry }
@@ -196,6 +215,7 @@ impl Collector for StateCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
         let now = crate::util::unix_now();
+        process::encode(&mut enc)?;
         encode_listener(&mut enc, &s.stats)?;
         encode_requests(&mut enc, &s.stats)?;
 
@@ -205,7 +225,8 @@ impl Collector for StateCollector {
         encode_tenants_by_mode(&mut enc, &tenants)?;
         encode_policy_info(&mut enc, &tenants)?;
         encode_readiness(&mut enc, &tenants, &certs, now)?;
-        encode_certificates(&mut enc, &tenants, &certs)?;
+        let report_host = s.reloader.running().tlsrpt.report_host.as_deref();
+        encode_certificates(&mut enc, &Subject::all(&tenants, report_host), &certs)?;
 
         encode_reload_status(&mut enc, &s.reloader.status())?;
         if let Some(tlsrpt) = &s.tlsrpt {
@@ -340,59 +361,86 @@ fn encode_readiness(
     )
 }
 
-/// Certificate expiry and state per tenant, and the count of tenants in each state.
+/// Whose certificate a series describes: a tenant, labelled by its domain, or the TLS-RPT
+/// report host, labelled by the host itself and `role="report_host"` (so the per-domain alerts
+/// cover it too, while tenant series keep their labels).
+struct Subject<'a> {
+    domain: &'a str,
+    host: &'a str,
+    report_host: bool,
+}
+
+impl<'a> Subject<'a> {
+    /// Every tenant, then the report host if one is configured.
+    fn all(tenants: &'a [Arc<Tenant>], report_host: Option<&'a str>) -> Vec<Subject<'a>> {
+        let tenants = tenants.iter().map(|t| Subject {
+            domain: &t.domain,
+            host: &t.host,
+            report_host: false,
+        });
+        let report = report_host.map(|h| Subject {
+            domain: h,
+            host: h,
+            report_host: true,
+        });
+        tenants.chain(report).collect()
+    }
+
+    fn labels(&self) -> Vec<(&'static str, &'a str)> {
+        let mut labels = vec![("domain", self.domain)];
+        if self.report_host {
+            labels.push(("role", "report_host"));
+        }
+        labels
+    }
+}
+
+/// Certificate expiry and state per tenant and of the report host, and the count in each state.
 fn encode_certificates(
     enc: &mut DescriptorEncoder,
-    tenants: &[Arc<Tenant>],
+    subjects: &[Subject<'_>],
     certs: &HashMap<String, CertStatus>,
 ) -> Result<(), std::fmt::Error> {
     family(
         enc,
         "mta_stsd_certificate_expiry_timestamp_seconds",
-        "Unix time at which the served certificate of each tenant expires",
+        "Unix time at which the served certificate of each tenant (and of the report host, role=\"report_host\") expires",
         MetricType::Gauge,
-        tenants.iter().filter_map(|t| {
-            let cert = certs.get(&t.host)?.cert.as_ref()?;
-            Some((
-                [("domain", t.domain.as_str())],
-                ConstGauge::new(cert.not_after),
-            ))
+        subjects.iter().filter_map(|s| {
+            let cert = certs.get(s.host)?.cert.as_ref()?;
+            Some((s.labels(), ConstGauge::new(cert.not_after)))
         }),
     )?;
 
-    // A tenant the board does not know yet has its first certificate still to come.
-    let states: Vec<(&str, &'static str)> = tenants
+    // A host the board does not know yet has its first certificate still to come.
+    let states: Vec<&'static str> = subjects
         .iter()
-        .map(|t| {
-            let state = certs.get(&t.host).map(|c| c.state);
-            (
-                t.domain.as_str(),
-                state.unwrap_or(CertState::Pending).as_str(),
-            )
+        .map(|s| {
+            let state = certs.get(s.host).map(|c| c.state);
+            state.unwrap_or(CertState::Pending).as_str()
         })
         .collect();
     family(
         enc,
         "mta_stsd_certificate_state",
-        "Certificate state per tenant (one series with value 1, labelled with the current state)",
+        "Certificate state per tenant and of the report host (one series with value 1, labelled with the current state)",
         MetricType::Gauge,
-        states.iter().map(|&(domain, state)| {
-            (
-                [("domain", domain), ("state", state)],
-                ConstGauge::new(1i64),
-            )
+        subjects.iter().zip(&states).map(|(s, &state)| {
+            let mut labels = s.labels();
+            labels.push(("state", state));
+            (labels, ConstGauge::new(1i64))
         }),
     )?;
 
     let mut by_state: BTreeMap<&'static str, i64> =
         CertState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    for (_, state) in &states {
+    for state in &states {
         *by_state.entry(state).or_default() += 1;
     }
     family(
         enc,
         "mta_stsd_certificates",
-        "Tenants by certificate state",
+        "Certificates by state: the tenants' and the report host's",
         MetricType::Gauge,
         by_state
             .into_iter()

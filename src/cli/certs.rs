@@ -22,8 +22,15 @@ struct CertRow {
 pub(super) fn certs(dir: &Path, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let (server, set) = crate::reload::load(dir)?;
     let now = crate::util::unix_now();
-    let configured: BTreeSet<String> = set.tenants.iter().map(|t| t.host.clone()).collect();
-    let rows = match &server.issuer {
+    // The report host gets its certificate from the same issuer as the tenants.
+    let report_host = server.tlsrpt.report_host.as_deref();
+    let configured: BTreeSet<String> = set
+        .tenants
+        .iter()
+        .map(|t| t.host.clone())
+        .chain(report_host.map(str::to_owned))
+        .collect();
+    let mut rows = match &server.issuer {
         IssuerConfig::Acme(_) => acme_rows(&FileStore::new(&server.state_dir), configured, now)?,
         IssuerConfig::Files {
             dir: files_dir,
@@ -48,6 +55,12 @@ pub(super) fn certs(dir: &Path, out: &mut dyn Write) -> anyhow::Result<ExitCode>
             return Ok(ExitCode::SUCCESS);
         }
     };
+    for row in rows
+        .iter_mut()
+        .filter(|r| Some(r.host.as_str()) == report_host)
+    {
+        row.host.push_str(" (report host)");
+    }
     print_table(&rows, out)?;
     Ok(if rows.iter().any(CertRow::needs_attention) {
         ExitCode::from(super::EXIT_NEEDS_ATTENTION)

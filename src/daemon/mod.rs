@@ -297,7 +297,7 @@ fn admin_state(
     tlsrpt: &Arc<TlsRpt>,
 ) -> anyhow::Result<AdminState> {
     let token = match config.admin.as_ref().and_then(|a| a.token_file.as_deref()) {
-        Some(path) => Some(admin::read_token(path)?),
+        Some(path) => Some(admin::AdminToken::load(path, reloader)?),
         None => None,
     };
     Ok(AdminState {

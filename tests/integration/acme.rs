@@ -60,6 +60,13 @@ impl Setup {
         }
     }
 
+    /// Rewrites the server file with `edit` (before [`Setup::start`]).
+    pub(crate) fn edit_server(&self, edit: impl FnOnce(String) -> String) {
+        let path = self.cfg.path().join("mta-stsd.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(text)).unwrap();
+    }
+
     /// Builds and runs the daemon on the HTTPS port Pebble validates against.
     pub(crate) async fn start(&self) -> Running {
         self.start_trusting(self.pebble.root().await).await
@@ -438,4 +445,124 @@ async fn order_limit_caps_orders_per_window() {
     );
     assert_eq!(setup.pebble.orders_received(), 3 * N);
     running.stop().await;
+}
+
+#[tokio::test]
+async fn a_ca_that_forgot_the_account_gets_the_order_again_at_once() {
+    let setup = Setup::new(&["first.test"], "", false).await;
+    // A backoff would show: at least 5 minutes (10 minutes, at most halved by jitter).
+    setup.edit_server(|s| {
+        s.replace("backoff_base: 200ms", "backoff_base: 10m")
+            .replace("backoff_cap: 2s", "backoff_cap: 1h")
+    });
+    let running = setup.start().await;
+    assert!(
+        all_valid(&running, &["first.test"], ISSUE_LIMIT).await,
+        "{:?}\n{}",
+        running.board.all(),
+        setup.pebble.log_text()
+    );
+
+    // Pebble keeps accounts in memory: a restart forgets ours (as a reset staging CA does).
+    let mut setup = setup;
+    setup.pebble.stop();
+    let log_before = setup.pebble.log.lock().unwrap().len();
+    setup.pebble.start().await;
+    setup.cfg.simple_tenant("second.test");
+    let added = std::time::Instant::now();
+    running
+        .reloader
+        .reload(mta_stsd::reload::Trigger::Api)
+        .await;
+    assert!(
+        all_valid(&running, &["second.test"], ISSUE_LIMIT).await,
+        "{:?}\n{}",
+        status(&running, "second.test"),
+        setup.pebble.log_text()
+    );
+    let took = added.elapsed();
+    eprintln!("second.test valid {took:?} after its file was added");
+    let new_accounts = setup.pebble.log.lock().unwrap()[log_before..]
+        .iter()
+        .filter(|l| l.contains("POST /sign-me-up"))
+        .count();
+    assert!(
+        new_accounts >= 1,
+        "the daemon made a new account:\n{}",
+        setup.pebble.log_text()
+    );
+    let metrics = crate::common::admin_get(running.admin_addr, "/metrics")
+        .await
+        .body;
+    assert!(
+        metrics.contains("mta_stsd_acme_orders_total{result=\"failure\"} 0"),
+        "a forgotten account is no failed order:\n{metrics}"
+    );
+    let root = setup.pebble.root().await;
+    served_leaf(running.addr, &root, "second.test")
+        .await
+        .unwrap();
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_report_host_certificate_is_listed_and_exported_as_the_report_host() {
+    const REPORT_HOST: &str = "reports.test";
+    let setup = Setup::new(&["tenant.test"], "", false).await;
+    setup.edit_server(|s| format!("{s}tlsrpt:\n  report_host: {REPORT_HOST}\n"));
+    let running = setup.start().await;
+    let valid = eventually(ISSUE_LIMIT, || async {
+        [host("tenant.test"), REPORT_HOST.to_owned()]
+            .iter()
+            .all(|h| {
+                running
+                    .board
+                    .get(h)
+                    .is_some_and(|s| s.state == CertState::Valid)
+            })
+    })
+    .await;
+    assert!(
+        valid,
+        "{:?}\n{}",
+        running.board.all(),
+        setup.pebble.log_text()
+    );
+    let metrics = crate::common::admin_get(running.admin_addr, "/metrics")
+        .await
+        .body;
+    for expected in [
+        format!(
+            "mta_stsd_certificate_state{{domain=\"{REPORT_HOST}\",role=\"report_host\",state=\"valid\"}} 1"
+        ),
+        format!(
+            "mta_stsd_certificate_expiry_timestamp_seconds{{domain=\"{REPORT_HOST}\",role=\"report_host\"}} "
+        ),
+        "mta_stsd_certificate_state{domain=\"tenant.test\",state=\"valid\"} 1".to_owned(),
+        "mta_stsd_certificates{state=\"valid\"} 2".to_owned(),
+    ] {
+        assert!(
+            metrics.contains(&expected),
+            "missing {expected:?} in\n{metrics}"
+        );
+    }
+    running.stop().await;
+
+    let out = std::process::Command::new(crate::common::binary())
+        .args(["certs", "--config"])
+        .arg(setup.cfg.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(REPORT_HOST))
+        .unwrap_or_else(|| panic!("no row for the report host:\n{table}"));
+    assert!(line.contains("(report host)"), "{table}");
+    assert!(
+        line.contains(" valid ") && line.contains("Pebble"),
+        "{table}"
+    );
+    assert!(!table.contains("removed"), "{table}");
 }

@@ -149,12 +149,116 @@ async fn token_is_required_when_configured() {
         )
         .await;
         assert_eq!(right.status, StatusCode::OK, "{path}");
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        assert_eq!(
+            status_with(addr, path, "bearer s3cret-token").await,
+            StatusCode::OK,
+            "{path}"
+        );
     }
     let reload = admin_request(addr, Method::POST, "/reload", &[]).await;
     assert_eq!(reload.status, StatusCode::UNAUTHORIZED);
     // Probes stay open.
     assert_eq!(admin_get(addr, "/healthz").await.status, StatusCode::OK);
     running.stop().await;
+}
+
+/// The status of `GET path` with `Authorization: <authorization>`.
+async fn status_with(addr: SocketAddr, path: &str, authorization: &str) -> StatusCode {
+    admin_request(addr, Method::GET, path, &[("authorization", authorization)])
+        .await
+        .status
+}
+
+#[tokio::test]
+async fn a_changed_token_file_applies_on_reload() {
+    let cfg = TestConfig::with_server(&format!(
+        "{BASE_SERVER_YAML}admin:\n  listen: \"127.0.0.1:0\"\n  token_file: admin.token\nreload:\n  watch: false\n"
+    ));
+    let token_file = cfg.path().join("admin.token");
+    std::fs::write(&token_file, "old-token\n").unwrap();
+    cfg.tenant("example.com.yaml", TESTING);
+    let running = start(&cfg).await;
+    let addr = running.admin_addr;
+    let path = "/api/v1/status";
+    assert_eq!(
+        status_with(addr, path, "Bearer old-token").await,
+        StatusCode::OK
+    );
+
+    // Rotated on disk: nothing changes until a reload says so.
+    std::fs::write(&token_file, "new-token\n").unwrap();
+    assert_eq!(
+        status_with(addr, path, "Bearer old-token").await,
+        StatusCode::OK
+    );
+    let reload = admin_request(
+        addr,
+        Method::POST,
+        "/reload",
+        &[("authorization", "Bearer old-token")],
+    )
+    .await;
+    assert_eq!(reload.status, StatusCode::OK, "{}", reload.body);
+    assert_eq!(
+        status_with(addr, path, "Bearer old-token").await,
+        StatusCode::UNAUTHORIZED,
+        "the old token is refused after the reload"
+    );
+    assert_eq!(
+        status_with(addr, path, "Bearer new-token").await,
+        StatusCode::OK
+    );
+
+    // An empty (or missing) token file is an error that keeps the token working.
+    std::fs::write(&token_file, "\n").unwrap();
+    running
+        .reloader
+        .reload(mta_stsd::reload::Trigger::Api)
+        .await;
+    assert_eq!(
+        status_with(addr, path, "Bearer new-token").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status_with(addr, path, "Bearer ").await,
+        StatusCode::UNAUTHORIZED
+    );
+    std::fs::remove_file(&token_file).unwrap();
+    running
+        .reloader
+        .reload(mta_stsd::reload::Trigger::Api)
+        .await;
+    assert_eq!(
+        status_with(addr, path, "Bearer new-token").await,
+        StatusCode::OK
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_file_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = TestConfig::with_server(&format!(
+        "{BASE_SERVER_YAML}admin:\n  listen: \"127.0.0.1:0\"\n  token_file: admin.token\n"
+    ));
+    let token_file = cfg.path().join("admin.token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let is_warning =
+        |v: &serde_json::Value| v["level"] == "WARN" && message(v).contains("admin token file");
+
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut daemon = Daemon::start(cfg.path());
+    let warned = daemon.wait_for("warning about the token file mode", is_warning);
+    assert!(message(&warned).contains("0644"), "{warned}");
+    assert_eq!(warned["file"], token_file.display().to_string());
+    drop(daemon);
+
+    // Owner-only: no warning before the daemon serves.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut daemon = Daemon::start(cfg.path());
+    daemon.wait_for("mta-stsd serving", |v| message(v) == "mta-stsd serving");
+    assert_eq!(daemon.count(is_warning), 0, "{:#?}", daemon.seen);
 }
 
 /// Runs `program args` with `input` on stdin; returns (success, stdout + stderr).
@@ -185,7 +289,9 @@ fn run_with_stdin(program: &str, args: &[&str], input: &str) -> (bool, String) {
 
 #[tokio::test]
 async fn metrics_pass_promtool_and_an_openmetrics_parser() {
-    let cfg = TestConfig::new();
+    let cfg = TestConfig::with_server(&format!(
+        "{BASE_SERVER_YAML}tlsrpt:\n  report_host: reports.operator.test\n"
+    ));
     cfg.tenant("example.com.yaml", TESTING);
     cfg.tenant(
         "example.net.yaml",
@@ -235,6 +341,10 @@ async fn metrics_pass_promtool_and_an_openmetrics_parser() {
         "mta_stsd_tenant_ready{domain=\"example.net\"} 1",
         "mta_stsd_certificate_state{domain=\"example.com\",state=\"valid\"} 1",
         "mta_stsd_certificate_expiry_timestamp_seconds{domain=\"example.com\"} ",
+        // The report host's certificate, beside the tenants' and labelled as such.
+        "mta_stsd_certificate_state{domain=\"reports.operator.test\",role=\"report_host\",state=\"valid\"} 1",
+        "mta_stsd_certificate_expiry_timestamp_seconds{domain=\"reports.operator.test\",role=\"report_host\"} ",
+        "mta_stsd_certificates{state=\"valid\"} 3",
         "mta_stsd_reloads_total{result=\"error\"} 1",
         "mta_stsd_last_reload_success_timestamp_seconds 0",
         "mta_stsd_restart_required 0",
@@ -247,6 +357,43 @@ async fn metrics_pass_promtool_and_an_openmetrics_parser() {
     assert!(body.contains(&format!(
         "mta_stsd_policy_info{{domain=\"example.com\",mode=\"testing\",id=\"{id}\"}} 1"
     )));
+    // The standard process series (read from /proc at scrape time) and the build.
+    let sample = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sample {name} in\n{body}"))
+    };
+    assert!(sample("process_cpu_seconds_total") > 0.0);
+    assert!(sample("process_resident_memory_bytes") > 1e6);
+    assert!(sample("process_virtual_memory_bytes") >= sample("process_resident_memory_bytes"));
+    let fds = sample("process_open_fds");
+    assert!(fds >= 3.0 && fds <= sample("process_max_fds"), "{fds}");
+    let started = sample("process_start_time_seconds");
+    let now = mta_stsd::util::unix_now() as f64;
+    assert!(
+        started <= now && started > now - 86_400.0,
+        "{started} vs {now}"
+    );
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let build = format!(
+        "mta_stsd_build_info{{version=\"{}\",commit=\"{commit}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(body.contains(&build), "missing {build:?} in\n{body}");
+
+    let tenants = admin_get(running.admin_addr, "/api/v1/tenants")
+        .await
+        .json();
+    assert_eq!(tenants["report_host"]["host"], "reports.operator.test");
+    assert_eq!(tenants["report_host"]["certificate"]["state"], "valid");
     let broken = cfg.path().join("tenants/broken.yaml").display().to_string();
     assert!(body.contains(&format!("mta_stsd_config_errors{{file=\"{broken}\"}} 1")));
     assert!(

@@ -49,6 +49,9 @@ pub(super) struct Host {
     pub state: CertState,
     /// The last error, with the CA's or the preflight's detail.
     pub last_error: Option<String>,
+    /// The last attempt found the CA had forgotten the account and was retried at once with a
+    /// new one; a second loss in a row backs off.
+    pub account_retry: bool,
 }
 
 impl Host {
@@ -65,6 +68,7 @@ impl Host {
             in_flight: false,
             state: CertState::Pending,
             last_error: None,
+            account_retry: false,
         }
     }
 
@@ -145,10 +149,12 @@ pub(super) enum Outcome {
 }
 
 impl Outcome {
-    /// The `result` label of `mta_stsd_acme_orders_total` when the outcome ends an order.
+    /// The `result` label of `mta_stsd_acme_orders_total` when the outcome ends an order. A
+    /// forgotten account ends none: the CA refused the request before any order existed.
     pub fn order_result(&self) -> Option<&'static str> {
         match self {
             Outcome::Issued { .. } => Some("success"),
+            Outcome::Failed { error, .. } if error.account_gone() => None,
             Outcome::Failed { .. } => Some("failure"),
             _ => None,
         }
@@ -232,6 +238,7 @@ impl Rules<'_> {
     pub fn next(&self, host: &Host, outcome: &Outcome, now: &Now) -> Host {
         let mut h = host.clone();
         h.in_flight = false;
+        let retried = std::mem::take(&mut h.account_retry);
         match outcome {
             Outcome::Issued { cert, .. } => {
                 return self.adopt(&h, cert.clone(), self.directory.to_owned(), now);
@@ -242,23 +249,15 @@ impl Rules<'_> {
                 h.due = now.at + self.dns_recheck;
             }
             Outcome::RateLimited(at) => h.due = *at,
-            Outcome::Failed { error, retry_after } => {
-                h.failures = h.failures.saturating_add(1);
-                let delay = backoff(
-                    self.schedule.backoff_base,
-                    self.schedule.backoff_cap,
-                    h.failures,
-                    now.draw,
-                );
-                let mut due = now.at + delay;
-                if let Some(at) = retry_after
-                    && let Ok(ahead) = at.duration_since(now.wall)
-                {
-                    due = due.max(now.at + ahead);
-                }
-                h.due = due;
-                h.state = CertState::Backoff;
+            Outcome::Failed { error, .. } if error.account_gone() && !retried => {
+                // Not the tenant's failure: the scheduler makes a new account, and the order
+                // goes again now rather than after a backoff.
+                h.account_retry = true;
+                h.due = now.at;
                 h.last_error = Some(error.to_string());
+            }
+            Outcome::Failed { error, retry_after } => {
+                self.back_off(&mut h, error, *retry_after, now);
             }
             Outcome::AriWindow { start, end, retry } => {
                 let end = (*end).max(*start);
@@ -277,6 +276,33 @@ impl Rules<'_> {
             Outcome::NotDue => h.due = now.instant_at(h.renew_due).max(now.at + SOON),
         }
         h
+    }
+
+    /// A failed attempt: one more failure, and a backoff (exponential with jitter) or the
+    /// CA's later `Retry-After`.
+    fn back_off(
+        &self,
+        h: &mut Host,
+        error: &IssueError,
+        retry_after: Option<SystemTime>,
+        now: &Now,
+    ) {
+        h.failures = h.failures.saturating_add(1);
+        let delay = backoff(
+            self.schedule.backoff_base,
+            self.schedule.backoff_cap,
+            h.failures,
+            now.draw,
+        );
+        let mut due = now.at + delay;
+        if let Some(at) = retry_after
+            && let Ok(ahead) = at.duration_since(now.wall)
+        {
+            due = due.max(now.at + ahead);
+        }
+        h.due = due;
+        h.state = CertState::Backoff;
+        h.last_error = Some(error.to_string());
     }
 }
 
@@ -464,25 +490,43 @@ mod tests {
     }
 
     #[test]
-    fn account_gone_backs_off_like_any_failure() {
+    fn account_gone_retries_at_once_without_counting_a_failure() {
         let s = schedule();
+        let r = rules(&s, true);
         let now = now();
         let error = problem("accountDoesNotExist", "no such account");
         assert!(error.account_gone());
         assert!(!IssueError::Timeout.account_gone());
         assert!(!problem("unauthorized", "no").account_gone());
-        let outcome = Outcome::Failed {
-            error,
+        let gone = || Outcome::Failed {
+            error: problem("accountDoesNotExist", "no such account"),
             retry_after: None,
         };
-        let h = rules(&s, true).next(&pending(), &outcome, &now);
-        assert_eq!(h.state, CertState::Backoff);
-        assert_eq!(h.failures, 1);
-        assert_eq!(h.due, now.at + Duration::from_secs(60));
+        // The CA forgot the account (a reset CA): a new one is made and the order goes again
+        // at once; the tenant did nothing wrong, and no order reached the CA.
+        assert_eq!(gone().order_result(), None);
+        let mut before = pending();
+        before.failures = 2;
+        let h = r.next(&before, &gone(), &now);
+        assert_eq!(h.due, now.at);
+        assert_eq!(h.failures, 2);
+        assert_ne!(h.state, CertState::Backoff);
+        assert!(!h.in_flight);
         assert_eq!(
             h.last_error.as_deref(),
             Some("accountDoesNotExist: no such account")
         );
+        // A fresh account refused again right away is the CA's problem: back off as usual.
+        let mut again = h.clone();
+        again.in_flight = true;
+        let h = r.next(&again, &gone(), &now);
+        assert_eq!(h.state, CertState::Backoff);
+        assert_eq!(h.failures, 3);
+        assert_eq!(h.due, now.at + Duration::from_secs(240));
+        // Once anything else happened in between, a later loss is retried at once again.
+        let other = r.next(&h, &failed("serverInternal", None), &now);
+        let h = r.next(&other, &gone(), &now);
+        assert_eq!(h.due, now.at);
     }
 
     #[test]

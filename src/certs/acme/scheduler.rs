@@ -355,16 +355,20 @@ impl AcmeProvider {
             Outcome::Failed { error, .. } => {
                 if error.account_gone() {
                     // A reset staging or test CA: make a new account before the next order.
-                    tracing::warn!(
-                        "the CA does not know the stored ACME account; creating a new one"
-                    );
                     self.account_stale.store(true, Ordering::Relaxed);
                 }
-                tracing::warn!(
-                    domain = %h.domain, host, error = %error, failures = h.failures,
-                    retry_in_secs = h.due.saturating_duration_since(now.at).as_secs_f64(),
-                    "certificate order failed; backing off"
-                );
+                if h.account_retry {
+                    tracing::warn!(
+                        domain = %h.domain, host, error = %error,
+                        "the CA does not know the stored ACME account; creating a new one and ordering again at once"
+                    );
+                } else {
+                    tracing::warn!(
+                        domain = %h.domain, host, error = %error, failures = h.failures,
+                        retry_in_secs = h.due.saturating_duration_since(now.at).as_secs_f64(),
+                        "certificate order failed; backing off"
+                    );
+                }
             }
             Outcome::AriWindow { .. } => {
                 tracing::info!(domain = %h.domain, host, renew_at = %crate::util::format_unix(h.renew_due), "ARI renewal window");
