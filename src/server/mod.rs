@@ -182,7 +182,7 @@ async fn handshake(server: &Server, tcp: TcpStream) -> Option<TlsStream<TcpStrea
         Ok(Ok(_)) => &stats.handshakes_ok,
         Ok(Err(Refused::UnknownSni)) => &stats.handshakes_unknown_sni,
         Ok(Err(Refused::NoCertificate)) => &stats.handshakes_no_certificate,
-        Ok(Err(Refused::Error)) | Err(_) => &stats.handshakes_error,
+        Ok(Err(Refused::Error(_))) | Err(_) => &stats.handshakes_error,
     };
     counter.fetch_add(1, Ordering::Relaxed);
     outcome.ok()?.ok()
