@@ -170,7 +170,8 @@ async fn serve_connection(
     drop(permit);
 }
 
-/// The TLS handshake within `limits.handshake_timeout`, counted by outcome.
+/// The TLS handshake within `limits.handshake_timeout`, counted by outcome; failures are
+/// logged at debug only.
 async fn handshake(server: &Server, tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
     let stats = &server.stats;
     let outcome = timeout(
@@ -182,7 +183,15 @@ async fn handshake(server: &Server, tcp: TcpStream) -> Option<TlsStream<TcpStrea
         Ok(Ok(_)) => &stats.handshakes_ok,
         Ok(Err(Refused::UnknownSni)) => &stats.handshakes_unknown_sni,
         Ok(Err(Refused::NoCertificate)) => &stats.handshakes_no_certificate,
-        Ok(Err(Refused::Error(_))) | Err(_) => &stats.handshakes_error,
+        Ok(Err(Refused::Error(error))) => {
+            // Scanners and clients that give up make these all day: counted, not warned.
+            tracing::debug!(%error, "TLS handshake failed");
+            &stats.handshakes_error
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            &stats.handshakes_error
+        }
     };
     counter.fetch_add(1, Ordering::Relaxed);
     outcome.ok()?.ok()

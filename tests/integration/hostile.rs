@@ -197,3 +197,60 @@ async fn the_h2_header_limit_is_the_configured_one() {
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn aborted_handshakes_are_not_warned_about() {
+    let cfg = TestConfig::new();
+    cfg.simple_tenant("example.com");
+    let serve = crate::common::ServeProcess::start(cfg.path());
+    let addr = serve.addr;
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..5 {
+            abort_handshake(addr);
+            alert_instead_of_hello(addr);
+        }
+    })
+    .await
+    .unwrap();
+    // A good fetch after them: the server has handled the aborted ones by now.
+    let got = crate::common::Client::new(serve.addr, cfg.ca_der())
+        .get_policy("mta-sts.example.com")
+        .await
+        .unwrap();
+    assert_eq!(got.status, StatusCode::OK);
+    let warnings = serve.log_lines(|v| v["level"] == "WARN");
+    assert!(warnings.is_empty(), "{}", warnings.join("\n"));
+}
+
+/// A client that does not trust the server's certificate: it answers the server's flight
+/// with a fatal alert, as scanners do; returns once the server has closed.
+fn abort_handshake(addr: std::net::SocketAddr) {
+    use std::io::{Read, Write};
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("mta-sts.example.com").unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    assert!(
+        tls.write_all(b"x").is_err(),
+        "an untrusted certificate was accepted"
+    );
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+}
+
+/// A fatal alert where the ClientHello should be, as scanners send; returns once the server
+/// has closed.
+fn alert_instead_of_hello(addr: std::net::SocketAddr) {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Plaintext alert record: fatal (2), handshake_failure (40).
+    tcp.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 40])
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+}

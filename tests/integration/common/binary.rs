@@ -63,6 +63,16 @@ impl ServeProcess {
         }
     }
 
+    /// The log lines so far that match `pred`.
+    pub fn log_lines(&self, pred: impl Fn(&serde_json::Value) -> bool) -> Vec<String> {
+        let lines = self.log.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| pred(&v)))
+            .cloned()
+            .collect()
+    }
+
     /// SIGKILL: no destructors, no shutdown, no checkpoint.
     pub fn kill_9(mut self) {
         self.child.kill().unwrap();
