@@ -6,11 +6,13 @@
 //! [`crate::tlsrpt::HttpsIntake`].
 
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::Full;
 
 use crate::registry::Registry;
-pub use crate::util::http::{Body, TEXT_PLAIN, request_host, text};
+pub use crate::util::http::{
+    Body, HostError, TEXT_PLAIN, checked_request_host, request_host, text,
+};
 
 /// The one path a policy is served at (RFC 8461 §3.2).
 pub const POLICY_PATH: &str = "/.well-known/mta-sts.txt";
@@ -19,8 +21,17 @@ pub const CACHE_CONTROL_VALUE: &str = "max-age=60";
 
 /// Routes one request. `sni` is the name the TLS client asked for.
 pub fn handle<B>(registry: &Registry, sni: Option<&str>, req: &Request<B>) -> Response<Body> {
-    let Some(host) = request_host(req) else {
-        return text(StatusCode::BAD_REQUEST, "missing Host header\n");
+    let host = match checked_request_host(req) {
+        Ok(host) => host,
+        Err(HostError::Repeated) => {
+            return text(StatusCode::BAD_REQUEST, "more than one Host header\n");
+        }
+        // HTTP/1.1 requires Host (RFC 9112 §3.2); HTTP/1.0 has none and h2 may omit
+        // :authority, and the SNI names the tenant as well as Host would.
+        Err(HostError::Missing) => match sni {
+            Some(sni) if req.version() != Version::HTTP_11 => sni.to_ascii_lowercase(),
+            _ => return text(StatusCode::BAD_REQUEST, "missing Host header\n"),
+        },
     };
     let snapshot = registry.load();
     let Some(tenant) = snapshot.get(&host) else {
@@ -118,5 +129,35 @@ mod tests {
             &req(Method::GET, "mta-sts.example.com", POLICY_PATH),
         );
         assert_eq!(mis.status(), StatusCode::MISDIRECTED_REQUEST);
+    }
+
+    #[test]
+    fn host_must_be_single_and_present_on_http11_only() {
+        let r = registry();
+        let sni = Some("mta-sts.example.com");
+        let mut twice = req(Method::GET, "mta-sts.example.com", POLICY_PATH);
+        twice
+            .headers_mut()
+            .append(HOST, HeaderValue::from_static("mta-sts.example.com"));
+        assert_eq!(handle(&r, sni, &twice).status(), StatusCode::BAD_REQUEST);
+        let bare = |version| {
+            Request::builder()
+                .version(version)
+                .uri(POLICY_PATH)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(
+            handle(&r, sni, &bare(Version::HTTP_10)).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            handle(&r, None, &bare(Version::HTTP_10)).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            handle(&r, sni, &bare(Version::HTTP_11)).status(),
+            StatusCode::BAD_REQUEST
+        );
     }
 }

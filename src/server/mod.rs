@@ -7,6 +7,7 @@
 //! synchronous [`crate::http::handle`] over pre-rendered bytes. The choice is made once per
 //! connection, so the policy path pays one branch on an `Option` and nothing more.
 
+mod slots;
 mod tls;
 
 use std::convert::Infallible;
@@ -26,18 +27,21 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_rustls::server::TlsStream;
 
+use crate::accept::AcceptBackoff;
 use crate::certs::CertResolver;
 use crate::config::{Limits, TlsSettings};
 use crate::http::Body;
 use crate::registry::Registry;
 use crate::stats::{ClassCounters, Stats};
 use crate::tlsrpt::HttpsIntake;
+use slots::{SlotHandle, Slots};
 use tls::{Handshaker, Refused};
 
 /// After a graceful close is requested, a peer that neither finishes nor reads is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// Pause after an accept error (e.g. out of file descriptors) so the loop does not spin.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// At the cap with no connection to evict, look again this often: a connection going idle
+/// is not signalled.
+const EVICT_RECHECK: Duration = Duration::from_millis(100);
 /// Concurrent h2 streams per connection: a policy fetch needs one.
 const H2_MAX_STREAMS: u32 = 32;
 
@@ -103,13 +107,19 @@ impl Future for Reply {
 pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: impl Future<Output = ()>) {
     let max = server.limits.max_connections;
     let permits = Arc::new(Semaphore::new(max));
+    let slots = Arc::new(Slots::new());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut backoff = AcceptBackoff::new("https");
     tokio::pin!(shutdown);
-    while let Some((tcp, permit)) = next_connection(&listener, &permits, shutdown.as_mut()).await {
+    while let Some(tcp) = next_connection(&listener, &mut backoff, shutdown.as_mut()).await {
+        let Some(permit) = admit(&permits, &slots, shutdown.as_mut()).await else {
+            break;
+        };
         let _ = tcp.set_nodelay(true);
         tokio::spawn(serve_connection(
             server.clone(),
             tcp,
+            slots.register(),
             stop_rx.clone(),
             permit,
         ));
@@ -128,64 +138,110 @@ pub async fn run(listener: TcpListener, server: Arc<Server>, shutdown: impl Futu
     }
 }
 
-/// The next accepted connection with its permit, or `None` once `shutdown` completes.
+/// The next accepted connection, or `None` once `shutdown` completes.
 async fn next_connection(
     listener: &TcpListener,
-    permits: &Arc<Semaphore>,
+    backoff: &mut AcceptBackoff,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
-) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+) -> Option<TcpStream> {
     loop {
-        // Taking the permit before accepting keeps excess connections in the kernel backlog
-        // instead of accepting and dropping them.
-        let permit = tokio::select! {
-            _ = &mut shutdown => return None,
-            permit = permits.clone().acquire_owned() => permit.ok()?,
-        };
         tokio::select! {
             _ = &mut shutdown => return None,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => return Some((tcp, permit)),
-                Err(err) => {
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                Ok((tcp, _peer)) => {
+                    backoff.succeeded();
+                    return Some(tcp);
                 }
+                Err(err) => tokio::time::sleep(backoff.failed(&err)).await,
             },
         }
     }
 }
 
-/// One connection from accept to close; its permit is released when it ends.
+/// A slot for a connection just accepted: a free one, else the one [`Slots::evict_one`] frees,
+/// else the first to end. `None` once `shutdown` completes. The newcomer is held meanwhile, so
+/// at most one connection beyond the cap is open.
+async fn admit(
+    permits: &Arc<Semaphore>,
+    slots: &Slots,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Option<OwnedSemaphorePermit> {
+    loop {
+        if let Ok(permit) = permits.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        // After an eviction the evicted connection's permit is the one to wait for.
+        let look_again = match slots.evict_one() {
+            Ok(()) => None,
+            Err(next) => {
+                let soon = Instant::now() + EVICT_RECHECK;
+                Some(next.map_or(soon, |n| n.min(soon)))
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => return None,
+            permit = permits.clone().acquire_owned() => return permit.ok(),
+            _ = sleep_until(look_again.unwrap_or_else(Instant::now)), if look_again.is_some() => {}
+        }
+    }
+}
+
+/// One connection from accept to close (or eviction); its permit is released when it ends.
 async fn serve_connection(
     server: Arc<Server>,
     tcp: TcpStream,
+    slot: SlotHandle,
     stop: watch::Receiver<bool>,
     permit: OwnedSemaphorePermit,
 ) {
     let open = &server.stats.open_connections;
     open.fetch_add(1, Ordering::Relaxed);
-    if let Some(stream) = handshake(&server, tcp).await {
-        Handler::new(server.clone(), stream, stop).run().await;
+    let mut stopping = stop.clone();
+    let handshaken = tokio::select! {
+        stream = handshake(&server, tcp, &slot) => stream,
+        // A connection still in its handshake has nothing to finish at shutdown.
+        _ = stopping.wait_for(|stop| *stop) => None,
+    };
+    if let Some(stream) = handshaken {
+        slot.opened();
+        Handler::new(server.clone(), stream, stop, slot).run().await;
     }
     open.fetch_sub(1, Ordering::Relaxed);
     drop(permit);
 }
 
-/// The TLS handshake within `limits.handshake_timeout`, counted by outcome.
-async fn handshake(server: &Server, tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
+/// The TLS handshake within `limits.handshake_timeout`, counted by outcome; one evicted
+/// before it finished counts as an error, like one that timed out.
+async fn handshake(
+    server: &Server,
+    tcp: TcpStream,
+    slot: &SlotHandle,
+) -> Option<TlsStream<TcpStream>> {
     let stats = &server.stats;
-    let outcome = timeout(
-        server.limits.handshake_timeout,
-        server.tls.handshake(tcp, &server.registry),
-    )
-    .await;
+    let attempt = async {
+        // Tells the evictor this client speaks; a read error surfaces in the handshake.
+        // (A peek, since readiness alone fires for sockets that have sent nothing.)
+        let _ = tcp.peek(&mut [0u8; 1]).await;
+        slot.heard();
+        server.tls.handshake(tcp, &server.registry).await
+    };
+    let outcome = tokio::select! {
+        outcome = timeout(server.limits.handshake_timeout, attempt) => outcome
+            .unwrap_or_else(|_| Err(Refused::Error("handshake timed out".into()))),
+        _ = slot.evicted() => Err(Refused::Error("evicted at the connection cap".into())),
+    };
     let counter = match &outcome {
-        Ok(Ok(_)) => &stats.handshakes_ok,
-        Ok(Err(Refused::UnknownSni)) => &stats.handshakes_unknown_sni,
-        Ok(Err(Refused::NoCertificate)) => &stats.handshakes_no_certificate,
-        Ok(Err(Refused::Error)) | Err(_) => &stats.handshakes_error,
+        Ok(_) => &stats.handshakes_ok,
+        Err(Refused::UnknownSni) => &stats.handshakes_unknown_sni,
+        Err(Refused::NoCertificate) => &stats.handshakes_no_certificate,
+        Err(Refused::Error(error)) => {
+            // Scanners and clients that give up make these all day: counted, not warned.
+            tracing::debug!(%error, "TLS handshake failed");
+            &stats.handshakes_error
+        }
     };
     counter.fetch_add(1, Ordering::Relaxed);
-    outcome.ok()?.ok()
+    outcome.ok()
 }
 
 /// One handshaken connection: its TLS stream, the shared server, the stop signal, and the
@@ -195,16 +251,23 @@ struct Handler {
     stream: TlsStream<TcpStream>,
     stop: watch::Receiver<bool>,
     activity: Arc<Activity>,
+    slot: Arc<SlotHandle>,
 }
 
 impl Handler {
     /// A handler for `stream`; its idle and age clocks start now, at the end of the handshake.
-    fn new(server: Arc<Server>, stream: TlsStream<TcpStream>, stop: watch::Receiver<bool>) -> Self {
+    fn new(
+        server: Arc<Server>,
+        stream: TlsStream<TcpStream>,
+        stop: watch::Receiver<bool>,
+        slot: SlotHandle,
+    ) -> Self {
         Handler {
             server,
             stream,
             stop,
             activity: Arc::new(Activity::new()),
+            slot: Arc::new(slot),
         }
     }
 
@@ -220,13 +283,18 @@ impl Handler {
         let service = service_fn(move |req| responder.respond(req));
         // hyper takes the stream; the deadlines below watch the rest of the handler.
         let io = TokioIo::new(self.stream);
-        let (activity, limits) = (&self.activity, &self.server.limits);
+        let watch = Watch {
+            activity: &self.activity,
+            limits: &self.server.limits,
+            slot: &self.slot,
+            stop: self.stop,
+        };
         if h2 {
-            let conn = http2_builder(limits).serve_connection(io, service);
-            drive(conn, |c| c.graceful_shutdown(), activity, limits, self.stop).await;
+            let conn = http2_builder(watch.limits).serve_connection(io, service);
+            drive(conn, |c| c.graceful_shutdown(), watch).await;
         } else {
-            let conn = http1_builder(limits).serve_connection(io, service);
-            drive(conn, |c| c.graceful_shutdown(), activity, limits, self.stop).await;
+            let conn = http1_builder(watch.limits).serve_connection(io, service);
+            drive(conn, |c| c.graceful_shutdown(), watch).await;
         }
     }
 
@@ -260,6 +328,7 @@ impl Handler {
             tenant_counts,
             intake,
             activity: self.activity.clone(),
+            slot: self.slot.clone(),
         }
     }
 }
@@ -294,6 +363,7 @@ struct Responder {
     tenant_counts: Arc<ClassCounters>,
     intake: Option<Arc<HttpsIntake>>,
     activity: Arc<Activity>,
+    slot: Arc<SlotHandle>,
 }
 
 impl Responder {
@@ -301,11 +371,13 @@ impl Responder {
     fn respond(&self, req: hyper::Request<Incoming>) -> Reply {
         let started = std::time::Instant::now();
         self.activity.touch();
+        let busy = self.slot.busy();
         if let Some(intake) = &self.intake {
             let (intake, stats, act) = (intake.clone(), self.stats.clone(), self.activity.clone());
             return Reply::Later(Box::pin(async move {
                 let resp = intake.handle(req, || act.keep_alive()).await;
                 count_response(&stats, &resp);
+                drop(busy);
                 resp
             }));
         }
@@ -354,30 +426,51 @@ impl Activity {
     }
 }
 
+/// What ends a connection besides itself: its deadlines, eviction and the server's stop.
+struct Watch<'a> {
+    activity: &'a Activity,
+    limits: &'a Limits,
+    slot: &'a SlotHandle,
+    stop: watch::Receiver<bool>,
+}
+
+impl Watch<'_> {
+    /// Whether a deadline has passed: the first request (the h2 preface included) is due
+    /// within `header_read_timeout`, then no request for `idle_timeout`, or the maximum age.
+    fn expired(&self, now: Instant) -> bool {
+        now >= self.next_deadline()
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let (activity, limits) = (self.activity, self.limits);
+        let mut idle = limits.idle_timeout;
+        if activity.requests.load(Ordering::Relaxed) == 0 {
+            // hyper bounds an HTTP/1.1 request head by header_read_timeout, but an h2 client
+            // that never sends its preface only met the idle timeout.
+            idle = idle.min(limits.header_read_timeout);
+        }
+        activity
+            .idle_deadline(idle)
+            .min(activity.start + limits.max_connection_age)
+    }
+}
+
 /// Runs a connection until it ends, is idle too long, reaches its maximum age, or the server
-/// shuts down; the last three ask it to close gracefully and drop it after [`CLOSE_GRACE`].
-async fn drive<C: Future>(
-    conn: C,
-    graceful: impl FnOnce(Pin<&mut C>),
-    activity: &Activity,
-    limits: &Limits,
-    mut stop: watch::Receiver<bool>,
-) {
+/// shuts down; the last three ask it to close gracefully and drop it after [`CLOSE_GRACE`]. An
+/// evicted connection (idle at the cap) is dropped at once.
+async fn drive<C: Future>(conn: C, graceful: impl FnOnce(Pin<&mut C>), mut watch: Watch<'_>) {
     tokio::pin!(conn);
-    let age_deadline = activity.start + limits.max_connection_age;
     loop {
-        let idle_deadline = activity.idle_deadline(limits.idle_timeout);
-        let wake = idle_deadline.min(age_deadline);
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = sleep_until(wake) => {
-                let now = Instant::now();
-                if now >= age_deadline || now >= activity.idle_deadline(limits.idle_timeout) {
+            _ = sleep_until(watch.next_deadline()) => {
+                if watch.expired(Instant::now()) {
                     break;
                 }
             }
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
+            _ = watch.slot.evicted() => return,
+            changed = watch.stop.changed() => {
+                if changed.is_err() || *watch.stop.borrow() {
                     break;
                 }
             }
@@ -385,7 +478,7 @@ async fn drive<C: Future>(
     }
     // A client that never sent a request has nothing to finish: hyper's h2 graceful close
     // would wait for a preface that may never come, so drop it at once.
-    if activity.requests.load(Ordering::Relaxed) == 0 {
+    if watch.activity.requests.load(Ordering::Relaxed) == 0 {
         return;
     }
     graceful(conn.as_mut());

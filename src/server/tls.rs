@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use rustls::server::{Accepted, Acceptor, ClientHello};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::server::{Acceptor, ClientHello};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::StartHandshake;
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, StartHandshake};
 
 use crate::certs::{CertResolver, offers_acme_alpn};
 use crate::config::TlsSettings;
@@ -18,8 +18,6 @@ use crate::registry::Registry;
 const ALERT_UNRECOGNIZED_NAME: u8 = 112;
 /// TLS alert `internal_error`: the host is ours but has no certificate yet.
 const ALERT_INTERNAL_ERROR: u8 = 80;
-/// Read size while collecting the ClientHello.
-const HELLO_READ_BUF: usize = 4096;
 
 /// Why a handshake did not complete.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,8 +26,8 @@ pub(super) enum Refused {
     UnknownSni,
     /// A tenant's name, but its certificate is not there yet.
     NoCertificate,
-    /// A malformed or abandoned handshake.
-    Error,
+    /// A malformed or abandoned handshake, with what rustls or the socket said.
+    Error(String),
 }
 
 /// The rustls configuration and the certificate resolver the SNI check asks first.
@@ -52,18 +50,18 @@ impl Handshaker {
     /// completes the handshake.
     pub(super) async fn handshake(
         &self,
-        mut tcp: TcpStream,
+        tcp: TcpStream,
         registry: &Registry,
     ) -> Result<TlsStream<TcpStream>, Refused> {
-        let accepted = read_client_hello(&mut tcp).await?;
-        if let Some(refused) = self.refusal(&accepted.client_hello(), registry) {
-            send_alert(&mut tcp, &refused).await;
+        let mut start = read_client_hello(tcp).await?;
+        if let Some(refused) = self.refusal(&start.client_hello(), registry) {
+            send_alert(&mut start.io, &refused).await;
             return Err(refused);
         }
-        StartHandshake::from_parts(accepted, tcp)
+        start
             .into_stream(self.config.clone())
             .await
-            .map_err(|_| Refused::Error)
+            .map_err(|e| Refused::Error(e.to_string()))
     }
 
     /// Whether the name in `hello` is refused, and why.
@@ -131,31 +129,15 @@ fn preferred_cipher_suites() -> Vec<rustls::SupportedCipherSuite> {
     suites
 }
 
-/// Reads from `tcp` until rustls has the whole ClientHello. A malformed one is answered with
-/// the alert rustls chose.
-async fn read_client_hello(tcp: &mut TcpStream) -> Result<Accepted, Refused> {
-    let mut acceptor = Acceptor::default();
-    let mut buf = [0u8; HELLO_READ_BUF];
-    loop {
-        let n = tcp.read(&mut buf).await.map_err(|_| Refused::Error)?;
-        if n == 0 {
-            return Err(Refused::Error);
-        }
-        let mut chunk = &buf[..n];
-        while !chunk.is_empty() {
-            acceptor.read_tls(&mut chunk).map_err(|_| Refused::Error)?;
-        }
-        match acceptor.accept() {
-            Ok(Some(accepted)) => return Ok(accepted),
-            Ok(None) => continue,
-            Err((_, mut alert)) => {
-                let mut out = Vec::new();
-                let _ = alert.write_all(&mut out);
-                let _ = tcp.write_all(&out).await;
-                return Err(Refused::Error);
-            }
-        }
-    }
+/// Reads from `tcp` until rustls has the whole ClientHello; a malformed one is answered with
+/// the alert rustls chose. rustls reads straight from the socket and is asked for the hello
+/// after every read: it only lets its buffer grow past one record once it has seen the start
+/// of a handshake message, so feeding it a burst of several records before asking (a hello
+/// over 16 KiB in one write) filled the buffer and dropped the connection.
+async fn read_client_hello(tcp: TcpStream) -> Result<StartHandshake<TcpStream>, Refused> {
+    LazyConfigAcceptor::new(Acceptor::default(), tcp)
+        .await
+        .map_err(|e| Refused::Error(e.to_string()))
 }
 
 /// Sends the fatal alert for `refused` and closes the write side.

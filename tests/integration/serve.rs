@@ -292,3 +292,56 @@ async fn tls12_and_tls13_both_work() {
     }
     running.stop().await;
 }
+
+/// One raw request on a fresh HTTP/1.x connection with SNI `mta-sts.example.com`; the answer.
+async fn raw_request(running: &crate::common::Running, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let client = running.client();
+    let mut tls = client
+        .handshake("mta-sts.example.com", &[b"http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn two_host_headers_are_a_bad_request() {
+    let cfg = three_tenants();
+    let running = start(&cfg).await;
+    for second in ["mta-sts.example.com", "mta-sts.example.net"] {
+        let got = raw_request(
+            &running,
+            &format!(
+                "GET {POLICY} HTTP/1.1\r\nHost: mta-sts.example.com\r\nHost: {second}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(got.starts_with("HTTP/1.1 400 "), "{second}: {got}");
+        assert!(!got.contains("STSv1"), "{got}");
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn http10_without_host_is_served_by_sni_and_http11_still_needs_host() {
+    let cfg = three_tenants();
+    let running = start(&cfg).await;
+    let got = raw_request(&running, &format!("GET {POLICY} HTTP/1.0\r\n\r\n")).await;
+    assert!(got.starts_with("HTTP/1.0 200 OK\r\n"), "{got}");
+    assert!(
+        got.ends_with(
+            "version: STSv1\r\nmode: testing\r\nmx: mail.example.com\r\nmax_age: 86400\r\n"
+        ),
+        "{got}"
+    );
+    let got = raw_request(
+        &running,
+        &format!("GET {POLICY} HTTP/1.1\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 400 "), "{got}");
+    running.stop().await;
+}

@@ -103,3 +103,67 @@ async fn server_prefers_aes_128_gcm_over_the_clients_first_choice() {
     }
     running.stop().await;
 }
+
+/// A ClientHello larger than one TLS record (big ALPN lists and post-quantum key shares make
+/// these real), written in one burst as 16 KiB records: the server must read both records
+/// before it looks at the hello.
+#[tokio::test]
+async fn a_client_hello_over_16_kib_in_one_write_completes() {
+    let cfg = TestConfig::new();
+    cfg.simple_tenant("resume.example");
+    let running = start(&cfg).await;
+    let mut config = (*running.client().tls_config(&[])).clone();
+    // 80 protocol names of 240 bytes: about 19 KB of ALPN, then the one the server speaks.
+    config.alpn_protocols = (0..80u8)
+        .map(|i| {
+            let mut name = vec![b'x'; 240];
+            name[0] = i;
+            name
+        })
+        .chain([b"http/1.1".to_vec()])
+        .collect();
+    let addr = running.addr;
+    let response = tokio::task::spawn_blocking(move || big_hello_fetch(addr, config))
+        .await
+        .unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200 OK\r\n"),
+        "got {response:?}"
+    );
+    running.stop().await;
+}
+
+/// Writes the whole first flight of `config`'s ClientHello in one `write_all`, finishes the
+/// handshake over the same socket and returns the answer to one policy request.
+fn big_hello_fetch(addr: std::net::SocketAddr, config: rustls::ClientConfig) -> String {
+    use std::io::{Read, Write};
+    let name = ServerName::try_from(HOST).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    // rustls fragments at 16 KiB: the hello spans two full-size-limit records.
+    assert!(
+        hello.len() > 16 * 1024 + 5,
+        "hello is {} bytes",
+        hello.len()
+    );
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    tcp.write_all(&hello).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n",
+        mta_stsd::http::POLICY_PATH
+    );
+    if let Err(e) = tls.write_all(request.as_bytes()) {
+        return format!("handshake failed: {e}");
+    }
+    let mut out = Vec::new();
+    if let Err(e) = tls.read_to_end(&mut out) {
+        return format!("read failed after {} bytes: {e}", out.len());
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -23,10 +23,28 @@ impl ServeProcess {
     /// Starts the real binary on `config` and waits (up to 60 s, reading its log, no sleeps)
     /// for the `mta-stsd serving` line with the bound address.
     pub fn start(config: &Path) -> ServeProcess {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(binary())
+        let mut command = std::process::Command::new(binary());
+        command
             .args(["--log-format", "json", "serve", "--config"])
-            .arg(config)
+            .arg(config);
+        Self::spawn(command)
+    }
+
+    /// [`ServeProcess::start`] with at most `fds` open file descriptors (`ulimit -n`).
+    pub fn start_with_fd_limit(config: &Path, fds: u32) -> ServeProcess {
+        let mut command = std::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {fds} && exec \"$0\" \"$@\""))
+            .arg(binary())
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(config);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: std::process::Command) -> ServeProcess {
+        use std::io::BufRead;
+        let mut child = command
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -61,6 +79,16 @@ impl ServeProcess {
                 );
             }
         }
+    }
+
+    /// The log lines so far that match `pred`.
+    pub fn log_lines(&self, pred: impl Fn(&serde_json::Value) -> bool) -> Vec<String> {
+        let lines = self.log.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| pred(&v)))
+            .cloned()
+            .collect()
     }
 
     /// SIGKILL: no destructors, no shutdown, no checkpoint.
