@@ -241,3 +241,16 @@ fn container_config_checks_clean() {
     let (code, out, _) = run(&["check"], cfg.path());
     assert_eq!(code, Some(0), "{out}");
 }
+
+#[test]
+fn reports_since_takes_the_server_file_duration_units() {
+    let cfg = TestConfig::new();
+    cfg.simple_tenant("example.com");
+    for window in ["90m", "36h", "1w", "2026-01-01"] {
+        let (code, _, err) = run(&["reports", "--since", window], cfg.path());
+        assert_eq!(code, Some(0), "{window}: {err}");
+    }
+    let (code, _, err) = run(&["reports", "--since", "7"], cfg.path());
+    assert_eq!(code, Some(1), "a bare number is ambiguous");
+    assert!(err.contains("--since"), "{err}");
+}
