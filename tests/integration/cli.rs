@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::common::{Client, TestConfig, binary};
+use crate::common::{Client, ServeProcess, TestConfig, binary};
 
 fn run(args: &[&str], cfg: &std::path::Path) -> (Option<i32>, String, String) {
     let out = Command::new(binary())
@@ -253,4 +253,50 @@ fn reports_since_takes_the_server_file_duration_units() {
     let (code, _, err) = run(&["reports", "--since", "7"], cfg.path());
     assert_eq!(code, Some(1), "a bare number is ambiguous");
     assert!(err.contains("--since"), "{err}");
+}
+
+/// `systemctl reload` during a long first load (the unit's `ExecReload` sends SIGHUP): the
+/// daemon must not die of it, and the signal becomes one reload once it serves.
+#[tokio::test]
+async fn sighup_during_the_first_load_is_one_reload_after_it() {
+    let cfg = TestConfig::new();
+    let mut bulk = String::with_capacity(20_000 * 80);
+    for i in 0..20_000 {
+        bulk.push_str(&format!(
+            "- domain: t{i}.example\n  mode: testing\n  mx: [mx.t{i}.example]\n  max_age: 86400\n"
+        ));
+    }
+    cfg.tenant("bulk.yaml", &bulk);
+    let mut starting = ServeProcess::spawn(None, cfg.path());
+    // Logged once the server file is read, before the tenants get their certificates.
+    let loading = starting.wait_for(Duration::from_secs(60), |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("internal CA"))
+    });
+    assert!(loading.is_some(), "no startup line");
+    let sent = Command::new("kill")
+        .args(["-HUP", &starting.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut serve = starting.serving();
+    let reloaded = serve.wait_for(Duration::from_secs(60), |v| {
+        v["message"] == "configuration reloaded" && v["trigger"] == "Signal"
+    });
+    assert!(
+        reloaded.is_some(),
+        "no reload for the SIGHUP; log:\n{}",
+        serve.log.lock().unwrap().join("\n")
+    );
+    assert_eq!(serve.exited(), None);
+    let client = Client::new(serve.addr, cfg.ca_der());
+    let got = client.get_policy("mta-sts.t19999.example").await.unwrap();
+    assert_eq!(got.status, StatusCode::OK);
+    let log = serve.log.lock().unwrap().clone();
+    let hups = log
+        .iter()
+        .filter(|l| l.contains("SIGHUP: reloading"))
+        .count();
+    assert_eq!(hups, 1, "one signal, one reload");
 }
