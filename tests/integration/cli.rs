@@ -243,6 +243,61 @@ fn container_config_checks_clean() {
 }
 
 #[test]
+fn check_warns_like_serve_about_an_admin_listener_open_to_all() {
+    let cfg = TestConfig::with_server(&format!(
+        "{}admin:\n  listen: \"0.0.0.0:9180\"\n",
+        crate::common::BASE_SERVER_YAML
+    ));
+    cfg.simple_tenant("example.com");
+    let (code, out, _) = run(&["check"], cfg.path());
+    assert_eq!(code, Some(0), "a warning does not fail check: {out}");
+    let file = cfg.path().join("mta-stsd.yaml");
+    for line in [
+        format!(
+            "{}:5:11: warning: admin.listen: not a loopback address and no admin.token_file: anyone who can reach it can read metrics and tenant data and trigger reloads",
+            file.display()
+        ),
+        "1 tenant(s) valid, 0 error(s), 1 warning(s)".to_owned(),
+    ] {
+        assert!(out.contains(&line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn check_reads_yml_and_warns_about_every_other_skipped_file() {
+    let cfg = TestConfig::new();
+    cfg.simple_tenant("a.example");
+    cfg.tenant(
+        "b.yml",
+        "domain: b.example\nmode: testing\nmx: [mx.b.example]\nmax_age: 86400\n",
+    );
+    cfg.tenant(
+        "c.YAML",
+        "domain: c.example\nmode: testing\nmx: [mx.c.example]\nmax_age: 86400\n",
+    );
+    cfg.tenant("notes.txt", "not a tenant\n");
+    cfg.tenant(".hidden.yaml.swp", "editor state\n");
+    let (code, out, _) = run(&["check"], cfg.path());
+    assert_eq!(code, Some(0), "{out}");
+    let tenants = cfg.path().join("tenants");
+    for name in ["c.YAML", "notes.txt"] {
+        let line = format!(
+            "{}:0:0: warning: skipped: tenant files are named *.yaml or *.yml",
+            tenants.join(name).display()
+        );
+        assert!(out.contains(&line), "missing {line:?} in:\n{out}");
+    }
+    assert!(
+        !out.contains(".hidden"),
+        "hidden names are skipped silently: {out}"
+    );
+    assert!(
+        out.contains("2 tenant(s) valid, 0 error(s), 2 warning(s)"),
+        "{out}"
+    );
+}
+
+#[test]
 fn reports_since_takes_the_server_file_duration_units() {
     let cfg = TestConfig::new();
     cfg.simple_tenant("example.com");

@@ -355,3 +355,116 @@ async fn a_relative_config_dir_applies_every_change_on_the_real_binary() {
         log()
     );
 }
+
+/// Replaces `path` (a tenant file) by something that is not a regular file.
+fn replace_with(path: &Path, kind: &str) {
+    use std::os::unix::fs::symlink;
+    std::fs::remove_file(path).unwrap();
+    let dir = path.parent().unwrap();
+    let mkfifo = |at: &Path| {
+        let ok = std::process::Command::new("mkfifo")
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    match kind {
+        "fifo" => mkfifo(path),
+        "symlink to a fifo" => {
+            let fifo = dir.join(".pipe");
+            let _ = std::fs::remove_file(&fifo);
+            mkfifo(&fifo);
+            symlink(".pipe", path).unwrap();
+        }
+        "symlink to /dev/zero" => symlink("/dev/zero", path).unwrap(),
+        "directory" => std::fs::create_dir(path).unwrap(),
+        "dangling symlink" => symlink("nowhere.yaml", path).unwrap(),
+        other => unreachable!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_file_replaced_by_a_non_file_keeps_its_last_good_policy() {
+    let cfg = TestConfig::new();
+    let path = cfg.tenant("victim.yaml", TESTING);
+    let running = start(&cfg).await;
+    for kind in [
+        "fifo",
+        "symlink to a fifo",
+        "symlink to /dev/zero",
+        "directory",
+        "dangling symlink",
+    ] {
+        replace_with(&path, kind);
+        let t = eventually(LIMIT, || async {
+            let resp = admin_get(running.admin_addr, "/api/v1/tenants/example.com").await;
+            resp.status == StatusCode::OK && resp.json()["stale"] == true
+        })
+        .await;
+        assert!(t, "{kind}: the tenant is not kept as stale");
+        let t = tenant_json(&running, "example.com").await;
+        let err = t["last_error"].as_str().unwrap_or_default();
+        assert!(err.contains("victim.yaml:0:0: error: "), "{kind}: {err}");
+        assert_eq!(
+            body(&running, "mta-sts.example.com").await.as_deref(),
+            Some(TESTING_BODY),
+            "{kind}: the last good policy and its certificate are served"
+        );
+        // A valid file again: applies (a FIFO opened for reading would have hung the reloader).
+        if kind == "directory" {
+            std::fs::remove_dir(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+        std::fs::write(&path, ENFORCE).unwrap();
+        assert!(
+            serves(&running, "mta-sts.example.com", ENFORCE_BODY).await,
+            "{kind}"
+        );
+        std::fs::write(&path, TESTING).unwrap();
+        assert!(
+            serves(&running, "mta-sts.example.com", TESTING_BODY).await,
+            "{kind}"
+        );
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn links_to_keys_and_outside_files_are_refused_and_never_quoted() {
+    use std::os::unix::fs::symlink;
+    let cfg = TestConfig::new();
+    cfg.tenant("example.com.yaml", TESTING);
+    let running = start(&cfg).await;
+    let tenants = cfg.path().join("tenants");
+    let outside = tempfile::tempdir().unwrap();
+    let shadow = outside.path().join("shadow");
+    std::fs::write(
+        &shadow,
+        "root:$y$j9T$SALTSALTSALT$HASHHASHHASHHASH:19000:0:99999:7:::\n",
+    )
+    .unwrap();
+    symlink("../state/ca/ca.key", tenants.join("leak.yaml")).unwrap();
+    symlink(&shadow, tenants.join("shadow.yaml")).unwrap();
+    let outcome = admin_request(running.admin_addr, Method::POST, "/reload", &[]).await;
+    let status = admin_get(running.admin_addr, "/api/v1/status").await;
+    for text in [&outcome.body, &status.body] {
+        for secret in ["PRIVATE KEY", "BEGIN", "SALTSALT", "HASHHASH", "root"] {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+    }
+    let errors: Vec<String> = status.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors.iter().all(|e| e.contains("refused")), "{errors:?}");
+    // The regular tenant is unaffected.
+    assert_eq!(
+        body(&running, "mta-sts.example.com").await.as_deref(),
+        Some(TESTING_BODY)
+    );
+    running.stop().await;
+}
