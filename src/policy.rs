@@ -11,6 +11,10 @@ use sha2::{Digest, Sha256};
 /// Largest `max_age` RFC 8461 §3.2 allows (about one year).
 pub const MAX_AGE_LIMIT: u64 = 31_557_600;
 
+/// Largest policy body senders must accept: RFC 8461 §3.3 lets them refuse a larger one as a
+/// fetch error (postfix-mta-sts-resolver does), so such a policy would not protect anything.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// Length of the policy id: 32 is the most the `sts-id` ABNF (§3.1) allows, and 32 hex digits
 /// keep 128 bits of the digest.
 pub const ID_LEN: usize = 32;

@@ -32,7 +32,7 @@ pub(super) fn check(dir: &Path, out: &mut dyn Write) -> anyhow::Result<ExitCode>
     let file_count = cache.len();
     let mut errors = 0usize;
     let mut warnings = 0usize;
-    for d in &set.diagnostics {
+    for d in server.warnings.iter().chain(&set.diagnostics) {
         writeln!(out, "{d}")?;
         if d.is_error() {
             errors += 1

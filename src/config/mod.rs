@@ -22,7 +22,7 @@ pub use server::{
     ServerConfig, TENANTS_DIR, TlsSettings, load_server_config,
 };
 pub use tenant::{
-    FileTenants, Tenant, TenantSet, assemble, assemble_shared, is_tenant_file, is_tenant_file_name,
+    FileTenants, Tenant, TenantSet, assemble, assemble_shared, file_kind, is_tenant_file_name,
     load_tenant_file, parse_tenants,
 };
 pub use tlsrpt::{
@@ -123,7 +123,9 @@ fn yaml_options() -> serde_saphyr::Options {
 }
 
 /// Turns a serde-saphyr error into a diagnostic. The field is the key on the offending line,
-/// which is what an operator looks for.
+/// which is what an operator looks for. Values the parser quotes are cut to a short excerpt:
+/// a tenant file may be a link to something that is not YAML, and its contents must not reach
+/// the log or the admin API.
 fn yaml_diagnostic(file: &Path, source: &str, err: &serde_saphyr::Error) -> Diagnostic {
     let (line, column) = err
         .location()
@@ -133,17 +135,101 @@ fn yaml_diagnostic(file: &Path, source: &str, err: &serde_saphyr::Error) -> Diag
     if let Some(pos) = message.rfind(" at line ") {
         message.truncate(pos);
     }
+    if message.contains("found a tab")
+        && let Some((line, column)) = indenting_tab(source, line)
+    {
+        let field = key_on_line(source, line).unwrap_or_default();
+        let message = "a tab in the indentation: YAML indents with spaces only".to_owned();
+        return Diagnostic::error(file, line, column, &field, message);
+    }
     let field =
         if let Some(name) = backticked(&message).filter(|_| message.contains("unknown field")) {
-            name
+            if !is_key_like(&name) {
+                // Not a typo of a key but some other file's line: say nothing of it.
+                message = message.replacen(&format!("`{name}`"), "(not a key name; not shown)", 1);
+                String::new()
+            } else {
+                name
+            }
         } else if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
-            let key = rest.split(',').next().unwrap_or(rest).to_owned();
+            let key = excerpt(rest.split(',').next().unwrap_or(rest));
             message = format!("duplicate key {key:?}");
             key
         } else {
             key_on_line(source, line).unwrap_or_default()
         };
-    Diagnostic::error(file, line, column, &field, message)
+    Diagnostic::error(file, line, column, &field, excerpt_quotes(&message))
+}
+
+/// Longest excerpt of a file's contents a diagnostic quotes.
+const EXCERPT_CHARS: usize = 40;
+
+/// A short, printable excerpt of `value` for a diagnostic: at most [`EXCERPT_CHARS`]
+/// characters, control characters replaced, and nothing of a PEM block (a key file linked as a
+/// tenant file must not be shown).
+fn excerpt(value: &str) -> String {
+    if value.contains("-----BEGIN") {
+        return "-----BEGIN … (PEM data not shown)".to_owned();
+    }
+    let mut out = String::new();
+    for (i, c) in value.chars().enumerate() {
+        if i == EXCERPT_CHARS {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { '?' } else { c });
+    }
+    out
+}
+
+/// Replaces every `"…"` and `` `…` `` quotation in a parser message with its [`excerpt`].
+fn excerpt_quotes(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(256));
+    let mut rest = message;
+    while let Some(start) = rest.find(['"', '`']) {
+        let quote = if rest[start..].starts_with('"') {
+            '"'
+        } else {
+            '`'
+        };
+        out.push_str(&rest[..=start]);
+        let body = &rest[start + 1..];
+        let end = closing_quote(body, quote).unwrap_or(body.len());
+        out.push_str(&excerpt(&body[..end]));
+        if end < body.len() {
+            out.push(quote);
+            rest = &body[end + 1..];
+        } else {
+            rest = "";
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The byte index of the quote that closes `body`; inside `"…"` a backslash escapes.
+fn closing_quote(body: &str, quote: char) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        match c {
+            '\\' if quote == '"' && !escaped => escaped = true,
+            c if c == quote && !escaped => return Some(i),
+            _ => escaped = false,
+        }
+    }
+    None
+}
+
+/// The line and column of the first tab in the indentation of a line with content, looking
+/// from `from` on: the parser reports such a tab at the scalar before it (often a line early).
+fn indenting_tab(source: &str, from: u64) -> Option<(u64, u64)> {
+    let skip = usize::try_from(from.saturating_sub(1)).ok()?;
+    source.lines().enumerate().skip(skip).find_map(|(i, text)| {
+        let indent = text.len() - text.trim_start_matches([' ', '\t']).len();
+        let rest = text[indent..].trim_end();
+        let tab = text[..indent].find('\t')?;
+        (!rest.is_empty() && !rest.starts_with('#')).then_some((i as u64 + 1, tab as u64 + 1))
+    })
 }
 
 fn backticked(message: &str) -> Option<String> {
@@ -152,17 +238,23 @@ fn backticked(message: &str) -> Option<String> {
     Some(message[start..start + len].to_owned())
 }
 
+/// The mapping key on `line`, if that line has one that looks like a key of ours.
 fn key_on_line(source: &str, line: u64) -> Option<String> {
     let text = source
         .lines()
         .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
     let text = text.trim_start().trim_start_matches("- ").trim_start();
-    let key = text.split(':').next()?;
-    (!key.is_empty()
-        && key
+    let (key, _) = text.split_once(':')?;
+    is_key_like(key).then(|| key.to_owned())
+}
+
+/// Whether `name` could be a key of ours mistyped: short, letters, digits, `_` and `-`.
+fn is_key_like(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= EXCERPT_CHARS
+        && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
-    .then(|| key.to_owned())
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]

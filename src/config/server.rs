@@ -262,6 +262,8 @@ pub struct ServerConfig {
     pub admin: Option<AdminConfig>,
     /// File watching.
     pub reload: ReloadConfig,
+    /// What the file says that works but is probably not meant (`check` prints these).
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl ServerConfig {
@@ -292,11 +294,12 @@ pub fn load_server_config(dir: &Path) -> Result<ServerConfig, Vec<Diagnostic>> {
     let file = dir.join(SERVER_FILE);
     let raw = read_raw(&file)?;
     let mut diags = Vec::new();
-    let config = compile(&raw, dir, &mut Diags::new(&file, &mut diags));
-    if diags.is_empty() {
-        Ok(config)
-    } else {
+    let mut config = compile(&raw, dir, &mut Diags::new(&file, &mut diags));
+    if diags.iter().any(Diagnostic::is_error) {
         Err(diags)
+    } else {
+        config.warnings = diags;
+        Ok(config)
     }
 }
 
@@ -361,6 +364,7 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
         admin,
         reload,
         tlsrpt,
+        warnings: Vec::new(),
     }
 }
 
@@ -465,12 +469,25 @@ fn compile_limits(raw: &RawLimits, d: &mut Diags) -> Limits {
     }
 }
 
+/// The warning for an admin listener anyone may reach and use; `serve` logs the same.
+const ADMIN_WITHOUT_TOKEN: &str = "not a loopback address and no admin.token_file: anyone who can reach it can read metrics and tenant data and trigger reloads";
+
 /// The `admin:` section.
 fn compile_admin(raw: &RawAdmin, dir: &Path, d: &mut Diags) -> AdminConfig {
     let listen = match &raw.listen {
-        Some(l) => d
-            .address(l, "admin.listen", "\"127.0.0.1:9180\"")
-            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
+        Some(l) => {
+            let listen = d
+                .address(l, "admin.listen", "\"127.0.0.1:9180\"")
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+            if !listen.ip().is_loopback() && raw.token_file.is_none() {
+                d.warning(
+                    &l.referenced,
+                    "admin.listen",
+                    ADMIN_WITHOUT_TOKEN.to_owned(),
+                );
+            }
+            listen
+        }
         None => DEFAULT_ADMIN_LISTEN
             .parse()
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9180))),

@@ -1,5 +1,6 @@
 //! Tenant files: one tenant per file, or a list of tenants for bulk operators.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use serde_saphyr::Spanned;
 use super::field::Diags;
 use super::names::{normalize_hostname, normalize_mx_pattern, validate_rua};
 use super::{Diagnostic, yaml_diagnostic, yaml_options};
-use crate::policy::{MAX_AGE_LIMIT, Mode, Policy};
+use crate::policy::{MAX_AGE_LIMIT, MAX_BODY_BYTES, Mode, Policy};
 
 /// Default `max_age` when a tenant omits it: one week, the least RFC 8461 deployment advice
 /// considers useful for `enforce`.
@@ -19,7 +20,7 @@ pub const DEFAULT_MAX_AGE: u64 = 604_800;
 const WARN_MAX_AGE: u64 = 86_400;
 /// Below this in `enforce`, a short outage of the policy host lets downgrades through sooner.
 const WARN_MAX_AGE_ENFORCE: u64 = 604_800;
-/// Largest tenant file read: a bulk file of 100 000 tenants is about 10 MB.
+/// Largest tenant file read: a bulk file of 400 000 tenants is about 35 MB.
 const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Deserialize)]
@@ -28,9 +29,9 @@ struct RawTenant {
     domain: Spanned<String>,
     mode: Spanned<Mode>,
     #[serde(default)]
-    mx: Option<Spanned<Vec<Spanned<String>>>>,
+    mx: Option<Spanned<MxList>>,
     #[serde(default)]
-    max_age: Option<Spanned<u64>>,
+    max_age: Option<Spanned<MaxAge>>,
     #[serde(default)]
     tlsrpt: Option<Spanned<RawTlsRpt>>,
 }
@@ -40,6 +41,78 @@ struct RawTenant {
 struct RawTlsRpt {
     #[serde(default)]
     rua: Vec<Spanned<String>>,
+}
+
+/// `mx:` as a list of patterns, or one pattern written alone (`mx: mail.example.com`), which
+/// means the one-element list: refusing it would only make the operator add brackets.
+enum MxList {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for MxList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = MxList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of MX patterns (or one pattern)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MxList, E> {
+                Ok(MxList::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, s: A) -> Result<MxList, A::Error> {
+                Vec::<Spanned<String>>::deserialize(serde::de::value::SeqAccessDeserializer::new(s))
+                    .map(MxList::Many)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl MxList {
+    /// The patterns with their positions; a lone pattern is where `mx:`'s value is.
+    fn items(&self, at: &Spanned<MxList>) -> Cow<'_, [Spanned<String>]> {
+        match self {
+            MxList::One(v) => Cow::Owned(vec![Spanned::new(v.clone(), at.referenced, at.defined)]),
+            MxList::Many(list) => Cow::Borrowed(list),
+        }
+    }
+}
+
+/// `max_age:` in seconds (`604800`) or as a duration with a unit (`7d`, `1w`); the body always
+/// carries seconds.
+#[derive(Clone, Copy)]
+struct MaxAge(u64);
+
+impl<'de> Deserialize<'de> for MaxAge {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = MaxAge;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("seconds (604800) or a duration such as \"1d\" or \"1w\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<MaxAge, E> {
+                Ok(MaxAge(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<MaxAge, E> {
+                u64::try_from(v).map(MaxAge).map_err(|_| {
+                    E::custom(format!(
+                        "{v} is negative; give seconds or a duration such as 1d"
+                    ))
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MaxAge, E> {
+                let d = crate::util::parse_duration(v).map_err(E::custom)?;
+                if d.subsec_nanos() != 0 {
+                    return Err(E::custom(format!("{v:?} is not a whole number of seconds")));
+                }
+                Ok(MaxAge(d.as_secs()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// A tenant file holds one mapping or a sequence of mappings; decided by the YAML node so
@@ -102,31 +175,72 @@ pub struct FileTenants {
     pub failed: bool,
 }
 
-/// Reads and validates one tenant file.
+/// Reads and validates one tenant file. Only a regular file is read: it is opened without
+/// blocking and checked on the open handle, so a FIFO or device put in its place after the
+/// caller looked is never read from.
 pub fn load_tenant_file(path: &Path) -> FileTenants {
-    let read = std::fs::metadata(path).and_then(|meta| {
-        if meta.len() > MAX_FILE_BYTES {
-            Err(std::io::Error::other(format!(
-                "file is larger than {MAX_FILE_BYTES} bytes"
-            )))
-        } else {
-            std::fs::read_to_string(path)
-        }
-    });
-    match read {
+    match read_regular(path) {
         Ok(text) => parse_tenants(path, &text),
-        Err(err) => FileTenants {
+        Err(why) => FileTenants::unreadable(path, why),
+    }
+}
+
+/// The contents of `path` if it is a regular file of at most [`MAX_FILE_BYTES`].
+fn read_regular(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        let kind = file_kind(&meta);
+        return Err(format!("is {kind}, not a regular file; not read"));
+    }
+    let too_large = || format!("cannot read: file is larger than {MAX_FILE_BYTES} bytes");
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(text)
+}
+
+/// What a directory entry is (`a FIFO`), for an error about one that is not a regular file.
+pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_file() {
+        "a regular file"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+impl FileTenants {
+    /// A file that could not be used at all: one error saying why, no tenants.
+    pub fn unreadable(path: &Path, why: String) -> FileTenants {
+        FileTenants {
             file: path.to_path_buf(),
             tenants: Vec::new(),
-            diagnostics: vec![Diagnostic::error(
-                path,
-                0,
-                0,
-                "",
-                format!("cannot read: {err}"),
-            )],
+            diagnostics: vec![Diagnostic::error(path, 0, 0, "", why)],
             failed: true,
-        },
+        }
     }
 }
 
@@ -191,10 +305,23 @@ fn compile(
         return None;
     }
     let domain = domain?;
+    let policy = Policy::new(mode, mx, max_age);
+    if policy.body.len() > MAX_BODY_BYTES {
+        let at = raw
+            .mx
+            .as_ref()
+            .map_or(raw.domain.referenced, |m| m.referenced);
+        let message = format!(
+            "the policy body would be {} bytes, over the {MAX_BODY_BYTES} bytes senders may refuse (RFC 8461 §3.3); use fewer or wildcard MX patterns",
+            policy.body.len()
+        );
+        d.error(&at, "mx", message);
+        return None;
+    }
     Some(Tenant {
         host: format!("mta-sts.{domain}"),
         domain,
-        policy: Policy::new(mode, mx, max_age),
+        policy,
         rua,
         source: path.to_path_buf(),
         line: raw.domain.referenced.line(),
@@ -232,8 +359,9 @@ fn compile_mx(raw: &RawTenant, d: &mut Diags) -> Vec<String> {
         }
         return Vec::new();
     };
-    let mx = d.unique_list(&list.value, "mx", "MX pattern", normalize_mx_pattern);
-    if list.value.is_empty() && mode != Mode::None {
+    let items = list.value.items(list);
+    let mx = d.unique_list(&items, "mx", "MX pattern", normalize_mx_pattern);
+    if items.is_empty() && mode != Mode::None {
         d.error(
             &list.referenced,
             "mx",
@@ -244,11 +372,11 @@ fn compile_mx(raw: &RawTenant, d: &mut Diags) -> Vec<String> {
 }
 
 /// `max_age`: above the RFC limit an error; short for the mode a warning.
-fn compile_max_age(raw: Option<&Spanned<u64>>, mode: Mode, d: &mut Diags) -> u64 {
+fn compile_max_age(raw: Option<&Spanned<MaxAge>>, mode: Mode, d: &mut Diags) -> u64 {
     let Some(value) = raw else {
         return DEFAULT_MAX_AGE;
     };
-    let (v, at) = (value.value, &value.referenced);
+    let (v, at) = (value.value.0, &value.referenced);
     if v > MAX_AGE_LIMIT {
         d.error(
             at,
@@ -297,15 +425,6 @@ fn compile_rua(raw: Option<&Spanned<RawTlsRpt>>, d: &mut Diags) -> Vec<String> {
 /// wins" is the same on every machine.
 pub fn is_tenant_file_name(name: &str) -> bool {
     !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
-}
-
-/// Whether a path is a tenant file: a tenant file's name ([`is_tenant_file_name`]) on a
-/// regular file.
-pub fn is_tenant_file(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(is_tenant_file_name)
-        && path.is_file()
 }
 
 /// The validated tenant table of a whole configuration.

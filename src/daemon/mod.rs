@@ -40,6 +40,8 @@ pub struct Daemon {
     admin: Arc<AdminState>,
     tlsrpt: Arc<TlsRpt>,
     acme: Option<AcmeTasks>,
+    /// The SIGHUP stream, installed by [`Daemon::build`]; taken by the `sighup` task.
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 /// The ACME scheduler and its optional HTTP-01 listener, started by [`Daemon::run`].
@@ -68,7 +70,12 @@ struct Loaded {
 /// Loads the server file (errors stop the start) and every tenant file (errors are logged and
 /// the file skipped: one customer's bad file must not take the others down).
 fn load(dir: &Path) -> anyhow::Result<Loaded> {
-    let config = reload::load_server(dir)?;
+    // Absolute once, here: every path derived from it (tenants directory, cache keys) then
+    // compares equal to what the watcher reports, which is absolute, and a relative `--config`
+    // keeps meaning the directory it meant at start.
+    let dir = std::path::absolute(dir)
+        .with_context(|| format!("resolving configuration directory {}", dir.display()))?;
+    let config = reload::load_server(&dir)?;
     // The reloader's per-file cache is filled by the first load, so the first change only
     // re-reads the file that changed.
     let (cache, tenants) = reload::initial_load(&config).map_err(|d| anyhow::anyhow!("{d}"))?;
@@ -84,8 +91,12 @@ fn load(dir: &Path) -> anyhow::Result<Loaded> {
 
 impl Daemon {
     /// Builds the daemon from a configuration directory, obtaining a certificate for every
-    /// tenant the issuer can serve now.
+    /// tenant the issuer can serve now. Must run inside the Tokio runtime: the SIGHUP handler
+    /// is installed first, before the (possibly long) first load, so a SIGHUP meanwhile is
+    /// held and applied as one reload once the daemon runs instead of killing it.
     pub fn build(dir: &Path) -> anyhow::Result<Daemon> {
+        let hup = install_sighup()?;
+        tracing::info!(config = %dir.display(), "loading configuration");
         let Loaded {
             config,
             cache,
@@ -140,6 +151,7 @@ impl Daemon {
             admin,
             tlsrpt,
             acme,
+            hup: Some(hup),
         })
     }
 
@@ -191,15 +203,17 @@ impl Daemon {
     }
 
     /// Starts every background task: SIGHUP, the file watcher, the admin listener, TLS-RPT
-    /// retention and the ACME tasks. The SIGHUP handler is installed before this returns, so
-    /// a SIGHUP after startup is never the default (fatal) one.
+    /// retention and the ACME tasks. A SIGHUP that arrived since [`Daemon::build`] is pending
+    /// on the stream, so the `sighup` task reloads once for it.
     fn start_tasks(
         &mut self,
         tasks: &mut Supervisor,
         admin: Option<TcpListener>,
     ) -> anyhow::Result<()> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let hup = self
+            .hup
+            .take()
+            .context("the SIGHUP stream was already taken")?;
         tasks.spawn(
             "sighup",
             reload::sighup_task(self.reloader.clone(), hup, tasks.stop_signal()),
@@ -273,6 +287,12 @@ impl Daemon {
     pub fn acme_provider(&self) -> Option<&Arc<AcmeProvider>> {
         self.acme.as_ref().map(|a| &a.provider)
     }
+}
+
+/// Installs the SIGHUP handler: from here on a SIGHUP is held for the stream, not fatal.
+fn install_sighup() -> anyhow::Result<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup()).context("installing the SIGHUP handler")
 }
 
 /// Opens the report store the server file names.

@@ -10,7 +10,7 @@ use crate::config::{self, Diagnostic, FileTenants, ServerConfig, Tenant, TenantS
 
 /// Identity and timestamps of a file (following symlinks): any write, rename-over or
 /// ConfigMap swap changes at least one of them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Stamp {
     dev: u64,
     ino: u64,
@@ -88,27 +88,152 @@ pub struct Refresh {
     pub new_diagnostics: Vec<Diagnostic>,
 }
 
+/// Where a tenant file that is a symlink may lead: into the configuration or the tenants
+/// directory, never into the state directory (CA and ACME keys) or onto the admin token. A
+/// link elsewhere is refused unread, so no file the daemon can read but the operator did not
+/// mean as a tenant ends up quoted in a diagnostic. A ConfigMap's links (`a.yaml` →
+/// `..data/a.yaml`) stay inside the mount.
+#[derive(Clone, Debug, Default)]
+struct Confinement {
+    inside: Vec<PathBuf>,
+    never: Vec<PathBuf>,
+}
+
+/// [`Confinement`] with its paths resolved for one refresh (a directory may be replaced between
+/// refreshes).
+struct Resolved {
+    inside: Vec<PathBuf>,
+    never: Vec<PathBuf>,
+}
+
+impl Confinement {
+    fn resolve(&self, tenants_dir: &Path) -> Resolved {
+        let canonical = |paths: &[PathBuf]| -> Vec<PathBuf> {
+            paths
+                .iter()
+                .filter_map(|p| std::fs::canonicalize(p).ok())
+                .collect()
+        };
+        let mut inside = canonical(&self.inside);
+        if self.inside.is_empty() {
+            inside = canonical(&[tenants_dir.to_path_buf()]);
+        }
+        Resolved {
+            inside,
+            never: canonical(&self.never),
+        }
+    }
+}
+
+impl Resolved {
+    /// Refuses a symlink leading outside the allowed directories.
+    fn check_link(&self, path: &Path) -> Result<(), String> {
+        let target = std::fs::canonicalize(path)
+            .map_err(|e| format!("is a symlink whose target cannot be resolved: {e}"))?;
+        if let Some(never) = self.never.iter().find(|n| target.starts_with(n)) {
+            return Err(format!(
+                "is a symlink to {}, inside {}, which holds keys or tokens: refused, not read",
+                target.display(),
+                never.display()
+            ));
+        }
+        if !self.inside.iter().any(|dir| target.starts_with(dir)) {
+            return Err(format!(
+                "is a symlink to {}, outside the configuration and tenants directories: refused, not read",
+                target.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a directory entry with a tenant file's name turned out to be: its stamp, and whether
+/// it may be read (`Ok(true)` for a symlink, which is confined first) or why not.
+type Inspected = (Stamp, Result<bool, String>);
+
+/// Looks at `path` without opening it; `None` when nothing is there. A symlink's stamp is its
+/// target's, so a changed target is read again.
+fn inspect(path: &Path) -> Option<Inspected> {
+    let lmeta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some((Stamp::default(), Err(format!("cannot read: {e}")))),
+    };
+    if !lmeta.file_type().is_symlink() {
+        let verdict = if lmeta.is_file() {
+            Ok(false)
+        } else {
+            let kind = config::file_kind(&lmeta);
+            Err(format!("is {kind}, not a regular file; not read"))
+        };
+        return Some((Stamp::of(&lmeta), verdict));
+    }
+    Some(match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => (Stamp::of(&meta), Ok(true)),
+        Ok(meta) => {
+            let kind = config::file_kind(&meta);
+            let why = format!("is a symlink to {kind}, not to a regular file; not read");
+            (Stamp::of(&meta), Err(why))
+        }
+        Err(e) => {
+            let why = format!("is a symlink whose target cannot be read: {e}");
+            (Stamp::of(&lmeta), Err(why))
+        }
+    })
+}
+
+/// The warning for a visible entry of the tenants directory that is not read.
+fn skipped_warning(path: &Path) -> Diagnostic {
+    Diagnostic::warning(
+        path,
+        0,
+        0,
+        "",
+        "skipped: tenant files are named *.yaml or *.yml".to_owned(),
+    )
+}
+
 /// The last result of every tenant file of a directory.
 #[derive(Debug, Default)]
 pub struct TenantCache {
     files: BTreeMap<PathBuf, CachedFile>,
+    /// Visible entries that are not tenant files, each with its warning.
+    skipped: BTreeMap<PathBuf, Diagnostic>,
+    confinement: Confinement,
 }
 
 impl TenantCache {
+    /// An empty cache for `config`'s tenants directory, with symlinks confined to the
+    /// configuration and tenants directories. ([`TenantCache::default`] confines them to the
+    /// directory refreshed.)
+    pub fn new(config: &ServerConfig) -> TenantCache {
+        let mut never = vec![config.state_dir.clone()];
+        never.extend(config.admin.iter().filter_map(|a| a.token_file.clone()));
+        TenantCache {
+            confinement: Confinement {
+                inside: vec![config.dir.clone(), config.tenants_dir.clone()],
+                never,
+            },
+            ..TenantCache::default()
+        }
+    }
+
     /// Brings the cache in step with `dir`. An unreadable directory is an error and leaves the
     /// cache as it was (a directory being replaced must not unload every tenant).
     pub fn refresh(&mut self, dir: &Path) -> Result<Refresh, Diagnostic> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             Diagnostic::error(dir, 0, 0, "", format!("cannot read tenants directory: {e}"))
         })?;
+        let bounds = self.confinement.resolve(dir);
         let mut refresh = Refresh::default();
         let mut seen = BTreeSet::new();
         for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
-            if self.update(&path, &mut refresh) {
+            if self.update(&path, &bounds, &mut refresh) {
                 seen.insert(path);
             }
         }
+        self.skipped.retain(|p, _| seen.contains(p));
         let gone: Vec<PathBuf> = self
             .files
             .keys()
@@ -125,31 +250,51 @@ impl TenantCache {
     /// Looks at the named files of `dir` only (what the watcher saw change): a one-file edit
     /// then costs one `stat` and one parse however many files the directory holds.
     pub fn refresh_files(&mut self, dir: &Path, paths: &BTreeSet<PathBuf>) -> Refresh {
+        let bounds = self.confinement.resolve(dir);
         let mut refresh = Refresh::default();
         for path in paths.iter().filter(|p| p.parent() == Some(dir)) {
-            if !self.update(path, &mut refresh) && self.files.remove(path).is_some() {
+            if self.update(path, &bounds, &mut refresh) {
+                continue;
+            }
+            self.skipped.remove(path);
+            if self.files.remove(path).is_some() {
                 refresh.changed_files.push(path.clone());
             }
         }
         refresh
     }
 
-    /// Re-reads `path` if its stamp changed. Returns whether it is a tenant file that exists.
-    fn update(&mut self, path: &Path, refresh: &mut Refresh) -> bool {
-        if !config::is_tenant_file(path) {
-            return false;
-        }
-        // Stat before reading: if the file changes in between, the stored stamp is older than
-        // the contents and the next event reads it again.
-        let Ok(meta) = std::fs::metadata(path) else {
+    /// Re-reads `path` if its stamp changed. Returns whether something that counts is there: a
+    /// tenant file (read or refused) or a skipped entry. Something with a tenant file's name
+    /// that cannot be read is an error of that file and keeps its last good tenants.
+    fn update(&mut self, path: &Path, bounds: &Resolved, refresh: &mut Refresh) -> bool {
+        let name = path.file_name().map(|n| n.to_string_lossy());
+        let Some(name) = name.filter(|n| !n.starts_with('.')) else {
             return false;
         };
-        let stamp = Stamp::of(&meta);
+        if !config::is_tenant_file_name(&name) {
+            return self.note_skipped(path, refresh);
+        }
+        let Some((stamp, verdict)) = inspect(path) else {
+            return false;
+        };
         let previous = self.files.get(path);
         if previous.is_some_and(|p| p.stamp == stamp) {
             return true;
         }
-        let parsed = config::load_tenant_file(path);
+        // Stat before reading: if the file changes in between, the stored stamp is older than
+        // the contents and the next event reads it again.
+        let readable = verdict.and_then(|link| {
+            if link {
+                bounds.check_link(path)
+            } else {
+                Ok(())
+            }
+        });
+        let parsed = match readable {
+            Ok(()) => config::load_tenant_file(path),
+            Err(why) => FileTenants::unreadable(path, why),
+        };
         refresh.reparsed += 1;
         refresh
             .new_diagnostics
@@ -159,6 +304,20 @@ impl TenantCache {
             refresh.changed_files.push(path.to_path_buf());
         }
         self.files.insert(path.to_path_buf(), next);
+        true
+    }
+
+    /// Records a visible entry that is not a tenant file; its warning is logged when it first
+    /// appears. Returns whether it is there.
+    fn note_skipped(&mut self, path: &Path, refresh: &mut Refresh) -> bool {
+        if std::fs::symlink_metadata(path).is_err() {
+            return false;
+        }
+        if !self.skipped.contains_key(path) {
+            let warning = skipped_warning(path);
+            refresh.new_diagnostics.push(warning.clone());
+            self.skipped.insert(path.to_path_buf(), warning);
+        }
         true
     }
 
@@ -172,12 +331,15 @@ impl TenantCache {
         self.files.is_empty()
     }
 
-    /// The tenant table of the cached files, in path order (first definition wins).
+    /// The tenant table of the cached files, in path order (first definition wins), followed
+    /// by the warnings for skipped entries.
     pub fn assemble(&self) -> TenantSet {
+        let skipped: Vec<Diagnostic> = self.skipped.values().cloned().collect();
         config::assemble_shared(
             self.files
                 .values()
-                .map(|f| (f.tenants.as_slice(), f.diagnostics.as_slice())),
+                .map(|f| (f.tenants.as_slice(), f.diagnostics.as_slice()))
+                .chain(std::iter::once((&[][..], skipped.as_slice()))),
         )
     }
 
@@ -195,7 +357,7 @@ impl TenantCache {
 
 /// The first load: the tenant cache of `config.tenants_dir` and its table.
 pub fn initial_load(config: &ServerConfig) -> Result<(TenantCache, TenantSet), Diagnostic> {
-    let mut cache = TenantCache::default();
+    let mut cache = TenantCache::new(config);
     cache.refresh(&config.tenants_dir)?;
     let set = cache.assemble();
     Ok((cache, set))
@@ -338,5 +500,64 @@ mod tests {
         let r = cache.refresh_files(dir, &BTreeSet::from([dir.join("a.yaml")]));
         assert_eq!(r.changed_files, vec![dir.join("a.yaml")]);
         assert_eq!(cache.assemble().tenants.len(), 1);
+    }
+
+    #[test]
+    fn a_non_file_or_a_link_outside_is_an_error_that_keeps_the_last_good_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let text = "domain: a.example\nmode: testing\nmx: [mx.a.example]\n";
+        write(dir, "a.yaml", text);
+        write(outside.path(), "a.yaml", text);
+        let mut cache = TenantCache::default();
+        cache.refresh(dir).unwrap();
+        let path = dir.join("a.yaml");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let r = cache.refresh(dir).unwrap();
+        assert_eq!(r.changed_files, vec![path.clone()]);
+        let set = cache.assemble();
+        assert_eq!(set.tenants.len(), 1, "kept");
+        assert_eq!(
+            set.diagnostics[0].message,
+            "is a directory, not a regular file; not read"
+        );
+        std::fs::remove_dir(&path).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("a.yaml"), &path).unwrap();
+        cache.refresh(dir).unwrap();
+        let set = cache.assemble();
+        assert_eq!(set.tenants.len(), 1, "kept");
+        assert!(
+            set.diagnostics[0]
+                .message
+                .contains("outside the configuration and tenants directories: refused"),
+            "{:?}",
+            set.diagnostics
+        );
+        assert_eq!(cache.stale(), vec!["a.example".to_owned()]);
+    }
+
+    #[test]
+    fn skipped_entries_are_warned_about_once_and_forgotten_when_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        write(dir, "notes.txt", "x");
+        write(dir, ".hidden", "x");
+        let mut cache = TenantCache::default();
+        let r = cache.refresh(dir).unwrap();
+        assert_eq!(
+            r.new_diagnostics,
+            vec![skipped_warning(&dir.join("notes.txt"))]
+        );
+        assert!(
+            cache.refresh(dir).unwrap().new_diagnostics.is_empty(),
+            "once"
+        );
+        assert_eq!(cache.assemble().diagnostics.len(), 1);
+        std::fs::remove_file(dir.join("notes.txt")).unwrap();
+        let named = BTreeSet::from([dir.join("notes.txt")]);
+        cache.refresh_files(dir, &named);
+        assert!(cache.assemble().diagnostics.is_empty());
     }
 }

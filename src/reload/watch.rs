@@ -31,12 +31,14 @@ fn dir_identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// Adds what `event` touched to `scope`. A visible tenant file in the tenants directory is
-/// looked at alone; a Kubernetes `..` entry there (the ConfigMap `..data` swap changes every
-/// visible link at once), an event without paths, or the tenants directory itself being moved
-/// asks for a full rescan. Editor temporaries (`.a.yaml.swp`, `a.yaml~`) need nothing: the
-/// rename that saves them names the tenant file too. Nor do other entries of the configuration
-/// directory: the server file is read on every reload.
+/// Adds what `event` touched to `scope`. A visible entry of the tenants directory is looked at
+/// alone (a tenant file is read, anything else gets its "skipped" warning); a Kubernetes `..`
+/// entry there (the ConfigMap `..data` swap changes every visible link at once), an event
+/// without paths, or the tenants directory itself being moved asks for a full rescan. Editor
+/// temporaries (`.a.yaml.swp`) need nothing: the rename that saves them names the tenant file
+/// too. Nor do other entries of the configuration directory: the server file is read on every
+/// reload. Paths compare as the watch reports them, which is why the daemon makes the
+/// configuration directory absolute before anything is derived from it.
 fn widen(scope: &mut Scope, event: &notify::Event, tenants_dir: &Path) {
     let Scope::Files(files) = scope else { return };
     if event.paths.is_empty() {
@@ -44,15 +46,15 @@ fn widen(scope: &mut Scope, event: &notify::Event, tenants_dir: &Path) {
         return;
     }
     for path in &event.paths {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let tenant_name = crate::config::is_tenant_file_name(name);
-        if path.parent() == Some(tenants_dir) && tenant_name {
-            files.insert(path.clone());
-        } else if (path.parent() == Some(tenants_dir) && name.starts_with(".."))
-            || path.as_path() == tenants_dir
-        {
+        let name = path.file_name().map(|n| n.to_string_lossy());
+        let name = name.as_deref().unwrap_or("");
+        let in_tenants = path.parent() == Some(tenants_dir);
+        if (in_tenants && name.starts_with("..")) || path.as_path() == tenants_dir {
             *scope = Scope::All;
             return;
+        }
+        if in_tenants && !name.starts_with('.') {
+            files.insert(path.clone());
         }
     }
 }
@@ -207,10 +209,18 @@ mod tests {
         widen(&mut scope, &ev("/cfg/tenants/a.yaml"), dir);
         widen(&mut scope, &ev("/cfg/mta-stsd.yaml"), dir);
         widen(&mut scope, &ev("/cfg/tenants/.a.yaml.swp"), dir);
-        widen(&mut scope, &ev("/cfg/tenants/a.yaml~"), dir);
         assert_eq!(
             scope,
             Scope::Files(BTreeSet::from([PathBuf::from("/cfg/tenants/a.yaml")]))
+        );
+        // Looked at to be warned about as skipped.
+        widen(&mut scope, &ev("/cfg/tenants/a.yaml~"), dir);
+        assert_eq!(
+            scope,
+            Scope::Files(BTreeSet::from([
+                PathBuf::from("/cfg/tenants/a.yaml"),
+                PathBuf::from("/cfg/tenants/a.yaml~")
+            ]))
         );
         widen(&mut scope, &ev("/cfg/tenants/..data"), dir);
         assert_eq!(scope, Scope::All, "a ConfigMap swap changes every file");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::common::{Client, TestConfig, binary};
+use crate::common::{Client, ServeProcess, TestConfig, binary};
 
 fn run(args: &[&str], cfg: &std::path::Path) -> (Option<i32>, String, String) {
     let out = Command::new(binary())
@@ -378,4 +378,118 @@ fn certs_exit_status_says_when_a_certificate_needs_attention() {
         .unwrap();
     let (code, out, err) = run(&["certs"], cfg.path());
     assert_eq!(code, Some(3), "{out}{err}");
+}
+
+#[test]
+fn check_warns_like_serve_about_an_admin_listener_open_to_all() {
+    let cfg = TestConfig::with_server(&format!(
+        "{}admin:\n  listen: \"0.0.0.0:9180\"\n",
+        crate::common::BASE_SERVER_YAML
+    ));
+    cfg.simple_tenant("example.com");
+    let (code, out, _) = run(&["check"], cfg.path());
+    assert_eq!(code, Some(0), "a warning does not fail check: {out}");
+    let file = cfg.path().join("mta-stsd.yaml");
+    for line in [
+        format!(
+            "{}:5:11: warning: admin.listen: not a loopback address and no admin.token_file: anyone who can reach it can read metrics and tenant data and trigger reloads",
+            file.display()
+        ),
+        "1 tenant(s) valid, 0 error(s), 1 warning(s)".to_owned(),
+    ] {
+        assert!(out.contains(&line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn check_reads_yml_and_warns_about_every_other_skipped_file() {
+    let cfg = TestConfig::new();
+    cfg.simple_tenant("a.example");
+    cfg.tenant(
+        "b.yml",
+        "domain: b.example\nmode: testing\nmx: [mx.b.example]\nmax_age: 86400\n",
+    );
+    cfg.tenant(
+        "c.YAML",
+        "domain: c.example\nmode: testing\nmx: [mx.c.example]\nmax_age: 86400\n",
+    );
+    cfg.tenant("notes.txt", "not a tenant\n");
+    cfg.tenant(".hidden.yaml.swp", "editor state\n");
+    let (code, out, _) = run(&["check"], cfg.path());
+    assert_eq!(code, Some(0), "{out}");
+    let tenants = cfg.path().join("tenants");
+    for name in ["c.YAML", "notes.txt"] {
+        let line = format!(
+            "{}:0:0: warning: skipped: tenant files are named *.yaml or *.yml",
+            tenants.join(name).display()
+        );
+        assert!(out.contains(&line), "missing {line:?} in:\n{out}");
+    }
+    assert!(
+        !out.contains(".hidden"),
+        "hidden names are skipped silently: {out}"
+    );
+    assert!(
+        out.contains("2 tenant(s) valid, 0 error(s), 2 warning(s)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn reports_since_takes_the_server_file_duration_units() {
+    let cfg = TestConfig::new();
+    cfg.simple_tenant("example.com");
+    for window in ["90m", "36h", "1w", "2026-01-01"] {
+        let (code, _, err) = run(&["reports", "--since", window], cfg.path());
+        assert_eq!(code, Some(0), "{window}: {err}");
+    }
+    let (code, _, err) = run(&["reports", "--since", "7"], cfg.path());
+    assert_eq!(code, Some(1), "a bare number is ambiguous");
+    assert!(err.contains("--since"), "{err}");
+}
+
+/// `systemctl reload` during a long first load (the unit's `ExecReload` sends SIGHUP): the
+/// daemon must not die of it, and the signal becomes one reload once it serves.
+#[tokio::test]
+async fn sighup_during_the_first_load_is_one_reload_after_it() {
+    let cfg = TestConfig::new();
+    let mut bulk = String::with_capacity(20_000 * 80);
+    for i in 0..20_000 {
+        bulk.push_str(&format!(
+            "- domain: t{i}.example\n  mode: testing\n  mx: [mx.t{i}.example]\n  max_age: 86400\n"
+        ));
+    }
+    cfg.tenant("bulk.yaml", &bulk);
+    let mut starting = ServeProcess::spawn(None, cfg.path());
+    // Logged once the server file is read, before the tenants get their certificates.
+    let loading = starting.wait_for(Duration::from_secs(60), |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("internal CA"))
+    });
+    assert!(loading.is_some(), "no startup line");
+    let sent = Command::new("kill")
+        .args(["-HUP", &starting.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut serve = starting.serving();
+    let reloaded = serve.wait_for(Duration::from_secs(60), |v| {
+        v["message"] == "configuration reloaded" && v["trigger"] == "Signal"
+    });
+    assert!(
+        reloaded.is_some(),
+        "no reload for the SIGHUP; log:\n{}",
+        serve.log.lock().unwrap().join("\n")
+    );
+    assert_eq!(serve.exited(), None);
+    let client = Client::new(serve.addr, cfg.ca_der());
+    let got = client.get_policy("mta-sts.t19999.example").await.unwrap();
+    assert_eq!(got.status, StatusCode::OK);
+    let log = serve.log.lock().unwrap().clone();
+    let hups = log
+        .iter()
+        .filter(|l| l.contains("SIGHUP: reloading"))
+        .count();
+    assert_eq!(hups, 1, "one signal, one reload");
 }

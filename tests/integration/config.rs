@@ -105,7 +105,7 @@ fn max_age_range_and_warnings() {
     );
     assert_eq!(
         one("domain: example.com\nmode: testing\nmx: [mx.example.com]\nmax_age: -1\n"),
-        "tenants/t.yaml:4:10: error: max_age: invalid u64"
+        "tenants/t.yaml:4:10: error: max_age: -1 is negative; give seconds or a duration such as 1d"
     );
     let short = parse_tenants(
         Path::new("t.yaml"),
@@ -235,4 +235,133 @@ fn a_bulk_file_of_60000_tenants_parses() {
         file.diagnostics.first()
     );
     assert_eq!(file.tenants.len(), 60_000);
+}
+
+fn tenant(yaml: &str) -> mta_stsd::config::Tenant {
+    let mut file = parse_tenants(Path::new("t.yaml"), yaml);
+    assert!(file.diagnostics.is_empty(), "{:?}", file.diagnostics);
+    file.tenants.remove(0)
+}
+
+#[test]
+fn max_age_takes_duration_units_and_the_body_says_seconds() {
+    let base = "domain: example.com\nmode: testing\nmx: [mx.example.com]\n";
+    for (value, seconds) in [
+        ("1d", 86_400),
+        ("2w", 1_209_600),
+        ("36h", 129_600),
+        ("\"90000\"", 90_000),
+    ] {
+        let t = tenant(&format!("{base}max_age: {value}\n"));
+        assert_eq!(t.policy.max_age, seconds, "{value}");
+        let body = String::from_utf8_lossy(&t.policy.body).into_owned();
+        assert!(body.ends_with(&format!("max_age: {seconds}\r\n")), "{body}");
+    }
+    assert_eq!(
+        one(&format!("{base}max_age: 500ms\n")),
+        "tenants/t.yaml:4:10: error: max_age: \"500ms\" is not a whole number of seconds"
+    );
+    assert_eq!(
+        one(&format!("{base}max_age: 1y\n")),
+        "tenants/t.yaml:4:10: error: max_age: unknown duration unit \"y\" (use ms, s, m, h, d or w)"
+    );
+    assert_eq!(
+        one(&format!("{base}max_age: 400d\n")),
+        "tenants/t.yaml:4:10: error: max_age: 34560000 is above the RFC 8461 limit of 31557600 seconds"
+    );
+}
+
+#[test]
+fn a_single_mx_pattern_is_a_one_element_list() {
+    let t = tenant("domain: example.com\nmode: enforce\nmx: MX.example.com\n");
+    assert_eq!(t.policy.mx, vec!["mx.example.com"]);
+    assert_eq!(
+        one("domain: example.com\nmode: enforce\nmx: \"mx.*.example.com\"\n"),
+        "tenants/t.yaml:3:5: error: mx[0]: \"mx.*.example.com\": a wildcard is allowed only as the whole left-most label (\"*.example.com\")"
+    );
+    assert_eq!(
+        one("domain: example.com\nmode: enforce\nmx: {a: b}\n"),
+        "tenants/t.yaml:3:5: error: mx: invalid type: map, expected a list of MX patterns (or one pattern)"
+    );
+}
+
+#[test]
+fn a_tab_in_the_indentation_is_reported_where_it_is() {
+    assert_eq!(
+        one("domain: example.com\n\tmode: testing\nmx: [mx.example.com]\n"),
+        "tenants/t.yaml:2:1: error: mode: a tab in the indentation: YAML indents with spaces only"
+    );
+    assert_eq!(
+        one("- domain: example.com\n  mode: testing\n \tmx: [mx.example.com]\n"),
+        "tenants/t.yaml:3:2: error: mx: a tab in the indentation: YAML indents with spaces only"
+    );
+}
+
+#[test]
+fn a_policy_over_64_kib_is_an_error_naming_its_size() {
+    let mut yaml = "domain: example.com\nmode: enforce\nmx:\n".to_owned();
+    for i in 0..3000 {
+        yaml.push_str(&format!("  - mx{i:04}.mail-exchangers.example.com\n"));
+    }
+    let file = parse_tenants(Path::new("tenants/t.yaml"), &yaml);
+    assert!(file.tenants.is_empty(), "the tenant is not served");
+    let all: Vec<String> = file.diagnostics.iter().map(Diagnostic::to_string).collect();
+    assert_eq!(
+        all,
+        [
+            "tenants/t.yaml:4:3: error: mx: the policy body would be 120048 bytes, over the 65536 bytes senders may refuse (RFC 8461 §3.3); use fewer or wildcard MX patterns"
+        ]
+    );
+    // Exactly at the limit is fine: the body is what senders count.
+    let fits = parse_tenants(
+        Path::new("t.yaml"),
+        &yaml.lines().take(3 + 1400).collect::<Vec<_>>().join("\n"),
+    );
+    assert!(
+        fits.diagnostics.is_empty(),
+        "{:?}",
+        fits.diagnostics.first()
+    );
+}
+
+#[test]
+fn parser_messages_quote_only_a_short_excerpt_and_never_a_pem_block() {
+    let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC\n-----END PRIVATE KEY-----\n";
+    let got = one(pem);
+    assert_eq!(
+        got,
+        "tenants/t.yaml:0:0: error: invalid type: string \"-----BEGIN … (PEM data not shown)\", expected a tenant (mapping) or a list of tenants"
+    );
+    let long = format!("{}\n", "s3cr3t".repeat(30));
+    assert_eq!(
+        one(&long),
+        format!(
+            "tenants/t.yaml:0:0: error: invalid type: string \"{}…\", expected a tenant (mapping) or a list of tenants",
+            &"s3cr3t".repeat(7)[..40]
+        )
+    );
+    let shadow = "root:$y$j9T$SALTSALTSALTSALT$HASHHASHHASHHASHHASHHASH:19000:0:99999:7:::\n";
+    assert_eq!(
+        one(shadow),
+        "tenants/t.yaml:1:1: error: unknown field (not a key name; not shown), expected one of domain, mode, mx, max_age, tlsrpt"
+    );
+}
+
+#[test]
+fn server_file_durations_take_days_and_weeks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mta-stsd.yaml"),
+        "listen: \"127.0.0.1:0\"\nstate_dir: s\nissuer: internal\nlimits:\n  max_connection_age: 1d\n  idle_timeout: 1w\n",
+    )
+    .unwrap();
+    let cfg = mta_stsd::config::load_server_config(dir.path()).unwrap_or_else(|d| panic!("{d:#?}"));
+    assert_eq!(
+        cfg.limits.max_connection_age,
+        std::time::Duration::from_secs(86_400)
+    );
+    assert_eq!(
+        cfg.limits.idle_timeout,
+        std::time::Duration::from_secs(604_800)
+    );
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 
-use crate::common::{Running, TestConfig, admin_get, admin_request, eventually, start};
+use crate::common::{
+    Client, Running, ServeProcess, TestConfig, admin_get, admin_request, eventually, start,
+};
 
 /// How long a change may take to show: the issue asks for about one second; the margin is for
 /// a loaded CI machine.
@@ -19,16 +21,29 @@ const ENFORCE: &str =
 const ENFORCE_BODY: &str =
     "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmax_age: 604800\r\n";
 
+const TESTING_BODY: &str =
+    "version: STSv1\r\nmode: testing\r\nmx: mail.example.com\r\nmax_age: 86400\r\n";
+
 /// The body served for `host`, or `None` when the fetch fails.
 async fn body(running: &Running, host: &str) -> Option<String> {
-    let got = running.client().get_policy(host).await.ok()?;
+    body_from(&running.client(), host).await
+}
+
+/// The body `client`'s server serves for `host`, or `None` when the fetch fails.
+async fn body_from(client: &Client, host: &str) -> Option<String> {
+    let got = client.get_policy(host).await.ok()?;
     (got.status == StatusCode::OK).then(|| String::from_utf8_lossy(&got.body).into_owned())
 }
 
 /// Waits until `host` serves exactly `expected`.
 async fn serves(running: &Running, host: &str, expected: &str) -> bool {
+    serves_from(&running.client(), host, expected).await
+}
+
+/// Waits until `client`'s server serves exactly `expected` for `host`.
+async fn serves_from(client: &Client, host: &str, expected: &str) -> bool {
     eventually(LIMIT, || async {
-        body(running, host).await.as_deref() == Some(expected)
+        body_from(client, host).await.as_deref() == Some(expected)
     })
     .await
 }
@@ -275,5 +290,181 @@ async fn server_file_changes_that_need_a_restart_are_reported() {
     assert!(metrics.contains("mta_stsd_restart_required 1"), "{metrics}");
     // Still serving on the old listener.
     assert!(body(&running, "mta-sts.example.com").await.is_some());
+    running.stop().await;
+}
+
+/// The README's quick start, `serve --config config` from the folder holding `config/`: the
+/// watcher reports absolute paths, and every kind of change must still apply.
+#[tokio::test]
+async fn a_relative_config_dir_applies_every_change_on_the_real_binary() {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let cwd = tempfile::tempdir().unwrap();
+    let tenants = cwd.path().join("config/tenants");
+    std::fs::create_dir_all(&tenants).unwrap();
+    std::fs::write(
+        cwd.path().join("config/mta-stsd.yaml"),
+        crate::common::BASE_SERVER_YAML,
+    )
+    .unwrap();
+    let victim = tenants.join("example.com.yaml");
+    std::fs::write(&victim, TESTING).unwrap();
+    let serve = ServeProcess::spawn(Some(cwd.path()), Path::new("config")).serving();
+    let ca = std::fs::read(cwd.path().join("config/state/ca/ca.crt")).unwrap();
+    let client = Client::new(serve.addr, CertificateDer::from_pem_slice(&ca).unwrap());
+    let log = || serve.log.lock().unwrap().join("\n");
+    assert_eq!(
+        body_from(&client, "mta-sts.example.com").await.as_deref(),
+        Some(TESTING_BODY)
+    );
+
+    let added = tenants.join("example.net.yaml");
+    std::fs::write(&added, "domain: example.net\nmode: none\nmax_age: 86400\n").unwrap();
+    let none = "version: STSv1\r\nmode: none\r\nmax_age: 86400\r\n";
+    assert!(
+        serves_from(&client, "mta-sts.example.net", none).await,
+        "added file not applied; log:\n{}",
+        log()
+    );
+
+    std::fs::write(&victim, ENFORCE).unwrap();
+    assert!(
+        serves_from(&client, "mta-sts.example.com", ENFORCE_BODY).await,
+        "in-place edit not applied; log:\n{}",
+        log()
+    );
+
+    let swap = tenants.join(".example.com.yaml.swp");
+    std::fs::write(&swap, TESTING).unwrap();
+    std::fs::rename(&swap, &victim).unwrap();
+    assert!(
+        serves_from(&client, "mta-sts.example.com", TESTING_BODY).await,
+        "rename-save not applied; log:\n{}",
+        log()
+    );
+
+    std::fs::remove_file(&added).unwrap();
+    assert!(
+        eventually(LIMIT, || async {
+            client
+                .handshake("mta-sts.example.net", &[b"http/1.1"])
+                .await
+                .is_err()
+        })
+        .await,
+        "deleted file still served; log:\n{}",
+        log()
+    );
+}
+
+/// Replaces `path` (a tenant file) by something that is not a regular file.
+fn replace_with(path: &Path, kind: &str) {
+    use std::os::unix::fs::symlink;
+    std::fs::remove_file(path).unwrap();
+    let dir = path.parent().unwrap();
+    let mkfifo = |at: &Path| {
+        let ok = std::process::Command::new("mkfifo")
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    match kind {
+        "fifo" => mkfifo(path),
+        "symlink to a fifo" => {
+            let fifo = dir.join(".pipe");
+            let _ = std::fs::remove_file(&fifo);
+            mkfifo(&fifo);
+            symlink(".pipe", path).unwrap();
+        }
+        "symlink to /dev/zero" => symlink("/dev/zero", path).unwrap(),
+        "directory" => std::fs::create_dir(path).unwrap(),
+        "dangling symlink" => symlink("nowhere.yaml", path).unwrap(),
+        other => unreachable!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_file_replaced_by_a_non_file_keeps_its_last_good_policy() {
+    let cfg = TestConfig::new();
+    let path = cfg.tenant("victim.yaml", TESTING);
+    let running = start(&cfg).await;
+    for kind in [
+        "fifo",
+        "symlink to a fifo",
+        "symlink to /dev/zero",
+        "directory",
+        "dangling symlink",
+    ] {
+        replace_with(&path, kind);
+        let t = eventually(LIMIT, || async {
+            let resp = admin_get(running.admin_addr, "/api/v1/tenants/example.com").await;
+            resp.status == StatusCode::OK && resp.json()["stale"] == true
+        })
+        .await;
+        assert!(t, "{kind}: the tenant is not kept as stale");
+        let t = tenant_json(&running, "example.com").await;
+        let err = t["last_error"].as_str().unwrap_or_default();
+        assert!(err.contains("victim.yaml:0:0: error: "), "{kind}: {err}");
+        assert_eq!(
+            body(&running, "mta-sts.example.com").await.as_deref(),
+            Some(TESTING_BODY),
+            "{kind}: the last good policy and its certificate are served"
+        );
+        // A valid file again: applies (a FIFO opened for reading would have hung the reloader).
+        if kind == "directory" {
+            std::fs::remove_dir(&path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+        std::fs::write(&path, ENFORCE).unwrap();
+        assert!(
+            serves(&running, "mta-sts.example.com", ENFORCE_BODY).await,
+            "{kind}"
+        );
+        std::fs::write(&path, TESTING).unwrap();
+        assert!(
+            serves(&running, "mta-sts.example.com", TESTING_BODY).await,
+            "{kind}"
+        );
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn links_to_keys_and_outside_files_are_refused_and_never_quoted() {
+    use std::os::unix::fs::symlink;
+    let cfg = TestConfig::new();
+    cfg.tenant("example.com.yaml", TESTING);
+    let running = start(&cfg).await;
+    let tenants = cfg.path().join("tenants");
+    let outside = tempfile::tempdir().unwrap();
+    let shadow = outside.path().join("shadow");
+    std::fs::write(
+        &shadow,
+        "root:$y$j9T$SALTSALTSALT$HASHHASHHASHHASH:19000:0:99999:7:::\n",
+    )
+    .unwrap();
+    symlink("../state/ca/ca.key", tenants.join("leak.yaml")).unwrap();
+    symlink(&shadow, tenants.join("shadow.yaml")).unwrap();
+    let outcome = admin_request(running.admin_addr, Method::POST, "/reload", &[]).await;
+    let status = admin_get(running.admin_addr, "/api/v1/status").await;
+    for text in [&outcome.body, &status.body] {
+        for secret in ["PRIVATE KEY", "BEGIN", "SALTSALT", "HASHHASH", "root"] {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+    }
+    let errors: Vec<String> = status.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors.iter().all(|e| e.contains("refused")), "{errors:?}");
+    // The regular tenant is unaffected.
+    assert_eq!(
+        body(&running, "mta-sts.example.com").await.as_deref(),
+        Some(TESTING_BODY)
+    );
     running.stop().await;
 }

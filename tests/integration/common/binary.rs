@@ -17,17 +17,80 @@ pub struct ServeProcess {
     pub addr: SocketAddr,
     /// Every log line so far, for failure messages.
     pub log: Arc<std::sync::Mutex<Vec<String>>>,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+/// A `mta-stsd serve` child that may not be serving yet: its log lines arrive one by one.
+pub struct Starting {
+    /// Taken by [`Starting::serving`]; killed on drop while still here.
+    child: Option<std::process::Child>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    lines: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Starting {
+    /// The process id, e.g. to send it a signal.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Waits (up to `limit`, reading the log) for a line `matches` accepts.
+    pub fn wait_for(
+        &mut self,
+        limit: Duration,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        wait_for_line(&self.lines, limit, matches)
+    }
+
+    /// Waits (up to 60 s) for the `mta-stsd serving` line with the bound address.
+    pub fn serving(mut self) -> ServeProcess {
+        let line = self.wait_for(Duration::from_secs(60), |v| {
+            v["message"] == "mta-stsd serving"
+        });
+        let mut child = self.child.take().unwrap();
+        let (tx, dead) = std::sync::mpsc::channel();
+        drop(tx);
+        let lines = std::mem::replace(&mut self.lines, dead);
+        match line.and_then(|v| v["https"].as_str().and_then(|a| a.parse().ok())) {
+            Some(addr) => ServeProcess {
+                child,
+                addr,
+                log: self.log.clone(),
+                lines,
+            },
+            None => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!(
+                    "mta-stsd serve did not log its address ({status:?}); log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                );
+            }
+        }
+    }
+}
+
+fn wait_for_line(
+    lines: &std::sync::mpsc::Receiver<serde_json::Value>,
+    limit: Duration,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.checked_duration_since(std::time::Instant::now())?;
+        let line = lines.recv_timeout(left).ok()?;
+        if matches(&line) {
+            return Some(line);
+        }
+    }
 }
 
 impl ServeProcess {
     /// Starts the real binary on `config` and waits (up to 60 s, reading its log, no sleeps)
     /// for the `mta-stsd serving` line with the bound address.
     pub fn start(config: &Path) -> ServeProcess {
-        let mut command = std::process::Command::new(binary());
-        command
-            .args(["--log-format", "json", "serve", "--config"])
-            .arg(config);
-        Self::spawn(command)
+        Self::spawn(None, config).serving()
     }
 
     /// [`ServeProcess::start`] with at most `fds` open file descriptors (`ulimit -n`).
@@ -39,45 +102,48 @@ impl ServeProcess {
             .arg(binary())
             .args(["--log-format", "json", "serve", "--config"])
             .arg(config);
-        Self::spawn(command)
+        Self::launch(command).serving()
     }
 
-    fn spawn(mut command: std::process::Command) -> ServeProcess {
+    /// Starts the real binary with `--config config` in the working directory `cwd` (the
+    /// parent's when `None`), without waiting for it.
+    pub fn spawn(cwd: Option<&Path>, config: &Path) -> Starting {
+        let mut command = std::process::Command::new(binary());
+        command
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(config);
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        Self::launch(command)
+    }
+
+    /// Spawns `command` with its JSON log on a pipe that a thread keeps draining.
+    fn launch(mut command: std::process::Command) -> Starting {
         use std::io::BufRead;
-        let mut child = command
+        command
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn mta-stsd serve");
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().expect("spawn mta-stsd serve");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
         let lines = log.clone();
-        // Keeps draining stderr after the address is known, so the child never blocks on a
-        // full pipe.
+        // Keeps draining stderr, so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v["message"] == "mta-stsd serving"
-                    && let Some(addr) = v["https"].as_str().and_then(|a| a.parse().ok())
-                {
-                    let _ = tx.send(addr);
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let _ = tx.send(v);
                 }
                 lines.lock().unwrap().push(line);
             }
         });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => ServeProcess { child, addr, log },
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "mta-stsd serve did not log its address; log:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
-            }
+        Starting {
+            child: Some(child),
+            log,
+            lines: rx,
         }
     }
 
@@ -91,6 +157,20 @@ impl ServeProcess {
             .collect()
     }
 
+    /// Waits (up to `limit`) for a further log line `matches` accepts.
+    pub fn wait_for(
+        &self,
+        limit: Duration,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        wait_for_line(&self.lines, limit, matches)
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// SIGKILL: no destructors, no shutdown, no checkpoint.
     pub fn kill_9(mut self) {
         self.child.kill().unwrap();
@@ -102,6 +182,15 @@ impl Drop for ServeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
