@@ -121,14 +121,16 @@ struct RawLimits {
 /// public address; each exists so a slow or hostile client costs a bounded amount.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections served at once; further ones wait in the kernel backlog.
+    /// Connections served at once. At the cap a newcomer is admitted by closing the oldest
+    /// connection that is silent, stuck in its handshake or idle between requests; only when
+    /// none is does it wait in the kernel backlog.
     pub max_connections: usize,
     /// Time for a client to complete the TLS handshake.
     pub handshake_timeout: Duration,
-    /// Time for a client to send a complete HTTP/1.1 request head.
+    /// Time for a client to send a complete HTTP/1.1 request head, and for an h2 client to
+    /// send its preface and first request.
     pub header_read_timeout: Duration,
-    /// A connection with no request in flight for this long is closed (also covers an h2
-    /// client that never sends its preface).
+    /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
     /// Longest life of one connection, however busy.
     pub max_connection_age: Duration,
