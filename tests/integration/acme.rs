@@ -82,6 +82,17 @@ impl Setup {
     }
 }
 
+/// `mta-stsd certs` on `config`, run by the real binary without the daemon; it must succeed.
+fn certs_table(config: &std::path::Path) -> String {
+    let out = std::process::Command::new(crate::common::binary())
+        .args(["certs", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn host(domain: &str) -> String {
     format!("mta-sts.{domain}")
 }
@@ -181,13 +192,7 @@ async fn three_tenants_get_own_certificates_by_tls_alpn_and_restart_serves_the_c
     running.stop().await;
 
     // `mta-stsd certs` reads the state directory without the daemon.
-    let out = std::process::Command::new(crate::common::binary())
-        .args(["certs", "--config"])
-        .arg(setup.cfg.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let table = String::from_utf8(out.stdout).unwrap();
+    let table = certs_table(setup.cfg.path());
     assert!(table.starts_with("HOST"), "{table}");
     for (d, line) in domains.iter().zip(table.lines().skip(1)) {
         assert!(line.starts_with(&host(d)), "{table}");
@@ -548,13 +553,7 @@ async fn the_report_host_certificate_is_listed_and_exported_as_the_report_host()
     }
     running.stop().await;
 
-    let out = std::process::Command::new(crate::common::binary())
-        .args(["certs", "--config"])
-        .arg(setup.cfg.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let table = String::from_utf8(out.stdout).unwrap();
+    let table = certs_table(setup.cfg.path());
     let line = table
         .lines()
         .find(|l| l.starts_with(REPORT_HOST))
