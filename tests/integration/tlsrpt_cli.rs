@@ -504,3 +504,39 @@ async fn admin_api_finds_a_tenant_by_its_u_label() {
     assert_eq!(bad.status, http::StatusCode::NOT_FOUND);
     running.stop().await;
 }
+
+/// `report_json` with an unknown field `x` nested `depth` arrays deep.
+fn nested_report(report_id: &str, depth: usize) -> Vec<u8> {
+    let json = report_json(
+        "Deep Sender",
+        report_id,
+        "example.org",
+        today().previous_day().unwrap(),
+        5,
+        &[],
+    );
+    let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let mut text = String::from_utf8(json).unwrap();
+    text.insert_str(1, &format!("\"x\":{nested},"));
+    text.into_bytes()
+}
+
+#[test]
+fn a_deeply_nested_report_is_refused_and_everything_stored_can_be_shown() {
+    let cfg = config(false);
+    let deep = nested_report("deep-1", 100_000);
+    let mail = report_mail("sender.example", "example.org", &deep, Some(MTA));
+    let (code, _, err) = run(&["ingest-mail"], cfg.path(), &mail);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("nested deeper than 64 levels"), "{err}");
+    assert!(store(&cfg).get("deep-1").unwrap().is_empty());
+
+    // Just under the cap is stored, and `reports show` can print it back.
+    let ok = nested_report("deep-2", 60);
+    let mail = report_mail("sender.example", "example.org", &ok, Some(MTA));
+    let (code, _, err) = run(&["ingest-mail"], cfg.path(), &mail);
+    assert_eq!(code, 0, "{err}");
+    let (code, shown, err) = run(&["reports", "show", "deep-2"], cfg.path(), b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(shown.contains("\"deep-2\""), "{shown}");
+}
