@@ -22,6 +22,10 @@ pub const MAX_ID_LEN: usize = 1024;
 /// sums over thousands of reports far from `i64` overflow in SQLite.
 pub const MAX_SESSION_COUNT: u64 = 1_000_000_000_000;
 
+/// Deepest JSON nesting accepted. A real report is 4 levels deep; anything stored must stay
+/// below serde_json's recursion limit (128) so `reports show` and the API can parse it again.
+pub const MAX_JSON_DEPTH: usize = 64;
+
 /// Why a report was refused; each variant maps to one HTTP status (see [`ReportError::http_status`]).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReportError {
@@ -476,10 +480,44 @@ fn validate_failure(
     })
 }
 
+/// Refuses JSON nested deeper than [`MAX_JSON_DEPTH`], in one linear pass before parsing.
+///
+/// Needed because serde skips unknown fields without a depth limit, so a report could be
+/// stored that no later reader (bounded by serde_json's recursion limit) can open.
+fn check_depth(json: &[u8]) -> Result<(), ReportError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(ReportError::Invalid(format!(
+                        "JSON is nested deeper than {MAX_JSON_DEPTH} levels"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl Report {
     /// Parse and validate report JSON (a UTF-8 byte order mark is tolerated).
     pub fn from_json(json: &[u8]) -> Result<Report, ReportError> {
         let json = json.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(json);
+        check_depth(json)?;
         let wire: WireReport = serde_json::from_slice(json)
             .map_err(|e| ReportError::Invalid(format!("not a TLS-RPT JSON report: {e}")))?;
         Report::validate(wire)
@@ -545,6 +583,30 @@ mod tests {
             Err(ReportError::Invalid(reason)) => reason,
             other => panic!("expected Invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn json_nested_past_the_cap_is_400_wherever_it_is() {
+        let base = String::from_utf8(fixture("rfc-example.json")).unwrap();
+        let with = |depth: usize| {
+            let mut s = base.clone();
+            // Brackets inside a string do not count.
+            let x = format!(
+                r#""x":["[[[{{\"",{}1{}],"#,
+                r#"{"a":"#.repeat(depth),
+                "}".repeat(depth)
+            );
+            s.insert_str(base.find('{').unwrap() + 1, &x);
+            s
+        };
+        Report::from_json(with(MAX_JSON_DEPTH - 2).as_bytes()).unwrap();
+        assert!(Report::from_json(with(MAX_JSON_DEPTH - 1).as_bytes()).is_err());
+        let err = Report::from_json(with(100_000).as_bytes()).unwrap_err();
+        assert_eq!(err.http_status(), 400);
+        assert_eq!(
+            err.to_string(),
+            format!("invalid report: JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+        );
     }
 
     /// The RFC-shaped example from the checklist, with a given tail replacing the policies.

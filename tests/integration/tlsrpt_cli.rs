@@ -159,7 +159,10 @@ fn ingest_mail_sweeps_a_maildir() {
         b"",
     );
     assert_eq!(code, 65, "one message failed: {out}\n{err}");
-    assert!(out.contains("3 handled, 1 left in place"), "{out}");
+    assert!(
+        out.contains("3 handled, 1 refused (moved to refused/), 0 left in place"),
+        "{out}"
+    );
     let mut cur: Vec<String> = std::fs::read_dir(maildir.join("cur"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -173,21 +176,26 @@ fn ingest_mail_sweeps_a_maildir() {
             "1002.M1P1.host:2,S"
         ]
     );
-    // The unauthenticated one is left where it was, never deleted.
-    assert!(maildir.join("new/1009.M1P1.host").exists());
+    // The unauthenticated one is moved out of new/, never deleted.
+    assert!(!maildir.join("new/1009.M1P1.host").exists());
+    assert!(maildir.join("refused/1009.M1P1.host").exists());
+    assert!(
+        err.contains("refused/1009.M1P1.host: refused, not stored: not authenticated"),
+        "{err}"
+    );
     for i in 0..3 {
         assert_eq!(store(&cfg).get(&format!("bulk-{i}")).unwrap().len(), 1);
     }
     assert!(store(&cfg).get("bulk-x").unwrap().is_empty());
 
-    // A second sweep finds nothing new but the failed message again.
+    // A second sweep parses nothing again.
     let (code, out, _) = run(
         &["ingest-mail", "--maildir", maildir.to_str().unwrap()],
         cfg.path(),
         b"",
     );
-    assert_eq!(code, 65);
-    assert!(out.contains("0 handled, 1 left in place"), "{out}");
+    assert_eq!(code, 0);
+    assert!(out.contains("0 handled, 0 refused"), "{out}");
 }
 
 fn insert(store: &SqliteStore, tenant: &str, json: Vec<u8>) {
@@ -503,4 +511,109 @@ async fn admin_api_finds_a_tenant_by_its_u_label() {
         crate::common::admin_get(running.admin_addr, "/api/v1/tenants/m%FFller.example").await;
     assert_eq!(bad.status, http::StatusCode::NOT_FOUND);
     running.stop().await;
+}
+
+/// `report_json` with an unknown field `x` nested `depth` arrays deep.
+fn nested_report(report_id: &str, depth: usize) -> Vec<u8> {
+    let json = report_json(
+        "Deep Sender",
+        report_id,
+        "example.org",
+        today().previous_day().unwrap(),
+        5,
+        &[],
+    );
+    let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let mut text = String::from_utf8(json).unwrap();
+    text.insert_str(1, &format!("\"x\":{nested},"));
+    text.into_bytes()
+}
+
+#[test]
+fn a_deeply_nested_report_is_refused_and_everything_stored_can_be_shown() {
+    let cfg = config(false);
+    let deep = nested_report("deep-1", 100_000);
+    let mail = report_mail("sender.example", "example.org", &deep, Some(MTA));
+    let (code, _, err) = run(&["ingest-mail"], cfg.path(), &mail);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("nested deeper than 64 levels"), "{err}");
+    assert!(store(&cfg).get("deep-1").unwrap().is_empty());
+
+    // Just under the cap is stored, and `reports show` can print it back.
+    let ok = nested_report("deep-2", 60);
+    let mail = report_mail("sender.example", "example.org", &ok, Some(MTA));
+    let (code, _, err) = run(&["ingest-mail"], cfg.path(), &mail);
+    assert_eq!(code, 0, "{err}");
+    let (code, shown, err) = run(&["reports", "show", "deep-2"], cfg.path(), b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(shown.contains("\"deep-2\""), "{shown}");
+}
+
+/// A report mail whose `Authentication-Results` has `spaces` spaces before `= pass`.
+fn spaced_out_mail(report_id: &str, spaces: usize) -> Vec<u8> {
+    let json = report_json(
+        "Spaced Sender",
+        report_id,
+        "example.org",
+        today().previous_day().unwrap(),
+        5,
+        &[],
+    );
+    let mail = report_mail("evil.example", "example.org", &json, None);
+    let header = format!(
+        "Authentication-Results: {MTA}; dkim{}= pass header.d=evil.example\r\n",
+        " ".repeat(spaces)
+    );
+    [header.as_bytes(), &mail].concat()
+}
+
+#[test]
+fn a_megabyte_header_is_refused_fast_and_never_parsed_again() {
+    let cfg = config(false);
+    let mail = spaced_out_mail("spaced-1", 1 << 20);
+    let started = std::time::Instant::now();
+    let (code, _, err) = run(&["ingest-mail"], cfg.path(), &mail);
+    let took = started.elapsed();
+    println!("1 MiB Authentication-Results header refused in {took:?}");
+    assert_eq!(code, 65, "{err}");
+    assert!(
+        err.contains("the Authentication-Results header is 1048"),
+        "{err}"
+    );
+    // Over 20 s before the fix; the bound is generous for a loaded machine.
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+
+    // Under the cap, many spaces around "=" still parse (and in linear time).
+    let mail = spaced_out_mail("spaced-2", 16_000);
+    let (code, out, err) = run(&["ingest-mail"], cfg.path(), &mail);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("stored: report \"spaced-2\""), "{out}");
+
+    // In a Maildir the refused message leaves new/ and the next sweep does not see it.
+    let maildir = cfg.path().join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    let big = spaced_out_mail("spaced-3", 1 << 20);
+    std::fs::write(maildir.join("new/2000.M1P1.host"), &big).unwrap();
+    let sweep = || {
+        run(
+            &["ingest-mail", "--maildir", maildir.to_str().unwrap()],
+            cfg.path(),
+            b"",
+        )
+    };
+    let (code, out, err) = sweep();
+    assert_eq!(code, 65, "{out}\n{err}");
+    assert!(out.contains("0 handled, 1 refused"), "{out}");
+    assert_eq!(
+        std::fs::read(maildir.join("refused/2000.M1P1.host")).unwrap(),
+        big
+    );
+    let (code, out, _) = sweep();
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("0 handled, 0 refused (moved to refused/), 0 left in place"),
+        "{out}"
+    );
 }

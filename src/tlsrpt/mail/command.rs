@@ -7,6 +7,7 @@ use std::path::Path;
 
 use time::OffsetDateTime;
 
+use super::maildir::REFUSED_DIR;
 use super::{
     EX_DATAERR, EX_OK, EX_TEMPFAIL, MailError, MailIntake, MailReceipt, ingest_message,
     max_message_size, process_maildir,
@@ -69,8 +70,8 @@ pub fn ingest_command(
     }
 }
 
-/// The Maildir sweep: one line per handled message, 75 if any failure may be temporary, else
-/// 65 if anything failed.
+/// The Maildir sweep: one line per handled, refused or deferred message; 75 if any failure may
+/// be temporary, else 65 if anything was refused.
 fn sweep(
     maildir: &Path,
     intake: &MailIntake<'_>,
@@ -79,7 +80,8 @@ fn sweep(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let summary = match process_maildir(maildir, intake, now) {
+    let is_temporary = |e: &MailError| tenants.exit_code(e) == EX_TEMPFAIL;
+    let summary = match process_maildir(maildir, intake, &is_temporary, now) {
         Ok(summary) => summary,
         Err(e) => {
             let _ = writeln!(
@@ -93,19 +95,24 @@ fn sweep(
     for (path, receipt) in &summary.handled {
         let _ = writeln!(out, "{}: {}", path.display(), receipt_line(receipt));
     }
+    for (path, e) in &summary.refused {
+        let _ = writeln!(err, "{}: refused, not stored: {e}", path.display());
+    }
     for (path, e) in &summary.failed {
-        let _ = writeln!(err, "{}: not stored: {e}", path.display());
+        let _ = writeln!(err, "{}: not stored, left in place: {e}", path.display());
     }
     let _ = writeln!(
         out,
-        "{}: {} handled, {} left in place",
+        "{}: {} handled, {} refused (moved to {REFUSED_DIR}/), {} left in place",
         maildir.display(),
         summary.handled.len(),
+        summary.refused.len(),
         summary.failed.len()
     );
     summary
-        .failed
+        .refused
         .iter()
+        .chain(&summary.failed)
         .map(|(_, e)| tenants.exit_code(e))
         .fold(EX_OK, |acc, c| match (acc, c) {
             (EX_TEMPFAIL, _) | (_, EX_TEMPFAIL) => EX_TEMPFAIL,

@@ -28,6 +28,20 @@ pub struct ExtractedReport {
     pub authentication_results: Vec<String>,
 }
 
+/// Longest value accepted for a header this intake reads (`Authentication-Results`,
+/// `TLS-Report-*`, `Subject`, `From`): real ones are well under 4 KiB, and the cap bounds the
+/// work any sender-controlled header can cause.
+pub const MAX_HEADER_LEN: usize = 16 * 1024;
+
+/// The headers the intake reads, as spelled in the size error.
+const READ_HEADERS: [&str; 5] = [
+    "Authentication-Results",
+    "TLS-Report-Domain",
+    "TLS-Report-Submitter",
+    "Subject",
+    "From",
+];
+
 fn is_report_type(essence_type: &str, subtype: Option<&str>) -> bool {
     essence_type.eq_ignore_ascii_case("application")
         && subtype.is_some_and(|s| {
@@ -56,11 +70,11 @@ pub fn extract_report(raw: &[u8], limits: &Limits) -> Result<ExtractedReport, Ma
         .parse(raw)
         .ok_or_else(|| MailError::NoReport("not an RFC 5322 message".to_string()))?;
 
+    let headers = ReportHeaders::of(&message)?;
     let part = report_part(&message)?;
     let filename = part.attachment_name().map(str::to_string);
     let content_type = media_type_of(part, filename.as_deref());
     let (report, raw_json) = decode(part.contents(), &content_type, limits)?;
-    let headers = ReportHeaders::of(&message);
     let from_domain = message
         .from()
         .and_then(|a| a.first())
@@ -123,13 +137,22 @@ struct ReportHeaders {
 
 impl ReportHeaders {
     /// Reads them unfolded; the first `TLS-Report-Domain` and `TLS-Report-Submitter` count.
-    fn of(message: &Message<'_>) -> Self {
+    /// Any header it reads longer than [`MAX_HEADER_LEN`] refuses the message.
+    fn of(message: &Message<'_>) -> Result<Self, MailError> {
         let mut headers = ReportHeaders {
             report_domain: None,
             submitter: None,
             authentication_results: Vec::new(),
         };
         for (name, value) in message.headers_raw() {
+            if value.len() > MAX_HEADER_LEN
+                && let Some(read) = READ_HEADERS.iter().find(|h| name.eq_ignore_ascii_case(h))
+            {
+                return Err(MailError::HeaderTooLong {
+                    name: read,
+                    len: value.len(),
+                });
+            }
             let value = value.replace("\r\n", "").replace('\n', "");
             if name.eq_ignore_ascii_case("TLS-Report-Domain") {
                 headers.report_domain = headers.report_domain.or_else(|| domain_of(&value));
@@ -141,7 +164,7 @@ impl ReportHeaders {
                     .push(value.trim().to_string());
             }
         }
-        headers
+        Ok(headers)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The Maildir sweep: every new or unseen message is ingested, then moved to `cur/` with the
-//! `S` flag once its report is committed.
+//! `S` flag once its report is committed, or to `refused/` if it can never be accepted.
 
 use std::path::{Path, PathBuf};
 
@@ -11,17 +11,23 @@ use super::{
 };
 use crate::tlsrpt::report::ReportError;
 
+/// The folder, beside `new/`, `cur/` and `tmp/`, that refused messages are moved to.
+pub const REFUSED_DIR: &str = "refused";
+
 /// What a Maildir sweep did.
 #[derive(Debug, Default)]
 pub struct MaildirSummary {
     /// Messages stored (or recognized as duplicates) and moved to `cur/` with the `S` flag.
     pub handled: Vec<(PathBuf, MailReceipt)>,
-    /// Messages left where they were, with the reason.
+    /// Messages refused for good, moved to [`REFUSED_DIR`] (where they are now), with the reason.
+    pub refused: Vec<(PathBuf, MailError)>,
+    /// Messages left where they were (a temporary failure, or a failed move), with the reason.
     pub failed: Vec<(PathBuf, MailError)>,
 }
 
 impl MaildirSummary {
-    /// 75 if any failure may be temporary, else 65 if anything failed, else 0.
+    /// 75 if any message was left in place for a temporary failure, else 65 if any was
+    /// refused or could not be moved, else 0.
     pub fn exit_code(&self) -> u8 {
         if self
             .failed
@@ -29,7 +35,7 @@ impl MaildirSummary {
             .any(|(_, e)| e.exit_code() == EX_TEMPFAIL)
         {
             EX_TEMPFAIL
-        } else if !self.failed.is_empty() {
+        } else if !self.failed.is_empty() || !self.refused.is_empty() {
             EX_DATAERR
         } else {
             EX_OK
@@ -64,10 +70,13 @@ fn list(dir: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
 ///
 /// A handled message (stored or duplicate) is renamed into `cur/` with the `S` flag added, after
 /// the report is committed: a crash in between only means a duplicate on the next sweep.
-/// Messages that fail stay where they are and are listed in the result; nothing is deleted.
+/// A message refused for good (`is_temporary` false) is moved to `dir/refused/`, so later
+/// sweeps never parse it again; the operator can move it back to `new/` to retry. Messages
+/// that fail temporarily stay where they are. Nothing is deleted.
 pub fn process_maildir(
     dir: &Path,
     intake: &MailIntake<'_>,
+    is_temporary: &dyn Fn(&MailError) -> bool,
     now: OffsetDateTime,
 ) -> std::io::Result<MaildirSummary> {
     let cur = dir.join("cur");
@@ -82,28 +91,44 @@ pub fn process_maildir(
     for (path, name) in todo {
         let result = read_capped(&path, max).and_then(|raw| ingest_message(&raw, intake, now));
         match result {
-            Ok(receipt) => {
-                let (base, flags) = maildir_flags(&name);
-                let mut flags: Vec<char> = flags.unwrap_or("").chars().collect();
-                flags.push('S');
-                flags.sort_unstable();
-                flags.dedup();
-                let target = cur.join(format!(
-                    "{base}:2,{}",
-                    flags.into_iter().collect::<String>()
-                ));
-                match std::fs::rename(&path, &target) {
-                    Ok(()) => summary.handled.push((target, receipt)),
-                    Err(e) => summary.failed.push((
-                        path,
-                        MailError::Io(format!("stored but not moved to cur/: {e}")),
-                    )),
-                }
-            }
-            Err(e) => summary.failed.push((path, e)),
+            Ok(receipt) => match mark_seen(&path, &name, &cur) {
+                Ok(target) => summary.handled.push((target, receipt)),
+                Err(e) => summary.failed.push((path, e)),
+            },
+            Err(e) if is_temporary(&e) => summary.failed.push((path, e)),
+            Err(e) => match move_refused(dir, &path, &name) {
+                Ok(target) => summary.refused.push((target, e)),
+                Err(move_error) => summary.failed.push((path, move_error)),
+            },
         }
     }
     Ok(summary)
+}
+
+/// Renames a handled message into `cur/` with the `S` flag added to its flags.
+fn mark_seen(path: &Path, name: &str, cur: &Path) -> Result<PathBuf, MailError> {
+    let (base, flags) = maildir_flags(name);
+    let mut flags: Vec<char> = flags.unwrap_or("").chars().collect();
+    flags.push('S');
+    flags.sort_unstable();
+    flags.dedup();
+    let target = cur.join(format!(
+        "{base}:2,{}",
+        flags.into_iter().collect::<String>()
+    ));
+    std::fs::rename(path, &target)
+        .map_err(|e| MailError::Io(format!("stored but not moved to cur/: {e}")))?;
+    Ok(target)
+}
+
+/// Moves a refused message to `dir/refused/` under the same name, creating the folder.
+fn move_refused(dir: &Path, path: &Path, name: &str) -> Result<PathBuf, MailError> {
+    let refused = dir.join(REFUSED_DIR);
+    let target = refused.join(name);
+    std::fs::create_dir_all(&refused)
+        .and_then(|()| std::fs::rename(path, &target))
+        .map_err(|e| MailError::Io(format!("refused but not moved to {REFUSED_DIR}/: {e}")))?;
+    Ok(target)
 }
 
 fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, MailError> {
@@ -161,7 +186,8 @@ mod tests {
         );
         put("tmp", "6.f.host", b"being delivered: must not be touched");
 
-        let summary = process_maildir(maildir.path(), &f.intake(), NOW).unwrap();
+        let temporary = |e: &MailError| e.exit_code() == EX_TEMPFAIL;
+        let summary = process_maildir(maildir.path(), &f.intake(), &temporary, NOW).unwrap();
         let handled: Vec<String> = summary
             .handled
             .iter()
@@ -177,9 +203,10 @@ mod tests {
                 InsertOutcome::Inserted
             ]
         );
-        assert_eq!(summary.failed.len(), 1);
-        assert!(summary.failed[0].0.ends_with("new/3.c.host"));
-        assert!(matches!(summary.failed[0].1, MailError::Auth(_)));
+        assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+        assert_eq!(summary.refused.len(), 1);
+        assert!(summary.refused[0].0.ends_with("refused/3.c.host"));
+        assert!(matches!(summary.refused[0].1, MailError::Auth(_)));
         assert_eq!(summary.exit_code(), EX_DATAERR);
 
         let names = |sub: &str| -> Vec<String> {
@@ -190,7 +217,8 @@ mod tests {
             v.sort();
             v
         };
-        assert_eq!(names("new"), ["3.c.host"]);
+        assert!(names("new").is_empty());
+        assert_eq!(names("refused"), ["3.c.host"]);
         assert_eq!(
             names("cur"),
             [
@@ -207,9 +235,27 @@ mod tests {
             "a moved message keeps its content"
         );
 
-        // A second sweep retries only the failure.
-        let again = process_maildir(maildir.path(), &f.intake(), NOW).unwrap();
+        // A second sweep parses nothing again.
+        let again = process_maildir(maildir.path(), &f.intake(), &temporary, NOW).unwrap();
         assert!(again.handled.is_empty());
-        assert_eq!(again.failed.len(), 1);
+        assert!(again.refused.is_empty());
+        assert!(again.failed.is_empty());
+        assert_eq!(again.exit_code(), EX_OK);
+    }
+
+    #[test]
+    fn a_temporary_failure_stays_in_new_for_the_next_sweep() {
+        let f = Fixture::new();
+        let maildir = tempfile::tempdir().unwrap();
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir(maildir.path().join(sub)).unwrap();
+        }
+        let unsigned = report_mail("", &fixture("google.json"), GOOGLE_NAME);
+        std::fs::write(maildir.path().join("new/1.a.host"), &unsigned).unwrap();
+        let summary = process_maildir(maildir.path(), &f.intake(), &|_| true, NOW).unwrap();
+        assert_eq!(summary.failed.len(), 1);
+        assert!(summary.refused.is_empty());
+        assert!(maildir.path().join("new/1.a.host").exists());
+        assert!(!maildir.path().join(REFUSED_DIR).exists());
     }
 }

@@ -94,6 +94,17 @@ pub enum MailError {
     /// The report part was refused (size, media type, JSON, unknown domain).
     #[error(transparent)]
     Report(#[from] ReportError),
+    /// A header the intake reads is longer than [`extract::MAX_HEADER_LEN`].
+    #[error(
+        "the {name} header is {len} bytes long, over the cap of {} bytes",
+        extract::MAX_HEADER_LEN
+    )]
+    HeaderTooLong {
+        /// The header's name.
+        name: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
     /// The DKIM policy was not met.
     #[error("not authenticated: {0}")]
     Auth(String),
