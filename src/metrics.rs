@@ -516,6 +516,13 @@ fn encode_tlsrpt_window(
     enc: &mut DescriptorEncoder,
     tlsrpt: &crate::tlsrpt::TlsRpt,
 ) -> Result<(), std::fmt::Error> {
+    single(
+        enc,
+        "mta_stsd_tlsrpt_store_up",
+        "1 when the TLS-RPT report store is open, 0 while it cannot be opened (intake answers 503)",
+        MetricType::Gauge,
+        count_gauge(u64::from(tlsrpt.store_status().up)),
+    )?;
     let window = tlsrpt.metrics_window();
     single(
         enc,

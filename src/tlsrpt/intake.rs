@@ -130,8 +130,9 @@ mod tests {
             trusted_authserv_ids: Vec::new(),
             require_dkim_pass: false,
         };
+        let store = tlsrpt.store().unwrap();
         let intake = MailIntake {
-            store: tlsrpt.store.as_ref(),
+            store: store.as_ref(),
             limits: tlsrpt.config.limits,
             auth: &auth,
             is_tenant: &|d| tlsrpt.is_tenant(d),
@@ -151,7 +152,11 @@ mod tests {
         let receipt = mail(&tlsrpt, &json).unwrap();
         assert_eq!(receipt.outcome, InsertOutcome::Duplicate);
         assert_eq!(receipt.tenant, "example.com");
-        let stored = tlsrpt.store.get("20250301-example.com-1").unwrap();
+        let stored = tlsrpt
+            .store()
+            .unwrap()
+            .get("20250301-example.com-1")
+            .unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].source, Source::Https);
     }
@@ -173,7 +178,8 @@ mod tests {
         );
         assert!(
             tlsrpt
-                .store
+                .store()
+                .unwrap()
                 .get("20250301-stranger.example-1")
                 .unwrap()
                 .is_empty()

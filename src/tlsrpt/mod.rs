@@ -50,7 +50,9 @@ pub use mail::{
     process_maildir,
 };
 pub use report::{Report, ReportError};
-pub use service::{IntakeOutcome, IntakeStats, TenantWindowTotals, TlsRpt, tenant_summary};
+pub use service::{
+    IntakeOutcome, IntakeStats, StoreStatus, TenantWindowTotals, TlsRpt, tenant_summary,
+};
 pub use store::{
     InsertOutcome, ReportStore, Source, SqliteStore, StoreError, StoredReport, TenantTotals,
     open_existing_store, open_store,

@@ -103,6 +103,10 @@ pub enum StoreError {
     /// The report cannot be stored as given (e.g. no policy concerns the tenant).
     #[error("report not storable: {0}")]
     Rejected(String),
+    /// The store cannot be used right now: not open yet (unopenable, corrupt, locked), disk
+    /// full, or an I/O error. Senders retry (HTTP 503 + `Retry-After`, sysexits 75).
+    #[error("report store unavailable: {0}")]
+    Unavailable(String),
     /// Stored data is not what this version expects.
     #[error("report database is corrupt or from another version: {0}")]
     Corrupt(String),
@@ -118,11 +122,11 @@ impl StoreError {
     }
 
     /// The HTTP status the HTTPS intake answers with: 400 for a rejected report, 503 when busy
-    /// (the sender retries), 500 otherwise. Never 2xx: nothing was stored.
+    /// or unavailable (the sender retries), 500 otherwise. Never 2xx: nothing was stored.
     pub fn http_status(&self) -> u16 {
         match self {
             StoreError::Rejected(_) => 400,
-            StoreError::Busy(_) => 503,
+            StoreError::Busy(_) | StoreError::Unavailable(_) => 503,
             StoreError::Corrupt(_) | StoreError::Db(_) => 500,
         }
     }
@@ -134,6 +138,17 @@ impl From<rusqlite::Error> for StoreError {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
                 StoreError::Busy(e.to_string())
             }
+            // Conditions of the disk or the file, not of the report: they may clear (space
+            // freed, file repaired), so the sender should retry rather than give up.
+            Some(
+                ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::NotADatabase
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::PermissionDenied,
+            ) => StoreError::Unavailable(e.to_string()),
             _ => StoreError::Db(e.to_string()),
         }
     }
@@ -186,6 +201,35 @@ pub fn open_existing_store(
 /// The cut-off for a retention of `days` days before `now`.
 pub fn retention_cutoff(now: OffsetDateTime, days: u32) -> OffsetDateTime {
     now - time::Duration::days(i64::from(days))
+}
+
+/// Creates the database file owner-only (0600) before SQLite does (it would use 0644), and
+/// tightens an existing one: reports name the tenants' senders and their failures. SQLite
+/// gives the `-wal` and `-shm` files the database file's mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let unavailable = |what: &str, e: std::io::Error| {
+        StoreError::Unavailable(format!("{what} {}: {e}", path.display()))
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| unavailable("opening", e))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| unavailable("reading the mode of", e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| unavailable("restricting the mode of", e))?;
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "report database was readable by others; now 0600");
+    }
+    Ok(())
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
@@ -281,6 +325,7 @@ impl SqliteStore {
         path: &Path,
         busy_timeout: Duration,
     ) -> Result<SqliteStore, StoreError> {
+        create_private(path)?;
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(busy_timeout)?;
         // WAL: readers (CLI, admin API) never block the intake writer. synchronous=FULL: the
@@ -666,6 +711,37 @@ mod tests {
             .lock()
             .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
             .unwrap()
+    }
+
+    #[test]
+    fn a_full_disk_or_io_error_is_unavailable_503() {
+        for code in [rusqlite::ffi::SQLITE_FULL, rusqlite::ffi::SQLITE_IOERR] {
+            let err = StoreError::from(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ));
+            assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+            assert_eq!(err.http_status(), 503);
+            assert!(err.is_temporary());
+        }
+    }
+
+    #[test]
+    fn database_files_are_owner_only_and_an_open_one_is_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reports.sqlite3");
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .insert(&stored("rfc-example.json", "example.com"))
+            .unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("reports.sqlite3-wal")), 0o600);
+        drop(store);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        SqliteStore::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 
     #[test]

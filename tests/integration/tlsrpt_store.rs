@@ -1,0 +1,130 @@
+//! The report store never decides whether policies are served: `mta-stsd serve` starts with a
+//! store it cannot open, serves policies, answers the intake 503 + `Retry-After`, shows the
+//! state (`/readyz`, `/api/v1/status`, a gauge), and recovers once the path becomes usable.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::common::{
+    BASE_SERVER_YAML, Client, ServeProcess, TestConfig, admin_get, eventually, tlsrpt_fixture,
+};
+
+const REPORT_HOST: &str = "tlsrpt.operator.example";
+
+/// The admin address from the `admin listener up` log line.
+async fn admin_addr(serve: &ServeProcess) -> SocketAddr {
+    let mut found = None;
+    let seen = eventually(Duration::from_secs(30), || {
+        let lines = serve.log_lines(|v| v["message"] == "admin listener up");
+        found = lines.first().and_then(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v["admin"].as_str()?.parse().ok()
+        });
+        std::future::ready(found.is_some())
+    })
+    .await;
+    assert!(
+        seen,
+        "no admin line:\n{}",
+        serve.log.lock().unwrap().join("\n")
+    );
+    found.unwrap()
+}
+
+fn store_up(metrics: &str) -> Option<&str> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("mta_stsd_tlsrpt_store_up"))
+        .and_then(|l| l.split_whitespace().last())
+}
+
+/// Starts the binary with `break_store` applied, checks it serves with the store down, applies
+/// `repair` and waits for the store to come up.
+async fn serves_without_store(database: &str, break_store: impl Fn(&Path), repair: impl Fn(&Path)) {
+    let cfg = TestConfig::with_server(&format!(
+        "{BASE_SERVER_YAML}admin:\n  listen: \"127.0.0.1:0\"\ntlsrpt:\n  report_host: {REPORT_HOST}\n  database: {database}\n"
+    ));
+    cfg.simple_tenant("example.com");
+    break_store(cfg.path());
+    let serve = ServeProcess::start(cfg.path());
+    let client = Client::new(serve.addr, cfg.ca_der());
+    let admin = admin_addr(&serve).await;
+
+    let policy = client.get_policy("mta-sts.example.com").await.unwrap();
+    assert_eq!(policy.status, StatusCode::OK);
+    let rfc = tlsrpt_fixture("rfc-example.json");
+    let refused = client
+        .post_report(
+            REPORT_HOST,
+            "example.com",
+            "application/tlsrpt+json",
+            rfc.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        refused.body
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+    let ready = admin_get(admin, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK, "policies are served");
+    assert!(
+        ready.body.contains("report store unavailable"),
+        "{}",
+        ready.body
+    );
+    let status = admin_get(admin, "/api/v1/status").await.json();
+    assert_eq!(status["tlsrpt_store"]["up"], false, "{status}");
+    assert!(status["tlsrpt_store"]["error"].is_string(), "{status}");
+    let metrics = admin_get(admin, "/metrics").await.body;
+    assert_eq!(store_up(&metrics), Some("0"), "{metrics}");
+
+    repair(cfg.path());
+    let recovered = eventually(Duration::from_secs(60), || async {
+        store_up(&admin_get(admin, "/metrics").await.body) == Some("1")
+    })
+    .await;
+    assert!(
+        recovered,
+        "store did not come up:\n{}",
+        serve.log.lock().unwrap().join("\n")
+    );
+    let stored = client
+        .post_report(REPORT_HOST, "example.com", "application/tlsrpt+json", rfc)
+        .await
+        .unwrap();
+    assert_eq!(stored.status, StatusCode::OK, "{:?}", stored.body);
+    let ready = admin_get(admin, "/readyz").await;
+    assert_eq!(ready.body, "ready\n");
+    let status = admin_get(admin, "/api/v1/status").await.json();
+    assert_eq!(status["tlsrpt_store"]["up"], true, "{status}");
+}
+
+#[tokio::test]
+async fn a_database_path_that_cannot_be_opened_does_not_stop_serving() {
+    serves_without_store(
+        "blocked/reports.sqlite3",
+        |dir| std::fs::write(dir.join("blocked"), "a file where a directory should be").unwrap(),
+        |dir| {
+            std::fs::remove_file(dir.join("blocked")).unwrap();
+            std::fs::create_dir(dir.join("blocked")).unwrap();
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_corrupt_database_does_not_stop_serving() {
+    serves_without_store(
+        "reports.sqlite3",
+        |dir| std::fs::write(dir.join("reports.sqlite3"), vec![0x5a; 8192]).unwrap(),
+        |dir| std::fs::remove_file(dir.join("reports.sqlite3")).unwrap(),
+    )
+    .await;
+}
