@@ -53,19 +53,22 @@ pub enum IntakeOutcome {
     Invalid,
     /// Refused: not for a tenant of this server (404).
     UnknownDomain,
+    /// Refused: a quota on stored bytes per day is reached (429).
+    OverQuota,
     /// Not stored because of a server-side problem (5xx / temporary failure); senders retry.
     Failed,
 }
 
 impl IntakeOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [IntakeOutcome; 7] = [
+    pub const ALL: [IntakeOutcome; 8] = [
         IntakeOutcome::Stored,
         IntakeOutcome::Duplicate,
         IntakeOutcome::UnsupportedMediaType,
         IntakeOutcome::TooLarge,
         IntakeOutcome::Invalid,
         IntakeOutcome::UnknownDomain,
+        IntakeOutcome::OverQuota,
         IntakeOutcome::Failed,
     ];
 
@@ -78,6 +81,7 @@ impl IntakeOutcome {
             IntakeOutcome::TooLarge => "too_large",
             IntakeOutcome::Invalid => "invalid",
             IntakeOutcome::UnknownDomain => "unknown_domain",
+            IntakeOutcome::OverQuota => "over_quota",
             IntakeOutcome::Failed => "failed",
         }
     }
@@ -90,6 +94,7 @@ impl IntakeOutcome {
             413 => IntakeOutcome::TooLarge,
             400 => IntakeOutcome::Invalid,
             404 => IntakeOutcome::UnknownDomain,
+            429 => IntakeOutcome::OverQuota,
             500..=599 => IntakeOutcome::Failed,
             _ => return None,
         })
@@ -316,6 +321,7 @@ impl TlsRpt {
     ) -> Result<Accepted, StoreError> {
         intake::accept(
             self.store()?.as_ref(),
+            &self.config.quota,
             tenant,
             report,
             raw_json,
@@ -499,7 +505,7 @@ mod tests {
         assert_eq!(stats.get(Source::Https, IntakeOutcome::Stored), 2);
         assert_eq!(stats.get(Source::Mail, IntakeOutcome::Invalid), 1);
         assert_eq!(stats.get(Source::Mail, IntakeOutcome::Stored), 0);
-        assert_eq!(stats.all().len(), 14);
+        assert_eq!(stats.all().len(), 16);
     }
 
     #[test]

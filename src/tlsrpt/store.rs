@@ -107,6 +107,10 @@ pub enum StoreError {
     /// full, or an I/O error. Senders retry (HTTP 503 + `Retry-After`, sysexits 75).
     #[error("report store unavailable: {0}")]
     Unavailable(String),
+    /// Storing the report would pass a quota on stored bytes per day: retry later (HTTP 429 +
+    /// `Retry-After`, sysexits 75). The text names the quota, for the sender.
+    #[error("{0}")]
+    OverQuota(String),
     /// Stored data is not what this version expects.
     #[error("report database is corrupt or from another version: {0}")]
     Corrupt(String),
@@ -127,6 +131,7 @@ impl StoreError {
         match self {
             StoreError::Rejected(_) => 400,
             StoreError::Busy(_) | StoreError::Unavailable(_) => 503,
+            StoreError::OverQuota(_) => 429,
             StoreError::Corrupt(_) | StoreError::Db(_) => 500,
         }
     }
@@ -166,6 +171,21 @@ pub trait ReportStore: Send + Sync {
     fn prune(&self, older_than: OffsetDateTime) -> Result<usize, StoreError>;
     /// Session and failure totals of every tenant over reports whose period ends after `since`.
     fn window_totals(&self, since: OffsetDateTime) -> Result<Vec<TenantTotals>, StoreError>;
+    /// Bytes stored (compressed raw JSON) for reports received at or after `since`: for all
+    /// tenants, and for `tenant`.
+    fn stored_bytes(&self, since: OffsetDateTime, tenant: &str) -> Result<StoredBytes, StoreError>;
+    /// How many stored reports were received at or after `since`, by source (every source,
+    /// zeros included). Counts the other processes' intake too (`ingest-mail`).
+    fn received_by_source(&self, since: OffsetDateTime) -> Result<Vec<(Source, u64)>, StoreError>;
+}
+
+/// What [`ReportStore::stored_bytes`] measures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredBytes {
+    /// All tenants.
+    pub total: u64,
+    /// The tenant asked about.
+    pub tenant: u64,
 }
 
 /// One tenant's session counts over a window, for metrics.
@@ -528,6 +548,41 @@ fn failure_groups(
 }
 
 impl ReportStore for SqliteStore {
+    fn stored_bytes(&self, since: OffsetDateTime, tenant: &str) -> Result<StoredBytes, StoreError> {
+        // length() of a BLOB reads the record header, not the data: cheap per row, and the
+        // received_time index bounds the rows to one day's.
+        let (total, tenant): (i64, i64) = self.lock().query_row(
+            "SELECT COALESCE(SUM(length(raw_gzip)), 0),
+                    COALESCE(SUM(CASE WHEN tenant = ?2 THEN length(raw_gzip) END), 0)
+             FROM reports WHERE received_time >= ?1",
+            params![since.unix_timestamp(), tenant],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(StoredBytes {
+            total: to_u64(total)?,
+            tenant: to_u64(tenant)?,
+        })
+    }
+
+    fn received_by_source(&self, since: OffsetDateTime) -> Result<Vec<(Source, u64)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT source, COUNT(*) FROM reports WHERE received_time >= ?1 GROUP BY source",
+        )?;
+        let rows = stmt.query_map([since.unix_timestamp()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut out = vec![(Source::Https, 0), (Source::Mail, 0)];
+        for row in rows {
+            let (source, n) = row?;
+            let source = Source::parse(&source)?;
+            if let Some(slot) = out.iter_mut().find(|(s, _)| *s == source) {
+                slot.1 = to_u64(n)?;
+            }
+        }
+        Ok(out)
+    }
+
     fn insert(&self, stored: &StoredReport) -> Result<InsertOutcome, StoreError> {
         let tenant = normalize_domain(&stored.tenant);
         let report = &stored.report;

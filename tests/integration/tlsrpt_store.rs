@@ -128,3 +128,131 @@ async fn a_corrupt_database_does_not_stop_serving() {
     )
     .await;
 }
+
+/// A report for `domain` padded with `n` bytes of random hex in a field RFC 8460 does not
+/// define (kept in the raw JSON), as an attacker filling the disk would send.
+fn padded_report(report_id: &str, domain: &str, n: usize, seed: &mut u64) -> Vec<u8> {
+    let json = crate::common::report_json(
+        "filler.example",
+        report_id,
+        domain,
+        time::OffsetDateTime::now_utc().date(),
+        1,
+        &[],
+    );
+    let mut value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let mut pad = String::with_capacity(n);
+    while pad.len() < n {
+        // xorshift64: incompressible enough that gzip cannot shrink the padding away.
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        pad.push_str(&format!("{:016x}", *seed));
+    }
+    value["x-padding"] = serde_json::Value::String(pad);
+    serde_json::to_vec(&value).unwrap()
+}
+
+fn reports_show(cfg: &TestConfig, report_id: &str) -> serde_json::Value {
+    let (code, stdout, stderr) = crate::common::run_binary(
+        &[
+            std::ffi::OsStr::new("reports"),
+            std::ffi::OsStr::new("show"),
+            std::ffi::OsStr::new(report_id),
+            std::ffi::OsStr::new("--config"),
+            cfg.path().as_os_str(),
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+#[tokio::test]
+async fn reports_beyond_the_daily_quota_are_refused_and_earlier_ones_kept() {
+    let cfg = TestConfig::with_server(&format!(
+        "{BASE_SERVER_YAML}admin:\n  listen: \"127.0.0.1:0\"\ntlsrpt:\n  report_host: {REPORT_HOST}\n  tenant_bytes_per_day: 100000\n  total_bytes_per_day: 150000\n"
+    ));
+    cfg.simple_tenant("example.com");
+    cfg.simple_tenant("example.net");
+    let serve = ServeProcess::start(cfg.path());
+    let client = Client::new(serve.addr, cfg.ca_der());
+    let admin = admin_addr(&serve).await;
+    let mut seed = 0x9e37_79b9_7f4a_7c15;
+
+    // Each report stores about 20 kB (40 kB of hex, gzipped): a few fit, then the tenant's
+    // quota of 100 kB a day is reached.
+    let mut stored = Vec::new();
+    let refused = loop {
+        assert!(stored.len() < 20, "never refused: {} stored", stored.len());
+        let id = format!("quota-{}", stored.len());
+        let json = padded_report(&id, "example.com", 40_000, &mut seed);
+        let got = client
+            .post_report(
+                REPORT_HOST,
+                "example.com",
+                "application/tlsrpt+json",
+                json.clone(),
+            )
+            .await
+            .unwrap();
+        if got.status != StatusCode::OK {
+            break got;
+        }
+        stored.push((id, json));
+    };
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{:?}",
+        refused.body
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+    let text = String::from_utf8_lossy(&refused.body);
+    assert!(
+        text.contains("example.com") && text.contains("quota"),
+        "{text}"
+    );
+    assert!(
+        stored.len() >= 3,
+        "only {} stored before the quota",
+        stored.len()
+    );
+
+    // Another tenant still has its own quota, until the server's total is reached.
+    let other = padded_report("other-0", "example.net", 40_000, &mut seed);
+    let got = client
+        .post_report(REPORT_HOST, "example.net", "application/tlsrpt+json", other)
+        .await
+        .unwrap();
+    assert_eq!(got.status, StatusCode::OK, "{:?}", got.body);
+    let mut total_refused = None;
+    for i in 1..10 {
+        let json = padded_report(&format!("other-{i}"), "example.net", 40_000, &mut seed);
+        let got = client
+            .post_report(REPORT_HOST, "example.net", "application/tlsrpt+json", json)
+            .await
+            .unwrap();
+        if got.status != StatusCode::OK {
+            total_refused = Some(got);
+            break;
+        }
+    }
+    let total_refused = total_refused.expect("the total quota refuses at last");
+    assert_eq!(total_refused.status, StatusCode::TOO_MANY_REQUESTS);
+    let text = String::from_utf8_lossy(&total_refused.body);
+    assert!(text.contains("server"), "{text}");
+
+    let metrics = admin_get(admin, "/metrics").await.body;
+    assert!(
+        metrics.contains(
+            "mta_stsd_tlsrpt_reports_received_total{source=\"https\",outcome=\"over_quota\"} 2"
+        ),
+        "{metrics}"
+    );
+    drop(serve);
+    for (id, json) in &stored {
+        let original: serde_json::Value = serde_json::from_slice(json).unwrap();
+        assert_eq!(&reports_show(&cfg, id), &original, "{id} intact");
+    }
+}
