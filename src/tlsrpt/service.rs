@@ -14,7 +14,8 @@
 //! Intake events (reports received by source and outcome) are real counters kept in memory in
 //! [`IntakeStats`]: they describe this process's traffic, and reset on restart like any
 //! Prometheus counter. Mail arrives through separate `ingest-mail` processes, so the daemon
-//! only counts HTTPS intake; mailed reports show up in the gauges once stored.
+//! exports these counters for HTTPS only; the reports stored by source (mail included) are a
+//! gauge over the same window, counted in the database ([`TlsRpt::received_by_source`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -134,9 +135,10 @@ impl IntakeStats {
         self.counts[source_index(source)][outcome.index()].load(Ordering::Relaxed)
     }
 
-    /// Every (source, outcome, count), zeros included, for exporting one series each.
-    pub fn all(&self) -> Vec<(Source, IntakeOutcome, u64)> {
-        SOURCES
+    /// Every (source, outcome, count) for `sources`, zeros included, for exporting one
+    /// series each.
+    pub fn all(&self, sources: &[Source]) -> Vec<(Source, IntakeOutcome, u64)> {
+        sources
             .iter()
             .flat_map(|&s| {
                 IntakeOutcome::ALL
@@ -374,6 +376,16 @@ impl TlsRpt {
             .map_err(|e| StoreError::Db(format!("serializing summary: {e}")))
     }
 
+    /// Reports stored by source whose receipt falls in the `window` before `now`, read from the
+    /// store so the `ingest-mail` processes' reports count too. Blocking.
+    pub fn received_by_source(
+        &self,
+        now: OffsetDateTime,
+        window: Duration,
+    ) -> Result<Vec<(Source, u64)>, StoreError> {
+        self.store()?.received_by_source(now - window)
+    }
+
     /// Per-tenant gauges for metrics: sessions and failures by result type over reports whose
     /// period ended after `now - window`. Only current tenants appear (a removed tenant's
     /// stored reports do not keep a series alive), and result types this build does not know
@@ -505,7 +517,8 @@ mod tests {
         assert_eq!(stats.get(Source::Https, IntakeOutcome::Stored), 2);
         assert_eq!(stats.get(Source::Mail, IntakeOutcome::Invalid), 1);
         assert_eq!(stats.get(Source::Mail, IntakeOutcome::Stored), 0);
-        assert_eq!(stats.all().len(), 16);
+        assert_eq!(stats.all(&SOURCES).len(), 16);
+        assert_eq!(stats.all(&[Source::Https]).len(), 8);
     }
 
     #[test]

@@ -256,3 +256,45 @@ async fn reports_beyond_the_daily_quota_are_refused_and_earlier_ones_kept() {
         assert_eq!(&reports_show(&cfg, id), &original, "{id} intact");
     }
 }
+
+#[tokio::test]
+async fn mailed_reports_show_in_the_daemons_metrics() {
+    const MTA: &str = "mx.operator.example";
+    let cfg = TestConfig::with_server(&format!(
+        "{BASE_SERVER_YAML}admin:\n  listen: \"127.0.0.1:0\"\ntlsrpt:\n  report_host: {REPORT_HOST}\n  mail:\n    trusted_authserv_ids: [{MTA}]\n"
+    ));
+    cfg.simple_tenant("example.com");
+    let serve = ServeProcess::start(cfg.path());
+    let admin = admin_addr(&serve).await;
+    let json = crate::common::report_json(
+        "sender.example",
+        "mailed-1",
+        "example.com",
+        time::OffsetDateTime::now_utc().date(),
+        5,
+        &[],
+    );
+    let mail = crate::common::report_mail("sender.example", "example.com", &json, Some(MTA));
+    // ingest-mail runs in its own process, as an MTA's pipe transport would start it.
+    let (code, _, stderr) = crate::common::run_binary(
+        &[
+            std::ffi::OsStr::new("ingest-mail"),
+            std::ffi::OsStr::new("--config"),
+            cfg.path().as_os_str(),
+        ],
+        &mail,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let metrics = admin_get(admin, "/metrics").await.body;
+    for sample in [
+        "mta_stsd_tlsrpt_reports_stored{source=\"mail\"} 1",
+        "mta_stsd_tlsrpt_reports_stored{source=\"https\"} 0",
+    ] {
+        assert!(metrics.contains(sample), "no {sample:?} in:\n{metrics}");
+    }
+    // The daemon's own counters only see HTTPS: no mail series that never moves.
+    assert!(
+        !metrics.contains("mta_stsd_tlsrpt_reports_received_total{source=\"mail\""),
+        "{metrics}"
+    );
+}
