@@ -298,3 +298,18 @@ async fn mailed_reports_show_in_the_daemons_metrics() {
         "{metrics}"
     );
 }
+
+#[test]
+fn the_state_directory_and_database_are_made_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = TestConfig::new();
+    cfg.simple_tenant("example.com");
+    let state = cfg.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let serve = ServeProcess::start(cfg.path());
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("tlsrpt.sqlite3")), 0o600);
+    drop(serve);
+}
