@@ -226,7 +226,7 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
             };
             json(status, &outcome)
         }
-        (Method::GET, "/api/v1/status") => json(StatusCode::OK, &*state.reloader.status()),
+        (Method::GET, "/api/v1/status") => json(StatusCode::OK, &status(&state)),
         (Method::GET, "/api/v1/tenants") => json(StatusCode::OK, &tenant_list(&state)),
         (Method::GET, p) if p.starts_with("/api/v1/tenants/") && p.ends_with("/tlsrpt") => {
             let raw = &p["/api/v1/tenants/".len()..p.len() - "/tlsrpt".len()];
@@ -248,12 +248,33 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
     }
 }
 
+/// `GET /api/v1/status`: the reload status plus `tlsrpt_store` (`up`, `error`).
+fn status(state: &AdminState) -> serde_json::Value {
+    let mut value = serde_json::to_value(&*state.reloader.status()).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert(
+            "tlsrpt_store".into(),
+            serde_json::to_value(state.tlsrpt.store_status()).unwrap_or_default(),
+        );
+    }
+    value
+}
+
 /// The unauthenticated probes `/healthz` and `/readyz` (orchestrators hold no token).
 fn probe(state: &AdminState, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
     match (method, path) {
         (&Method::GET, "/healthz") => Some(text(StatusCode::OK, "ok\n")),
+        // Policies are the product: a report store that is down does not make the daemon
+        // unready, it is only named (details in `/api/v1/status`, which may need the token).
         (&Method::GET, "/readyz") if state.listening.load(Ordering::Relaxed) => {
-            Some(text(StatusCode::OK, "ready\n"))
+            Some(if state.tlsrpt.store_status().up {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::OK,
+                    "ready (report store unavailable: TLS-RPT intake answers 503)\n",
+                )
+            })
         }
         (&Method::GET, "/readyz") => Some(text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")),
         _ => None,

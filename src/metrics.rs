@@ -502,12 +502,41 @@ fn encode_tlsrpt_intake(
         "mta_stsd_tlsrpt_reports_received",
         "TLS-RPT reports received over HTTPS since start, by source and outcome",
         MetricType::Counter,
-        tlsrpt.stats.all().into_iter().map(|(source, outcome, n)| {
-            (
-                [("source", source.as_str()), ("outcome", outcome.as_str())],
-                ConstCounter::new(n),
-            )
-        }),
+        // Only HTTPS: mail is counted by other processes (see the stored-reports gauge).
+        tlsrpt
+            .stats
+            .all(&[crate::tlsrpt::Source::Https])
+            .into_iter()
+            .map(|(source, outcome, n)| {
+                (
+                    [("source", source.as_str()), ("outcome", outcome.as_str())],
+                    ConstCounter::new(n),
+                )
+            }),
+    )
+}
+
+/// Reports stored over the window by source, from the database: `ingest-mail` runs in other
+/// processes, so only the store knows how many mailed reports came in.
+fn encode_tlsrpt_stored(
+    enc: &mut DescriptorEncoder,
+    tlsrpt: &crate::tlsrpt::TlsRpt,
+    window: std::time::Duration,
+) -> Result<(), std::fmt::Error> {
+    let counts = tlsrpt
+        .received_by_source(time::OffsetDateTime::now_utc(), window)
+        .unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "TLS-RPT stored report counts unavailable for this scrape");
+            Vec::new()
+        });
+    family(
+        enc,
+        "mta_stsd_tlsrpt_reports_stored",
+        "TLS-RPT reports stored (HTTPS and mail) and received within the window, by source",
+        MetricType::Gauge,
+        counts
+            .into_iter()
+            .map(|(source, n)| ([("source", source.as_str())], count_gauge(n))),
     )
 }
 
@@ -516,6 +545,13 @@ fn encode_tlsrpt_window(
     enc: &mut DescriptorEncoder,
     tlsrpt: &crate::tlsrpt::TlsRpt,
 ) -> Result<(), std::fmt::Error> {
+    single(
+        enc,
+        "mta_stsd_tlsrpt_store_up",
+        "1 when the TLS-RPT report store is open, 0 while it cannot be opened (intake answers 503)",
+        MetricType::Gauge,
+        count_gauge(u64::from(tlsrpt.store_status().up)),
+    )?;
     let window = tlsrpt.metrics_window();
     single(
         enc,
@@ -524,6 +560,7 @@ fn encode_tlsrpt_window(
         MetricType::Gauge,
         count_gauge(window.as_secs()),
     )?;
+    encode_tlsrpt_stored(enc, tlsrpt, window)?;
     let totals = match tlsrpt.window_totals(time::OffsetDateTime::now_utc(), window) {
         Ok(totals) => totals,
         Err(err) => {

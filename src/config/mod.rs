@@ -27,7 +27,8 @@ pub use tenant::{
 };
 pub use tlsrpt::{
     DEFAULT_MAX_COMPRESSED, DEFAULT_MAX_DECOMPRESSED, DEFAULT_MIN_DAYS, DEFAULT_RETENTION_DAYS,
-    MailAuthPolicy, REPORT_PATH_PREFIX, ReportLimits, TLSRPT_DATABASE, TlsRptConfig, report_uri,
+    MailAuthPolicy, REPORT_PATH_PREFIX, ReportLimits, ReportQuota, TLSRPT_DATABASE, TlsRptConfig,
+    report_uri,
 };
 
 /// How bad a diagnostic is.

@@ -42,6 +42,33 @@ impl Default for ReportLimits {
     }
 }
 
+/// Default cap on the bytes stored for one tenant over 24 h: real reports are kilobytes, so
+/// this only stops a sender (or an attacker naming the tenant) from filling the disk.
+pub const DEFAULT_TENANT_BYTES_PER_DAY: usize = 16 * 1024 * 1024;
+/// Default cap on the bytes stored for all tenants together over 24 h.
+pub const DEFAULT_TOTAL_BYTES_PER_DAY: usize = 256 * 1024 * 1024;
+/// Largest quota accepted (1 TiB a day).
+const MAX_QUOTA: usize = 1 << 40;
+
+/// Caps on the report bytes stored (gzip-compressed raw JSON) over the last 24 h, per tenant
+/// and for all tenants: the intake is open to anyone, and the disk is shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportQuota {
+    /// Per tenant, in bytes.
+    pub tenant_bytes_per_day: usize,
+    /// For all tenants together, in bytes.
+    pub total_bytes_per_day: usize,
+}
+
+impl Default for ReportQuota {
+    fn default() -> Self {
+        ReportQuota {
+            tenant_bytes_per_day: DEFAULT_TENANT_BYTES_PER_DAY,
+            total_bytes_per_day: DEFAULT_TOTAL_BYTES_PER_DAY,
+        }
+    }
+}
+
 /// Which mails count as authentic (RFC 8460 §5.3: reports without a valid DKIM signature from
 /// the reporting domain MUST be ignored).
 ///
@@ -80,6 +107,10 @@ pub(super) struct RawTlsRpt {
     max_compressed_bytes: Option<Spanned<usize>>,
     #[serde(default)]
     max_decompressed_bytes: Option<Spanned<usize>>,
+    #[serde(default)]
+    tenant_bytes_per_day: Option<Spanned<usize>>,
+    #[serde(default)]
+    total_bytes_per_day: Option<Spanned<usize>>,
     #[serde(default)]
     retention_days: Option<Spanned<u32>>,
     #[serde(default)]
@@ -123,6 +154,8 @@ pub struct TlsRptConfig {
     pub database: PathBuf,
     /// Size caps for one report, the same for HTTPS and mail.
     pub limits: ReportLimits,
+    /// Caps on the bytes stored per 24 h.
+    pub quota: ReportQuota,
     /// Reports received more than this many days ago are deleted.
     pub retention_days: u32,
     /// Days of clean reports a testing tenant needs before "ready to enforce".
@@ -139,6 +172,7 @@ impl TlsRptConfig {
             publish_endpoint: false,
             database: state_dir.join(TLSRPT_DATABASE),
             limits: ReportLimits::default(),
+            quota: ReportQuota::default(),
             retention_days: DEFAULT_RETENTION_DAYS,
             min_days_for_enforce: DEFAULT_MIN_DAYS,
             mail: MailAuthPolicy::default(),
@@ -177,6 +211,7 @@ pub(super) fn compile_tlsrpt(
         publish_endpoint: compile_publish_endpoint(raw, d),
         database: compile_database(raw.database.as_ref(), state_dir, dir, d),
         limits: compile_report_limits(raw, d),
+        quota: compile_quota(raw, d),
         retention_days: d.ranged(
             raw.retention_days.as_ref(),
             "tlsrpt.retention_days",
@@ -257,6 +292,25 @@ fn compile_database(
         d.error(&db.referenced, "tlsrpt.database", "is empty".into());
     }
     resolve(dir, &db.value)
+}
+
+/// The per-tenant and total quotas; neither below one report's cap of the smallest size.
+fn compile_quota(raw: &RawTlsRpt, d: &mut Diags) -> ReportQuota {
+    let bounds = Bounds::Within(MIN_REPORT_CAP, MAX_QUOTA);
+    ReportQuota {
+        tenant_bytes_per_day: d.ranged(
+            raw.tenant_bytes_per_day.as_ref(),
+            "tlsrpt.tenant_bytes_per_day",
+            bounds,
+            DEFAULT_TENANT_BYTES_PER_DAY,
+        ),
+        total_bytes_per_day: d.ranged(
+            raw.total_bytes_per_day.as_ref(),
+            "tlsrpt.total_bytes_per_day",
+            bounds,
+            DEFAULT_TOTAL_BYTES_PER_DAY,
+        ),
+    }
 }
 
 /// Both size caps, and the decompressed one no smaller than the compressed one.

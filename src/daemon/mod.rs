@@ -82,11 +82,35 @@ fn load(dir: &Path) -> anyhow::Result<Loaded> {
     reload::log_diagnostics(&tenants.diagnostics);
     crate::fsutil::create_private_dir(&config.state_dir)
         .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
+    tighten_state_dir(&config.state_dir)?;
     Ok(Loaded {
         config,
         cache,
         tenants,
     })
+}
+
+/// Makes an existing state directory owner-only: it holds private keys and the report
+/// database, and `create_private_dir` leaves the mode of a directory that already exists.
+fn tighten_state_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("reading state directory {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(
+            || {
+                format!(
+                    "state directory {} is accessible to others ({:o}) and cannot be made 0700",
+                    dir.display(),
+                    mode & 0o777
+                )
+            },
+        )?;
+        tracing::warn!(state_dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "state directory was accessible to others; now 0700");
+    }
+    Ok(())
 }
 
 impl Daemon {
@@ -113,7 +137,7 @@ impl Daemon {
             tenants.tenants.clone(),
             tenants.diagnostics.clone(),
         )));
-        let tlsrpt = open_tlsrpt(&config, &registry)?;
+        let tlsrpt = open_tlsrpt(&config, &registry);
         // The report host is served with a certificate from the tenants' issuer.
         let extra: Vec<String> = config.tlsrpt.report_host.iter().cloned().collect();
         provider.sync_extra(&extra);
@@ -238,6 +262,12 @@ impl Daemon {
                 admin::serve(listener, self.admin.clone(), tasks.stop_signal()),
             );
         }
+        if !self.tlsrpt.store_status().up {
+            tasks.spawn(
+                "tlsrpt-store-reopen",
+                crate::tlsrpt::service::reopen_task(self.tlsrpt.clone(), tasks.stop_signal()),
+            );
+        }
         tasks.spawn_until_stopped(
             "tlsrpt-retention",
             crate::tlsrpt::service::retention_task(self.tlsrpt.clone()),
@@ -295,15 +325,13 @@ fn install_sighup() -> anyhow::Result<tokio::signal::unix::Signal> {
     signal(SignalKind::hangup()).context("installing the SIGHUP handler")
 }
 
-/// Opens the report store the server file names.
-fn open_tlsrpt(config: &ServerConfig, registry: &Arc<Registry>) -> anyhow::Result<Arc<TlsRpt>> {
-    let tlsrpt = TlsRpt::open(&config.tlsrpt, registry.clone()).with_context(|| {
-        format!(
-            "opening the report database {}",
-            config.tlsrpt.database.display()
-        )
-    })?;
-    Ok(Arc::new(tlsrpt))
+/// The report store the server file names. Never fails: policies are served whether or not
+/// the store opens (see [`TlsRpt::open_or_unavailable`]).
+fn open_tlsrpt(config: &ServerConfig, registry: &Arc<Registry>) -> Arc<TlsRpt> {
+    Arc::new(TlsRpt::open_or_unavailable(
+        &config.tlsrpt,
+        registry.clone(),
+    ))
 }
 
 /// The admin API's state: what it reads, the exporter over the same parts, the token.

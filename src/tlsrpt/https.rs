@@ -76,8 +76,9 @@ impl From<StoreError> for Refusal {
         let status =
             StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let reason = match &e {
-            StoreError::Rejected(why) => why.clone(),
+            StoreError::Rejected(why) | StoreError::OverQuota(why) => why.clone(),
             StoreError::Busy(_) => "report database busy; retry later".to_owned(),
+            StoreError::Unavailable(_) => "report store unavailable; retry later".to_owned(),
             // The detail is for the operator's log, not for the sender.
             _ => "internal error storing the report; retry later".to_owned(),
         };
@@ -250,7 +251,7 @@ impl HttpsIntake {
 }
 
 /// The refusal as the sender sees it: one line of text, plus `Allow` on 405 and
-/// `Retry-After` on 503.
+/// `Retry-After` on 503 and 429.
 fn refuse(refusal: Refusal) -> Response<Body> {
     let mut resp = reply(refusal.status, format!("{}\n", one_line(&refusal.reason)));
     match refusal.status {
@@ -258,7 +259,7 @@ fn refuse(refusal: Refusal) -> Response<Body> {
             resp.headers_mut()
                 .insert(ALLOW, HeaderValue::from_static("POST"));
         }
-        StatusCode::SERVICE_UNAVAILABLE => {
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
         }

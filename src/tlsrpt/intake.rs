@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use super::report::{Report, ReportError};
 use super::store::{InsertOutcome, ReportStore, Source, StoreError, StoredReport};
+use crate::config::ReportQuota;
 
 /// A domain [`check_tenant`] found to be a tenant of this server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,16 +48,18 @@ pub struct Accepted {
     pub outcome: InsertOutcome,
 }
 
-/// Stores `report` for `tenant`. Only once this returns `Ok` may an intake answer 2xx or exit
-/// 0; a duplicate is also `Ok`. Blocking.
+/// Stores `report` for `tenant` unless that would pass `quota`. Only once this returns `Ok`
+/// may an intake answer 2xx or exit 0; a duplicate is also `Ok`. Blocking.
 pub fn accept(
     store: &dyn ReportStore,
+    quota: &ReportQuota,
     tenant: Tenant,
     report: Report,
     raw_json: Vec<u8>,
     source: Source,
     received: OffsetDateTime,
 ) -> Result<Accepted, StoreError> {
+    check_quota(store, quota, &tenant, received)?;
     let organization = report.organization_name.clone();
     let report_id = report.report_id.clone();
     let outcome = store.insert(&StoredReport {
@@ -72,6 +75,33 @@ pub fn accept(
         report_id,
         outcome,
     })
+}
+
+/// Refuses a report once the bytes stored over the 24 h before `now` have reached a quota. The
+/// report that crosses a quota is still stored, so a single report is never refused for ever
+/// (its compressed size is only known once stored); the overshoot is at most one report per
+/// concurrent intake.
+fn check_quota(
+    store: &dyn ReportStore,
+    quota: &ReportQuota,
+    tenant: &Tenant,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let used = store.stored_bytes(now - time::Duration::days(1), tenant.as_str())?;
+    if used.tenant >= quota.tenant_bytes_per_day as u64 {
+        return Err(StoreError::OverQuota(format!(
+            "{} has reached its quota of {} bytes of reports a day; retry later",
+            tenant.as_str(),
+            quota.tenant_bytes_per_day
+        )));
+    }
+    if used.total >= quota.total_bytes_per_day as u64 {
+        return Err(StoreError::OverQuota(format!(
+            "this server has reached its quota of {} bytes of reports a day; retry later",
+            quota.total_bytes_per_day
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -130,9 +160,11 @@ mod tests {
             trusted_authserv_ids: Vec::new(),
             require_dkim_pass: false,
         };
+        let store = tlsrpt.store().unwrap();
         let intake = MailIntake {
-            store: tlsrpt.store.as_ref(),
+            store: store.as_ref(),
             limits: tlsrpt.config.limits,
+            quota: tlsrpt.config.quota,
             auth: &auth,
             is_tenant: &|d| tlsrpt.is_tenant(d),
         };
@@ -151,7 +183,11 @@ mod tests {
         let receipt = mail(&tlsrpt, &json).unwrap();
         assert_eq!(receipt.outcome, InsertOutcome::Duplicate);
         assert_eq!(receipt.tenant, "example.com");
-        let stored = tlsrpt.store.get("20250301-example.com-1").unwrap();
+        let stored = tlsrpt
+            .store()
+            .unwrap()
+            .get("20250301-example.com-1")
+            .unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].source, Source::Https);
     }
@@ -173,7 +209,8 @@ mod tests {
         );
         assert!(
             tlsrpt
-                .store
+                .store()
+                .unwrap()
                 .get("20250301-stranger.example-1")
                 .unwrap()
                 .is_empty()

@@ -15,8 +15,8 @@
 //! - [`summary`]: per-tenant aggregation over a window, the "ready to enforce" verdict and the
 //!   CLI table.
 //! - [`https`]: the HTTPS endpoint, `POST https://<report host>/tlsrpt/<tenant domain>`.
-//! - [`service`]: what the daemon holds ([`TlsRpt`]: store, config, [`IntakeStats`]), the
-//!   retention task, and the read hooks for the admin API and metrics (gauges over a window,
+//! - [`service`]: what the daemon holds ([`TlsRpt`]: the store or why it is unavailable,
+//!   config, [`IntakeStats`]), the reopen and retention tasks, and the read hooks for the admin API and metrics (gauges over a window,
 //!   computed from the database at scrape time: see that module's doc for why).
 //!
 //! The path of a report:
@@ -25,8 +25,9 @@
 //!    [`decode()`] on the report part) → [`mail::check_dkim`] → tenant from the JSON's
 //!    `policy-domain` (headers, subject and file name only when the JSON names none).
 //! 2. [`check_tenant`] proves the tenant exists ([`ReportError::UnknownDomain`] otherwise;
-//!    HTTPS checks before reading the body), and [`accept`] builds a [`StoredReport`] with the
-//!    source and the time received.
+//!    HTTPS checks before reading the body), and [`accept`] checks the daily quotas
+//!    ([`StoreError::OverQuota`]) and builds a [`StoredReport`] with the source and the time
+//!    received.
 //! 3. [`ReportStore::insert`] commits it (or answers [`InsertOutcome::Duplicate`]); only then
 //!    may the intake answer 2xx / exit 0.
 //! 4. Later, [`tenant_summary`] reads a tenant's [`summary::WindowData`] from the store and
@@ -50,7 +51,9 @@ pub use mail::{
     process_maildir,
 };
 pub use report::{Report, ReportError};
-pub use service::{IntakeOutcome, IntakeStats, TenantWindowTotals, TlsRpt, tenant_summary};
+pub use service::{
+    IntakeOutcome, IntakeStats, StoreStatus, TenantWindowTotals, TlsRpt, tenant_summary,
+};
 pub use store::{
     InsertOutcome, ReportStore, Source, SqliteStore, StoreError, StoredReport, TenantTotals,
     open_existing_store, open_store,

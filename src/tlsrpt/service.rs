@@ -14,10 +14,11 @@
 //! Intake events (reports received by source and outcome) are real counters kept in memory in
 //! [`IntakeStats`]: they describe this process's traffic, and reset on restart like any
 //! Prometheus counter. Mail arrives through separate `ingest-mail` processes, so the daemon
-//! only counts HTTPS intake; mailed reports show up in the gauges once stored.
+//! exports these counters for HTTPS only; the reports stored by source (mail included) are a
+//! gauge over the same window, counted in the database ([`TlsRpt::received_by_source`]).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -53,19 +54,22 @@ pub enum IntakeOutcome {
     Invalid,
     /// Refused: not for a tenant of this server (404).
     UnknownDomain,
+    /// Refused: a quota on stored bytes per day is reached (429).
+    OverQuota,
     /// Not stored because of a server-side problem (5xx / temporary failure); senders retry.
     Failed,
 }
 
 impl IntakeOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [IntakeOutcome; 7] = [
+    pub const ALL: [IntakeOutcome; 8] = [
         IntakeOutcome::Stored,
         IntakeOutcome::Duplicate,
         IntakeOutcome::UnsupportedMediaType,
         IntakeOutcome::TooLarge,
         IntakeOutcome::Invalid,
         IntakeOutcome::UnknownDomain,
+        IntakeOutcome::OverQuota,
         IntakeOutcome::Failed,
     ];
 
@@ -78,6 +82,7 @@ impl IntakeOutcome {
             IntakeOutcome::TooLarge => "too_large",
             IntakeOutcome::Invalid => "invalid",
             IntakeOutcome::UnknownDomain => "unknown_domain",
+            IntakeOutcome::OverQuota => "over_quota",
             IntakeOutcome::Failed => "failed",
         }
     }
@@ -90,6 +95,7 @@ impl IntakeOutcome {
             413 => IntakeOutcome::TooLarge,
             400 => IntakeOutcome::Invalid,
             404 => IntakeOutcome::UnknownDomain,
+            429 => IntakeOutcome::OverQuota,
             500..=599 => IntakeOutcome::Failed,
             _ => return None,
         })
@@ -129,9 +135,10 @@ impl IntakeStats {
         self.counts[source_index(source)][outcome.index()].load(Ordering::Relaxed)
     }
 
-    /// Every (source, outcome, count), zeros included, for exporting one series each.
-    pub fn all(&self) -> Vec<(Source, IntakeOutcome, u64)> {
-        SOURCES
+    /// Every (source, outcome, count) for `sources`, zeros included, for exporting one
+    /// series each.
+    pub fn all(&self, sources: &[Source]) -> Vec<(Source, IntakeOutcome, u64)> {
+        sources
             .iter()
             .flat_map(|&s| {
                 IntakeOutcome::ALL
@@ -169,14 +176,32 @@ pub fn tenant_summary(
 
 /// TLS-RPT as the daemon runs it: shared by the HTTPS intake, the retention task, the admin
 /// API and metrics.
+///
+/// The store may be unavailable (unopenable, corrupt, locked, disk full): policies are the
+/// product and never wait for it, so the daemon starts without it, the intake answers 503 +
+/// `Retry-After`, and [`reopen_task`] retries in the background.
 pub struct TlsRpt {
     /// The `tlsrpt:` section of the server file.
     pub config: TlsRptConfig,
-    /// The report store.
-    pub store: Arc<dyn ReportStore>,
+    store: RwLock<StoreState>,
     /// Intake counters.
     pub stats: Arc<IntakeStats>,
     registry: Arc<Registry>,
+}
+
+/// The open store, or why there is none.
+enum StoreState {
+    Open(Arc<dyn ReportStore>),
+    Unavailable(String),
+}
+
+/// Whether the report store is open, for `/api/v1/status` and `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStatus {
+    /// The store is open.
+    pub up: bool,
+    /// Why it could not be opened (the last attempt), when it is not.
+    pub error: Option<String>,
 }
 
 impl std::fmt::Debug for TlsRpt {
@@ -188,9 +213,27 @@ impl std::fmt::Debug for TlsRpt {
 }
 
 impl TlsRpt {
-    /// Opens (creating and migrating) the report store named by `config`.
+    /// Opens (creating and migrating) the report store named by `config`; fails if it cannot.
     pub fn open(config: &TlsRptConfig, registry: Arc<Registry>) -> Result<TlsRpt, StoreError> {
         Ok(TlsRpt::new(config, open_store(config)?, registry))
+    }
+
+    /// [`TlsRpt::open`] that never fails: when the store cannot be opened the error is logged
+    /// and kept, and [`reopen_task`] retries.
+    pub fn open_or_unavailable(config: &TlsRptConfig, registry: Arc<Registry>) -> TlsRpt {
+        let state = match open_store(config) {
+            Ok(store) => StoreState::Open(store),
+            Err(e) => {
+                tracing::error!(database = %config.database.display(), error = %e, "cannot open the report database; serving policies without it, TLS-RPT intake answers 503 until it opens");
+                StoreState::Unavailable(e.to_string())
+            }
+        };
+        TlsRpt {
+            config: config.clone(),
+            store: RwLock::new(state),
+            stats: Arc::new(IntakeStats::default()),
+            registry,
+        }
     }
 
     /// TLS-RPT over an already open store.
@@ -201,9 +244,50 @@ impl TlsRpt {
     ) -> Self {
         TlsRpt {
             config: config.clone(),
-            store,
+            store: RwLock::new(StoreState::Open(store)),
             stats: Arc::new(IntakeStats::default()),
             registry,
+        }
+    }
+
+    /// The open store, or [`StoreError::Unavailable`] while it could not be opened.
+    pub fn store(&self) -> Result<Arc<dyn ReportStore>, StoreError> {
+        match &*self.store.read().unwrap_or_else(|e| e.into_inner()) {
+            StoreState::Open(store) => Ok(store.clone()),
+            StoreState::Unavailable(why) => Err(StoreError::Unavailable(why.clone())),
+        }
+    }
+
+    /// Whether the store is open, and if not, why.
+    pub fn store_status(&self) -> StoreStatus {
+        match &*self.store.read().unwrap_or_else(|e| e.into_inner()) {
+            StoreState::Open(_) => StoreStatus {
+                up: true,
+                error: None,
+            },
+            StoreState::Unavailable(why) => StoreStatus {
+                up: false,
+                error: Some(why.clone()),
+            },
+        }
+    }
+
+    /// Tries to open the store if it is not open; returns whether it is open now. Blocking.
+    pub fn try_reopen(&self) -> Result<(), StoreError> {
+        if self.store_status().up {
+            return Ok(());
+        }
+        let opened = open_store(&self.config);
+        let mut state = self.store.write().unwrap_or_else(|e| e.into_inner());
+        match opened {
+            Ok(store) => {
+                *state = StoreState::Open(store);
+                Ok(())
+            }
+            Err(e) => {
+                *state = StoreState::Unavailable(e.to_string());
+                Err(e)
+            }
         }
     }
 
@@ -238,7 +322,8 @@ impl TlsRpt {
         source: Source,
     ) -> Result<Accepted, StoreError> {
         intake::accept(
-            self.store.as_ref(),
+            self.store()?.as_ref(),
+            &self.config.quota,
             tenant,
             report,
             raw_json,
@@ -249,7 +334,7 @@ impl TlsRpt {
 
     /// Deletes reports older than the retention; returns how many went. Blocking.
     pub fn prune_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
-        self.store
+        self.store()?
             .prune(retention_cutoff(now, self.config.retention_days))
     }
 
@@ -266,7 +351,7 @@ impl TlsRpt {
             return Ok(None);
         };
         tenant_summary(
-            Some(self.store.as_ref()),
+            Some(self.store()?.as_ref()),
             &domain,
             tenant.policy.mode,
             since,
@@ -291,6 +376,16 @@ impl TlsRpt {
             .map_err(|e| StoreError::Db(format!("serializing summary: {e}")))
     }
 
+    /// Reports stored by source whose receipt falls in the `window` before `now`, read from the
+    /// store so the `ingest-mail` processes' reports count too. Blocking.
+    pub fn received_by_source(
+        &self,
+        now: OffsetDateTime,
+        window: Duration,
+    ) -> Result<Vec<(Source, u64)>, StoreError> {
+        self.store()?.received_by_source(now - window)
+    }
+
     /// Per-tenant gauges for metrics: sessions and failures by result type over reports whose
     /// period ended after `now - window`. Only current tenants appear (a removed tenant's
     /// stored reports do not keep a series alive), and result types this build does not know
@@ -303,7 +398,7 @@ impl TlsRpt {
         let since = now - window;
         let snapshot = self.registry.load();
         let mut out = Vec::new();
-        for t in self.store.window_totals(since)? {
+        for t in self.store()?.window_totals(since)? {
             if snapshot.by_domain(&t.tenant).is_none() {
                 continue;
             }
@@ -346,6 +441,42 @@ pub fn result_type_label(result_type: &ResultType) -> &'static str {
     result_type.registered_name().unwrap_or(OTHER_RESULT_TYPE)
 }
 
+/// First wait before retrying to open the store; doubled after each failure.
+const REOPEN_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between attempts to open the store: a repaired disk is noticed within this.
+const REOPEN_MAX: Duration = Duration::from_secs(10);
+
+/// Retries opening the store, with backoff, until it opens or `stop` turns true. Returns at
+/// once when the store is already open; the store is never closed once open (SQLite recovers
+/// from a full disk or an I/O error by itself, the intake answering 503 meanwhile).
+pub async fn reopen_task(tlsrpt: Arc<TlsRpt>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut wait = REOPEN_FIRST;
+    while !tlsrpt.store_status().up {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+        let t = tlsrpt.clone();
+        match tokio::task::spawn_blocking(move || t.try_reopen()).await {
+            Ok(Ok(())) => tracing::info!(
+                task = "tlsrpt-store-reopen",
+                database = %tlsrpt.config.database.display(),
+                "report database opened; TLS-RPT intake accepts reports again"
+            ),
+            Ok(Err(e)) => tracing::warn!(
+                task = "tlsrpt-store-reopen",
+                error = %e,
+                retry_in_s = (wait * 2).min(REOPEN_MAX).as_secs(),
+                "report database still unavailable"
+            ),
+            Err(e) => {
+                tracing::error!(task = "tlsrpt-store-reopen", error = %e, "reopen attempt panicked")
+            }
+        }
+        wait = (wait * 2).min(REOPEN_MAX);
+    }
+}
+
 /// The retention task: prunes at start, then every [`RETENTION_INTERVAL`]. Runs until aborted;
 /// the daemon starts it next to the listener and aborts it on shutdown.
 pub async fn retention_task(tlsrpt: Arc<TlsRpt>) {
@@ -386,7 +517,8 @@ mod tests {
         assert_eq!(stats.get(Source::Https, IntakeOutcome::Stored), 2);
         assert_eq!(stats.get(Source::Mail, IntakeOutcome::Invalid), 1);
         assert_eq!(stats.get(Source::Mail, IntakeOutcome::Stored), 0);
-        assert_eq!(stats.all().len(), 14);
+        assert_eq!(stats.all(&SOURCES).len(), 16);
+        assert_eq!(stats.all(&[Source::Https]).len(), 8);
     }
 
     #[test]

@@ -103,6 +103,14 @@ pub enum StoreError {
     /// The report cannot be stored as given (e.g. no policy concerns the tenant).
     #[error("report not storable: {0}")]
     Rejected(String),
+    /// The store cannot be used right now: not open yet (unopenable, corrupt, locked), disk
+    /// full, or an I/O error. Senders retry (HTTP 503 + `Retry-After`, sysexits 75).
+    #[error("report store unavailable: {0}")]
+    Unavailable(String),
+    /// Storing the report would pass a quota on stored bytes per day: retry later (HTTP 429 +
+    /// `Retry-After`, sysexits 75). The text names the quota, for the sender.
+    #[error("{0}")]
+    OverQuota(String),
     /// Stored data is not what this version expects.
     #[error("report database is corrupt or from another version: {0}")]
     Corrupt(String),
@@ -118,11 +126,12 @@ impl StoreError {
     }
 
     /// The HTTP status the HTTPS intake answers with: 400 for a rejected report, 503 when busy
-    /// (the sender retries), 500 otherwise. Never 2xx: nothing was stored.
+    /// or unavailable (the sender retries), 500 otherwise. Never 2xx: nothing was stored.
     pub fn http_status(&self) -> u16 {
         match self {
             StoreError::Rejected(_) => 400,
-            StoreError::Busy(_) => 503,
+            StoreError::Busy(_) | StoreError::Unavailable(_) => 503,
+            StoreError::OverQuota(_) => 429,
             StoreError::Corrupt(_) | StoreError::Db(_) => 500,
         }
     }
@@ -134,6 +143,17 @@ impl From<rusqlite::Error> for StoreError {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
                 StoreError::Busy(e.to_string())
             }
+            // Conditions of the disk or the file, not of the report: they may clear (space
+            // freed, file repaired), so the sender should retry rather than give up.
+            Some(
+                ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::NotADatabase
+                | ErrorCode::DatabaseCorrupt
+                | ErrorCode::PermissionDenied,
+            ) => StoreError::Unavailable(e.to_string()),
             _ => StoreError::Db(e.to_string()),
         }
     }
@@ -151,6 +171,21 @@ pub trait ReportStore: Send + Sync {
     fn prune(&self, older_than: OffsetDateTime) -> Result<usize, StoreError>;
     /// Session and failure totals of every tenant over reports whose period ends after `since`.
     fn window_totals(&self, since: OffsetDateTime) -> Result<Vec<TenantTotals>, StoreError>;
+    /// Bytes stored (compressed raw JSON) for reports received at or after `since`: for all
+    /// tenants, and for `tenant`.
+    fn stored_bytes(&self, since: OffsetDateTime, tenant: &str) -> Result<StoredBytes, StoreError>;
+    /// How many stored reports were received at or after `since`, by source (every source,
+    /// zeros included). Counts the other processes' intake too (`ingest-mail`).
+    fn received_by_source(&self, since: OffsetDateTime) -> Result<Vec<(Source, u64)>, StoreError>;
+}
+
+/// What [`ReportStore::stored_bytes`] measures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredBytes {
+    /// All tenants.
+    pub total: u64,
+    /// The tenant asked about.
+    pub tenant: u64,
 }
 
 /// One tenant's session counts over a window, for metrics.
@@ -186,6 +221,35 @@ pub fn open_existing_store(
 /// The cut-off for a retention of `days` days before `now`.
 pub fn retention_cutoff(now: OffsetDateTime, days: u32) -> OffsetDateTime {
     now - time::Duration::days(i64::from(days))
+}
+
+/// Creates the database file owner-only (0600) before SQLite does (it would use 0644), and
+/// tightens an existing one: reports name the tenants' senders and their failures. SQLite
+/// gives the `-wal` and `-shm` files the database file's mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let unavailable = |what: &str, e: std::io::Error| {
+        StoreError::Unavailable(format!("{what} {}: {e}", path.display()))
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| unavailable("opening", e))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| unavailable("reading the mode of", e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| unavailable("restricting the mode of", e))?;
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "report database was readable by others; now 0600");
+    }
+    Ok(())
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
@@ -281,6 +345,7 @@ impl SqliteStore {
         path: &Path,
         busy_timeout: Duration,
     ) -> Result<SqliteStore, StoreError> {
+        create_private(path)?;
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(busy_timeout)?;
         // WAL: readers (CLI, admin API) never block the intake writer. synchronous=FULL: the
@@ -483,6 +548,41 @@ fn failure_groups(
 }
 
 impl ReportStore for SqliteStore {
+    fn stored_bytes(&self, since: OffsetDateTime, tenant: &str) -> Result<StoredBytes, StoreError> {
+        // length() of a BLOB reads the record header, not the data: cheap per row, and the
+        // received_time index bounds the rows to one day's.
+        let (total, tenant): (i64, i64) = self.lock().query_row(
+            "SELECT COALESCE(SUM(length(raw_gzip)), 0),
+                    COALESCE(SUM(CASE WHEN tenant = ?2 THEN length(raw_gzip) END), 0)
+             FROM reports WHERE received_time >= ?1",
+            params![since.unix_timestamp(), tenant],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(StoredBytes {
+            total: to_u64(total)?,
+            tenant: to_u64(tenant)?,
+        })
+    }
+
+    fn received_by_source(&self, since: OffsetDateTime) -> Result<Vec<(Source, u64)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT source, COUNT(*) FROM reports WHERE received_time >= ?1 GROUP BY source",
+        )?;
+        let rows = stmt.query_map([since.unix_timestamp()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut out = vec![(Source::Https, 0), (Source::Mail, 0)];
+        for row in rows {
+            let (source, n) = row?;
+            let source = Source::parse(&source)?;
+            if let Some(slot) = out.iter_mut().find(|(s, _)| *s == source) {
+                slot.1 = to_u64(n)?;
+            }
+        }
+        Ok(out)
+    }
+
     fn insert(&self, stored: &StoredReport) -> Result<InsertOutcome, StoreError> {
         let tenant = normalize_domain(&stored.tenant);
         let report = &stored.report;
@@ -666,6 +766,37 @@ mod tests {
             .lock()
             .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
             .unwrap()
+    }
+
+    #[test]
+    fn a_full_disk_or_io_error_is_unavailable_503() {
+        for code in [rusqlite::ffi::SQLITE_FULL, rusqlite::ffi::SQLITE_IOERR] {
+            let err = StoreError::from(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ));
+            assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+            assert_eq!(err.http_status(), 503);
+            assert!(err.is_temporary());
+        }
+    }
+
+    #[test]
+    fn database_files_are_owner_only_and_an_open_one_is_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reports.sqlite3");
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .insert(&stored("rfc-example.json", "example.com"))
+            .unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("reports.sqlite3-wal")), 0o600);
+        drop(store);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        SqliteStore::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 
     #[test]

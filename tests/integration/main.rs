@@ -19,3 +19,4 @@ mod tls;
 mod tlsrpt_cli;
 mod tlsrpt_crash;
 mod tlsrpt_intake;
+mod tlsrpt_store;

@@ -60,6 +60,7 @@ pub fn ingest_command(
     let intake = MailIntake {
         store: store.as_ref(),
         limits: config.limits,
+        quota: config.quota,
         auth: &config.mail,
         is_tenant: tenants.is_tenant,
     };

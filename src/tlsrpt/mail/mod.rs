@@ -24,6 +24,7 @@ use super::intake::accept;
 use super::report::{ReportError, normalize_domain};
 use super::store::{InsertOutcome, ReportStore, Source, StoreError};
 pub use crate::config::MailAuthPolicy;
+use crate::config::ReportQuota;
 
 pub use auth::{AuthResults, check_dkim, parse_authentication_results};
 pub use command::{MailTenants, ingest_command};
@@ -57,6 +58,8 @@ pub struct MailIntake<'a> {
     pub store: &'a dyn ReportStore,
     /// Size caps (the same as for HTTPS).
     pub limits: Limits,
+    /// Caps on the bytes stored a day (the same as for HTTPS).
+    pub quota: ReportQuota,
     /// The DKIM policy.
     pub auth: &'a MailAuthPolicy,
     /// Whether a (normalized) domain is a tenant of this server.
@@ -148,6 +151,7 @@ pub fn ingest_message(
     let tenant = route(&extracted, intake.is_tenant, &mut notes)?;
     let accepted = accept(
         intake.store,
+        &intake.quota,
         tenant,
         extracted.report,
         extracted.raw_json,
@@ -368,6 +372,7 @@ mod tests {
         let intake = MailIntake {
             store: &store,
             limits: Limits::default(),
+            quota: crate::config::ReportQuota::default(),
             auth: &auth,
             is_tenant: &|_| true,
         };

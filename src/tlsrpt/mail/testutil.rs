@@ -104,6 +104,7 @@ impl Fixture {
         MailIntake {
             store: &self.store,
             limits: Limits::default(),
+            quota: crate::config::ReportQuota::default(),
             auth: &self.auth,
             is_tenant: &|d| d == "example.org" || d == "example.com",
         }
