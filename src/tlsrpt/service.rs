@@ -55,11 +55,15 @@ pub enum IntakeOutcome {
     UnknownDomain,
     /// Not stored because of a server-side problem (5xx / temporary failure); senders retry.
     Failed,
+    /// Refused: the body arrived too slowly or not in time (408).
+    TimedOut,
+    /// Refused: too many uploads from the sender's address at once (429).
+    Throttled,
 }
 
 impl IntakeOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [IntakeOutcome; 7] = [
+    pub const ALL: [IntakeOutcome; 9] = [
         IntakeOutcome::Stored,
         IntakeOutcome::Duplicate,
         IntakeOutcome::UnsupportedMediaType,
@@ -67,6 +71,8 @@ impl IntakeOutcome {
         IntakeOutcome::Invalid,
         IntakeOutcome::UnknownDomain,
         IntakeOutcome::Failed,
+        IntakeOutcome::TimedOut,
+        IntakeOutcome::Throttled,
     ];
 
     /// Metric label value.
@@ -79,6 +85,8 @@ impl IntakeOutcome {
             IntakeOutcome::Invalid => "invalid",
             IntakeOutcome::UnknownDomain => "unknown_domain",
             IntakeOutcome::Failed => "failed",
+            IntakeOutcome::TimedOut => "timed_out",
+            IntakeOutcome::Throttled => "throttled",
         }
     }
 
@@ -90,6 +98,8 @@ impl IntakeOutcome {
             413 => IntakeOutcome::TooLarge,
             400 => IntakeOutcome::Invalid,
             404 => IntakeOutcome::UnknownDomain,
+            408 => IntakeOutcome::TimedOut,
+            429 => IntakeOutcome::Throttled,
             500..=599 => IntakeOutcome::Failed,
             _ => return None,
         })
@@ -386,7 +396,7 @@ mod tests {
         assert_eq!(stats.get(Source::Https, IntakeOutcome::Stored), 2);
         assert_eq!(stats.get(Source::Mail, IntakeOutcome::Invalid), 1);
         assert_eq!(stats.get(Source::Mail, IntakeOutcome::Stored), 0);
-        assert_eq!(stats.all().len(), 14);
+        assert_eq!(stats.all().len(), 2 * IntakeOutcome::ALL.len());
     }
 
     #[test]
@@ -414,6 +424,14 @@ mod tests {
             Some(IntakeOutcome::UnsupportedMediaType)
         );
         assert_eq!(IntakeOutcome::from_status(503), Some(IntakeOutcome::Failed));
+        assert_eq!(
+            IntakeOutcome::from_status(408),
+            Some(IntakeOutcome::TimedOut)
+        );
+        assert_eq!(
+            IntakeOutcome::from_status(429),
+            Some(IntakeOutcome::Throttled)
+        );
         assert_eq!(IntakeOutcome::from_status(405), None);
     }
 }
