@@ -321,7 +321,10 @@ impl Handler {
             .report_intake
             .clone()
             .filter(|i| sni.as_deref() == Some(i.host()));
+        // Uploads are capped per client address; an unknown peer (rare) shares one place.
+        let peer = self.stream.get_ref().0.peer_addr().ok();
         Responder {
+            peer: peer.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |p| p.ip()),
             registry: server.registry.clone(),
             stats: server.stats.clone(),
             sni,
@@ -357,6 +360,7 @@ fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
 /// Answers the requests of one connection: the report intake on the report host, the policy
 /// path everywhere else.
 struct Responder {
+    peer: std::net::IpAddr,
     registry: Arc<Registry>,
     stats: Arc<Stats>,
     sni: Option<Arc<str>>,
@@ -374,8 +378,9 @@ impl Responder {
         let busy = self.slot.busy();
         if let Some(intake) = &self.intake {
             let (intake, stats, act) = (intake.clone(), self.stats.clone(), self.activity.clone());
+            let peer = self.peer;
             return Reply::Later(Box::pin(async move {
-                let resp = intake.handle(req, || act.keep_alive()).await;
+                let resp = intake.handle(req, peer, || act.keep_alive()).await;
                 count_response(&stats, &resp);
                 drop(busy);
                 resp

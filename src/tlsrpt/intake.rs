@@ -142,7 +142,9 @@ mod tests {
             .header(CONTENT_TYPE, "application/tlsrpt+json")
             .body(Full::new(Bytes::copy_from_slice(json)))
             .unwrap();
-        let resp = intake.handle(req, || {}).await;
+        let resp = intake
+            .handle(req, std::net::Ipv4Addr::LOCALHOST.into(), || {})
+            .await;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())

@@ -58,11 +58,15 @@ pub enum IntakeOutcome {
     OverQuota,
     /// Not stored because of a server-side problem (5xx / temporary failure); senders retry.
     Failed,
+    /// Refused: the body arrived too slowly or not in time (408).
+    TimedOut,
+    /// Refused: too many uploads from the sender's address at once (429).
+    Throttled,
 }
 
 impl IntakeOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [IntakeOutcome; 8] = [
+    pub const ALL: [IntakeOutcome; 10] = [
         IntakeOutcome::Stored,
         IntakeOutcome::Duplicate,
         IntakeOutcome::UnsupportedMediaType,
@@ -71,6 +75,8 @@ impl IntakeOutcome {
         IntakeOutcome::UnknownDomain,
         IntakeOutcome::OverQuota,
         IntakeOutcome::Failed,
+        IntakeOutcome::TimedOut,
+        IntakeOutcome::Throttled,
     ];
 
     /// Metric label value.
@@ -84,6 +90,8 @@ impl IntakeOutcome {
             IntakeOutcome::UnknownDomain => "unknown_domain",
             IntakeOutcome::OverQuota => "over_quota",
             IntakeOutcome::Failed => "failed",
+            IntakeOutcome::TimedOut => "timed_out",
+            IntakeOutcome::Throttled => "throttled",
         }
     }
 
@@ -95,7 +103,8 @@ impl IntakeOutcome {
             413 => IntakeOutcome::TooLarge,
             400 => IntakeOutcome::Invalid,
             404 => IntakeOutcome::UnknownDomain,
-            429 => IntakeOutcome::OverQuota,
+            408 => IntakeOutcome::TimedOut,
+            429 => IntakeOutcome::Throttled,
             500..=599 => IntakeOutcome::Failed,
             _ => return None,
         })
@@ -517,8 +526,8 @@ mod tests {
         assert_eq!(stats.get(Source::Https, IntakeOutcome::Stored), 2);
         assert_eq!(stats.get(Source::Mail, IntakeOutcome::Invalid), 1);
         assert_eq!(stats.get(Source::Mail, IntakeOutcome::Stored), 0);
-        assert_eq!(stats.all(&SOURCES).len(), 16);
-        assert_eq!(stats.all(&[Source::Https]).len(), 8);
+        assert_eq!(stats.all(&SOURCES).len(), 2 * IntakeOutcome::ALL.len());
+        assert_eq!(stats.all(&[Source::Https]).len(), IntakeOutcome::ALL.len());
     }
 
     #[test]
@@ -546,6 +555,14 @@ mod tests {
             Some(IntakeOutcome::UnsupportedMediaType)
         );
         assert_eq!(IntakeOutcome::from_status(503), Some(IntakeOutcome::Failed));
+        assert_eq!(
+            IntakeOutcome::from_status(408),
+            Some(IntakeOutcome::TimedOut)
+        );
+        assert_eq!(
+            IntakeOutcome::from_status(429),
+            Some(IntakeOutcome::Throttled)
+        );
         assert_eq!(IntakeOutcome::from_status(405), None);
     }
 }

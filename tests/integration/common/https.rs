@@ -59,6 +59,23 @@ impl Client {
             .await
     }
 
+    /// Like [`Client::handshake`], from the loopback address `from` (any of 127.0.0.0/8), so
+    /// one test can be several clients.
+    pub async fn handshake_from(
+        &self,
+        from: std::net::IpAddr,
+        sni: &str,
+        alpn: &[&[u8]],
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, std::io::Error> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(from, 0))?;
+        let tcp = socket.connect(self.addr).await?;
+        let name = ServerName::try_from(sni.to_owned()).unwrap();
+        TlsConnector::from(self.tls_config(alpn))
+            .connect(name, tcp)
+            .await
+    }
+
     /// GET the policy of `host` (SNI and Host both `host`) over HTTP/1.1.
     pub async fn get_policy(&self, host: &str) -> Result<Fetched, String> {
         self.request(host, host, Method::GET, mta_stsd::http::POLICY_PATH, false)
