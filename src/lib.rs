@@ -29,8 +29,9 @@
 //! [`http::handle`]: Host → snapshot → 200 with the rendered policy, or 404/405/421.
 //!
 //! A connection whose SNI is the TLS-RPT report host goes to [`tlsrpt::HttpsIntake`] instead:
-//! `POST /tlsrpt/<tenant domain>` → capped body read → decode and insert on a blocking thread
-//! → 200 once committed.
+//! `POST /tlsrpt/<tenant domain>` → body read under a cap, a deadline and a per-address limit
+//! → decode and insert on a blocking thread → 200 once committed. Serving policies never
+//! depends on the report store being up.
 #![forbid(unsafe_code)]
 
 pub mod accept;
