@@ -624,6 +624,33 @@ mod tests {
     }
 
     #[test]
+    fn dkim_verification_keys_compile_and_name_a_bad_server() {
+        let cfg = load(&format!(
+            "{BASE}tlsrpt:\n  mail:\n    verify_dkim: true\n    dns_servers: [\"127.0.0.1:5353\", \"::1\"]\n"
+        ))
+        .unwrap();
+        assert!(cfg.tlsrpt.mail.verify_dkim);
+        assert_eq!(
+            cfg.tlsrpt.mail.dns_servers,
+            [
+                "127.0.0.1:5353".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        assert!(!load(BASE).unwrap().tlsrpt.mail.verify_dkim);
+        let errs = load(&format!(
+            "{BASE}tlsrpt:\n  mail:\n    dns_servers: [ns.example]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0]
+                .contains(":6:19: error: tlsrpt.mail.dns_servers[0]: \"ns.example\" is not an IP"),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
     fn tlsrpt_errors_name_line_and_field() {
         let errs = load(&format!(
             "{BASE}tlsrpt:\n  report_host: \"bad host\"\n  max_compressed_bytes: 10\n  retention_days: 0\n"

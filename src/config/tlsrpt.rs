@@ -2,6 +2,7 @@
 //! and the DKIM policy for mailed reports. The values the intake runs on are defined here, in
 //! the pure configuration layer, so `tlsrpt` depends on `config` and never the other way.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -82,6 +83,10 @@ pub struct MailAuthPolicy {
     pub trusted_authserv_ids: Vec<String>,
     /// Require `dkim=pass` for the submitter's domain; `false` accepts unauthenticated reports.
     pub require_dkim_pass: bool,
+    /// Also verify DKIM signatures here, for MTAs that add no `Authentication-Results`.
+    pub verify_dkim: bool,
+    /// Name servers for the DKIM key lookups; empty means the system's.
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 impl Default for MailAuthPolicy {
@@ -90,6 +95,8 @@ impl Default for MailAuthPolicy {
         MailAuthPolicy {
             trusted_authserv_ids: Vec::new(),
             require_dkim_pass: true,
+            verify_dkim: false,
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -126,6 +133,10 @@ struct RawTlsRptMail {
     trusted_authserv_ids: Vec<Spanned<String>>,
     #[serde(default)]
     require_dkim_pass: Option<bool>,
+    #[serde(default)]
+    verify_dkim: Option<bool>,
+    #[serde(default)]
+    dns_servers: Vec<Spanned<String>>,
 }
 
 /// Name of the report database inside the state directory, unless `tlsrpt.database` says otherwise.
@@ -366,5 +377,15 @@ fn compile_mail(raw: &RawTlsRptMail, d: &mut Diags) -> MailAuthPolicy {
         require_dkim_pass: raw
             .require_dkim_pass
             .unwrap_or(MailAuthPolicy::default().require_dkim_pass),
+        verify_dkim: raw.verify_dkim.unwrap_or(false),
+        dns_servers: d.list(&raw.dns_servers, "tlsrpt.mail.dns_servers", dns_server),
     }
+}
+
+/// `ip` or `ip:port` (port 53 by default).
+fn dns_server(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{text:?} is not an IP address or address:port"))
 }

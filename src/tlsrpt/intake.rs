@@ -161,6 +161,7 @@ mod tests {
         let auth = MailAuthPolicy {
             trusted_authserv_ids: Vec::new(),
             require_dkim_pass: false,
+            ..MailAuthPolicy::default()
         };
         let store = tlsrpt.store().unwrap();
         let intake = MailIntake {

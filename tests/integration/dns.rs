@@ -1,13 +1,14 @@
 //! A tiny authoritative DNS responder for tests: every A query gets 127.0.0.1 unless the test
-//! says otherwise for that name; everything else gets an empty answer. Pebble (validation) and
-//! the daemon (preflight) both ask it.
+//! says otherwise for that name (another address, a CNAME, a TXT record); everything else gets
+//! an empty answer. Pebble (validation), the daemon (preflight) and `ingest-mail` (DKIM keys)
+//! ask it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use hickory_proto::op::{Message, MessageType};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
@@ -17,6 +18,10 @@ use tokio::task::JoinHandle;
 pub enum Answer {
     Ip(IpAddr),
     Cname(String),
+    /// A TXT record (one string per element), e.g. a DKIM key.
+    Txt(Vec<String>),
+    /// SERVFAIL, as from a broken authoritative server.
+    ServFail,
 }
 
 /// A running responder; stops when dropped.
@@ -106,6 +111,10 @@ fn answer(query: &Message, names: &HashMap<String, Answer>) -> Message {
             }
             (Answer::Ip(IpAddr::V4(ip)), RecordType::A) => {
                 reply.add_answer(Record::from_rdata(owner, 0, RData::A(A(ip))));
+            }
+            (Answer::ServFail, _) => reply.metadata.response_code = ResponseCode::ServFail,
+            (Answer::Txt(strings), RecordType::TXT) => {
+                reply.add_answer(Record::from_rdata(owner, 0, RData::TXT(TXT::new(strings))));
             }
             (Answer::Ip(IpAddr::V6(ip)), RecordType::AAAA) => {
                 reply.add_answer(Record::from_rdata(owner, 0, RData::AAAA(AAAA(ip))));

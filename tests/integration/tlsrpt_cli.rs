@@ -617,3 +617,143 @@ fn a_megabyte_header_is_refused_fast_and_never_parsed_again() {
         "{out}"
     );
 }
+
+/// A report mail signed with a fresh Ed25519 key for `submitter` (selector `s1`, with `l=` if
+/// `body_length`), and the TXT record publishing that key.
+fn dkim_signed_with(submitter: &str, json: &[u8], body_length: bool) -> (Vec<u8>, String) {
+    use mail_auth::common::crypto::Ed25519Key;
+    use mail_auth::common::headers::HeaderWriter;
+    use mail_auth::dkim::DkimSigner;
+    let key = Ed25519Key::from_pkcs8_der(&Ed25519Key::generate_pkcs8().unwrap()).unwrap();
+    let record = format!(
+        "v=DKIM1; k=ed25519; p={}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key.public_key())
+    );
+    let mail = report_mail(submitter, "example.org", json, None);
+    let signature = DkimSigner::from_key(key)
+        .domain(submitter)
+        .selector("s1")
+        .headers([
+            "From",
+            "To",
+            "Subject",
+            "TLS-Report-Domain",
+            "TLS-Report-Submitter",
+            "Content-Type",
+        ])
+        .body_length(body_length)
+        .sign(&mail)
+        .unwrap();
+    let mut signed = signature.to_header().into_bytes();
+    signed.extend_from_slice(&mail);
+    (signed, record)
+}
+
+fn dkim_signed_mail(submitter: &str, json: &[u8]) -> (Vec<u8>, String) {
+    dkim_signed_with(submitter, json, false)
+}
+
+fn dkim_config(dns: std::net::SocketAddr) -> TestConfig {
+    let cfg = TestConfig::with_server(&format!(
+        "{BASE_SERVER_YAML}tlsrpt:\n  mail:\n    verify_dkim: true\n    dns_servers: [\"{dns}\"]\n"
+    ));
+    cfg.simple_tenant("example.org");
+    cfg
+}
+
+async fn ingest(cfg: &TestConfig, mail: Vec<u8>) -> (i32, String, String) {
+    let path = cfg.path().to_path_buf();
+    tokio::task::spawn_blocking(move || run(&["ingest-mail"], &path, &mail))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_mail_verifies_dkim_itself_when_asked() {
+    use crate::dns::{Answer, Dns};
+    let dns = Dns::start().await;
+    let cfg = dkim_config(dns.addr);
+    let report = |id: &str| {
+        let day = today().previous_day().unwrap();
+        report_json("Signer", id, "example.org", day, 5, &[])
+    };
+
+    // A signature whose key is in DNS: stored, though no Authentication-Results says anything.
+    let (good, record) = dkim_signed_mail("sender.example", &report("dkim-good"));
+    dns.set("s1._domainkey.sender.example", Answer::Txt(vec![record]));
+    let (code, out, err) = ingest(&cfg, good.clone()).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("stored: report \"dkim-good\""), "{out}");
+
+    // The same signature over a changed body: refused.
+    let text = String::from_utf8(good).unwrap();
+    let tampered = text.replace("An aggregate TLS report.", "An aggregate TLS report!");
+    let (code, _, err) = ingest(&cfg, tampered.into_bytes()).await;
+    assert_eq!(code, 65, "{err}");
+    assert!(
+        err.contains("dkim=neutral header.d=sender.example"),
+        "{err}"
+    );
+
+    // Signed with a key other than the one published: refused.
+    let (other, _) = dkim_signed_mail("sender.example", &report("dkim-other-key"));
+    let (code, _, err) = ingest(&cfg, other).await;
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("dkim=fail header.d=sender.example"), "{err}");
+
+    // A valid signature by a domain that is not the submitter's vouches for nothing.
+    let (bystander, record) = dkim_signed_mail("bystander.example", &report("dkim-bystander"));
+    dns.set("s1._domainkey.bystander.example", Answer::Txt(vec![record]));
+    let text = String::from_utf8(bystander).unwrap();
+    let claimed = text.replace(
+        "TLS-Report-Submitter: bystander.example",
+        "TLS-Report-Submitter: victim.example",
+    );
+    let (code, _, err) = ingest(&cfg, claimed.into_bytes()).await;
+    assert_eq!(code, 65, "{err}");
+
+    // l= signs a prefix of the body only, so a forged report part could follow it.
+    let (partial, record) = dkim_signed_with("partial.example", &report("dkim-partial"), true);
+    dns.set("s1._domainkey.partial.example", Answer::Txt(vec![record]));
+    let (code, _, err) = ingest(&cfg, partial).await;
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("'l=' tag"), "{err}");
+
+    // A broken name server for the key: deferred, not bounced.
+    let (broken, _) = dkim_signed_mail("servfail.example", &report("dkim-servfail"));
+    dns.set("s1._domainkey.servfail.example", Answer::ServFail);
+    let (code, _, err) = ingest(&cfg, broken).await;
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("not authenticated yet"), "{err}");
+
+    let store = store(&cfg);
+    assert_eq!(store.get("dkim-good").unwrap().len(), 1);
+    for id in [
+        "dkim-other-key",
+        "dkim-bystander",
+        "dkim-partial",
+        "dkim-servfail",
+    ] {
+        assert!(store.get(id).unwrap().is_empty(), "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_mail_defers_when_the_dkim_key_lookup_times_out() {
+    // A name server that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cfg = dkim_config(silent.local_addr().unwrap());
+    let day = today().previous_day().unwrap();
+    let (mail, _) = dkim_signed_mail(
+        "sender.example",
+        &report_json("Signer", "dkim-timeout", "example.org", day, 5, &[]),
+    );
+    let started = std::time::Instant::now();
+    let (code, _, err) = ingest(&cfg, mail).await;
+    let took = started.elapsed();
+    println!("a silent name server deferred the mail after {took:?}");
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("not authenticated yet"), "{err}");
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+    assert!(store(&cfg).get("dkim-timeout").unwrap().is_empty());
+}

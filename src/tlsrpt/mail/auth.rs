@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use super::dkim::verify_message;
 use super::extract::ExtractedReport;
 use super::{MailAuthPolicy, MailError, domain_of};
 use crate::tlsrpt::report::normalize_domain;
@@ -148,13 +149,78 @@ fn signs_for(signer: &str, domain: &str) -> bool {
                 .is_some_and(|rest| rest.ends_with('.')))
 }
 
-/// Apply the DKIM policy: some trusted `Authentication-Results` says `dkim=pass` with a signing
-/// domain equal to or a parent of the submitter's domain (`TLS-Report-Submitter`, or the
-/// organization name when it is a domain, or — only without a submitter header — the From domain).
-pub fn check_dkim(extracted: &ExtractedReport, policy: &MailAuthPolicy) -> Result<(), MailError> {
+/// Apply the DKIM policy: some trusted `Authentication-Results` says `dkim=pass` — or, with
+/// `verify_dkim`, a signature of `raw` verifies here — with a signing domain equal to or a parent
+/// of the submitter's domain (`TLS-Report-Submitter`, or the organization name when it is a
+/// domain, or — only without a submitter header — the From domain).
+pub fn check_dkim(
+    extracted: &ExtractedReport,
+    raw: &[u8],
+    policy: &MailAuthPolicy,
+) -> Result<(), MailError> {
     if !policy.require_dkim_pass {
         return Ok(());
     }
+    let wanted = wanted_signers(extracted)?;
+    let (passed, mut seen) = trusted_results(extracted, policy, &wanted);
+    if passed {
+        return Ok(());
+    }
+    if policy.verify_dkim {
+        let verdicts = verify_message(raw, &policy.dns_servers);
+        if verdicts
+            .passed
+            .iter()
+            .any(|signer| wanted.iter().any(|d| signs_for(signer, d)))
+        {
+            return Ok(());
+        }
+        seen.extend(
+            verdicts
+                .passed
+                .iter()
+                .map(|signer| format!("dkim=pass header.d={signer} (verified here)")),
+        );
+        seen.extend(verdicts.failed);
+        if verdicts.temporary {
+            return Err(MailError::AuthTemporary(format!(
+                "DKIM for {} could not be verified now (saw {})",
+                join(&wanted),
+                seen.join("; ")
+            )));
+        }
+    }
+    Err(MailError::Auth(if seen.is_empty() {
+        let from = if policy.verify_dkim {
+            "no DKIM signature and no DKIM result from a trusted authserv-id"
+        } else {
+            "no DKIM result from a trusted authserv-id"
+        };
+        let ids = &policy.trusted_authserv_ids;
+        let ids = if ids.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", ids.join(", "))
+        };
+        format!("{from}{ids} for {}", join(&wanted))
+    } else {
+        format!(
+            "no dkim=pass for {} (saw {})",
+            join(&wanted),
+            seen.join("; ")
+        )
+    }))
+}
+
+fn join(set: &BTreeSet<String>) -> String {
+    set.iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The domains a signature must be for (see [`check_dkim`]).
+fn wanted_signers(extracted: &ExtractedReport) -> Result<BTreeSet<String>, MailError> {
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     wanted.extend(extracted.submitter.clone());
     wanted.extend(domain_like(&extracted.report.organization_name));
@@ -166,6 +232,16 @@ pub fn check_dkim(extracted: &ExtractedReport, policy: &MailAuthPolicy) -> Resul
             "no TLS-Report-Submitter or From domain to check DKIM against".to_string(),
         ));
     }
+    Ok(wanted)
+}
+
+/// Whether a trusted `Authentication-Results` says `dkim=pass` for a wanted domain, and the
+/// other trusted results seen.
+fn trusted_results(
+    extracted: &ExtractedReport,
+    policy: &MailAuthPolicy,
+    wanted: &BTreeSet<String>,
+) -> (bool, Vec<String>) {
     let trusted: Vec<String> = policy
         .trusted_authserv_ids
         .iter()
@@ -182,25 +258,15 @@ pub fn check_dkim(extracted: &ExtractedReport, policy: &MailAuthPolicy) -> Resul
         for (result, signer) in &ar.dkim {
             let signer = signer.as_deref().unwrap_or("?");
             if result == "pass" && wanted.iter().any(|d| signs_for(signer, d)) {
-                return Ok(());
+                return (true, seen);
             }
-            seen.push(format!("dkim={result} header.d={signer}"));
+            seen.push(format!(
+                "dkim={result} header.d={signer} ({})",
+                ar.authserv_id
+            ));
         }
     }
-    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
-    Err(MailError::Auth(if seen.is_empty() {
-        format!(
-            "no DKIM result from a trusted authserv-id ({}) for {}",
-            policy.trusted_authserv_ids.join(", "),
-            wanted.join(", ")
-        )
-    } else {
-        format!(
-            "no dkim=pass for {} from a trusted authserv-id (saw {})",
-            wanted.join(", "),
-            seen.join("; ")
-        )
-    }))
+    (false, seen)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod command;
+pub mod dkim;
 pub mod extract;
 pub mod maildir;
 mod route;
@@ -111,6 +112,9 @@ pub enum MailError {
     /// The DKIM policy was not met.
     #[error("not authenticated: {0}")]
     Auth(String),
+    /// The DKIM policy could not be checked now (a key lookup timed out or failed).
+    #[error("not authenticated yet: {0}")]
+    AuthTemporary(String),
     /// Storage failed; retrying later may work unless the store rejected the report.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -124,7 +128,7 @@ impl MailError {
     pub fn exit_code(&self) -> u8 {
         match self {
             MailError::Store(e) if e.is_temporary() => EX_TEMPFAIL,
-            MailError::Io(_) => EX_TEMPFAIL,
+            MailError::Io(_) | MailError::AuthTemporary(_) => EX_TEMPFAIL,
             _ => EX_DATAERR,
         }
     }
@@ -146,7 +150,7 @@ pub fn ingest_message(
     now: OffsetDateTime,
 ) -> Result<MailReceipt, MailError> {
     let extracted = extract_report(raw, &intake.limits)?;
-    check_dkim(&extracted, intake.auth)?;
+    check_dkim(&extracted, raw, intake.auth)?;
     let mut notes = Vec::new();
     let tenant = route(&extracted, intake.is_tenant, &mut notes)?;
     let accepted = accept(
@@ -368,6 +372,7 @@ mod tests {
         let auth = MailAuthPolicy {
             trusted_authserv_ids: vec![MTA.into()],
             require_dkim_pass: true,
+            ..MailAuthPolicy::default()
         };
         let intake = MailIntake {
             store: &store,

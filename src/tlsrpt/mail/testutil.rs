@@ -90,6 +90,7 @@ impl Fixture {
             auth: MailAuthPolicy {
                 trusted_authserv_ids: vec![MTA.to_string()],
                 require_dkim_pass: true,
+                ..MailAuthPolicy::default()
             },
         }
     }
