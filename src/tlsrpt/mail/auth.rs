@@ -140,7 +140,7 @@ fn domain_like(s: &str) -> Option<String> {
 
 /// `signer` may vouch for `domain`: equal, or a parent (`google.com` for `tls.google.com`).
 /// A signer without a dot (a TLD) vouches for nothing.
-fn signs_for(signer: &str, domain: &str) -> bool {
+pub(super) fn signs_for(signer: &str, domain: &str) -> bool {
     signer.contains('.')
         && (signer == domain
             || domain
@@ -151,9 +151,13 @@ fn signs_for(signer: &str, domain: &str) -> bool {
 /// Apply the DKIM policy: some trusted `Authentication-Results` says `dkim=pass` with a signing
 /// domain equal to or a parent of the submitter's domain (`TLS-Report-Submitter`, or the
 /// organization name when it is a domain, or — only without a submitter header — the From domain).
-pub fn check_dkim(extracted: &ExtractedReport, policy: &MailAuthPolicy) -> Result<(), MailError> {
+/// Returns that signing domain, or `None` when the policy does not require a pass.
+pub fn check_dkim(
+    extracted: &ExtractedReport,
+    policy: &MailAuthPolicy,
+) -> Result<Option<String>, MailError> {
     if !policy.require_dkim_pass {
-        return Ok(());
+        return Ok(None);
     }
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     wanted.extend(extracted.submitter.clone());
@@ -182,7 +186,7 @@ pub fn check_dkim(extracted: &ExtractedReport, policy: &MailAuthPolicy) -> Resul
         for (result, signer) in &ar.dkim {
             let signer = signer.as_deref().unwrap_or("?");
             if result == "pass" && wanted.iter().any(|d| signs_for(signer, d)) {
-                return Ok(());
+                return Ok(Some(signer.to_owned()));
             }
             seen.push(format!("dkim={result} header.d={signer}"));
         }
