@@ -14,7 +14,7 @@
 
 use time::OffsetDateTime;
 
-use super::report::{Report, ReportError};
+use super::report::{Report, ReportError, trim_unknown_fields};
 use super::store::{InsertOutcome, ReportStore, Source, StoreError, StoredReport};
 use crate::config::ReportQuota;
 
@@ -117,6 +117,18 @@ pub fn accept(
     for tenant in tenants.iter() {
         check_quota(store, quota, tenant, received)?;
     }
+    let raw_json = match trim_unknown_fields(&raw_json) {
+        Some((trimmed, dropped)) => {
+            tracing::warn!(
+                organization = %report.organization_name,
+                report_id = %report.report_id,
+                dropped = %dropped.join(", "),
+                "large unknown fields left out of the stored report"
+            );
+            trimmed
+        }
+        None => raw_json,
+    };
     let mut stored = StoredReport {
         tenant: String::new(),
         source: origin.source,
@@ -261,6 +273,32 @@ mod tests {
             .unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].source, Source::Https);
+    }
+
+    #[tokio::test]
+    async fn a_padded_report_is_stored_without_its_large_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let tlsrpt = tlsrpt(&dir);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixture("rfc-example.json")).unwrap();
+        v["padding"] = "x".repeat(500_000).into();
+        let json = serde_json::to_vec(&v).unwrap();
+        assert_eq!(post(&tlsrpt, "example.com", &json).await.0, 200);
+        let stored = tlsrpt
+            .store()
+            .unwrap()
+            .get("20250301-example.com-1")
+            .unwrap();
+        let raw = String::from_utf8(stored[0].raw_json.clone()).unwrap();
+        assert!(!raw.contains("padding"), "{} bytes stored", raw.len());
+        assert!(raw.contains("X509_V_ERR_CERT_HAS_EXPIRED"));
+        // The same padded report again is a duplicate, not a conflict.
+        assert!(
+            post(&tlsrpt, "example.com", &json)
+                .await
+                .1
+                .contains("duplicate")
+        );
     }
 
     #[tokio::test]

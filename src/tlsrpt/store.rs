@@ -64,7 +64,8 @@ pub struct StoredReport {
     pub received: OffsetDateTime,
     /// The validated report.
     pub report: Report,
-    /// The JSON exactly as received (after gunzip).
+    /// The JSON to keep: as received (after gunzip), less any large unknown fields
+    /// ([`super::intake::accept`] trims them).
     pub raw_json: Vec<u8>,
     /// The DKIM-verified signing domain of a mailed report (`None` over HTTPS, or when the
     /// DKIM policy is off).
