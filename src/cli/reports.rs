@@ -139,24 +139,82 @@ pub(super) fn reports_show(
     if let Some(org) = organization {
         found.retain(|r| r.organization == org);
     }
-    let record = match found.as_slice() {
-        [] => anyhow::bail!("no stored report with report-id {report_id:?}"),
-        [one] => one,
-        many => {
-            let orgs: Vec<String> = many
-                .iter()
-                .map(|r| format!("{:?}", r.organization))
-                .collect();
+    // A report naming several tenants is stored once per tenant: the same content, shown once.
+    let mut seen = std::collections::BTreeSet::new();
+    found.retain(|r| seen.insert((r.organization.clone(), r.digest.clone())));
+    let orgs: std::collections::BTreeSet<&str> =
+        found.iter().map(|r| r.organization.as_str()).collect();
+    match (found.as_slice(), orgs.len()) {
+        ([], _) => anyhow::bail!("no stored report with report-id {report_id:?}"),
+        ([one], _) => show_one(one, out),
+        (_, 1) => show_conflicting(&found, out),
+        (_, n) => {
+            let orgs: Vec<String> = orgs.iter().map(|o| format!("{o:?}")).collect();
             anyhow::bail!(
-                "{} organizations used report-id {report_id:?}: {}; pick one with --organization",
-                many.len(),
+                "{n} organizations used report-id {report_id:?}: {}; pick one with --organization",
                 orgs.join(", ")
             )
         }
-    };
-    let value: serde_json::Value = serde_json::from_slice(&record.raw_json)
-        .context("the stored report is not JSON (database corrupt?)")?;
-    serde_json::to_writer_pretty(&mut *out, &value)?;
+    }
+}
+
+/// One stored report: its JSON on stdout, how it arrived on stderr.
+fn show_one(record: &crate::tlsrpt::ReportRecord, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    eprintln!("mta-stsd: {}", provenance(record));
+    serde_json::to_writer_pretty(&mut *out, &report_json(record)?)?;
     writeln!(out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reports of one organization and report-id with different content: one may be forged, so
+/// every one is shown, as a JSON array of {received, source, signing-domain, report}.
+fn show_conflicting(
+    records: &[crate::tlsrpt::ReportRecord],
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "mta-stsd: {} different reports are stored under this organization and report-id \
+         (conflicting: one may be forged):",
+        records.len()
+    );
+    let mut all = Vec::with_capacity(records.len());
+    for r in records {
+        eprintln!("  {}", provenance(r));
+        all.push(serde_json::json!({
+            "received": r.received.format(&time::format_description::well_known::Rfc3339)?,
+            "source": r.source.as_str(),
+            "signing-domain": r.signing_domain,
+            "submitter-mismatch": r.submitter_mismatch,
+            "report": report_json(r)?,
+        }));
+    }
+    serde_json::to_writer_pretty(&mut *out, &all)?;
+    writeln!(out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_json(record: &crate::tlsrpt::ReportRecord) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_slice(&record.raw_json)
+        .context("the stored report is not JSON (database corrupt?)")
+}
+
+/// How a stored report arrived, for a person reading `reports show`.
+fn provenance(r: &crate::tlsrpt::ReportRecord) -> String {
+    let signer = match (&r.signing_domain, r.submitter_mismatch) {
+        (Some(d), false) => format!(", DKIM signing domain {d}"),
+        (Some(d), true) => format!(
+            ", DKIM signing domain {d} (flagged: the submitter or contact-info is not of it)"
+        ),
+        (None, _) => ", not DKIM-verified".to_string(),
+    };
+    let received = r
+        .received
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let conflict = if r.conflict { ", CONFLICTING" } else { "" };
+    format!(
+        "{:?} report received {received} by {}{signer}{conflict}",
+        r.organization,
+        r.source.as_str()
+    )
 }

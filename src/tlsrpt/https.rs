@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::decode::{Limits, decode, media_type};
-use super::intake::{Accepted, Tenant};
+use super::intake::{Accepted, Origin, Tenant};
 use super::report::{ReportError, normalize_domain};
 use super::service::{IntakeOutcome, TlsRpt};
 use super::store::{InsertOutcome, Source, StoreError};
@@ -217,6 +217,10 @@ impl HttpsIntake {
                 let text = match accepted.outcome {
                     InsertOutcome::Inserted => "report stored\n",
                     InsertOutcome::Duplicate => "duplicate report, already stored\n",
+                    InsertOutcome::Conflicting => {
+                        "report stored; another report with this organization-name and \
+                         report-id differs, both are flagged\n"
+                    }
                 };
                 stats.record(Source::Https, label);
                 tracing::info!(
@@ -333,7 +337,7 @@ impl HttpsIntake {
         tokio::task::spawn_blocking(move || {
             let (report, raw_json) = decode(&body, &content_type, &limits)?;
             drop(body);
-            Ok::<_, Refusal>(tlsrpt.accept(tenant, report, raw_json, Source::Https)?)
+            Ok::<_, Refusal>(tlsrpt.accept(tenant, report, raw_json, Origin::https())?)
         })
         .await
         .map_err(|e| {

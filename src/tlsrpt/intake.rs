@@ -7,10 +7,14 @@
 //! inserts it and answers only once the insert has committed. [`accept`] takes a [`Tenant`],
 //! which only [`check_tenant`] makes, so neither path can store a report for a domain it did
 //! not check.
+//!
+//! A report is stored once for every configured tenant among its policy-domains, whatever
+//! path or mailbox it arrived by ([`Tenants::of`]): the checked tenant first, which must be
+//! among them (else the store rejects it), then the others it names.
 
 use time::OffsetDateTime;
 
-use super::report::{Report, ReportError};
+use super::report::{Report, ReportError, trim_unknown_fields};
 use super::store::{InsertOutcome, ReportStore, Source, StoreError, StoredReport};
 use crate::config::ReportQuota;
 
@@ -35,44 +39,121 @@ pub fn check_tenant(is_tenant: &dyn Fn(&str) -> bool, domain: &str) -> Result<Te
     }
 }
 
+/// The tenants a report is stored for: the one the intake checked, then the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenants {
+    first: Tenant,
+    others: Vec<Tenant>,
+}
+
+impl Tenants {
+    /// `first`, plus every other domain among the report's policy-domains that `is_tenant`.
+    pub fn of(first: Tenant, report: &Report, is_tenant: &dyn Fn(&str) -> bool) -> Tenants {
+        let others = report
+            .policy_domains()
+            .into_iter()
+            .filter(|d| *d != first.as_str() && is_tenant(d))
+            .map(|d| Tenant(d.to_owned()))
+            .collect();
+        Tenants { first, others }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Tenant> {
+        std::iter::once(&self.first).chain(&self.others)
+    }
+}
+
+/// How a report arrived, beyond its tenant: recorded with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Intake path.
+    pub source: Source,
+    /// The DKIM-verified signing domain of a mail (see [`StoredReport::signing_domain`]).
+    pub signing_domain: Option<String>,
+    /// See [`StoredReport::submitter_mismatch`].
+    pub submitter_mismatch: bool,
+}
+
+impl Origin {
+    /// A report POSTed over HTTPS: no signature to record.
+    pub fn https() -> Origin {
+        Origin {
+            source: Source::Https,
+            signing_domain: None,
+            submitter_mismatch: false,
+        }
+    }
+}
+
 /// A report [`accept`] committed, or found already stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
-    /// The tenant it was stored for.
+    /// The tenant the intake checked, which it was stored for.
     pub tenant: String,
+    /// The other tenants the report names, which it was stored for too.
+    pub also: Vec<String>,
     /// `organization-name`.
     pub organization: String,
     /// `report-id`.
     pub report_id: String,
-    /// Newly stored, or a duplicate of a stored report.
+    /// Over all its tenants: conflicting if any row conflicts, else stored if any row was
+    /// new, else a duplicate.
     pub outcome: InsertOutcome,
 }
 
-/// Stores `report` for `tenant` unless that would pass `quota`. Only once this returns `Ok`
-/// may an intake answer 2xx or exit 0; a duplicate is also `Ok`. Blocking.
+/// Stores `report` for each of `tenants` unless that would pass `quota`. Only once this
+/// returns `Ok` may an intake answer 2xx or exit 0; a duplicate is also `Ok`. Each tenant's
+/// row is its own transaction: after a crash between them the sender's retry stores the rest
+/// (the stored ones are duplicates). Blocking.
 pub fn accept(
     store: &dyn ReportStore,
     quota: &ReportQuota,
-    tenant: Tenant,
+    tenants: Tenants,
     report: Report,
     raw_json: Vec<u8>,
-    source: Source,
+    origin: Origin,
     received: OffsetDateTime,
 ) -> Result<Accepted, StoreError> {
-    check_quota(store, quota, &tenant, received)?;
-    let organization = report.organization_name.clone();
-    let report_id = report.report_id.clone();
-    let outcome = store.insert(&StoredReport {
-        tenant: tenant.0.clone(),
-        source,
+    for tenant in tenants.iter() {
+        check_quota(store, quota, tenant, received)?;
+    }
+    let raw_json = match trim_unknown_fields(&raw_json) {
+        Some((trimmed, dropped)) => {
+            tracing::warn!(
+                organization = %report.organization_name,
+                report_id = %report.report_id,
+                dropped = %dropped.join(", "),
+                "large unknown fields left out of the stored report"
+            );
+            trimmed
+        }
+        None => raw_json,
+    };
+    let mut stored = StoredReport {
+        tenant: String::new(),
+        source: origin.source,
         received,
         report,
         raw_json,
-    })?;
+        signing_domain: origin.signing_domain,
+        submitter_mismatch: origin.submitter_mismatch,
+    };
+    let mut outcome = InsertOutcome::Duplicate;
+    for tenant in tenants.iter() {
+        stored.tenant = tenant.0.clone();
+        outcome = match (outcome, store.insert(&stored)?) {
+            (InsertOutcome::Conflicting, _) | (_, InsertOutcome::Conflicting) => {
+                InsertOutcome::Conflicting
+            }
+            (InsertOutcome::Inserted, _) | (_, InsertOutcome::Inserted) => InsertOutcome::Inserted,
+            _ => InsertOutcome::Duplicate,
+        };
+    }
     Ok(Accepted {
-        tenant: tenant.0,
-        organization,
-        report_id,
+        tenant: tenants.first.0,
+        also: tenants.others.into_iter().map(|t| t.0).collect(),
+        organization: stored.report.organization_name,
+        report_id: stored.report.report_id,
         outcome,
     })
 }
@@ -193,6 +274,32 @@ mod tests {
             .unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].source, Source::Https);
+    }
+
+    #[tokio::test]
+    async fn a_padded_report_is_stored_without_its_large_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let tlsrpt = tlsrpt(&dir);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixture("rfc-example.json")).unwrap();
+        v["padding"] = "x".repeat(500_000).into();
+        let json = serde_json::to_vec(&v).unwrap();
+        assert_eq!(post(&tlsrpt, "example.com", &json).await.0, 200);
+        let stored = tlsrpt
+            .store()
+            .unwrap()
+            .get("20250301-example.com-1")
+            .unwrap();
+        let raw = String::from_utf8(stored[0].raw_json.clone()).unwrap();
+        assert!(!raw.contains("padding"), "{} bytes stored", raw.len());
+        assert!(raw.contains("X509_V_ERR_CERT_HAS_EXPIRED"));
+        // The same padded report again is a duplicate, not a conflict.
+        assert!(
+            post(&tlsrpt, "example.com", &json)
+                .await
+                .1
+                .contains("duplicate")
+        );
     }
 
     #[tokio::test]

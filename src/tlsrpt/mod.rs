@@ -7,7 +7,7 @@
 //!   gunzip, JSON validation.
 //! - [`store`]: the [`ReportStore`] trait, [`open_store`] (the only way to get one from outside
 //!   this module), and [`SqliteStore`] (WAL, `synchronous=FULL`, versioned migrations, dedupe
-//!   on organization + report-id, retention).
+//!   on organization + report-id + content digest, conflicts flagged, retention).
 //! - [`intake`]: what both intakes share once they hold a report: the tenant check
 //!   ([`check_tenant`]) and [`accept`] (build the [`StoredReport`], insert, answer).
 //! - [`mail`]: finding the report in an RFC 5322 message, the DKIM policy
@@ -55,10 +55,12 @@ pub use service::{
     IntakeOutcome, IntakeStats, StoreStatus, TenantWindowTotals, TlsRpt, tenant_summary,
 };
 pub use store::{
-    InsertOutcome, ReportStore, Source, SqliteStore, StoreError, StoredReport, TenantTotals,
-    open_existing_store, open_store,
+    InsertOutcome, ReportRecord, ReportStore, Source, SqliteStore, StoreError, StoredReport,
+    TenantTotals, open_existing_store, open_store,
 };
-pub use summary::{TenantSummary, Verdict, VerdictConfig, VerdictStatus, render_table, summarize};
+pub use summary::{
+    Sender, TenantSummary, Verdict, VerdictConfig, VerdictStatus, render_table, summarize,
+};
 
 /// Helpers shared by the module's unit tests.
 #[cfg(test)]

@@ -573,6 +573,84 @@ impl Report {
     }
 }
 
+/// Largest unknown field kept in the stored copy of a report, serialized: a real report's
+/// extensions are small, and whatever a sender pads a report with would otherwise be stored
+/// (and count against the quota) for the whole retention.
+pub const MAX_UNKNOWN_FIELD_BYTES: usize = 4096;
+
+/// The RFC 8460 §4.4 field names of each object of a report, by the key that holds it.
+fn known_fields(parent: &str) -> &'static [&'static str] {
+    match parent {
+        "" => &[
+            "organization-name",
+            "date-range",
+            "contact-info",
+            "report-id",
+            "policies",
+        ],
+        "date-range" => &["start-datetime", "end-datetime"],
+        "policies" => &["policy", "summary", "failure-details"],
+        "policy" => &["policy-type", "policy-string", "policy-domain", "mx-host"],
+        "summary" => &[
+            "total-successful-session-count",
+            "total-failure-session-count",
+        ],
+        "failure-details" => &[
+            "result-type",
+            "sending-mta-ip",
+            "receiving-mx-hostname",
+            "receiving-mx-helo",
+            "receiving-ip",
+            "failed-session-count",
+            "additional-information",
+            "failure-reason-code",
+        ],
+        _ => &[],
+    }
+}
+
+/// The report JSON without its unknown fields of more than [`MAX_UNKNOWN_FIELD_BYTES`]
+/// (serialized), and the paths of the fields dropped; `None` when there are none, so the JSON
+/// is kept exactly as received. Known fields and small extensions are always kept.
+pub fn trim_unknown_fields(raw_json: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
+    let mut value: serde_json::Value = serde_json::from_slice(raw_json).ok()?;
+    let mut dropped = Vec::new();
+    trim_object(&mut value, "", "", &mut dropped);
+    if dropped.is_empty() {
+        return None;
+    }
+    Some((serde_json::to_vec(&value).ok()?, dropped))
+}
+
+/// Trims `value`, held under the key `parent`, at `path`; recurses into known fields only
+/// (an unknown field is kept or dropped whole).
+fn trim_object(value: &mut serde_json::Value, parent: &str, path: &str, dropped: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                trim_object(item, parent, &format!("{path}[{i}]"), dropped);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            let known = known_fields(parent);
+            map.retain(|key, field| {
+                let big = !known.contains(&key.as_str())
+                    && serde_json::to_vec(field).map_or(0, |v| v.len()) > MAX_UNKNOWN_FIELD_BYTES;
+                if big {
+                    dropped.push(format!("{path}/{key}"));
+                }
+                !big
+            });
+            for (key, field) in map.iter_mut() {
+                if known.contains(&key.as_str()) {
+                    trim_object(field, key, &format!("{path}/{key}"), dropped);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -683,6 +761,30 @@ mod tests {
         // The second policy is no-policy-found without a policy-domain.
         assert_eq!(r.policies[1].policy.policy_type, PolicyType::NoPolicyFound);
         assert_eq!(r.policies[1].policy.policy_domain, None);
+    }
+
+    #[test]
+    fn large_unknown_fields_are_trimmed_small_ones_and_known_ones_kept() {
+        assert_eq!(trim_unknown_fields(&fixture("google.json")), None);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixture("rfc-example.json")).unwrap();
+        let pad = "x".repeat(100_000);
+        v["padding"] = pad.clone().into();
+        v["small-extension"] = "kept".into();
+        v["policies"][0]["failure-details"][0]["junk"] = pad.into();
+        let raw = serde_json::to_vec(&v).unwrap();
+        let (trimmed, dropped) = trim_unknown_fields(&raw).unwrap();
+        assert_eq!(
+            dropped,
+            ["/padding", "/policies[0]/failure-details[0]/junk"]
+        );
+        assert!(trimmed.len() < 2000, "{}", trimmed.len());
+        let back: serde_json::Value = serde_json::from_slice(&trimmed).unwrap();
+        assert_eq!(back["small-extension"], "kept");
+        assert_eq!(
+            Report::from_json(&trimmed).unwrap(),
+            Report::from_json(&raw).unwrap()
+        );
     }
 
     #[test]

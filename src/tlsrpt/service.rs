@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::intake::{self, Accepted, Tenant};
+use super::intake::{self, Accepted, Origin, Tenant, Tenants};
 use super::report::{Report, ReportError, ResultType};
 use super::store::{
     InsertOutcome, ReportStore, Source, StoreError, TenantTotals, open_store, retention_cutoff,
@@ -118,7 +118,7 @@ impl IntakeOutcome {
 impl From<InsertOutcome> for IntakeOutcome {
     fn from(outcome: InsertOutcome) -> Self {
         match outcome {
-            InsertOutcome::Inserted => IntakeOutcome::Stored,
+            InsertOutcome::Inserted | InsertOutcome::Conflicting => IntakeOutcome::Stored,
             InsertOutcome::Duplicate => IntakeOutcome::Duplicate,
         }
     }
@@ -328,15 +328,16 @@ impl TlsRpt {
         tenant: Tenant,
         report: Report,
         raw_json: Vec<u8>,
-        source: Source,
+        origin: Origin,
     ) -> Result<Accepted, StoreError> {
+        let tenants = Tenants::of(tenant, &report, &|d| self.is_tenant(d));
         intake::accept(
             self.store()?.as_ref(),
             &self.config.quota,
-            tenant,
+            tenants,
             report,
             raw_json,
-            source,
+            origin,
             OffsetDateTime::now_utc(),
         )
     }

@@ -1,7 +1,11 @@
 //! Durable report storage: the [`ReportStore`] trait and its SQLite implementation.
 //!
-//! One row per report (deduplicated on organization + report-id, as senders retry for up to
-//! 24 h, RFC 8460 §5.5), with the raw JSON kept gzip-compressed, plus one row per policy that
+//! One row per report and tenant, with the raw JSON kept gzip-compressed. A retry (senders
+//! retry for up to 24 h, RFC 8460 §5.5) is the same organization, report-id and content
+//! (SHA-256 of the canonical JSON) and stores nothing; a different report under a stored
+//! organization and report-id is stored too, and every report under that key is flagged as
+//! conflicting: both are sender-chosen, so the first one in must not silence the genuine one.
+//! Each report row has plus one row per policy that
 //! concerns the tenant and one per failure detail. An insert returns only after the
 //! transaction is committed with `synchronous=FULL` in WAL mode, so an acknowledged report
 //! survives `kill -9` and power loss.
@@ -60,8 +64,15 @@ pub struct StoredReport {
     pub received: OffsetDateTime,
     /// The validated report.
     pub report: Report,
-    /// The JSON exactly as received (after gunzip).
+    /// The JSON to keep: as received (after gunzip), less any large unknown fields
+    /// ([`super::intake::accept`] trims them).
     pub raw_json: Vec<u8>,
+    /// The DKIM-verified signing domain of a mailed report (`None` over HTTPS, or when the
+    /// DKIM policy is off).
+    pub signing_domain: Option<String>,
+    /// The `TLS-Report-Submitter` or `contact-info` domain is neither the signing domain nor
+    /// below it: the signer may be vouching for someone else's name.
+    pub submitter_mismatch: bool,
 }
 
 /// Outcome of a successful [`ReportStore::insert`].
@@ -69,8 +80,11 @@ pub struct StoredReport {
 pub enum InsertOutcome {
     /// Stored and committed.
     Inserted,
-    /// A report with the same organization and report-id exists; nothing was written.
+    /// The same report (organization, report-id, content) is stored; nothing was written.
     Duplicate,
+    /// Stored, but another report with the same organization and report-id and different
+    /// content is stored too: all of them are now flagged as conflicting.
+    Conflicting,
 }
 
 /// A stored report as read back by [`ReportStore::get`].
@@ -92,6 +106,29 @@ pub struct ReportRecord {
     pub end: OffsetDateTime,
     /// The raw JSON, decompressed.
     pub raw_json: Vec<u8>,
+    /// Hex SHA-256 of the canonical JSON (see [`canonical_digest`]).
+    pub digest: String,
+    /// Another report with the same organization and report-id has different content.
+    pub conflict: bool,
+    /// See [`StoredReport::signing_domain`].
+    pub signing_domain: Option<String>,
+    /// See [`StoredReport::submitter_mismatch`].
+    pub submitter_mismatch: bool,
+}
+
+/// Hex SHA-256 of `raw_json` re-serialized with sorted object keys and no whitespace, so a
+/// sender's retry with other formatting or key order is still the same report. serde_json's
+/// map is ordered by key (its `preserve_order` feature is off).
+pub fn canonical_digest(raw_json: &[u8]) -> Result<String, StoreError> {
+    use sha2::{Digest, Sha256};
+    let value: serde_json::Value = serde_json::from_slice(raw_json)
+        .map_err(|e| StoreError::Rejected(format!("report is not JSON: {e}")))?;
+    let canonical = serde_json::to_vec(&value)
+        .map_err(|e| StoreError::Db(format!("serializing report: {e}")))?;
+    Ok(Sha256::digest(&canonical)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Storage failures, split by what the caller should do about them.
@@ -161,7 +198,8 @@ impl From<rusqlite::Error> for StoreError {
 
 /// Report storage, so the intake paths and the summary do not depend on SQLite.
 pub trait ReportStore: Send + Sync {
-    /// Store a report durably; a repeat of (organization, report-id) stores nothing.
+    /// Store a report durably; a repeat of (organization, report-id, content) for the same
+    /// tenant stores nothing, other content under a stored key is stored and flagged.
     fn insert(&self, report: &StoredReport) -> Result<InsertOutcome, StoreError>;
     /// Everything about `tenant` in reports whose period ends after `since`, grouped.
     fn summary(&self, tenant: &str, since: OffsetDateTime) -> Result<WindowData, StoreError>;
@@ -294,7 +332,43 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX failures_policy ON failures (policy);",
     // 2: window queries over every tenant (metrics at scrape time) filter on end_time alone.
     "CREATE INDEX reports_end ON reports (end_time);",
+    // 3: duplicates are the same key *and* content (a forged report under a genuine key must
+    // not suppress it). SQLite cannot drop a UNIQUE constraint, so the table is rebuilt
+    // (https://www.sqlite.org/lang_altertable.html#otheralter); `migrate` turns foreign keys
+    // off around it so dropping the old table does not cascade to the policies, and fills
+    // `digest` from the stored JSON afterwards.
+    "CREATE TABLE reports_v3 (
+        id INTEGER PRIMARY KEY,
+        organization TEXT NOT NULL,
+        report_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        contact_info TEXT,
+        start_time INTEGER NOT NULL,
+        end_time INTEGER NOT NULL,
+        received_time INTEGER NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('https', 'mail')),
+        raw_gzip BLOB NOT NULL,
+        digest TEXT NOT NULL,
+        conflict INTEGER NOT NULL DEFAULT 0 CHECK (conflict IN (0, 1)),
+        signing_domain TEXT,
+        submitter_mismatch INTEGER NOT NULL DEFAULT 0 CHECK (submitter_mismatch IN (0, 1)),
+        UNIQUE (organization, report_id, tenant, digest)
+    );
+    INSERT INTO reports_v3 (id, organization, report_id, tenant, contact_info, start_time,
+        end_time, received_time, source, raw_gzip, digest)
+    SELECT id, organization, report_id, tenant, contact_info, start_time, end_time,
+        received_time, source, raw_gzip, '' FROM reports;
+    DROP TABLE reports;
+    ALTER TABLE reports_v3 RENAME TO reports;
+    CREATE INDEX reports_tenant_end ON reports (tenant, end_time);
+    CREATE INDEX reports_received ON reports (received_time);
+    CREATE INDEX reports_report_id ON reports (report_id);
+    CREATE INDEX reports_end ON reports (end_time);
+    CREATE INDEX reports_key ON reports (organization, report_id);",
 ];
+
+/// The migration (1-based) after which stored digests are computed from the raw JSON.
+const DIGEST_MIGRATION: usize = 3;
 
 /// The SQLite-backed [`ReportStore`].
 pub struct SqliteStore {
@@ -358,8 +432,13 @@ impl SqliteStore {
             )));
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Off while migrating (the bundled SQLite turns them on by default): a table rebuild
+        // drops the old table, which with foreign keys on would delete every policy row (ON
+        // DELETE CASCADE). `migrate` checks them instead. The pragma is a no-op in a
+        // transaction, so it is set here.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
         migrate(&mut conn)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -405,11 +484,39 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         tx.execute_batch(sql)?;
+        if i + 1 == DIGEST_MIGRATION {
+            backfill_digests(&tx)?;
+        }
         // user_version lives in the database header, written inside this transaction: a crash
         // leaves either the old schema and version or the new ones.
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
     }
+    let broken: Option<i64> = tx
+        .query_row("PRAGMA foreign_key_check", [], |r| r.get(1))
+        .optional()?;
+    if broken.is_some() {
+        return Err(StoreError::Corrupt(
+            "a migration left rows pointing at no report".into(),
+        ));
+    }
     tx.commit()?;
+    Ok(())
+}
+
+/// Computes the digest of every report stored before digests were kept.
+fn backfill_digests(conn: &Connection) -> Result<(), StoreError> {
+    let mut rows = Vec::new();
+    {
+        let mut stmt = conn.prepare("SELECT id, raw_gzip FROM reports WHERE digest = ''")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))? {
+            let (id, raw) = row?;
+            rows.push((id, canonical_digest(&gunzip(&raw)?)?));
+        }
+    }
+    let mut update = conn.prepare("UPDATE reports SET digest = ?2 WHERE id = ?1")?;
+    for (id, digest) in rows {
+        update.execute(params![id, digest])?;
+    }
     Ok(())
 }
 
@@ -460,24 +567,26 @@ fn report_spans(
     since: i64,
 ) -> Result<Vec<ReportSpan>, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT organization, start_time, end_time FROM reports
-         WHERE tenant = ?1 AND end_time > ?2 ORDER BY start_time, organization",
+        "SELECT organization, start_time, end_time, conflict, signing_domain, submitter_mismatch
+         FROM reports WHERE tenant = ?1 AND end_time > ?2 ORDER BY start_time, organization",
     )?;
     let rows = stmt.query_map(params![tenant, since], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
+        let span = ReportSpan {
+            organization: r.get(0)?,
+            start: OffsetDateTime::UNIX_EPOCH,
+            end: OffsetDateTime::UNIX_EPOCH,
+            conflict: r.get(3)?,
+            signing_domain: r.get(4)?,
+            submitter_mismatch: r.get(5)?,
+        };
+        Ok((span, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
     })?;
     let mut spans = Vec::new();
     for row in rows {
-        let (organization, start, end) = row?;
-        spans.push(ReportSpan {
-            organization,
-            start: from_unix(start)?,
-            end: from_unix(end)?,
-        });
+        let (mut span, start, end) = row?;
+        span.start = from_unix(start)?;
+        span.end = from_unix(end)?;
+        spans.push(span);
     }
     Ok(spans)
 }
@@ -547,6 +656,28 @@ fn failure_groups(
     Ok(groups)
 }
 
+/// Whether the report's organization and report-id are stored with this content for this
+/// tenant (a retry), and whether they are stored with other content (a conflict).
+fn key_holders(
+    conn: &Connection,
+    report: &Report,
+    tenant: &str,
+    digest: &str,
+) -> Result<(bool, bool), StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT tenant, digest FROM reports WHERE organization = ?1 AND report_id = ?2")?;
+    let rows = stmt.query_map(params![report.organization_name, report.report_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let (mut same, mut other) = (false, false);
+    for row in rows {
+        let (t, d) = row?;
+        same |= t == tenant && d == digest;
+        other |= d != digest;
+    }
+    Ok((same, other))
+}
+
 impl ReportStore for SqliteStore {
     fn stored_bytes(&self, since: OffsetDateTime, tenant: &str) -> Result<StoredBytes, StoreError> {
         // length() of a BLOB reads the record header, not the data: cheap per row, and the
@@ -595,14 +726,25 @@ impl ReportStore for SqliteStore {
             )));
         }
         let raw_gzip = gzip(&stored.raw_json)?;
+        let digest = canonical_digest(&stored.raw_json)?;
         let mut conn = self.lock();
         // IMMEDIATE takes the write lock up front, so a busy database fails here, not halfway.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let inserted = tx.execute(
+        let (same, other) = key_holders(&tx, report, &tenant, &digest)?;
+        if same {
+            return Ok(InsertOutcome::Duplicate);
+        }
+        if other {
+            tx.execute(
+                "UPDATE reports SET conflict = 1 WHERE organization = ?1 AND report_id = ?2",
+                params![report.organization_name, report.report_id],
+            )?;
+        }
+        tx.execute(
             "INSERT INTO reports (organization, report_id, tenant, contact_info, start_time,
-                end_time, received_time, source, raw_gzip)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (organization, report_id) DO NOTHING",
+                end_time, received_time, source, raw_gzip, digest, conflict, signing_domain,
+                submitter_mismatch)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 report.organization_name,
                 report.report_id,
@@ -613,14 +755,19 @@ impl ReportStore for SqliteStore {
                 stored.received.unix_timestamp(),
                 stored.source.as_str(),
                 raw_gzip,
+                digest,
+                other,
+                stored.signing_domain,
+                stored.submitter_mismatch,
             ],
         )?;
-        if inserted == 0 {
-            return Ok(InsertOutcome::Duplicate);
-        }
         insert_policies(&tx, tx.last_insert_rowid(), &tenant, &policies)?;
         tx.commit()?;
-        Ok(InsertOutcome::Inserted)
+        Ok(if other {
+            InsertOutcome::Conflicting
+        } else {
+            InsertOutcome::Inserted
+        })
     }
 
     fn summary(&self, tenant: &str, since: OffsetDateTime) -> Result<WindowData, StoreError> {
@@ -642,34 +789,43 @@ impl ReportStore for SqliteStore {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT organization, report_id, tenant, source, received_time, start_time, end_time,
-                raw_gzip
-             FROM reports WHERE report_id = ?1 ORDER BY organization",
+                raw_gzip, digest, conflict, signing_domain, submitter_mismatch
+             FROM reports WHERE report_id = ?1 ORDER BY organization, received_time, id",
         )?;
+        // Columns that need no conversion go straight into the record; the others are
+        // converted after, since a closure of query_map can only fail with rusqlite's error.
         let rows = stmt.query_map([report_id], |r| {
+            let record = ReportRecord {
+                organization: r.get(0)?,
+                report_id: r.get(1)?,
+                tenant: r.get(2)?,
+                source: Source::Https,
+                received: OffsetDateTime::UNIX_EPOCH,
+                start: OffsetDateTime::UNIX_EPOCH,
+                end: OffsetDateTime::UNIX_EPOCH,
+                raw_json: Vec::new(),
+                digest: r.get(8)?,
+                conflict: r.get(9)?,
+                signing_domain: r.get(10)?,
+                submitter_mismatch: r.get(11)?,
+            };
+            let times: [i64; 3] = [r.get(4)?, r.get(5)?, r.get(6)?];
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
+                record,
                 r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, i64>(6)?,
+                times,
                 r.get::<_, Vec<u8>>(7)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (organization, report_id, tenant, source, received, start, end, raw) = row?;
-            out.push(ReportRecord {
-                organization,
-                report_id,
-                tenant,
-                source: Source::parse(&source)?,
-                received: from_unix(received)?,
-                start: from_unix(start)?,
-                end: from_unix(end)?,
-                raw_json: gunzip(&raw)?,
-            });
+            let (mut record, source, [received, start, end], raw) = row?;
+            record.source = Source::parse(&source)?;
+            record.received = from_unix(received)?;
+            record.start = from_unix(start)?;
+            record.end = from_unix(end)?;
+            record.raw_json = gunzip(&raw)?;
+            out.push(record);
         }
         Ok(out)
     }
@@ -754,6 +910,8 @@ mod tests {
             received: RECEIVED,
             report: Report::from_json(&raw_json).unwrap(),
             raw_json,
+            signing_domain: None,
+            submitter_mismatch: false,
         }
     }
 
@@ -843,6 +1001,96 @@ mod tests {
                 .contains("Other Org", "20250301-example.com-1")
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn a_different_report_under_a_stored_key_is_stored_and_both_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        // A forged report showing no failures, under the key of a genuine one.
+        let genuine = stored("rfc-example.json", "example.com");
+        let mut forged = genuine.clone();
+        let text = String::from_utf8(forged.raw_json).unwrap();
+        forged.raw_json = text
+            .replace(
+                "\"total-successful-session-count\":980",
+                "\"total-successful-session-count\":9800",
+            )
+            .into_bytes();
+        assert_ne!(forged.raw_json, fixture("rfc-example.json"));
+        forged.report = Report::from_json(&forged.raw_json).unwrap();
+        assert_eq!(store.insert(&forged).unwrap(), InsertOutcome::Inserted);
+        assert_eq!(store.insert(&genuine).unwrap(), InsertOutcome::Conflicting);
+        let got = store.get("20250301-example.com-1").unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|r| r.conflict), "{got:?}");
+        // A retry of either is still a duplicate, even reformatted (the digest is of the
+        // canonical JSON, not of the bytes).
+        let mut reformatted = genuine.clone();
+        let value: serde_json::Value = serde_json::from_slice(&genuine.raw_json).unwrap();
+        reformatted.raw_json = serde_json::to_vec(&value).unwrap();
+        assert_ne!(reformatted.raw_json, genuine.raw_json);
+        assert_eq!(
+            store.insert(&reformatted).unwrap(),
+            InsertOutcome::Duplicate
+        );
+        assert_eq!(store.insert(&forged).unwrap(), InsertOutcome::Duplicate);
+        assert_eq!(count(&store, "reports"), 2);
+        let data = store
+            .summary("example.com", datetime!(2025-02-28 00:00 UTC))
+            .unwrap();
+        assert!(data.reports.iter().all(|r| r.conflict), "{data:?}");
+    }
+
+    #[test]
+    fn a_version_2_database_migrates_keeping_reports_and_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reports.db");
+        {
+            // A database as version 2 left it, with one report, its policy and failure.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute(
+                "INSERT INTO reports (organization, report_id, tenant, start_time, end_time,
+                    received_time, source, raw_gzip)
+                 VALUES ('Sender Org', '20250301-example.com-1', 'example.com', 1740787200,
+                    1740873599, 1740895200, 'mail', ?1)",
+                [gzip(&fixture("rfc-example.json")).unwrap()],
+            )
+            .unwrap();
+            conn.execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 INSERT INTO policies (report, policy_domain, policy_type, successful, failed)
+                 VALUES (1, 'example.com', 'sts', 980, 2);
+                 INSERT INTO failures (policy, result_type, failed_sessions)
+                 VALUES (1, 'certificate-expired', 2);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        assert_eq!(count(&store, "policies"), 1);
+        assert_eq!(count(&store, "failures"), 1);
+        let got = store.get("20250301-example.com-1").unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].source, Source::Mail);
+        assert_eq!(
+            got[0].digest,
+            canonical_digest(&fixture("rfc-example.json")).unwrap()
+        );
+        assert!(!got[0].conflict);
+        // The old report's retry is still a duplicate; other content under its key conflicts.
+        let r = stored("rfc-example.json", "example.com");
+        assert_eq!(store.insert(&r).unwrap(), InsertOutcome::Duplicate);
+        let mut other = r.clone();
+        other.raw_json = b"{\"x\":1}".to_vec();
+        assert_eq!(store.insert(&other).unwrap(), InsertOutcome::Conflicting);
+        // Foreign keys are on again after the migration: deleting cascades.
+        assert_eq!(store.prune(datetime!(2030-01-01 00:00 UTC)).unwrap(), 2);
+        assert_eq!(count(&store, "policies"), 0);
+        assert_eq!(count(&store, "failures"), 0);
     }
 
     #[test]

@@ -44,6 +44,36 @@ pub struct ReportSpan {
     pub start: OffsetDateTime,
     /// End of the covered period (exclusive).
     pub end: OffsetDateTime,
+    /// Another report with the same organization and report-id has different content.
+    pub conflict: bool,
+    /// The DKIM signing domain of a mailed report.
+    pub signing_domain: Option<String>,
+    /// Its submitter or contact-info domain is not of the signing domain.
+    pub submitter_mismatch: bool,
+}
+
+/// A reporting organization as named, with the DKIM signing domain that vouched for it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Sender {
+    /// `organization-name`: chosen by the sender, so only as good as the signature.
+    pub organization: String,
+    /// The DKIM signing domain (`None` for reports POSTed over HTTPS or mailed without the
+    /// DKIM policy).
+    pub signing_domain: Option<String>,
+    /// The report's `TLS-Report-Submitter` or `contact-info` domain is not the signing domain
+    /// nor below it.
+    pub submitter_mismatch: bool,
+}
+
+impl std::fmt::Display for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.organization)?;
+        match (&self.signing_domain, self.submitter_mismatch) {
+            (Some(d), false) => write!(f, " (DKIM {d})"),
+            (Some(d), true) => write!(f, " (DKIM {d}, which is not the submitter's: flagged)"),
+            (None, _) => f.write_str(" (unsigned)"),
+        }
+    }
 }
 
 /// Session totals of one policy type, summed over the window.
@@ -170,8 +200,14 @@ pub struct TenantSummary {
     pub failures_by_mx: BTreeMap<String, u64>,
     /// Distinct reporting organizations, sorted.
     pub organizations: Vec<String>,
+    /// Distinct (organization, signing domain, flag) triples, sorted: who vouched for each
+    /// organization name.
+    pub senders: Vec<Sender>,
     /// Distinct UTC days inside the window that some report covers.
     pub days_covered: u32,
+    /// Reports in the window that conflict with another report under the same organization
+    /// and report-id: at least one of them is not what it claims, so none is trusted.
+    pub conflicting_reports: usize,
     /// Whether the tenant can enforce / is healthy.
     pub verdict: Verdict,
 }
@@ -228,9 +264,39 @@ pub fn summarize(
         failures_by_result_type: by_type,
         failures_by_mx: by_mx,
         organizations: organizations.into_iter().map(str::to_string).collect(),
+        senders: senders(data),
         days_covered,
+        conflicting_reports: conflicting(data),
         verdict,
     }
+}
+
+fn senders(data: &WindowData) -> Vec<Sender> {
+    let set: BTreeSet<Sender> = data
+        .reports
+        .iter()
+        .map(|r| Sender {
+            organization: r.organization.clone(),
+            signing_domain: r.signing_domain.clone(),
+            submitter_mismatch: r.submitter_mismatch,
+        })
+        .collect();
+    set.into_iter().collect()
+}
+
+fn conflicting(data: &WindowData) -> usize {
+    data.reports.iter().filter(|r| r.conflict).count()
+}
+
+/// The reason a window with conflicting reports cannot be trusted, if it has any.
+fn conflict_reason(data: &WindowData) -> Option<String> {
+    let n = conflicting(data);
+    (n > 0).then(|| {
+        format!(
+            "{n} reports conflict with another report of the same organization-name and \
+             report-id: one may be forged, so the counts cannot be trusted (see `reports show`)"
+        )
+    })
 }
 
 /// Distinct UTC days in `[since, now)` that overlap some report's `[start, end)`.
@@ -286,6 +352,7 @@ fn testing_verdict(
         ));
     }
     reasons.extend(blocking_reasons(&data.failures));
+    reasons.extend(conflict_reason(data));
     Verdict {
         status: if reasons.is_empty() {
             VerdictStatus::ReadyToEnforce
@@ -303,6 +370,12 @@ fn enforce_verdict(data: &WindowData, failed: u64) -> Verdict {
         return Verdict {
             status: VerdictStatus::NoReports,
             reasons: vec!["no reports received in the window".to_string()],
+        };
+    }
+    if let Some(reason) = conflict_reason(data) {
+        return Verdict {
+            status: VerdictStatus::Warning,
+            reasons: vec![reason],
         };
     }
     if failed == 0 {
@@ -391,8 +464,9 @@ pub fn render_table(summaries: &[TenantSummary]) -> String {
     for s in summaries {
         let since = s.since.format(&Rfc3339).unwrap_or_default();
         let _ = writeln!(out, "\n{} ({}) since {since}", s.tenant, s.mode.as_str());
-        if !s.organizations.is_empty() {
-            let _ = writeln!(out, "  organizations: {}", s.organizations.join(", "));
+        if !s.senders.is_empty() {
+            let senders: Vec<String> = s.senders.iter().map(Sender::to_string).collect();
+            let _ = writeln!(out, "  organizations: {}", senders.join(", "));
         }
         if !s.failures_by_result_type.is_empty() {
             let _ = writeln!(out, "  failures by result-type:");
@@ -429,6 +503,9 @@ mod tests {
             } else {
                 start + time::Duration::seconds(86_399)
             },
+            conflict: false,
+            signing_domain: None,
+            submitter_mismatch: false,
         }
     }
 
@@ -605,6 +682,37 @@ mod tests {
     }
 
     #[test]
+    fn conflicting_reports_are_counted_and_block_or_warn() {
+        let mut data = clean_week();
+        data.reports[0].conflict = true;
+        data.reports[1].conflict = true;
+        let s = summarize(
+            "example.com",
+            Mode::Testing,
+            &data,
+            SINCE,
+            NOW,
+            &VerdictConfig::default(),
+        );
+        assert_eq!(s.conflicting_reports, 2);
+        assert_eq!(s.verdict.status, VerdictStatus::NotReady);
+        assert_eq!(s.verdict.reasons.len(), 1, "{:?}", s.verdict.reasons);
+        assert!(s.verdict.reasons[0].starts_with("2 reports conflict"));
+        data.failures.clear();
+        data.totals[0].failed = 0;
+        let s = summarize(
+            "example.com",
+            Mode::Enforce,
+            &data,
+            SINCE,
+            NOW,
+            &VerdictConfig::default(),
+        );
+        assert_eq!(s.verdict.status, VerdictStatus::Warning, "not healthy");
+        assert!(s.verdict.reasons[0].contains("cannot be trusted"));
+    }
+
+    #[test]
     fn days_are_clipped_to_the_window_and_counted_once() {
         let reports = vec![
             // Overlapping reports of the same day count once.
@@ -615,12 +723,18 @@ mod tests {
                 organization: "C".into(),
                 start: datetime!(2025-02-01 00:00 UTC),
                 end: datetime!(2025-02-02 00:00 UTC),
+                conflict: false,
+                signing_domain: None,
+                submitter_mismatch: false,
             },
             // A multi-day report straddling the window start covers only in-window days.
             ReportSpan {
                 organization: "D".into(),
                 start: datetime!(2025-02-27 00:00 UTC),
                 end: datetime!(2025-03-02 00:00 UTC),
+                conflict: false,
+                signing_domain: None,
+                submitter_mismatch: false,
             },
         ];
         assert_eq!(days_covered(&reports, SINCE, NOW), 2); // Mar 1 and Mar 3

@@ -207,6 +207,8 @@ fn insert(store: &SqliteStore, tenant: &str, json: Vec<u8>) {
             received: time::OffsetDateTime::now_utc(),
             report,
             raw_json: json,
+            signing_domain: None,
+            submitter_mismatch: false,
         })
         .unwrap();
     assert_eq!(outcome, InsertOutcome::Inserted);
@@ -756,4 +758,89 @@ async fn ingest_mail_defers_when_the_dkim_key_lookup_times_out() {
     assert!(err.contains("not authenticated yet"), "{err}");
     assert!(took < std::time::Duration::from_secs(60), "{took:?}");
     assert!(store(&cfg).get("dkim-timeout").unwrap().is_empty());
+}
+
+/// Issue 10, defect 3, by mail through the binary: a forged report stored first (as an
+/// unauthenticated POST would) no longer makes the genuine signed one a "duplicate"; the
+/// verdict says the counts cannot be trusted; a DKIM pass for another domain than the one
+/// the report names is recorded and flagged.
+#[test]
+fn a_genuine_mail_after_a_forgery_conflicts_and_signers_are_shown() {
+    let cfg = config(false);
+    let day = today().previous_day().unwrap();
+    let forged = report_json("Google Inc.", "g-1", "example.org", day, 500, &[]);
+    std::fs::create_dir_all(cfg.path().join("state")).unwrap();
+    insert(&store(&cfg), "example.org", forged);
+    let mut genuine: serde_json::Value = serde_json::from_slice(&report_json(
+        "Google Inc.",
+        "g-1",
+        "example.org",
+        day,
+        498,
+        &[("certificate-expired", "mx.example.org", 2)],
+    ))
+    .unwrap();
+    genuine["contact-info"] = "smtp-tls-reporting@google.com".into();
+    let genuine = serde_json::to_vec(&genuine).unwrap();
+    let mail = report_mail("google.com", "example.org", &genuine, Some(MTA));
+    let (code, out, err) = run(&["ingest-mail"], cfg.path(), &mail);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("stored, conflicting"), "{out}");
+    assert!(out.contains("(DKIM google.com)"), "{out}");
+
+    let (_, json, _) = run(&["reports", "--json"], cfg.path(), b"");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let org = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["tenant"] == "example.org")
+        .unwrap();
+    assert_eq!(org["conflicting_reports"], 2, "{org}");
+    assert_eq!(org["verdict"]["status"], "not-ready", "{org}");
+    let (code, shown, err) = run(&["reports", "show", "g-1"], cfg.path(), b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("2 different reports"), "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let signers: Vec<&serde_json::Value> = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["signing-domain"])
+        .collect();
+    assert_eq!(signers, [&serde_json::Value::Null, &"google.com".into()]);
+
+    // A valid signature of evil.example on a report whose contact-info is Google's.
+    let mut evil: serde_json::Value = serde_json::from_slice(&report_json(
+        "Google Inc.",
+        "e-1",
+        "example.org",
+        day,
+        5,
+        &[],
+    ))
+    .unwrap();
+    evil["contact-info"] = "smtp-tls-reporting@google.com".into();
+    let evil = serde_json::to_vec(&evil).unwrap();
+    let mail = report_mail("evil.example", "example.org", &evil, Some(MTA));
+    let (code, out, err) = run(&["ingest-mail"], cfg.path(), &mail);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            "contact-info google.com not at or below the DKIM signing domain evil.example"
+        ),
+        "{out}"
+    );
+    let (_, _, err) = run(&["reports", "show", "e-1"], cfg.path(), b"");
+    assert!(
+        err.contains("DKIM signing domain evil.example (flagged"),
+        "{err}"
+    );
+    let (_, table, _) = run(&["reports", "--domain", "example.org"], cfg.path(), b"");
+    assert!(
+        table.contains("Google Inc. (DKIM evil.example, which is not the submitter's: flagged)"),
+        "{table}"
+    );
+    assert!(table.contains("Google Inc. (DKIM google.com)"), "{table}");
+    assert!(table.contains("Google Inc. (unsigned)"), "{table}");
 }

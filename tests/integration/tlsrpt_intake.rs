@@ -617,3 +617,96 @@ async fn curl_over_h2_reads_early_refusals() {
     }
     running.stop().await;
 }
+
+/// Issue 10, defect 3: an unauthenticated POST under a genuine report's key must not suppress
+/// it, and a report naming two tenants counts for both.
+#[tokio::test]
+async fn a_forged_report_under_a_genuine_key_conflicts_instead_of_suppressing_it() {
+    let cfg = config();
+    let running = start(&cfg).await;
+    let client = running.client();
+    let day = time::OffsetDateTime::now_utc()
+        .date()
+        .previous_day()
+        .unwrap();
+    let forged = crate::common::report_json("Google Inc.", "g-1", "example.com", day, 500, &[]);
+    let genuine = crate::common::report_json(
+        "Google Inc.",
+        "g-1",
+        "example.com",
+        day,
+        498,
+        &[("certificate-expired", "mx.example.com", 2)],
+    );
+    let got = client
+        .post_report(
+            REPORT_HOST,
+            "example.com",
+            "application/tlsrpt+json",
+            forged,
+        )
+        .await
+        .unwrap();
+    assert_eq!(&got.body[..], b"report stored\n");
+    let got = client
+        .post_report(
+            REPORT_HOST,
+            "example.com",
+            "application/tlsrpt+json",
+            genuine,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.status, StatusCode::OK);
+    let body = String::from_utf8_lossy(&got.body).into_owned();
+    assert!(body.contains("differs, both are flagged"), "{body}");
+    let stored = store(&cfg).get("g-1").unwrap();
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|r| r.conflict));
+
+    let v = crate::common::admin_get(
+        running.admin_addr,
+        "/api/v1/tenants/example.com/tlsrpt?since=7d",
+    )
+    .await
+    .json();
+    assert_eq!(v["conflicting_reports"], 2, "{v}");
+    assert_eq!(v["verdict"]["status"], "not-ready", "{v}");
+    let reasons = v["verdict"]["reasons"].to_string();
+    assert!(reasons.contains("2 reports conflict"), "{v}");
+
+    // One report covering both tenants, POSTed for one of them, counts for each.
+    let mut both: serde_json::Value = serde_json::from_slice(&crate::common::report_json(
+        "Sender Org",
+        "two-1",
+        "example.com",
+        day,
+        10,
+        &[],
+    ))
+    .unwrap();
+    let policies = both["policies"].as_array_mut().unwrap();
+    let mut other = policies[0].clone();
+    other["policy"]["policy-domain"] = "example.org".into();
+    policies.push(other);
+    let got = client
+        .post_report(
+            REPORT_HOST,
+            "example.com",
+            "application/tlsrpt+json",
+            serde_json::to_vec(&both).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.status, StatusCode::OK, "{:?}", got.body);
+    let mut tenants: Vec<String> = store(&cfg)
+        .get("two-1")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.tenant)
+        .collect();
+    tenants.sort();
+    assert_eq!(tenants, ["example.com", "example.org"]);
+    assert_eq!(stored_reports(&cfg, "example.org"), 1);
+    running.stop().await;
+}

@@ -129,8 +129,9 @@ async fn a_corrupt_database_does_not_stop_serving() {
     .await;
 }
 
-/// A report for `domain` padded with `n` bytes of random hex in a field RFC 8460 does not
-/// define (kept in the raw JSON), as an attacker filling the disk would send.
+/// A report for `domain` padded with `n` bytes of random hex in its `policy-string` (a field
+/// RFC 8460 defines, so kept in the raw JSON; large unknown fields are not), as an attacker
+/// filling the disk would send.
 fn padded_report(report_id: &str, domain: &str, n: usize, seed: &mut u64) -> Vec<u8> {
     let json = crate::common::report_json(
         "filler.example",
@@ -149,7 +150,7 @@ fn padded_report(report_id: &str, domain: &str, n: usize, seed: &mut u64) -> Vec
         *seed ^= *seed << 17;
         pad.push_str(&format!("{:016x}", *seed));
     }
-    value["x-padding"] = serde_json::Value::String(pad);
+    value["policies"][0]["policy"]["policy-string"] = serde_json::json!([pad]);
     serde_json::to_vec(&value).unwrap()
 }
 

@@ -141,7 +141,7 @@ fn domain_like(s: &str) -> Option<String> {
 
 /// `signer` may vouch for `domain`: equal, or a parent (`google.com` for `tls.google.com`).
 /// A signer without a dot (a TLD) vouches for nothing.
-fn signs_for(signer: &str, domain: &str) -> bool {
+pub(super) fn signs_for(signer: &str, domain: &str) -> bool {
     signer.contains('.')
         && (signer == domain
             || domain
@@ -152,28 +152,29 @@ fn signs_for(signer: &str, domain: &str) -> bool {
 /// Apply the DKIM policy: some trusted `Authentication-Results` says `dkim=pass` — or, with
 /// `verify_dkim`, a signature of `raw` verifies here — with a signing domain equal to or a parent
 /// of the submitter's domain (`TLS-Report-Submitter`, or the organization name when it is a
-/// domain, or — only without a submitter header — the From domain).
+/// domain, or — only without a submitter header — the From domain). Returns that signing
+/// domain, or `None` when the policy does not require a pass.
 pub fn check_dkim(
     extracted: &ExtractedReport,
     raw: &[u8],
     policy: &MailAuthPolicy,
-) -> Result<(), MailError> {
+) -> Result<Option<String>, MailError> {
     if !policy.require_dkim_pass {
-        return Ok(());
+        return Ok(None);
     }
     let wanted = wanted_signers(extracted)?;
     let (passed, mut seen) = trusted_results(extracted, policy, &wanted);
-    if passed {
-        return Ok(());
+    if let Some(signer) = passed {
+        return Ok(Some(signer));
     }
     if policy.verify_dkim {
         let verdicts = verify_message(raw, &policy.dns_servers);
-        if verdicts
+        if let Some(signer) = verdicts
             .passed
             .iter()
-            .any(|signer| wanted.iter().any(|d| signs_for(signer, d)))
+            .find(|signer| wanted.iter().any(|d| signs_for(signer, d)))
         {
-            return Ok(());
+            return Ok(Some(signer.clone()));
         }
         seen.extend(
             verdicts
@@ -235,13 +236,13 @@ fn wanted_signers(extracted: &ExtractedReport) -> Result<BTreeSet<String>, MailE
     Ok(wanted)
 }
 
-/// Whether a trusted `Authentication-Results` says `dkim=pass` for a wanted domain, and the
-/// other trusted results seen.
+/// The signing domain a trusted `Authentication-Results` says `dkim=pass` for (a wanted
+/// domain), and the other trusted results seen.
 fn trusted_results(
     extracted: &ExtractedReport,
     policy: &MailAuthPolicy,
     wanted: &BTreeSet<String>,
-) -> (bool, Vec<String>) {
+) -> (Option<String>, Vec<String>) {
     let trusted: Vec<String> = policy
         .trusted_authserv_ids
         .iter()
@@ -258,7 +259,7 @@ fn trusted_results(
         for (result, signer) in &ar.dkim {
             let signer = signer.as_deref().unwrap_or("?");
             if result == "pass" && wanted.iter().any(|d| signs_for(signer, d)) {
-                return (true, seen);
+                return (Some(signer.to_owned()), seen);
             }
             seen.push(format!(
                 "dkim={result} header.d={signer} ({})",
@@ -266,7 +267,7 @@ fn trusted_results(
             ));
         }
     }
-    (false, seen)
+    (None, seen)
 }
 
 #[cfg(test)]

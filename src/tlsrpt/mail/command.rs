@@ -161,11 +161,19 @@ fn receipt_line(r: &MailReceipt) -> String {
     let what = match r.outcome {
         InsertOutcome::Inserted => "stored",
         InsertOutcome::Duplicate => "duplicate (already stored)",
+        InsertOutcome::Conflicting => "stored, conflicting with another report of the same id",
     };
     let mut line = format!(
         "{what}: report {:?} from {:?} for {}",
         r.report_id, r.organization, r.tenant
     );
+    for tenant in &r.also {
+        line.push_str(" and ");
+        line.push_str(tenant);
+    }
+    if let Some(signer) = &r.signing_domain {
+        line.push_str(&format!(" (DKIM {signer})"));
+    }
     for note in &r.notes {
         line.push_str("; ");
         line.push_str(note);
@@ -200,7 +208,7 @@ mod tests {
         assert_eq!(code, EX_OK);
         assert_eq!(
             out,
-            "stored: report \"2025-03-01T00:00:00Z_example.org\" from \"Google Inc.\" for example.org\n"
+            "stored: report \"2025-03-01T00:00:00Z_example.org\" from \"Google Inc.\" for example.org (DKIM google.com)\n"
         );
         let (code, out, _) = run(&config, false, &mail);
         assert_eq!(code, EX_OK);

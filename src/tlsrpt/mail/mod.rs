@@ -21,7 +21,7 @@ mod testutil;
 use time::OffsetDateTime;
 
 use super::decode::Limits;
-use super::intake::accept;
+use super::intake::{Origin, Tenants, accept};
 use super::report::{ReportError, normalize_domain};
 use super::store::{InsertOutcome, ReportStore, Source, StoreError};
 pub use crate::config::MailAuthPolicy;
@@ -70,8 +70,12 @@ pub struct MailIntake<'a> {
 /// What was done with a report mail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailReceipt {
-    /// The tenant the report was stored for.
+    /// The tenant the report was routed to and stored for.
     pub tenant: String,
+    /// The other tenants the report names, which it was stored for too.
+    pub also: Vec<String>,
+    /// The DKIM-verified signing domain (`None` when the DKIM policy is off).
+    pub signing_domain: Option<String>,
     /// `organization-name`.
     pub organization: String,
     /// `report-id`.
@@ -142,6 +146,46 @@ fn domain_of(value: &str) -> Option<String> {
     (!domain.is_empty()).then_some(domain)
 }
 
+/// Why the report's submitter (`TLS-Report-Submitter`) or `contact-info` domain is not the
+/// DKIM signing domain `signer` or below it, if it is not: the DKIM pass then vouches only
+/// for the signer, not for the name the report gives.
+fn submitter_mismatch(extracted: &ExtractedReport, signer: &str) -> Option<String> {
+    let contact = extracted
+        .report
+        .contact_info
+        .as_deref()
+        .and_then(contact_domain);
+    let named = [
+        ("TLS-Report-Submitter", extracted.submitter.clone()),
+        ("contact-info", contact),
+    ];
+    let off: Vec<String> = named
+        .into_iter()
+        .filter_map(|(what, d)| d.map(|d| (what, d)))
+        .filter(|(_, d)| !auth::signs_for(signer, d))
+        .map(|(what, d)| format!("{what} {d}"))
+        .collect();
+    (!off.is_empty()).then(|| {
+        format!(
+            "{} not at or below the DKIM signing domain {signer}: flagged",
+            off.join(" and ")
+        )
+    })
+}
+
+/// The domain of a `contact-info`: an address (`mailto:` or bare) or a URI's host.
+fn contact_domain(contact: &str) -> Option<String> {
+    let contact = contact.trim();
+    if let Some((_, rest)) = contact.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = host.split(':').next().unwrap_or(host);
+        let host = normalize_domain(host);
+        return (!host.is_empty()).then_some(host);
+    }
+    domain_of(contact.strip_prefix("mailto:").unwrap_or(contact))
+}
+
 /// Handle one report mail end to end: extract, authenticate, route, then [`accept`] like any
 /// other intake.
 pub fn ingest_message(
@@ -150,20 +194,32 @@ pub fn ingest_message(
     now: OffsetDateTime,
 ) -> Result<MailReceipt, MailError> {
     let extracted = extract_report(raw, &intake.limits)?;
-    check_dkim(&extracted, raw, intake.auth)?;
+    let signing_domain = check_dkim(&extracted, raw, intake.auth)?;
     let mut notes = Vec::new();
     let tenant = route(&extracted, intake.is_tenant, &mut notes)?;
+    let tenants = Tenants::of(tenant, &extracted.report, intake.is_tenant);
+    let mismatch = signing_domain
+        .as_deref()
+        .and_then(|signer| submitter_mismatch(&extracted, signer));
+    notes.extend(mismatch.clone());
+    let origin = Origin {
+        source: Source::Mail,
+        signing_domain: signing_domain.clone(),
+        submitter_mismatch: mismatch.is_some(),
+    };
     let accepted = accept(
         intake.store,
         &intake.quota,
-        tenant,
+        tenants,
         extracted.report,
         extracted.raw_json,
-        Source::Mail,
+        origin,
         now,
     )?;
     Ok(MailReceipt {
         tenant: accepted.tenant,
+        also: accepted.also,
+        signing_domain,
         organization: accepted.organization,
         report_id: accepted.report_id,
         outcome: accepted.outcome,
@@ -196,6 +252,84 @@ mod tests {
         let again = f.ingest(&mail).unwrap();
         assert_eq!(again.outcome, InsertOutcome::Duplicate);
         assert_eq!(again.exit_code(), EX_OK);
+    }
+
+    #[test]
+    fn the_signing_domain_is_recorded_and_a_pass_for_another_domain_is_flagged() {
+        let f = Fixture::new();
+        let genuine = f
+            .ingest(&report_mail(GOOD_AR, &fixture("google.json"), GOOGLE_NAME))
+            .unwrap();
+        assert_eq!(genuine.signing_domain.as_deref(), Some("google.com"));
+        assert!(genuine.notes.is_empty(), "{:?}", genuine.notes);
+        // A valid signature of evil.example on a report that names Google.
+        let json = String::from_utf8(fixture("google.json"))
+            .unwrap()
+            .replace("example.org", "example.com");
+        let evil_ar = GOOD_AR.replace("google.com", "evil.example");
+        let mail = String::from_utf8(report_mail(&evil_ar, json.as_bytes(), "r.json.gz"))
+            .unwrap()
+            .replace(
+                "TLS-Report-Submitter: google.com",
+                "TLS-Report-Submitter: evil.example",
+            )
+            .replace("example.org", "example.com");
+        let receipt = f.ingest(mail.as_bytes()).unwrap();
+        assert_eq!(receipt.organization, "Google Inc.");
+        assert_eq!(receipt.signing_domain.as_deref(), Some("evil.example"));
+        assert_eq!(
+            receipt.notes,
+            [
+                "contact-info google.com not at or below the DKIM signing domain evil.example: flagged"
+            ]
+        );
+        let stored = f.store.get("2025-03-01T00:00:00Z_example.com").unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].signing_domain.as_deref(), Some("evil.example"));
+        assert!(stored[0].submitter_mismatch);
+        let stored = f.store.get("2025-03-01T00:00:00Z_example.org").unwrap();
+        assert_eq!(stored[0].signing_domain.as_deref(), Some("google.com"));
+        assert!(!stored[0].submitter_mismatch);
+    }
+
+    #[test]
+    fn contact_info_domains_of_addresses_and_uris() {
+        assert_eq!(
+            contact_domain("mailto:a@Tls.Google.com").as_deref(),
+            Some("tls.google.com")
+        );
+        assert_eq!(contact_domain("a@b.example").as_deref(), Some("b.example"));
+        assert_eq!(
+            contact_domain("https://u@reports.example:8443/x?y").as_deref(),
+            Some("reports.example")
+        );
+    }
+
+    #[test]
+    fn a_report_naming_two_tenants_is_stored_for_both() {
+        let f = Fixture::new();
+        let mut value: serde_json::Value = serde_json::from_slice(&fixture("google.json")).unwrap();
+        let policies = value["policies"].as_array_mut().unwrap();
+        let mut other = policies[0].clone();
+        other["policy"]["policy-domain"] = "example.com".into();
+        policies.push(other);
+        let json = serde_json::to_vec(&value).unwrap();
+        let receipt = f.ingest(&report_mail(GOOD_AR, &json, GOOGLE_NAME)).unwrap();
+        let mut both = receipt.also.clone();
+        both.push(receipt.tenant.clone());
+        both.sort();
+        assert_eq!(both, ["example.com", "example.org"]);
+        let stored = f.store.get("2025-03-01T00:00:00Z_example.org").unwrap();
+        let tenants: Vec<&str> = stored.iter().map(|r| r.tenant.as_str()).collect();
+        assert_eq!(tenants.len(), 2);
+        assert!(tenants.contains(&"example.org") && tenants.contains(&"example.com"));
+        assert!(stored.iter().all(|r| !r.conflict));
+        assert_eq!(
+            f.ingest(&report_mail(GOOD_AR, &json, GOOGLE_NAME))
+                .unwrap()
+                .outcome,
+            InsertOutcome::Duplicate
+        );
     }
 
     #[test]
