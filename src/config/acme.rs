@@ -8,7 +8,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::field::{Bounds, Diags, Dur, duration_or, resolve};
+use super::field::{Bounds, Diags, Dur, duration_or, nameserver, resolve};
 use super::names::normalize_hostname;
 
 /// Let's Encrypt production directory.
@@ -401,14 +401,6 @@ fn compile_preflight(
         );
     }
     preflight
-}
-
-/// A name server as `address:port`, or a bare address on port 53.
-fn nameserver(text: &str) -> Result<SocketAddr, String> {
-    let text = text.trim();
-    text.parse::<SocketAddr>()
-        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-        .map_err(|_| format!("{text:?} is not an IP address or address:port"))
 }
 
 /// Order pacing over the defaults.

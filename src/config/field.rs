@@ -46,6 +46,14 @@ pub(super) fn duration_or(value: Option<Dur>, floor: Duration, default: Duration
     value.map_or(default, |Dur(d)| d.max(floor))
 }
 
+/// A name server as `address:port`, or a bare address on port 53 (ACME preflight, DKIM).
+pub(super) fn nameserver(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{text:?} is not an IP address or address:port"))
+}
+
 /// A path from the configuration: absolute as written, relative ones against the
 /// configuration directory whatever the working directory.
 pub(super) fn resolve(dir: &Path, path: &str) -> PathBuf {

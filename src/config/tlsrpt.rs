@@ -2,13 +2,13 @@
 //! and the DKIM policy for mailed reports. The values the intake runs on are defined here, in
 //! the pure configuration layer, so `tlsrpt` depends on `config` and never the other way.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::field::{Bounds, Diags, resolve};
+use super::field::{Bounds, Diags, nameserver, resolve};
 use super::names::normalize_hostname;
 
 /// Path prefix of the HTTPS intake; the tenant domain follows.
@@ -378,14 +378,6 @@ fn compile_mail(raw: &RawTlsRptMail, d: &mut Diags) -> MailAuthPolicy {
             .require_dkim_pass
             .unwrap_or(MailAuthPolicy::default().require_dkim_pass),
         verify_dkim: raw.verify_dkim.unwrap_or(false),
-        dns_servers: d.list(&raw.dns_servers, "tlsrpt.mail.dns_servers", dns_server),
+        dns_servers: d.list(&raw.dns_servers, "tlsrpt.mail.dns_servers", nameserver),
     }
-}
-
-/// `ip` or `ip:port` (port 53 by default).
-fn dns_server(text: &str) -> Result<SocketAddr, String> {
-    let text = text.trim();
-    text.parse::<SocketAddr>()
-        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-        .map_err(|_| format!("{text:?} is not an IP address or address:port"))
 }
