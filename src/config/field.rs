@@ -50,7 +50,10 @@ pub(super) fn duration_or(value: Option<Dur>, floor: Duration, default: Duration
 pub(super) fn nameserver(text: &str) -> Result<SocketAddr, String> {
     let text = text.trim();
     text.parse::<SocketAddr>()
-        .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
         .map_err(|_| format!("{text:?} is not an IP address or address:port"))
 }
 

@@ -1,5 +1,6 @@
 //! Small helpers shared by several modules.
 
+pub mod dns;
 pub mod http;
 
 use std::time::{SystemTime, UNIX_EPOCH};

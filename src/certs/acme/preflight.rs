@@ -6,7 +6,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
@@ -29,19 +28,8 @@ impl Checker {
         let mut builder = if cfg.nameservers.is_empty() {
             TokioResolver::builder_tokio()?
         } else {
-            let servers = cfg
-                .nameservers
-                .iter()
-                .map(|addr| {
-                    let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                    for conn in &mut ns.connections {
-                        conn.port = addr.port();
-                    }
-                    ns
-                })
-                .collect();
             TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
+                crate::util::dns::resolver_config(&cfg.nameservers),
                 TokioRuntimeProvider::default(),
             )
         };

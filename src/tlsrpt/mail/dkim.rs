@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::ResolverOpts;
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
 
 use super::normalize_domain;
@@ -92,17 +92,7 @@ fn authenticator(dns_servers: &[SocketAddr]) -> Result<MessageAuthenticator, Str
         opts.ndots = system.ndots;
         config
     } else {
-        let servers = dns_servers
-            .iter()
-            .map(|addr| {
-                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                for conn in &mut ns.connections {
-                    conn.port = addr.port();
-                }
-                ns
-            })
-            .collect();
-        ResolverConfig::from_name_servers(servers)
+        crate::util::dns::resolver_config(dns_servers)
     };
     MessageAuthenticator::new(config, opts).map_err(|e| e.to_string())
 }
