@@ -167,13 +167,6 @@ pub fn sts_record(tenant: &Tenant) -> String {
         .console_line()
 }
 
-/// The `_smtp._tls` record as the operator enters it, when the tenant needs one.
-pub fn tlsrpt_record(tenant: &Tenant, publishing: Publishing<'_>) -> Option<String> {
-    tenant_records(tenant, publishing)
-        .tlsrpt
-        .map(|r| r.console_line())
-}
-
 /// One DNS-relevant change between two snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -359,7 +352,7 @@ mod tests {
             .iter()
             .map(|d| {
                 let t = new.by_domain(d).unwrap();
-                let line = tlsrpt_record(t, publishing).unwrap();
+                let line = tenant_records(t, publishing).tlsrpt.unwrap().console_line();
                 assert!(
                     line.contains(&format!("https://tlsrpt.operator.example/tlsrpt/{d}")),
                     "{line}"
@@ -369,7 +362,7 @@ mod tests {
             .collect();
         assert_eq!(logged, expected);
         assert_eq!(
-            tlsrpt_record(new.by_domain("a.example").unwrap(), Publishing::default()),
+            tenant_records(new.by_domain("a.example").unwrap(), Publishing::default()).tlsrpt,
             None
         );
     }
