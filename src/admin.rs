@@ -361,15 +361,14 @@ fn bearer_credentials(value: &str) -> Option<&str> {
 }
 
 /// Compares in time independent of where, and whether in length, the two differ: both sides
-/// are hashed to 32 bytes first, and every byte of the digests is looked at.
+/// are hashed to 32 bytes first, and the digests are compared in constant time.
 fn same_token(given: &str, token: &str) -> bool {
-    use sha2::{Digest, Sha256};
-    let (a, b) = (Sha256::digest(given), Sha256::digest(token));
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
-    diff == 0
+    use aws_lc_rs::digest::{SHA256, digest};
+    let (a, b) = (
+        digest(&SHA256, given.as_bytes()),
+        digest(&SHA256, token.as_bytes()),
+    );
+    aws_lc_rs::constant_time::verify_slices_are_equal(a.as_ref(), b.as_ref()).is_ok()
 }
 
 /// The records to publish for `tenant`, with `public_hostname` applied live.
@@ -472,25 +471,12 @@ fn tenant_list(state: &AdminState) -> serde_json::Value {
 /// The tenant domain named in a path segment, as A-labels: clients send a U-label
 /// percent-encoded (`m%C3%BCller.example`), people type a trailing dot or capitals.
 fn path_domain(raw: &str) -> Option<String> {
-    let decoded = percent_decode(raw)?;
+    // A broken escape stays as `%…`, which no host name accepts.
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?;
     let name = decoded.strip_suffix('.').unwrap_or(&decoded);
     crate::config::normalize_hostname(name).ok()
-}
-
-/// `%XX` escapes to bytes; `None` for a broken escape or bytes that are not UTF-8.
-fn percent_decode(raw: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut bytes = raw.bytes();
-    while let Some(b) = bytes.next() {
-        if b == b'%' {
-            let high = char::from(bytes.next()?).to_digit(16)?;
-            let low = char::from(bytes.next()?).to_digit(16)?;
-            out.push(u8::try_from(high * 16 + low).ok()?);
-        } else {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn no_such_tenant() -> Response<Full<Bytes>> {

@@ -6,7 +6,6 @@
 use std::fmt;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
 /// Largest `max_age` RFC 8461 §3.2 allows (about one year).
 pub const MAX_AGE_LIMIT: u64 = 31_557_600;
@@ -102,15 +101,24 @@ pub fn render(mode: Mode, mx: &[String], max_age: u64) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Lowercase hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use std::fmt::Write;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    digest
+        .as_ref()
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
 /// SHA-256 of the body as lowercase hex, cut to [`ID_LEN`]: stable across machines, restarts and
 /// Rust versions, and only `[0-9a-f]`, which the `sts-id` grammar accepts.
 pub fn policy_id(body: &[u8]) -> String {
-    let digest = Sha256::digest(body);
-    let mut id = String::with_capacity(ID_LEN);
-    for byte in digest.iter().take(ID_LEN / 2) {
-        id.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
-        id.push(char::from_digit(u32::from(byte & 0x0f), 16).unwrap_or('0'));
-    }
+    let mut id = sha256_hex(body);
+    id.truncate(ID_LEN);
     id
 }
 

@@ -120,15 +120,11 @@ pub struct ReportRecord {
 /// sender's retry with other formatting or key order is still the same report. serde_json's
 /// map is ordered by key (its `preserve_order` feature is off).
 pub fn canonical_digest(raw_json: &[u8]) -> Result<String, StoreError> {
-    use sha2::{Digest, Sha256};
     let value: serde_json::Value = serde_json::from_slice(raw_json)
         .map_err(|e| StoreError::Rejected(format!("report is not JSON: {e}")))?;
     let canonical = serde_json::to_vec(&value)
         .map_err(|e| StoreError::Db(format!("serializing report: {e}")))?;
-    Ok(Sha256::digest(&canonical)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(crate::policy::sha256_hex(&canonical))
 }
 
 /// Storage failures, split by what the caller should do about them.
