@@ -247,35 +247,145 @@ fn domain_of(c: &Change) -> &str {
     }
 }
 
-/// Logs every change once, at info: the exact record to publish, and whether the tenant is
-/// ready (certificate valid) for it to be published now.
+/// Above this many changes in one reload, the log gets one summary line instead of a line per
+/// record (a bulk file of 200 000 tenants must not write 200 000 lines); the records are at
+/// debug level, and `mta-stsd dns --admin` or `GET /api/v1/tenants/<d>` has every one.
+pub const LOG_EACH_LIMIT: usize = 20;
+
+/// How many domains a summary line names.
+const SUMMARY_DOMAINS: usize = 5;
+
+/// Logs each new `_mta-sts` / `_smtp._tls` record and each removal, or one summary line when
+/// there are more than [`LOG_EACH_LIMIT`].
 pub fn log_changes(old: &Snapshot, new: &Snapshot, board: &CertBoard, publishing: Publishing<'_>) {
-    let now = crate::util::unix_now();
-    for change in changes(old, new, publishing) {
-        match change {
-            Change::StsId {
-                domain,
-                record,
-                added,
-            } => {
-                let ready = new
-                    .by_domain(&domain)
-                    .is_some_and(|t| is_ready(new, board, t, now));
-                tracing::info!(%domain, ready, added, "{record}");
-            }
-            Change::TlsRpt { domain, record } => tracing::info!(%domain, "{record}"),
-            Change::TlsRptRemoved { domain } => {
-                tracing::info!(%domain, "_smtp._tls.{domain} TXT record is no longer configured; remove it")
-            }
-            Change::Removed { domain, mode } if mode != Mode::None => tracing::warn!(
-                %domain, %mode,
-                "tenant removed while its policy was {mode}: senders keep the cached policy until max_age passes; RFC 8461 §8.3 withdraws with mode none and a new id first"
-            ),
-            Change::Removed { domain, .. } => tracing::info!(
-                %domain,
-                "tenant removed; its _mta-sts.{domain} TXT record can go once the earlier policies' max_age has passed"
-            ),
+    let all = changes(old, new, publishing);
+    let summarize = all.len() > LOG_EACH_LIMIT;
+    if summarize {
+        let summary = ChangeSummary::of(&all);
+        if summary.removed_live > 0 {
+            tracing::warn!(changes = all.len(), "{summary}");
+        } else {
+            tracing::info!(changes = all.len(), "{summary}");
         }
+    }
+    let now = crate::util::unix_now();
+    for change in all {
+        if summarize {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                log_change_at_debug(change);
+            }
+        } else {
+            log_change(new, board, change, now);
+        }
+    }
+}
+
+fn log_change(new: &Snapshot, board: &CertBoard, change: Change, now: i64) {
+    match change {
+        Change::StsId {
+            domain,
+            record,
+            added,
+        } => {
+            let ready = new
+                .by_domain(&domain)
+                .is_some_and(|t| is_ready(new, board, t, now));
+            tracing::info!(%domain, ready, added, "{record}");
+        }
+        Change::TlsRpt { domain, record } => tracing::info!(%domain, "{record}"),
+        Change::TlsRptRemoved { domain } => {
+            tracing::info!(%domain, "_smtp._tls.{domain} TXT record is no longer configured; remove it")
+        }
+        Change::Removed { domain, mode } if mode != Mode::None => tracing::warn!(
+            %domain, %mode,
+            "tenant removed while its policy was {mode}: senders keep the cached policy until max_age passes; RFC 8461 §8.3 withdraws with mode none and a new id first"
+        ),
+        Change::Removed { domain, .. } => tracing::info!(
+            %domain,
+            "tenant removed; its _mta-sts.{domain} TXT record can go once the earlier policies' max_age has passed"
+        ),
+    }
+}
+
+fn log_change_at_debug(change: Change) {
+    match change {
+        Change::StsId {
+            domain,
+            record,
+            added,
+        } => tracing::debug!(%domain, added, "{record}"),
+        Change::TlsRpt { domain, record } => tracing::debug!(%domain, "{record}"),
+        Change::TlsRptRemoved { domain } => {
+            tracing::debug!(%domain, "_smtp._tls.{domain} TXT record is no longer configured")
+        }
+        Change::Removed { domain, mode } => tracing::debug!(%domain, %mode, "tenant removed"),
+    }
+}
+
+/// The counts one summary line reports, and the first domains changed.
+#[derive(Debug, Default, PartialEq)]
+pub struct ChangeSummary {
+    /// New `_mta-sts` ids, including those of added tenants.
+    pub new_ids: usize,
+    /// Tenants that were not served before.
+    pub added: usize,
+    /// New or changed `_smtp._tls` records.
+    pub tlsrpt: usize,
+    /// `_smtp._tls` records no longer configured.
+    pub tlsrpt_removed: usize,
+    /// Tenants no longer served.
+    pub removed: usize,
+    /// Of those, removed while their mode was not `none` (RFC 8461 §8.3).
+    pub removed_live: usize,
+    /// The first few domains, in order, without repeats.
+    pub first: Vec<String>,
+}
+
+impl ChangeSummary {
+    /// Counts `changes` (sorted by domain, as [`changes`] returns them).
+    pub fn of(changes: &[Change]) -> ChangeSummary {
+        let mut s = ChangeSummary::default();
+        for change in changes {
+            match change {
+                Change::StsId { added, .. } => {
+                    s.new_ids += 1;
+                    s.added += usize::from(*added);
+                }
+                Change::TlsRpt { .. } => s.tlsrpt += 1,
+                Change::TlsRptRemoved { .. } => s.tlsrpt_removed += 1,
+                Change::Removed { mode, .. } => {
+                    s.removed += 1;
+                    s.removed_live += usize::from(*mode != Mode::None);
+                }
+            }
+            let domain = domain_of(change);
+            if s.first.len() < SUMMARY_DOMAINS && s.first.last().is_none_or(|d| d != domain) {
+                s.first.push(domain.to_string());
+            }
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for ChangeSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DNS records changed: {} new _mta-sts ids ({} new tenants), {} _smtp._tls records changed, {} removed; {} tenants removed",
+            self.new_ids, self.added, self.tlsrpt, self.tlsrpt_removed, self.removed
+        )?;
+        if self.removed_live > 0 {
+            write!(
+                f,
+                " ({} while their mode was not none: senders keep those policies until max_age passes, RFC 8461 §8.3)",
+                self.removed_live
+            )?;
+        }
+        write!(
+            f,
+            "; first: {}; every record: `mta-stsd dns --admin URL` or debug logs",
+            self.first.join(", ")
+        )
     }
 }
 
@@ -389,5 +499,41 @@ mod tests {
         let other = snap("domain: a.example\nmode: enforce\nmx: [mx.a.example]\n");
         let newer = other.by_domain("a.example").unwrap();
         assert!(!is_ready(&s, &board, newer, 1000), "body not served yet");
+    }
+
+    #[test]
+    fn a_summary_counts_every_kind_and_names_the_first_domains() {
+        let old = snap(
+            "- {domain: gone.example, mode: enforce, mx: [mx.g.example]}\n- {domain: off.example, mode: none, mx: [mx.o.example]}\n- {domain: b.example, mode: testing, mx: [mx.b.example], tlsrpt: {rua: [\"mailto:r@b.example\"]}}\n",
+        );
+        let new = snap(
+            "- {domain: a.example, mode: testing, mx: [mx.a.example], tlsrpt: {rua: [\"mailto:r@a.example\"]}}\n- {domain: b.example, mode: enforce, mx: [mx.b.example]}\n",
+        );
+        let all = changes(&old, &new, Publishing::default());
+        let summary = ChangeSummary::of(&all);
+        assert_eq!(
+            summary,
+            ChangeSummary {
+                new_ids: 2,
+                added: 1,
+                tlsrpt: 1,
+                tlsrpt_removed: 1,
+                removed: 2,
+                removed_live: 1,
+                first: ["a.example", "b.example", "gone.example", "off.example"]
+                    .map(String::from)
+                    .to_vec(),
+            }
+        );
+        assert_eq!(
+            summary.to_string(),
+            "DNS records changed: 2 new _mta-sts ids (1 new tenants), 1 _smtp._tls records changed, 1 removed; 2 tenants removed (1 while their mode was not none: senders keep those policies until max_age passes, RFC 8461 §8.3); first: a.example, b.example, gone.example, off.example; every record: `mta-stsd dns --admin URL` or debug logs"
+        );
+        let many: String = (0..9)
+            .map(|i| format!("- {{domain: d{i}.example, mode: testing, mx: [mx.example]}}\n"))
+            .collect();
+        let s = ChangeSummary::of(&changes(&old, &snap(&many), Publishing::default()));
+        assert_eq!(s.first.len(), SUMMARY_DOMAINS);
+        assert_eq!(s.first[0], "b.example");
     }
 }
