@@ -222,11 +222,11 @@ impl Collector for StateCollector {
         let snapshot = s.registry.load();
         let certs: HashMap<String, CertStatus> = s.board.all().into_iter().collect();
         let tenants = snapshot.sorted();
-        encode_tenants_by_mode(&mut enc, &tenants)?;
-        encode_policy_info(&mut enc, &tenants)?;
-        encode_readiness(&mut enc, &tenants, &certs, now)?;
+        encode_tenants_by_mode(&mut enc, tenants)?;
+        encode_policy_info(&mut enc, tenants)?;
+        encode_readiness(&mut enc, tenants, &certs, now)?;
         let report_host = s.reloader.running().tlsrpt.report_host.as_deref();
-        encode_certificates(&mut enc, &Subject::all(&tenants, report_host), &certs)?;
+        encode_certificates(&mut enc, &Subject::all(tenants, report_host), &certs)?;
 
         encode_reload_status(&mut enc, &s.reloader.status())?;
         if let Some(tlsrpt) = &s.tlsrpt {

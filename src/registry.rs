@@ -4,7 +4,7 @@
 //! atomic store; a request loads the pointer once and sees one consistent table throughout.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 
@@ -14,6 +14,9 @@ use crate::config::{Diagnostic, Tenant};
 #[derive(Debug, Default)]
 pub struct Snapshot {
     by_host: HashMap<String, Arc<Tenant>>,
+    /// Sorted by domain on first use (API pages, metrics), then shared by every reader of
+    /// this snapshot: one sort per generation, not one per request.
+    sorted: OnceLock<Vec<Arc<Tenant>>>,
     /// Increases by one with every swap; 0 for the first.
     pub generation: u64,
     /// Diagnostics of the configuration this snapshot was built from.
@@ -26,6 +29,7 @@ impl Snapshot {
         let by_host = tenants.into_iter().map(|t| (t.host.clone(), t)).collect();
         Snapshot {
             by_host,
+            sorted: OnceLock::new(),
             generation: 0,
             diagnostics,
         }
@@ -47,10 +51,12 @@ impl Snapshot {
     }
 
     /// All tenants sorted by domain, for stable output.
-    pub fn sorted(&self) -> Vec<Arc<Tenant>> {
-        let mut list: Vec<_> = self.by_host.values().cloned().collect();
-        list.sort_by(|a, b| a.domain.cmp(&b.domain));
-        list
+    pub fn sorted(&self) -> &[Arc<Tenant>] {
+        self.sorted.get_or_init(|| {
+            let mut list: Vec<_> = self.by_host.values().cloned().collect();
+            list.sort_by(|a, b| a.domain.cmp(&b.domain));
+            list
+        })
     }
 
     /// Number of tenants.

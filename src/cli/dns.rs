@@ -60,6 +60,32 @@ pub(super) fn dns(dir: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result
 /// Time allowed for the admin API to answer `dns --admin`.
 const ADMIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Every tenant of the running state, page by page (the cursor is the last domain, an
+/// A-label, so it needs no escaping).
+fn all_tenants(url: &str, token: Option<&str>) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut tenants = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!(
+                "/api/v1/tenants?limit={}&cursor={c}",
+                crate::admin::MAX_LIMIT
+            ),
+            None => format!("/api/v1/tenants?limit={}", crate::admin::MAX_LIMIT),
+        };
+        let body = super::admin_client::get_blocking(url, &path, token, ADMIN_TIMEOUT)?;
+        let mut page: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| anyhow::anyhow!("{url}: the answer is not JSON: {e}"))?;
+        if let Some(list) = page["tenants"].as_array_mut() {
+            tenants.append(list);
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) if cursor.as_deref() != Some(next) => cursor = Some(next.to_owned()),
+            _ => return Ok(tenants),
+        }
+    }
+}
+
 /// `dns --admin`: the records of the running state, with readiness.
 pub(super) fn dns_from_admin(
     url: &str,
@@ -68,11 +94,7 @@ pub(super) fn dns_from_admin(
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     let token = token_file.map(crate::admin::read_token).transpose()?;
-    let body =
-        super::admin_client::get_blocking(url, "/api/v1/tenants", token.as_deref(), ADMIN_TIMEOUT)?;
-    let list: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| anyhow::anyhow!("{url}: the answer is not JSON: {e}"))?;
-    let tenants = list["tenants"].as_array().cloned().unwrap_or_default();
+    let tenants = all_tenants(url, token.as_deref())?;
     if json {
         let out_list: Vec<_> = tenants
             .iter()

@@ -651,3 +651,93 @@ async fn a_bulk_reload_logs_one_summary_line() {
         0
     );
 }
+
+/// `GET /api/v1/tenants` in pages, with filters; `dns --admin` follows the pages to the end.
+#[tokio::test]
+async fn the_tenant_list_pages_filters_and_dns_follows_every_page() {
+    let cfg = TestConfig::new();
+    let bulk: String = (0..1005)
+        .map(|i| {
+            let mode = if i % 5 == 0 { "enforce" } else { "testing" };
+            format!("- {{domain: t{i:04}.example, mode: {mode}, mx: [mx.example.net]}}\n")
+        })
+        .collect();
+    cfg.tenant("bulk.yaml", &bulk);
+    let running = start(&cfg).await;
+    let addr = running.admin_addr;
+
+    let first = admin_get(addr, "/api/v1/tenants").await.json();
+    assert_eq!(first["count"], 100, "the default page");
+    assert_eq!(first["total"], 1005);
+    assert_eq!(first["next_cursor"], "t0099.example");
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/tenants?limit=400&mode=enforce".to_string();
+    loop {
+        let page = admin_get(addr, &path).await.json();
+        assert_eq!(page["total"], 201);
+        for t in page["tenants"].as_array().unwrap() {
+            assert_eq!(t["mode"], "enforce");
+            seen.push(t["domain"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/v1/tenants?limit=400&mode=enforce&cursor={c}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..1005)
+        .step_by(5)
+        .map(|i| format!("t{i:04}.example"))
+        .collect();
+    assert_eq!(seen, expected);
+
+    let found = admin_get(addr, "/api/v1/tenants?q=T100&ready=true")
+        .await
+        .json();
+    let names: Vec<&str> = found["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "t1000.example",
+            "t1001.example",
+            "t1002.example",
+            "t1003.example",
+            "t1004.example"
+        ]
+    );
+    let none = admin_get(addr, "/api/v1/tenants?ready=false").await.json();
+    assert_eq!(
+        (none["total"].clone(), none["next_cursor"].clone()),
+        (0.into(), serde_json::Value::Null)
+    );
+
+    let bad = admin_get(addr, "/api/v1/tenants?limit=5000").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.json()["error"].as_str().unwrap().starts_with("limit:"),
+        "{}",
+        bad.body
+    );
+
+    let url = format!("http://{addr}");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(binary())
+            .args(["dns", "--admin", &url, "--json"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 1005);
+    assert_eq!(all[1004]["domain"], "t1004.example");
+}

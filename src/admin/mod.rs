@@ -31,6 +31,9 @@ use crate::publish::{Publishing, TenantRecords};
 use crate::registry::{Registry, Snapshot};
 use crate::reload::{ReloadStatus, Reloader, Trigger};
 
+mod list;
+pub use list::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT};
+
 /// Admin connections served at once: a scraper, an operator and a script or two.
 const MAX_CONNECTIONS: usize = 64;
 /// Time to send a request head.
@@ -227,7 +230,13 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
             json(status, &outcome)
         }
         (Method::GET, "/api/v1/status") => json(StatusCode::OK, &status(&state)),
-        (Method::GET, "/api/v1/tenants") => json(StatusCode::OK, &tenant_list(&state)),
+        (Method::GET, "/api/v1/tenants") => match ListQuery::parse(req.uri().query()) {
+            Ok(query) => json(StatusCode::OK, &tenant_list(&state, &query)),
+            Err(why) => json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "error": why }),
+            ),
+        },
         (Method::GET, p) if p.starts_with("/api/v1/tenants/") && p.ends_with("/tlsrpt") => {
             let raw = &p["/api/v1/tenants/".len()..p.len() - "/tlsrpt".len()];
             tlsrpt_summary(&state, raw, req.uri().query()).await
@@ -430,15 +439,18 @@ fn tenant_json(
     v
 }
 
-fn tenant_list(state: &AdminState) -> serde_json::Value {
+/// One page of the tenant list; `next_cursor` continues it (`null` on the last page).
+fn tenant_list(state: &AdminState, query: &ListQuery) -> serde_json::Value {
     let snapshot = state.registry.load();
     let status = state.reloader.status();
     let stale: std::collections::HashSet<&str> =
         status.stale_tenants.iter().map(String::as_str).collect();
     let errors = errors_by_file(&snapshot);
     let now = crate::util::unix_now();
-    let tenants: Vec<_> = snapshot
-        .sorted()
+    let ready = |t: &Tenant| crate::publish::is_ready(&snapshot, &state.board, t, now);
+    let page = list::page(snapshot.sorted(), query, &ready);
+    let tenants: Vec<_> = page
+        .tenants
         .iter()
         .map(|t| {
             tenant_json(
@@ -463,6 +475,9 @@ fn tenant_list(state: &AdminState) -> serde_json::Value {
     serde_json::json!({
         "generation": snapshot.generation,
         "count": tenants.len(),
+        "total": page.total,
+        "limit": query.limit,
+        "next_cursor": page.next_cursor,
         "tenants": tenants,
         "report_host": report_host,
     })
