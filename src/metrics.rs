@@ -6,7 +6,8 @@
 //!   [`crate::stats::Stats`]), which this module only reads;
 //! - per-tenant state (policy info, certificate expiry and state, readiness, tenants by mode,
 //!   configuration errors) produced at scrape time by [`Exporter`] from the live snapshot, the
-//!   certificate board and the reloader, so 100 000 tenants cost nothing between scrapes.
+//!   certificate board and the reloader, so 100 000 tenants cost nothing between scrapes;
+//!   which tenants get series of their own is `metrics.per_tenant` ([`select`]).
 //!
 //! Labels only ever come from configuration (tenant domains, file names) or fixed sets, never
 //! from request input. The output is OpenMetrics text; [`to_prometheus_text`] rewrites it for
@@ -30,6 +31,9 @@ use crate::reload::{ReloadStatus, Reloader};
 use crate::stats::{CLASSES, Metrics, Stats};
 
 mod process;
+mod select;
+
+use select::Chosen;
 
 /// The version and commit this binary was built from (`build.rs` embeds the commit).
 const BUILD: [(&str, &str); 2] = [
@@ -217,21 +221,26 @@ impl Collector for StateCollector {
         let now = crate::util::unix_now();
         process::encode(&mut enc)?;
         encode_listener(&mut enc, &s.stats)?;
-        encode_requests(&mut enc, &s.stats)?;
 
         let snapshot = s.registry.load();
         let certs: HashMap<String, CertStatus> = s.board.all().into_iter().collect();
         let tenants = snapshot.sorted();
+        let totals = s.tlsrpt.as_deref().map(window_totals).unwrap_or_default();
+        let per_tenant = s.reloader.running().metrics.per_tenant;
+        let chosen = Chosen::new(per_tenant, tenants, &certs, &totals, now);
+        encode_requests(&mut enc, &s.stats, chosen.per_domain_requests())?;
         encode_tenants_by_mode(&mut enc, tenants)?;
-        encode_policy_info(&mut enc, tenants)?;
-        encode_readiness(&mut enc, tenants, &certs, now)?;
+        encode_policy_info(&mut enc, &chosen.tenants)?;
+        encode_readiness(&mut enc, tenants, &chosen, &certs, now)?;
         let report_host = s.reloader.running().tlsrpt.report_host.as_deref();
-        encode_certificates(&mut enc, &Subject::all(tenants, report_host), &certs)?;
+        let subjects = Subject::all(tenants, report_host);
+        encode_certificates(&mut enc, &subjects, &chosen, &certs)?;
 
         encode_reload_status(&mut enc, &s.reloader.status())?;
         if let Some(tlsrpt) = &s.tlsrpt {
             encode_tlsrpt_intake(&mut enc, tlsrpt)?;
-            encode_tlsrpt_window(&mut enc, tlsrpt)?;
+            let totals: Vec<_> = totals.iter().filter(|t| chosen.has(&t.tenant)).collect();
+            encode_tlsrpt_window(&mut enc, tlsrpt, &totals)?;
         }
         Ok(())
     }
@@ -267,7 +276,27 @@ fn encode_listener(enc: &mut DescriptorEncoder, stats: &Stats) -> Result<(), std
 }
 
 /// Responses per tenant and status class, and the request duration histogram.
-fn encode_requests(enc: &mut DescriptorEncoder, stats: &Stats) -> Result<(), std::fmt::Error> {
+fn encode_requests(
+    enc: &mut DescriptorEncoder,
+    stats: &Stats,
+    per_domain: bool,
+) -> Result<(), std::fmt::Error> {
+    if !per_domain {
+        // One sum per class, without the domain label (`metrics.per_tenant` is not `all`).
+        let sum = stats.tenant_requests.totals();
+        let samples = CLASSES
+            .iter()
+            .zip(sum)
+            .map(|(class, n)| ([("class", *class)], ConstCounter::new(n)));
+        family(
+            enc,
+            "mta_stsd_requests",
+            REQUESTS_HELP,
+            MetricType::Counter,
+            samples,
+        )?;
+        return encode_duration(enc, stats);
+    }
     let per_tenant = stats.tenant_requests.values();
     let samples = per_tenant.iter().flat_map(|(domain, counts)| {
         CLASSES
@@ -285,11 +314,17 @@ fn encode_requests(enc: &mut DescriptorEncoder, stats: &Stats) -> Result<(), std
     family(
         enc,
         "mta_stsd_requests",
-        "HTTPS responses by tenant domain and status class (domain=\"\": tenant no longer configured)",
+        REQUESTS_HELP,
         MetricType::Counter,
         samples,
     )?;
+    encode_duration(enc, stats)
+}
 
+const REQUESTS_HELP: &str = "HTTPS responses by status class, and by tenant domain with metrics.per_tenant: all (domain=\"\": tenant no longer configured)";
+
+/// The request duration histogram.
+fn encode_duration(enc: &mut DescriptorEncoder, stats: &Stats) -> Result<(), std::fmt::Error> {
     let mut m = enc.encode_descriptor(
         "mta_stsd_request_duration_seconds",
         "Time from a request's arrival to its response being ready",
@@ -321,7 +356,7 @@ fn encode_tenants_by_mode(
 /// The mode and id of each tenant's served policy, as an info-style gauge.
 fn encode_policy_info(
     enc: &mut DescriptorEncoder,
-    tenants: &[Arc<Tenant>],
+    tenants: &[&Arc<Tenant>],
 ) -> Result<(), std::fmt::Error> {
     family(
         enc,
@@ -343,15 +378,27 @@ fn encode_policy_info(
 fn encode_readiness(
     enc: &mut DescriptorEncoder,
     tenants: &[Arc<Tenant>],
+    chosen: &Chosen<'_>,
     certs: &HashMap<String, CertStatus>,
     now: i64,
 ) -> Result<(), std::fmt::Error> {
+    let not_ready = tenants
+        .iter()
+        .filter(|t| !crate::publish::cert_ready(certs.get(&t.host), now))
+        .count();
+    single(
+        enc,
+        "mta_stsd_tenants_not_ready",
+        "Tenants whose current policy is not yet served with a valid certificate (their TXT ids must wait)",
+        MetricType::Gauge,
+        count_gauge(not_ready),
+    )?;
     family(
         enc,
         "mta_stsd_tenant_ready",
         "1 when the tenant's current policy is served with a valid certificate, so its TXT id may be published",
         MetricType::Gauge,
-        tenants.iter().map(|t| {
+        chosen.tenants.iter().map(|t| {
             let ready = crate::publish::cert_ready(certs.get(&t.host), now);
             (
                 [("domain", t.domain.as_str())],
@@ -399,14 +446,16 @@ impl<'a> Subject<'a> {
 fn encode_certificates(
     enc: &mut DescriptorEncoder,
     subjects: &[Subject<'_>],
+    chosen: &Chosen<'_>,
     certs: &HashMap<String, CertStatus>,
 ) -> Result<(), std::fmt::Error> {
+    let exported = |s: &&Subject<'_>| s.report_host || chosen.has(s.domain);
     family(
         enc,
         "mta_stsd_certificate_expiry_timestamp_seconds",
         "Unix time at which the served certificate of each tenant (and of the report host, role=\"report_host\") expires",
         MetricType::Gauge,
-        subjects.iter().filter_map(|s| {
+        subjects.iter().filter(exported).filter_map(|s| {
             let cert = certs.get(s.host)?.cert.as_ref()?;
             Some((s.labels(), ConstGauge::new(cert.not_after)))
         }),
@@ -425,11 +474,15 @@ fn encode_certificates(
         "mta_stsd_certificate_state",
         "Certificate state per tenant and of the report host (one series with value 1, labelled with the current state)",
         MetricType::Gauge,
-        subjects.iter().zip(&states).map(|(s, &state)| {
-            let mut labels = s.labels();
-            labels.push(("state", state));
-            (labels, ConstGauge::new(1i64))
-        }),
+        subjects
+            .iter()
+            .zip(&states)
+            .filter(|(s, _)| exported(s))
+            .map(|(s, &state)| {
+                let mut labels = s.labels();
+                labels.push(("state", state));
+                (labels, ConstGauge::new(1i64))
+            }),
     )?;
 
     let mut by_state: BTreeMap<&'static str, i64> =
@@ -540,10 +593,23 @@ fn encode_tlsrpt_stored(
     )
 }
 
+/// Sessions and failures per tenant over the trailing window, from the store.
+fn window_totals(tlsrpt: &crate::tlsrpt::TlsRpt) -> Vec<crate::tlsrpt::TenantWindowTotals> {
+    let window = tlsrpt.metrics_window();
+    match tlsrpt.window_totals(time::OffsetDateTime::now_utc(), window) {
+        Ok(totals) => totals,
+        Err(err) => {
+            tracing::warn!(error = %err, "TLS-RPT metrics unavailable for this scrape");
+            Vec::new()
+        }
+    }
+}
+
 /// The trailing window's length, and the sessions and failures reported within it per tenant.
 fn encode_tlsrpt_window(
     enc: &mut DescriptorEncoder,
     tlsrpt: &crate::tlsrpt::TlsRpt,
+    totals: &[&crate::tlsrpt::TenantWindowTotals],
 ) -> Result<(), std::fmt::Error> {
     single(
         enc,
@@ -561,13 +627,6 @@ fn encode_tlsrpt_window(
         count_gauge(window.as_secs()),
     )?;
     encode_tlsrpt_stored(enc, tlsrpt, window)?;
-    let totals = match tlsrpt.window_totals(time::OffsetDateTime::now_utc(), window) {
-        Ok(totals) => totals,
-        Err(err) => {
-            tracing::warn!(error = %err, "TLS-RPT metrics unavailable for this scrape");
-            Vec::new()
-        }
-    };
     family(
         enc,
         "mta_stsd_tlsrpt_sessions",

@@ -83,6 +83,18 @@ impl TenantRequests {
             .retain(|d, _| keep(d));
     }
 
+    /// The counts summed over every tenant and the unknown counters.
+    pub fn totals(&self) -> [u64; 5] {
+        let map = self.by_domain.read().unwrap_or_else(|e| e.into_inner());
+        let mut sum = self.unknown.values();
+        for counters in map.values() {
+            for (total, n) in sum.iter_mut().zip(counters.values()) {
+                *total += n;
+            }
+        }
+        sum
+    }
+
     /// Every tenant's counts sorted by domain, the unknown counters as domain `""`.
     pub fn values(&self) -> Vec<(String, [u64; 5])> {
         let map = self.by_domain.read().unwrap_or_else(|e| e.into_inner());

@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 pub use acme::{AcmeConfig, ChallengeKind};
 pub use names::{normalize_hostname, normalize_mx_pattern, validate_rua};
 pub use server::{
-    AdminConfig, DEFAULT_ADMIN_LISTEN, IssuerConfig, Limits, ReloadConfig, SERVER_FILE,
-    ServerConfig, TENANTS_DIR, TlsSettings, load_server_config,
+    AdminConfig, DEFAULT_ADMIN_LISTEN, IssuerConfig, Limits, MetricsConfig, PROBLEM_EXPIRY_DAYS,
+    PerTenant, ReloadConfig, SERVER_FILE, ServerConfig, TENANTS_DIR, TlsSettings,
+    load_server_config,
 };
 pub use tenant::{
     FileTenants, Tenant, TenantSet, assemble, assemble_shared, file_kind, is_tenant_file_name,

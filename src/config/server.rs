@@ -54,6 +54,40 @@ struct RawServer {
     reload: RawReload,
     #[serde(default)]
     tlsrpt: Option<Spanned<RawTlsRpt>>,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default)]
+    per_tenant: Option<PerTenant>,
+}
+
+/// Which tenants get their own series in `/metrics` (`metrics.per_tenant`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PerTenant {
+    /// Every tenant: a million tenants make a scrape of hundreds of megabytes.
+    All,
+    /// Only tenants that need attention: not ready, certificate not valid or expiring within
+    /// [`PROBLEM_EXPIRY_DAYS`], TLS-RPT failures in the window. Aggregates cover the rest.
+    #[default]
+    Problems,
+    /// No per-tenant series; aggregates only.
+    None,
+}
+
+/// A certificate expiring within this many days makes its tenant a problem: a week more than
+/// the 14 days of the expiring-soon alert, so its series exists well before the alert needs it.
+pub const PROBLEM_EXPIRY_DAYS: i64 = 21;
+
+/// The `metrics:` section.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Which tenants get their own series.
+    pub per_tenant: PerTenant,
 }
 
 #[derive(Deserialize)]
@@ -264,6 +298,8 @@ pub struct ServerConfig {
     pub admin: Option<AdminConfig>,
     /// File watching.
     pub reload: ReloadConfig,
+    /// What `/metrics` exports.
+    pub metrics: MetricsConfig,
     /// What the file says that works but is probably not meant (`check` prints these).
     pub warnings: Vec<Diagnostic>,
 }
@@ -287,6 +323,7 @@ impl ServerConfig {
         cmp(self.tlsrpt != next.tlsrpt, "tlsrpt");
         cmp(self.admin != next.admin, "admin");
         cmp(self.reload != next.reload, "reload");
+        cmp(self.metrics != next.metrics, "metrics");
         fields
     }
 }
@@ -365,6 +402,9 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
         tls,
         admin,
         reload,
+        metrics: MetricsConfig {
+            per_tenant: raw.metrics.per_tenant.unwrap_or_default(),
+        },
         tlsrpt,
         warnings: Vec::new(),
     }
@@ -517,6 +557,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(SERVER_FILE), yaml).unwrap();
         load_server_config(dir.path())
+    }
+
+    #[test]
+    fn metrics_per_tenant_defaults_to_problems_and_a_typo_is_an_error() {
+        let base = "listen: \"127.0.0.1:443\"\nstate_dir: s\nissuer: internal\n";
+        assert_eq!(
+            load_acme(base).unwrap().metrics.per_tenant,
+            PerTenant::Problems
+        );
+        let all = load_acme(&format!("{base}metrics:\n  per_tenant: all\n")).unwrap();
+        assert_eq!(all.metrics.per_tenant, PerTenant::All);
+        let errs = load_acme(&format!("{base}metrics:\n  per_tenant: most\n")).unwrap_err();
+        let text = errs[0].to_string();
+        assert!(text.contains(":5:") && text.contains("most"), "{text}");
+        let next = load_acme(&format!("{base}metrics:\n  per_tenant: none\n")).unwrap();
+        assert!(all.restart_required(&next).contains(&"metrics"));
+        let same = load_acme(&format!("{base}metrics:\n  per_tenant: all\n")).unwrap();
+        assert!(!all.restart_required(&same).contains(&"metrics"));
     }
 
     #[test]

@@ -514,7 +514,10 @@ async fn a_ca_that_forgot_the_account_gets_the_order_again_at_once() {
 async fn the_report_host_certificate_is_listed_and_exported_as_the_report_host() {
     const REPORT_HOST: &str = "reports.test";
     let setup = Setup::new(&["tenant.test"], "", false).await;
-    setup.edit_server(|s| format!("{s}tlsrpt:\n  report_host: {REPORT_HOST}\n"));
+    // Every tenant's series (the default exports only tenants needing attention).
+    setup.edit_server(|s| {
+        format!("{s}tlsrpt:\n  report_host: {REPORT_HOST}\nmetrics:\n  per_tenant: all\n")
+    });
     let running = setup.start().await;
     let valid = eventually(ISSUE_LIMIT, || async {
         [host("tenant.test"), REPORT_HOST.to_owned()]

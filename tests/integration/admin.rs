@@ -290,7 +290,7 @@ fn run_with_stdin(program: &str, args: &[&str], input: &str) -> (bool, String) {
 #[tokio::test]
 async fn metrics_pass_promtool_and_an_openmetrics_parser() {
     let cfg = TestConfig::with_server(&format!(
-        "{BASE_SERVER_YAML}tlsrpt:\n  report_host: reports.operator.test\n"
+        "{BASE_SERVER_YAML}tlsrpt:\n  report_host: reports.operator.test\nmetrics:\n  per_tenant: all\n"
     ));
     cfg.tenant("example.com.yaml", TESTING);
     cfg.tenant(
@@ -740,4 +740,81 @@ async fn the_tenant_list_pages_filters_and_dns_follows_every_page() {
     let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(all.as_array().unwrap().len(), 1005);
     assert_eq!(all[1004]["domain"], "t1004.example");
+}
+
+/// Scrapes the daemon `cfg` describes after one policy fetch.
+async fn scrape_after_one_fetch(cfg: &TestConfig) -> String {
+    let running = start(cfg).await;
+    running
+        .client()
+        .get_policy("mta-sts.example.com")
+        .await
+        .unwrap();
+    let body = admin_get(running.admin_addr, "/metrics").await.body;
+    running.stop().await;
+    body
+}
+
+/// `metrics.per_tenant`: by default only tenants needing attention get series of their own;
+/// the aggregates count everyone in every mode.
+#[tokio::test]
+async fn per_tenant_series_follow_the_metrics_mode() {
+    let scrape = |server: &str| {
+        let cfg = TestConfig::with_server(&format!("{BASE_SERVER_YAML}{server}"));
+        cfg.tenant("example.com.yaml", TESTING);
+        cfg.simple_tenant("example.org");
+        async move { scrape_after_one_fetch(&cfg).await }
+    };
+    let per_domain = |body: &str| {
+        body.lines()
+            .filter(|l| l.contains("domain=\"example."))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let aggregates = [
+        "mta_stsd_tenants{mode=\"testing\"} 2",
+        "mta_stsd_certificates{state=\"valid\"} 2",
+        "mta_stsd_requests_total{class=\"2xx\"} 1",
+    ];
+
+    // Healthy tenants with the default: aggregates only.
+    let healthy = scrape("").await;
+    assert_eq!(per_domain(&healthy), Vec::<String>::new());
+    for line in aggregates.iter().chain(&["mta_stsd_tenants_not_ready 0"]) {
+        assert!(healthy.contains(line), "missing {line:?} in\n{healthy}");
+    }
+
+    // Certificates that expire within three weeks make both tenants problems.
+    let short = "internal:\n  leaf_validity_days: 10\n";
+    let expiring = scrape(short).await;
+    for d in ["example.com", "example.org"] {
+        for family in [
+            "mta_stsd_certificate_expiry_timestamp_seconds",
+            "mta_stsd_certificate_state",
+            "mta_stsd_tenant_ready",
+            "mta_stsd_policy_info",
+        ] {
+            let prefix = format!("{family}{{domain=\"{d}\"");
+            assert!(
+                expiring.lines().any(|l| l.starts_with(&prefix)),
+                "no {prefix} in\n{expiring}"
+            );
+        }
+    }
+    for line in aggregates {
+        assert!(expiring.contains(line), "missing {line:?} in\n{expiring}");
+    }
+    assert!(!expiring.contains("mta_stsd_requests_total{domain="));
+
+    let none = scrape(&format!("{short}metrics:\n  per_tenant: none\n")).await;
+    assert_eq!(per_domain(&none), Vec::<String>::new());
+    let all = scrape("metrics:\n  per_tenant: all\n").await;
+    assert!(all.contains("mta_stsd_requests_total{domain=\"example.com\",class=\"2xx\"} 1"));
+    assert_eq!(
+        per_domain(&all)
+            .iter()
+            .filter(|l| l.starts_with("mta_stsd_tenant_ready{"))
+            .count(),
+        2
+    );
 }

@@ -11,7 +11,7 @@ const WITHOUT_RUA: &str = "domain: bare.example\nmode: enforce\nmx: [mx.bare.exa
 
 fn server_yaml(publish_endpoint: bool) -> String {
     format!(
-        "listen: \"127.0.0.1:0\"\nstate_dir: state\nissuer: internal\npublic_hostname: sts.operator.example\ntlsrpt:\n  report_host: tlsrpt.operator.example\n  publish_endpoint: {publish_endpoint}\n"
+        "listen: \"127.0.0.1:0\"\nstate_dir: state\nissuer: internal\npublic_hostname: sts.operator.example\ntlsrpt:\n  report_host: tlsrpt.operator.example\n  publish_endpoint: {publish_endpoint}\nmetrics:\n  per_tenant: all\n"
     )
 }
 
