@@ -8,6 +8,7 @@ pub mod acme;
 pub mod files;
 pub mod internal;
 pub mod provider;
+pub mod queue;
 pub mod store;
 
 use std::collections::HashMap;

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use super::internal::InternalCa;
+use super::queue::IssueQueue;
 use super::{CertInfo, CertResolver};
 use crate::config::Tenant;
 
@@ -149,7 +150,30 @@ pub trait CertProvider: Send + Sync {
     fn sync_extra(&self, hosts: &[String]) {
         let _ = hosts;
     }
+    /// Obtains `host`'s certificate on this (blocking) thread if the provider can do so at
+    /// once and it is still waiting; whether it is served now. A handshake for a host whose
+    /// certificate is queued calls this instead of refusing. The default can't (ACME orders
+    /// take seconds, files are what they are).
+    fn issue_now(&self, host: &str) -> bool {
+        let _ = host;
+        false
+    }
+    /// The provider's background work, for the daemon to run as a named task until `stop`.
+    fn background(self: Arc<Self>, stop: Stop) -> Option<Background> {
+        let _ = stop;
+        None
+    }
 }
+
+/// The daemon's stop signal, as tasks receive it.
+pub type Stop = tokio::sync::watch::Receiver<bool>;
+/// A provider's background task.
+pub type Background = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Hosts issued inline in one `sync` before the rest is left to the background workers: a few
+/// tenants (a first run, a small reload) are served with certificates the moment `sync`
+/// returns; a bulk add does not hold the reload for seconds.
+const INLINE_ISSUE_LIMIT: usize = 256;
 
 /// Removes resolver entries and statuses of hosts neither in `tenants` nor in `extra`; returns
 /// the hosts that remain, so providers share one definition of "removed".
@@ -173,12 +197,14 @@ pub(super) fn drop_removed(
     wanted
 }
 
-/// Issues from the internal CA: a leaf for every tenant that has none.
+/// Issues from the internal CA: a leaf for every tenant that has none, queued and issued by
+/// background workers on every core (a handshake for a host still queued issues it at once).
 pub struct InternalProvider {
     ca: InternalCa,
     resolver: Arc<CertResolver>,
     board: Arc<CertBoard>,
     extra: RwLock<Vec<String>>,
+    queue: IssueQueue,
 }
 
 impl InternalProvider {
@@ -189,12 +215,36 @@ impl InternalProvider {
             resolver,
             board,
             extra: RwLock::new(Vec::new()),
+            queue: IssueQueue::default(),
         }
     }
 
-    /// Issues a leaf for `host` unless one is served.
+    /// Queues a leaf for `host` unless one is served; the host is `pending` until issued.
     fn ensure(&self, host: &str) {
         if self.resolver.contains(host) {
+            return;
+        }
+        if self.board.get(host).is_none() {
+            self.board
+                .set(host, CertStatus::new(CertState::Pending, self.name()));
+        }
+        self.queue.push(host);
+    }
+
+    /// Issues what `ensure` queued: inline when that is little, else by the workers.
+    fn kick(&self) {
+        if self.queue.len() <= INLINE_ISSUE_LIMIT {
+            while let Some(host) = self.queue.pop() {
+                self.issue(&host);
+            }
+        } else {
+            self.queue.wake.notify_one();
+        }
+    }
+
+    /// Issues a leaf for `host` if it is still wanted (on the board) and has none.
+    fn issue(&self, host: &str) {
+        if self.resolver.contains(host) || self.board.get(host).is_none() {
             return;
         }
         match self.ca.issue(host) {
@@ -203,12 +253,54 @@ impl InternalProvider {
                 status.cert = Some(entry.info.clone());
                 self.resolver.publish(host, entry);
                 self.board.set(host, status);
+                // Removed while it was being issued: drop_removed saw no certificate.
+                if self.board.get(host).is_none() {
+                    self.resolver.remove(host);
+                }
             }
             Err(err) => {
                 tracing::error!(host, error = %err, "internal CA could not issue");
                 let mut status = CertStatus::new(CertState::Error, self.name());
                 status.last_error = Some(err.to_string());
                 self.board.set(host, status);
+            }
+        }
+    }
+
+    /// One worker per core drains the queue whenever hosts arrive, until `stop`.
+    async fn work(self: Arc<Self>, mut stop: Stop) {
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        loop {
+            let woken = self.queue.wake.notified();
+            if !self.queue.is_empty() {
+                let started = std::time::Instant::now();
+                let queued = self.queue.len();
+                let drains = (0..workers).map(|_| {
+                    let me = self.clone();
+                    let stop = stop.clone();
+                    tokio::task::spawn_blocking(move || {
+                        while !*stop.borrow()
+                            && let Some(host) = me.queue.pop()
+                        {
+                            me.issue(&host);
+                        }
+                    })
+                });
+                for drain in drains.collect::<Vec<_>>() {
+                    let _ = drain.await;
+                }
+                let elapsed_ms = started.elapsed().as_millis();
+                tracing::info!(
+                    task = "internal-ca",
+                    certificates = queued,
+                    elapsed_ms,
+                    "issued queued certificates"
+                );
+                continue;
+            }
+            tokio::select! {
+                () = woken => {}
+                _ = stop.changed() => return,
             }
         }
     }
@@ -246,6 +338,7 @@ impl CertProvider for InternalProvider {
         for host in wanted_hosts(tenants, &extra) {
             self.ensure(host);
         }
+        self.kick();
     }
 
     fn sync_extra(&self, hosts: &[String]) {
@@ -258,6 +351,18 @@ impl CertProvider for InternalProvider {
         for host in read_extra(&self.extra) {
             self.ensure(&host);
         }
+        self.kick();
+    }
+
+    fn issue_now(&self, host: &str) -> bool {
+        if self.queue.take(host) {
+            self.issue(host);
+        }
+        self.resolver.contains(host)
+    }
+
+    fn background(self: Arc<Self>, stop: Stop) -> Option<Background> {
+        Some(Box::pin(self.work(stop)))
     }
 }
 
@@ -397,5 +502,48 @@ mod tests {
         provider.sync_extra(&[]);
         assert!(!resolver.contains("tlsrpt.operator.example"));
         assert!(board.get("tlsrpt.operator.example").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_bulk_sync_is_queued_and_removed_hosts_are_never_issued() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca =
+            InternalCa::load_or_create(dir.path(), std::time::Duration::from_secs(86_400)).unwrap();
+        let resolver = Arc::new(CertResolver::new());
+        let board = Arc::new(CertBoard::new());
+        let provider = Arc::new(InternalProvider::new(ca, resolver.clone(), board.clone()));
+        let names: Vec<String> = (0..300).map(|i| format!("t{i}.example")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        provider.sync(&tenants(&names));
+        assert_eq!(
+            resolver.len(),
+            0,
+            "over the inline limit: nothing issued in sync"
+        );
+        assert!(
+            board
+                .all()
+                .iter()
+                .all(|(_, s)| s.state == CertState::Pending)
+        );
+        assert!(provider.issue_now("mta-sts.t299.example"));
+        assert!(!provider.issue_now("mta-sts.unknown.example"));
+        // t100..t299 leave while queued (t299 already issued): none of them is served later.
+        provider.sync(&tenants(&names[..100]));
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let work = tokio::spawn(provider.clone().background(stop).unwrap());
+        for _ in 0..600 {
+            if resolver.len() == 100 && board.all().iter().all(|(_, s)| s.state == CertState::Valid)
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(resolver.len(), 100);
+        assert_eq!(board.all().len(), 100);
+        assert!(board.all().iter().all(|(_, s)| s.state == CertState::Valid));
+        assert!(!resolver.contains("mta-sts.t299.example"));
+        stop_tx.send(true).unwrap();
+        work.await.unwrap();
     }
 }

@@ -40,6 +40,8 @@ pub struct Daemon {
     admin: Arc<AdminState>,
     tlsrpt: Arc<TlsRpt>,
     acme: Option<AcmeTasks>,
+    /// The tenants' certificate issuer, whose background work (if any) runs as a task.
+    provider: Arc<dyn CertProvider>,
     /// The SIGHUP stream, installed by [`Daemon::build`]; taken by the `sighup` task.
     hup: Option<tokio::signal::unix::Signal>,
 }
@@ -141,22 +143,13 @@ impl Daemon {
         // The report host is served with a certificate from the tenants' issuer.
         let extra: Vec<String> = config.tlsrpt.report_host.iter().cloned().collect();
         provider.sync_extra(&extra);
-        let intake = HttpsIntake::new(tlsrpt.clone()).map(Arc::new);
-        let server = Arc::new(
-            Server::new(
-                resolver.clone(),
-                registry.clone(),
-                config.limits.clone(),
-                &config.tls,
-            )?
-            .with_report_intake(intake),
-        );
+        let server = make_server(&config, &resolver, &registry, &tlsrpt, &provider)?;
         let reloader = Arc::new(Reloader::new(
             reload::Parts {
                 config: config.clone(),
                 registry: registry.clone(),
                 board: board.clone(),
-                provider,
+                provider: provider.clone(),
                 stats: server.stats.clone(),
                 metrics: metrics.clone(),
             },
@@ -175,6 +168,7 @@ impl Daemon {
             admin,
             tlsrpt,
             acme,
+            provider,
             hup: Some(hup),
         })
     }
@@ -242,6 +236,9 @@ impl Daemon {
             "sighup",
             reload::sighup_task(self.reloader.clone(), hup, tasks.stop_signal()),
         );
+        if let Some(work) = self.provider.clone().background(tasks.stop_signal()) {
+            tasks.spawn("certificate-issuer", work);
+        }
         if self.config.reload.watch {
             match reload::DirWatch::new(&self.config) {
                 Ok(dirs) => tasks.spawn(
@@ -323,6 +320,29 @@ impl Daemon {
 fn install_sighup() -> anyhow::Result<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{SignalKind, signal};
     signal(SignalKind::hangup()).context("installing the SIGHUP handler")
+}
+
+/// The HTTPS server: policies, the report host, and first handshakes that issue a queued
+/// internal-CA certificate at once.
+fn make_server(
+    config: &ServerConfig,
+    resolver: &Arc<CertResolver>,
+    registry: &Arc<Registry>,
+    tlsrpt: &Arc<TlsRpt>,
+    provider: &Arc<dyn CertProvider>,
+) -> anyhow::Result<Arc<Server>> {
+    let intake = HttpsIntake::new(tlsrpt.clone()).map(Arc::new);
+    let mut server = Server::new(
+        resolver.clone(),
+        registry.clone(),
+        config.limits.clone(),
+        &config.tls,
+    )?
+    .with_report_intake(intake);
+    if matches!(config.issuer, IssuerConfig::Internal { .. }) {
+        server = server.with_issuer(provider.clone());
+    }
+    Ok(Arc::new(server))
 }
 
 /// The report store the server file names. Never fails: policies are served whether or not

@@ -72,6 +72,13 @@ impl Server {
         })
     }
 
+    /// Lets a handshake for a tenant whose certificate is still queued have it issued at once
+    /// by `provider` (the internal CA) instead of being refused.
+    pub fn with_issuer(mut self, provider: Arc<dyn crate::certs::CertProvider>) -> Self {
+        self.tls.set_issuer(provider);
+        self
+    }
+
     /// Serves TLS-RPT reports on connections to the intake's report host.
     pub fn with_report_intake(mut self, intake: Option<Arc<HttpsIntake>>) -> Self {
         self.report_intake = intake;

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, StartHandshake};
 
-use crate::certs::{CertResolver, offers_acme_alpn};
+use crate::certs::{CertProvider, CertResolver, offers_acme_alpn};
 use crate::config::TlsSettings;
 use crate::registry::Registry;
 
@@ -30,10 +30,17 @@ pub(super) enum Refused {
     Error(String),
 }
 
+/// Certificates issued for handshakes at once: each is ~100 µs of one core, and a burst of
+/// first handshakes for queued hosts must leave the runtime's blocking pool for others.
+const ISSUE_NOW_AT_ONCE: usize = 4;
+
 /// The rustls configuration and the certificate resolver the SNI check asks first.
 pub(super) struct Handshaker {
     config: Arc<rustls::ServerConfig>,
     resolver: Arc<CertResolver>,
+    /// Issues a queued host's certificate at its first handshake (internal CA).
+    issuer: Option<Arc<dyn CertProvider>>,
+    issuing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Handshaker {
@@ -42,7 +49,27 @@ impl Handshaker {
         Ok(Handshaker {
             config: Arc::new(server_config(resolver.clone(), settings)?),
             resolver,
+            issuer: None,
+            issuing: Arc::new(tokio::sync::Semaphore::new(ISSUE_NOW_AT_ONCE)),
         })
+    }
+
+    pub(super) fn set_issuer(&mut self, provider: Arc<dyn CertProvider>) {
+        self.issuer = Some(provider);
+    }
+
+    /// Has `hello`'s host issued now if it is a tenant whose certificate is only queued.
+    async fn issue_now(&self, hello: &ClientHello<'_>) -> bool {
+        let (Some(issuer), Some(host)) = (&self.issuer, hello.server_name()) else {
+            return false;
+        };
+        let Ok(_permit) = self.issuing.acquire().await else {
+            return false;
+        };
+        let (issuer, host) = (issuer.clone(), host.to_ascii_lowercase());
+        tokio::task::spawn_blocking(move || issuer.issue_now(&host))
+            .await
+            .unwrap_or(false)
     }
 
     /// Reads the ClientHello, refuses unknown names with `unrecognized_name` (and tenants
@@ -54,7 +81,11 @@ impl Handshaker {
         registry: &Registry,
     ) -> Result<TlsStream<TcpStream>, Refused> {
         let mut start = read_client_hello(tcp).await?;
-        if let Some(refused) = self.refusal(&start.client_hello(), registry) {
+        let mut refused = self.refusal(&start.client_hello(), registry);
+        if refused == Some(Refused::NoCertificate) && self.issue_now(&start.client_hello()).await {
+            refused = self.refusal(&start.client_hello(), registry);
+        }
+        if let Some(refused) = refused {
             send_alert(&mut start.io, &refused).await;
             return Err(refused);
         }

@@ -665,6 +665,15 @@ async fn the_tenant_list_pages_filters_and_dns_follows_every_page() {
     cfg.tenant("bulk.yaml", &bulk);
     let running = start(&cfg).await;
     let addr = running.admin_addr;
+    // So many certificates are issued in the background: wait for them before `ready=`.
+    let issued = crate::common::eventually(Duration::from_secs(60), || async {
+        admin_get(addr, "/api/v1/tenants?ready=false&limit=1")
+            .await
+            .json()["total"]
+            == 0
+    })
+    .await;
+    assert!(issued, "certificates still pending");
 
     let first = admin_get(addr, "/api/v1/tenants").await.json();
     assert_eq!(first["count"], 100, "the default page");

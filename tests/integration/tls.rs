@@ -167,3 +167,86 @@ fn big_hello_fetch(addr: std::net::SocketAddr, config: rustls::ClientConfig) -> 
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+fn bulk_tenants(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("- {{domain: t{i:04}.example, mode: testing, mx: [mx.example.net]}}\n"))
+        .collect()
+}
+
+/// A bulk of tenants is queued for the internal CA, not issued on the start-up path; the
+/// first handshake of a queued host issues its certificate there and then (here with no
+/// background worker running, so only that path can serve it), and the host is ready only
+/// once its certificate is served.
+#[tokio::test]
+async fn a_queued_certificate_is_issued_at_the_first_handshake() {
+    let cfg = TestConfig::new();
+    cfg.tenant("bulk.yaml", &bulk_tenants(1000));
+    crate::common::init_crypto();
+    let daemon = mta_stsd::daemon::Daemon::build(cfg.path()).expect("daemon builds");
+    let (board, registry) = (daemon.board().clone(), daemon.registry().clone());
+    let host = "mta-sts.t0999.example";
+    assert_eq!(
+        board.get(host).unwrap().state,
+        mta_stsd::certs::CertState::Pending
+    );
+    let snapshot = registry.load();
+    let tenant = snapshot.get(host).unwrap();
+    let now = mta_stsd::util::unix_now();
+    assert!(!mta_stsd::publish::is_ready(&snapshot, &board, tenant, now));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(mta_stsd::server::run(
+        listener,
+        daemon.server().clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let client = crate::common::Client::new(addr, cfg.ca_der());
+    let got = client.get_policy(host).await.expect("served after issuing");
+    assert!(String::from_utf8_lossy(&got.body).starts_with("version: STSv1\r\n"));
+    assert_eq!(
+        board.get(host).unwrap().state,
+        mta_stsd::certs::CertState::Valid
+    );
+    assert!(mta_stsd::publish::is_ready(&snapshot, &board, tenant, now));
+    // The others still wait for the workers (not started here).
+    let pending = board
+        .all()
+        .into_iter()
+        .filter(|(_, s)| s.state == mta_stsd::certs::CertState::Pending)
+        .count();
+    assert_eq!(pending, 999);
+    let _ = stop.send(());
+    serve.await.unwrap();
+}
+
+/// With the daemon running, the background workers issue every queued certificate.
+#[tokio::test]
+async fn the_workers_issue_every_queued_certificate() {
+    let cfg = TestConfig::new();
+    cfg.tenant("bulk.yaml", &bulk_tenants(1000));
+    let running = start(&cfg).await;
+    let all_valid = crate::common::eventually(std::time::Duration::from_secs(60), || async {
+        let board = running.board.all();
+        board.len() == 1000
+            && board
+                .iter()
+                .all(|(_, s)| s.state == mta_stsd::certs::CertState::Valid)
+    })
+    .await;
+    assert!(all_valid, "certificates still pending");
+    let not_ready = crate::common::admin_get(running.admin_addr, "/api/v1/tenants?ready=false")
+        .await
+        .json();
+    assert_eq!(not_ready["total"], 0);
+    running
+        .client()
+        .get_policy("mta-sts.t0500.example")
+        .await
+        .unwrap();
+    running.stop().await;
+}
