@@ -223,18 +223,21 @@ impl Collector for StateCollector {
         encode_listener(&mut enc, &s.stats)?;
 
         let snapshot = s.registry.load();
-        let certs: HashMap<String, CertStatus> = s.board.all().into_iter().collect();
         let tenants = snapshot.sorted();
+        // Read before the board's lock is taken: the store may be slow.
         let totals = s.tlsrpt.as_deref().map(window_totals).unwrap_or_default();
         let per_tenant = s.reloader.running().metrics.per_tenant;
-        let chosen = Chosen::new(per_tenant, tenants, &certs, &totals, now);
-        encode_requests(&mut enc, &s.stats, chosen.per_domain_requests())?;
-        encode_tenants_by_mode(&mut enc, tenants)?;
-        encode_policy_info(&mut enc, &chosen.tenants)?;
-        encode_readiness(&mut enc, tenants, &chosen, &certs, now)?;
         let report_host = s.reloader.running().tlsrpt.report_host.as_deref();
-        let subjects = Subject::all(tenants, report_host);
-        encode_certificates(&mut enc, &subjects, &chosen, &certs)?;
+        let chosen = s.board.with_all(|certs| {
+            let chosen = Chosen::new(per_tenant, tenants, certs, &totals, now);
+            encode_requests(&mut enc, &s.stats, chosen.per_domain_requests())?;
+            encode_tenants_by_mode(&mut enc, tenants)?;
+            encode_policy_info(&mut enc, &chosen.tenants)?;
+            encode_readiness(&mut enc, tenants, &chosen, certs, now)?;
+            let subjects = Subject::all(tenants, report_host);
+            encode_certificates(&mut enc, &subjects, &chosen, certs)?;
+            Ok::<_, std::fmt::Error>(chosen)
+        })?;
 
         encode_reload_status(&mut enc, &s.reloader.status())?;
         if let Some(tlsrpt) = &s.tlsrpt {

@@ -26,7 +26,7 @@ pub fn is_ready(snapshot: &Snapshot, board: &CertBoard, tenant: &Tenant, now: i6
     snapshot
         .get(&tenant.host)
         .is_some_and(|served| served.policy.id == tenant.policy.id)
-        && cert_ready(board.get(&tenant.host).as_ref(), now)
+        && board.with_status(&tenant.host, |status| cert_ready(status, now))
 }
 
 /// A DNS record type mta-stsd asks operators to publish.

@@ -121,6 +121,17 @@ impl CertBoard {
             .cloned()
     }
 
+    /// `f` of `host`'s status, read in place: no copy for a check made per tenant.
+    pub fn with_status<R>(&self, host: &str, f: impl FnOnce(Option<&CertStatus>) -> R) -> R {
+        f(self.map.read().unwrap_or_else(|e| e.into_inner()).get(host))
+    }
+
+    /// `f` of every status by host, read in place (a scrape of a million tenants must not
+    /// copy and sort them first). Writers wait while `f` runs: keep it short.
+    pub fn with_all<R>(&self, f: impl FnOnce(&HashMap<String, CertStatus>) -> R) -> R {
+        f(&self.map.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Forgets `host`.
     pub fn remove(&self, host: &str) {
         self.map
