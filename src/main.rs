@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use mta_stsd::cli::{Cli, Command};
 
+/// mimalloc returns freed pages to the system; glibc malloc kept a removed bulk file's
+/// hundreds of megabytes resident (docs/benchmark.md has the figures).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     mta_stsd::logging::init(cli.log_format, &cli.log_level);

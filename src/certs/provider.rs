@@ -134,10 +134,9 @@ impl CertBoard {
 
     /// Forgets `host`.
     pub fn remove(&self, host: &str) {
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(host);
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        map.remove(host);
+        super::shrink_sparse(&mut map);
     }
 
     /// Every host and status, sorted by host.
