@@ -1,6 +1,5 @@
 //! Live configuration changes: file watching, SIGHUP and `POST /reload` all end in
-//! [`Reloader::reload`], which builds a complete new snapshot off the request path and swaps it
-//! in once.
+//! [`Reloader::reload`], which builds new snapshots off the request path and swaps them in.
 //!
 //! Incremental: the last result of every tenant file is cached with the file's identity and
 //! timestamps (`cache::Stamp`); a reload re-reads only files whose stamp changed and compares the
@@ -8,25 +7,34 @@
 //! file. A file that now fails keeps its last good tenants served (marked stale) while its
 //! errors are logged, counted and shown; other files' changes still apply.
 //!
+//! Per file, as soon as it is parsed: files are read in parallel outside the reloader's lock
+//! (`pool::Slots`, smallest first, a big file never holding the last slot), and each file's
+//! result is swapped in on its own, all of its changes at once, so a huge bulk file being
+//! parsed does not hold up another file's change. A swap costs the tenants that changed: the
+//! duplicate rule is kept by `config::Claims`, the snapshot copies only the shards it touches,
+//! and the certificate provider and the record log get that file's changes only.
+//!
 //! Watching: directories, not files (editors save by rename, Kubernetes swaps the `..data`
 //! symlink of a ConfigMap mount), any event → a debounced reload that compares results.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
 mod cache;
+mod pool;
 mod watch;
 
+use cache::{Applied, FileChange, Job};
 pub use cache::{Refresh, TenantCache, initial_load, load, load_server};
 pub use watch::{DirWatch, sighup_task, watch_task};
 
-use crate::certs::{CertBoard, CertProvider};
-use crate::config::{self, Diagnostic, ServerConfig, Tenant};
-use crate::registry::{Registry, Snapshot};
+use crate::certs::{CertBoard, CertProvider, HostChanges};
+use crate::config::{self, Claims, Diagnostic, ServerConfig, Tenant};
+use crate::registry::{Registry, Served, Snapshot};
 use crate::stats::{Metrics, ReloadResult, Stats};
 
 /// What started a reload.
@@ -119,9 +127,12 @@ pub struct ReloadOutcome {
     pub elapsed_ms: f64,
 }
 
-/// What the reloader mutates, behind one lock so reloads never interleave.
+/// What the reloader mutates, behind one lock: held to plan a reload and to apply one file's
+/// result, never while a file is read.
 struct State {
     cache: TenantCache,
+    /// Who serves each domain several files define.
+    claims: Claims,
     /// The server file as last read (to log a change once).
     server: Result<ServerConfig, Vec<Diagnostic>>,
 }
@@ -136,6 +147,14 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     state: Mutex<State>,
     status: ArcSwap<ReloadStatus>,
+    /// Parse slots shared by concurrent reloads.
+    slots: pool::Slots,
+    /// Taken before the state lock is let go after a swap: providers see the swaps' changes in
+    /// swap order, while the next file is already being applied.
+    provider_turn: Mutex<()>,
+    /// Called before each file is parsed, so a test can hold one file's parse.
+    #[cfg(test)]
+    parse_hook: Option<Box<dyn Fn(&std::path::Path) + Send + Sync>>,
 }
 
 /// Everything a [`Reloader`] is wired to.
@@ -182,11 +201,18 @@ impl Reloader {
             stale_tenants: cache.stale(),
             public_hostname: parts.config.public_hostname.clone(),
         };
+        let mut claims = Claims::default();
+        claims.adopt(cache.tenants(), &|h| snapshot.get(h).cloned());
         Reloader {
             state: Mutex::new(State {
                 cache,
+                claims,
                 server: Ok(parts.config.clone()),
             }),
+            slots: pool::Slots::new(),
+            provider_turn: Mutex::new(()),
+            #[cfg(test)]
+            parse_hook: None,
             running: parts.config,
             registry: parts.registry,
             board: parts.board,
@@ -242,48 +268,44 @@ impl Reloader {
         self.reload_blocking_scoped(trigger, Scope::All)
     }
 
-    /// [`Reloader::reload_blocking`] limited to `scope`.
+    /// [`Reloader::reload_blocking`] limited to `scope`. Files gone are dropped in one swap;
+    /// each file read again is swapped in as soon as it is parsed. Returns once every file
+    /// this reload read is applied (a reload that reads a huge file answers after it).
     pub fn reload_blocking_scoped(&self, trigger: Trigger, scope: Scope) -> ReloadOutcome {
         let started = Instant::now();
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock_state();
         let server = self.reread_server(&mut state);
         let server_changed = server.changed;
         let mut attempt = Attempt::new(trigger, started, server);
-        let refresh = match self.refresh(&mut state.cache, &scope) {
-            Ok(r) => r,
+        let plan = match self.plan(&mut state.cache, &scope) {
+            Ok(plan) => plan,
             Err(diag) => {
                 attempt.errors.push(diag);
                 attempt.stale_tenants = state.cache.stale();
+                drop(state);
                 return self.finish(ReloadResult::Error, attempt);
             }
         };
-        let changed = !refresh.changed_files.is_empty();
-        if changed {
-            self.swap(&state.cache);
-        } else if trigger.explicit() {
-            let current = self.registry.load();
-            let tenants: Vec<Arc<Tenant>> = current.tenants().cloned().collect();
-            self.provider.sync(&tenants);
-        }
-        let snapshot = self.registry.load();
-        attempt.errors.extend(
-            snapshot
-                .diagnostics
-                .iter()
-                .filter(|d| d.is_error())
-                .cloned(),
+        attempt.reparsed_files = plan.jobs.len();
+        let gone: Vec<FileChange> = plan
+            .gone
+            .iter()
+            .filter_map(|p| state.cache.remove(p))
+            .collect();
+        attempt.changed_files = self.swap_files(state, gone);
+        let applied = self.slots.run(
+            plan.jobs,
+            Job::size,
+            |job| self.parse(job),
+            |job, parsed| self.apply(job, parsed),
         );
-        let result = if !changed && !server_changed && !trigger.explicit() {
-            ReloadResult::Unchanged
-        } else if attempt.errors.is_empty() {
-            ReloadResult::Success
-        } else {
-            ReloadResult::Error
-        };
-        attempt.stale_tenants = state.cache.stale();
-        attempt.reparsed_files = refresh.reparsed;
-        attempt.changed_files = refresh.changed_files;
-        drop(state);
+        attempt.changed_files.extend(applied.into_iter().flatten());
+        attempt.changed_files.sort();
+        let changed = !attempt.changed_files.is_empty();
+        if trigger.explicit() {
+            self.sync_all();
+        }
+        let result = self.conclude(&mut attempt, changed || server_changed);
         let outcome = self.finish(result, attempt);
         if result != ReloadResult::Unchanged {
             log_outcome(&outcome);
@@ -291,24 +313,118 @@ impl Reloader {
         outcome
     }
 
-    /// Brings the tenant cache in step with the files `scope` names and logs what the files
-    /// parsed again say. An unreadable tenants directory changes nothing.
-    fn refresh(&self, cache: &mut TenantCache, scope: &Scope) -> Result<Refresh, Diagnostic> {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds the current errors and stale tenants to `attempt` and says how it ended.
+    fn conclude(&self, attempt: &mut Attempt, changed: bool) -> ReloadResult {
+        let state = self.lock_state();
+        let snapshot = self.registry.load();
+        attempt.stale_tenants = state.cache.stale();
+        drop(state);
+        let errors = snapshot.diagnostics.iter().filter(|d| d.is_error());
+        attempt.errors.extend(errors.cloned());
+        if !changed && !attempt.trigger.explicit() {
+            ReloadResult::Unchanged
+        } else if attempt.errors.is_empty() {
+            ReloadResult::Success
+        } else {
+            ReloadResult::Error
+        }
+    }
+
+    /// Looks at the files `scope` names and logs the warnings of entries newly skipped. An
+    /// unreadable tenants directory changes nothing.
+    fn plan(&self, cache: &mut TenantCache, scope: &Scope) -> Result<cache::Plan, Diagnostic> {
         let dir = &self.running.tenants_dir;
-        let refreshed = match scope {
-            Scope::All => cache.refresh(dir),
-            Scope::Files(paths) => Ok(cache.refresh_files(dir, paths)),
-        };
-        match refreshed {
-            Ok(r) => {
-                log_diagnostics(&r.new_diagnostics);
-                Ok(r)
+        match cache.plan(dir, scope) {
+            Ok(plan) => {
+                log_diagnostics(&plan.new_diagnostics);
+                Ok(plan)
             }
             Err(diag) => {
                 tracing::error!(dir = %dir.display(), "{diag}; keeping every tenant as it is");
                 Err(diag)
             }
         }
+    }
+
+    /// Reads one file (no lock held).
+    fn parse(&self, job: &Job) -> config::FileTenants {
+        #[cfg(test)]
+        if let Some(hook) = &self.parse_hook {
+            hook(&job.path);
+        }
+        job.parse()
+    }
+
+    /// Takes one parsed file in and swaps its changes in; returns the file if its result
+    /// changed.
+    fn apply(&self, job: Job, parsed: config::FileTenants) -> Option<std::path::PathBuf> {
+        let mut state = self.lock_state();
+        let diagnostics = parsed.diagnostics.clone();
+        match state.cache.apply(&job, parsed) {
+            Applied::Superseded => None,
+            Applied::Same => {
+                log_diagnostics(&diagnostics);
+                None
+            }
+            Applied::Changed(change) => {
+                log_diagnostics(&diagnostics);
+                self.swap_files(state, vec![change]).pop()
+            }
+        }
+    }
+
+    /// Swaps in the changes of `files` (all of each file's, in one snapshot) and lets the
+    /// certificate provider, the request counters and the record log follow. Returns the
+    /// files. The body is live from the swap on; certificates follow (issuance is queued for
+    /// added tenants, removed ones are dropped), then the records are logged with readiness.
+    fn swap_files(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        files: Vec<FileChange>,
+    ) -> Vec<std::path::PathBuf> {
+        if files.is_empty() {
+            return Vec::new();
+        }
+        let current = self.registry.load();
+        let served = served_changes(&mut state.claims, &current, &files);
+        let diagnostics = {
+            let State { cache, claims, .. } = &*state;
+            cache.diagnostics(claims.files_with_errors(), |f| claims.duplicates(f))
+        };
+        self.registry
+            .swap(current.with_changes(&served, diagnostics));
+        let new = self.registry.load();
+        let turn = self.provider_turn.lock().unwrap_or_else(|e| e.into_inner());
+        drop(state);
+        let hosts = HostChanges::of(&served);
+        self.provider
+            .sync_changes(&hosts, &|| new.tenants().cloned().collect());
+        if !hosts.removed.is_empty() {
+            self.stats
+                .tenant_requests
+                .retain(|d| new.by_domain(d).is_some());
+        }
+        crate::publish::log_served(
+            &served,
+            &new,
+            &self.board,
+            crate::publish::Publishing::of(&self.running),
+        );
+        drop(turn);
+        files.into_iter().map(|f| f.path).collect()
+    }
+
+    /// Gives the provider the whole tenant list (explicit reloads: a renewed PEM file with
+    /// `issuer: files` is picked up even when no tenant changed).
+    fn sync_all(&self) {
+        let _turn = self.provider_turn.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.registry.load();
+        let tenants: Vec<Arc<Tenant>> = current.tenants().cloned().collect();
+        self.provider.sync(&tenants);
     }
 
     /// Reads the server file again: its errors and restart-only changes are reported (once,
@@ -346,28 +462,6 @@ impl Reloader {
             restart_required,
             public_hostname,
         }
-    }
-
-    /// Swaps in the cache's tenant table. The body is live from here on; certificates follow
-    /// (issuance is queued for added tenants, removed ones are dropped), then the records are
-    /// logged with readiness.
-    fn swap(&self, cache: &TenantCache) {
-        let set = cache.assemble();
-        let tenants = set.tenants.clone();
-        let old = self
-            .registry
-            .swap(Snapshot::new(set.tenants, set.diagnostics));
-        self.provider.sync(&tenants);
-        let new = self.registry.load();
-        self.stats
-            .tenant_requests
-            .retain(|d| new.by_domain(d).is_some());
-        crate::publish::log_changes(
-            &old,
-            &new,
-            &self.board,
-            crate::publish::Publishing::of(&self.running),
-        );
     }
 
     /// Counts the reload and publishes its status.
@@ -446,6 +540,31 @@ struct Attempt {
     stale_tenants: Vec<String>,
     reparsed_files: usize,
     changed_files: Vec<PathBuf>,
+}
+
+/// What `files`' changes do to the served table: each file's old tenants replaced by its new
+/// ones under the duplicate rule, a host changed by several files merged into one change.
+fn served_changes(claims: &mut Claims, current: &Snapshot, files: &[FileChange]) -> Vec<Served> {
+    let mut merged: std::collections::HashMap<String, Served> = std::collections::HashMap::new();
+    for file in files {
+        let lookup = |h: &str| match merged.get(h) {
+            Some(s) => s.after.clone(),
+            None => current.get(h).cloned(),
+        };
+        let changes = claims.redefine_file(&file.path, &file.old, &file.new, &lookup);
+        for c in changes {
+            merged
+                .entry(c.host.clone())
+                .and_modify(|m| m.after = c.after.clone())
+                .or_insert(c);
+        }
+    }
+    let same = |s: &Served| match (&s.before, &s.after) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    };
+    merged.into_values().filter(|s| !same(s)).collect()
 }
 
 /// The one info line of a reload that did something.
