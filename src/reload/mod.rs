@@ -591,3 +591,279 @@ pub fn log_diagnostics(diagnostics: &[Diagnostic]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::path::Path;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Long enough for anything on a loaded machine; a wait that reaches it is a failure.
+    const LIMIT: Duration = Duration::from_secs(20);
+
+    /// Records the tenant set after every swap (the provider hears of each one).
+    #[derive(Default)]
+    struct Recorder {
+        seen: Mutex<Vec<HashSet<String>>>,
+    }
+
+    impl CertProvider for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn sync(&self, _: &[Arc<Tenant>]) {}
+        fn sync_changes(&self, _: &HostChanges, all: &dyn Fn() -> Vec<Arc<Tenant>>) {
+            let domains = all().iter().map(|t| t.domain.clone()).collect();
+            self.seen.lock().unwrap().push(domains);
+        }
+    }
+
+    fn tenant(domain: &str, mode: &str) -> String {
+        format!("- {{domain: {domain}, mode: {mode}, mx: [mx.{domain}], max_age: 86400}}\n")
+    }
+
+    fn list(domains: &[&str], mode: &str) -> String {
+        domains.iter().map(|d| tenant(d, mode)).collect()
+    }
+
+    /// A reloader over `dir` (server file and `tenants/` already written).
+    fn reloader(dir: &Path, recorder: Arc<Recorder>) -> Reloader {
+        let config = config::load_server_config(dir).expect("server file");
+        let (cache, set) = initial_load(&config).expect("tenants");
+        let registry = Arc::new(Registry::new(Snapshot::new(set.tenants, set.diagnostics)));
+        let parts = Parts {
+            config,
+            registry,
+            board: Arc::new(CertBoard::new()),
+            provider: recorder,
+            stats: Arc::new(Stats::default()),
+            metrics: Arc::new(Metrics::new()),
+        };
+        Reloader::new(parts, cache)
+    }
+
+    fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = "listen: \"127.0.0.1:0\"\nstate_dir: state\nissuer: internal\n";
+        std::fs::write(tmp.path().join("mta-stsd.yaml"), server).unwrap();
+        let tenants = tmp.path().join("tenants");
+        std::fs::create_dir(&tenants).unwrap();
+        (tmp, tenants)
+    }
+
+    fn mode_of(r: &Reloader, domain: &str) -> Option<String> {
+        let snap = r.registry.load();
+        snap.by_domain(domain).map(|t| t.policy.mode.to_string())
+    }
+
+    /// Holds the parse of every file named `big.yaml` until `release` is sent; says when one
+    /// started on `started`.
+    fn hold_big(r: &mut Reloader) -> (mpsc::Receiver<()>, mpsc::SyncSender<()>) {
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::sync_channel::<()>(0);
+        let started_tx = Mutex::new(started_tx);
+        let release_rx = Mutex::new(release_rx);
+        r.parse_hook = Some(Box::new(move |path: &Path| {
+            if path.file_name().is_some_and(|n| n == "big.yaml") {
+                started_tx.lock().unwrap().send(()).unwrap();
+                release_rx.lock().unwrap().recv().unwrap();
+            }
+        }));
+        (started, release)
+    }
+
+    #[test]
+    fn a_file_being_parsed_does_not_hold_up_another_reload() {
+        let (_tmp, dir) = setup();
+        std::fs::write(dir.join("big.yaml"), list(&["b1.example"], "testing")).unwrap();
+        std::fs::write(dir.join("small.yaml"), list(&["s.example"], "testing")).unwrap();
+        let mut r = reloader(dir.parent().unwrap(), Arc::default());
+        let (started, release) = hold_big(&mut r);
+        let r = Arc::new(r);
+        let big = ["b1.example", "b2.example", "b3.example"];
+        std::fs::write(dir.join("big.yaml"), list(&big, "enforce")).unwrap();
+        std::fs::write(dir.join("small.yaml"), list(&["s.example"], "enforce")).unwrap();
+        let first = {
+            let r = r.clone();
+            let scope = Scope::Files(BTreeSet::from([dir.join("big.yaml")]));
+            std::thread::spawn(move || r.reload_blocking_scoped(Trigger::Watch, scope))
+        };
+        started
+            .recv_timeout(LIMIT)
+            .expect("the big file is being parsed");
+        // A second reload, for the other file, while the first still reads the big one.
+        let (done_tx, done) = mpsc::channel();
+        {
+            let r = r.clone();
+            let scope = Scope::Files(BTreeSet::from([dir.join("small.yaml")]));
+            std::thread::spawn(move || {
+                let _ = done_tx.send(r.reload_blocking_scoped(Trigger::Watch, scope));
+            });
+        }
+        let second = done
+            .recv_timeout(LIMIT)
+            .expect("the second reload finished while the big file was being parsed");
+        assert_eq!(second.changed_files, vec![dir.join("small.yaml")]);
+        assert_eq!(mode_of(&r, "s.example").as_deref(), Some("enforce"));
+        assert_eq!(mode_of(&r, "b1.example").as_deref(), Some("testing"));
+        assert_eq!(mode_of(&r, "b2.example"), None);
+        release.send(()).unwrap();
+        let first = first.join().unwrap();
+        assert_eq!(first.changed_files, vec![dir.join("big.yaml")]);
+        for d in big {
+            assert_eq!(mode_of(&r, d).as_deref(), Some("enforce"), "{d}");
+        }
+    }
+
+    #[test]
+    fn one_reload_applies_a_small_file_while_a_big_one_is_parsed_each_in_one_swap() {
+        let (_tmp, dir) = setup();
+        std::fs::write(
+            dir.join("big.yaml"),
+            list(&["b1.example", "gone.example"], "testing"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("small.yaml"), list(&["s.example"], "testing")).unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let mut r = reloader(dir.parent().unwrap(), recorder.clone());
+        let (started, release) = hold_big(&mut r);
+        let r = Arc::new(r);
+        let big = ["b1.example", "b2.example", "b3.example", "b4.example"];
+        std::fs::write(dir.join("big.yaml"), list(&big, "enforce")).unwrap();
+        std::fs::write(dir.join("small.yaml"), list(&["s.example"], "enforce")).unwrap();
+        let reload = {
+            let r = r.clone();
+            std::thread::spawn(move || r.reload_blocking(Trigger::Api))
+        };
+        started
+            .recv_timeout(LIMIT)
+            .expect("the big file is being parsed");
+        let deadline = Instant::now() + LIMIT;
+        while mode_of(&r, "s.example").as_deref() != Some("enforce") {
+            assert!(Instant::now() < deadline, "the small file was not applied");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(mode_of(&r, "b1.example").as_deref(), Some("testing"));
+        release.send(()).unwrap();
+        let outcome = reload.join().unwrap();
+        assert_eq!(outcome.result, ReloadResult::Success, "{outcome:?}");
+        assert_eq!(outcome.changed_files.len(), 2);
+        // Every swap showed all of the big file's new version or none of it.
+        let seen = recorder.seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "one swap per file");
+        for tenants in seen.iter() {
+            let new = big[1..].iter().filter(|d| tenants.contains(**d)).count();
+            assert!(new == 0 || new == 3, "half a file: {tenants:?}");
+            assert_eq!(tenants.contains("gone.example"), new == 0, "{tenants:?}");
+        }
+    }
+
+    /// A tiny deterministic generator, so a failure replays.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// Domain → (file, mode) served, and the error lines, as a first load gives them.
+    fn fresh(config_dir: &Path) -> (BTreeMap<String, (PathBuf, String)>, Vec<String>) {
+        let config = config::load_server_config(config_dir).unwrap();
+        let (_, set) = initial_load(&config).unwrap();
+        let snap = Snapshot::new(set.tenants, set.diagnostics);
+        view(&snap)
+    }
+
+    fn view(snap: &Snapshot) -> (BTreeMap<String, (PathBuf, String)>, Vec<String>) {
+        let served = snap
+            .tenants()
+            .map(|t| {
+                let value = (t.source.clone(), t.policy.mode.to_string());
+                (t.domain.clone(), value)
+            })
+            .collect();
+        let errors = snap.diagnostics.iter().map(ToString::to_string).collect();
+        (served, errors)
+    }
+
+    #[test]
+    fn duplicates_follow_path_order_after_any_sequence_of_edits() {
+        let (_tmp, dir) = setup();
+        let r = reloader(dir.parent().unwrap(), Arc::default());
+        let files = ["a.yaml", "b.yaml", "c.yaml", "d.yaml"];
+        let domains = [
+            "p.example",
+            "q.example",
+            "r.example",
+            "s.example",
+            "t.example",
+        ];
+        let mut rng = Lcg(7);
+        for step in 0..300 {
+            let file = dir.join(files[rng.below(4) as usize]);
+            let mode = ["testing", "enforce"][rng.below(2) as usize];
+            let chosen: Vec<&str> = domains
+                .iter()
+                .copied()
+                .filter(|_| rng.below(2) == 0)
+                .collect();
+            // An empty file is broken YAML and keeps its last good tenants: gone instead.
+            if chosen.is_empty() || rng.below(5) == 0 {
+                let _ = std::fs::remove_file(&file);
+            } else {
+                std::fs::write(&file, list(&chosen, mode)).unwrap();
+            }
+            let scope = if rng.below(4) == 0 {
+                Scope::All
+            } else {
+                Scope::Files(BTreeSet::from([file]))
+            };
+            r.reload_blocking_scoped(Trigger::Watch, scope);
+            let incremental = view(&r.registry.load());
+            assert_eq!(incremental, fresh(dir.parent().unwrap()), "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_broken_file_keeps_its_last_good_tenants_through_incremental_swaps() {
+        let (_tmp, dir) = setup();
+        std::fs::write(
+            dir.join("a.yaml"),
+            list(&["a.example", "b.example"], "testing"),
+        )
+        .unwrap();
+        let r = reloader(dir.parent().unwrap(), Arc::default());
+        let scope = Scope::Files(BTreeSet::from([dir.join("a.yaml")]));
+        let broken = format!(
+            "{}- {{domain: b.example, mode: [broken\n",
+            tenant("a.example", "enforce")
+        );
+        std::fs::write(dir.join("a.yaml"), broken).unwrap();
+        let outcome = r.reload_blocking_scoped(Trigger::Watch, scope.clone());
+        assert_eq!(outcome.result, ReloadResult::Error);
+        assert_eq!(
+            mode_of(&r, "a.example").as_deref(),
+            Some("testing"),
+            "last good"
+        );
+        assert_eq!(
+            mode_of(&r, "b.example").as_deref(),
+            Some("testing"),
+            "last good"
+        );
+        assert_eq!(r.status().stale_tenants, vec!["a.example", "b.example"]);
+        std::fs::write(dir.join("a.yaml"), list(&["a.example"], "enforce")).unwrap();
+        let outcome = r.reload_blocking_scoped(Trigger::Watch, scope);
+        assert_eq!(outcome.result, ReloadResult::Success, "{outcome:?}");
+        assert_eq!(mode_of(&r, "a.example").as_deref(), Some("enforce"));
+        assert_eq!(mode_of(&r, "b.example"), None);
+        assert!(r.status().stale_tenants.is_empty());
+    }
+}
