@@ -137,6 +137,10 @@ struct State {
     server: Result<ServerConfig, Vec<Diagnostic>>,
 }
 
+/// What a test runs before a file is parsed.
+#[cfg(test)]
+type ParseHook = Box<dyn Fn(&std::path::Path) + Send + Sync>;
+
 /// Applies configuration changes to the running daemon.
 pub struct Reloader {
     running: ServerConfig,
@@ -154,7 +158,7 @@ pub struct Reloader {
     provider_turn: Mutex<()>,
     /// Called before each file is parsed, so a test can hold one file's parse.
     #[cfg(test)]
-    parse_hook: Option<Box<dyn Fn(&std::path::Path) + Send + Sync>>,
+    parse_hook: Option<ParseHook>,
 }
 
 /// Everything a [`Reloader`] is wired to.
