@@ -17,9 +17,9 @@
 //! Watching: directories, not files (editors save by rename, Kubernetes swaps the `..data`
 //! symlink of a ConfigMap mount), any event → a debounced reload that compares results.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -153,8 +153,11 @@ pub struct Reloader {
     status: ArcSwap<ReloadStatus>,
     /// Parse slots shared by concurrent reloads.
     slots: pool::Slots,
-    /// Taken before the state lock is let go after a swap: providers see the swaps' changes in
-    /// swap order, while the next file is already being applied.
+    /// What the provider and the record log still have to hear of, queued under the state
+    /// lock so it is in swap order.
+    follow: Mutex<VecDeque<Follow>>,
+    /// Held by the one thread carrying out `follow`: a provider busy with a big file's
+    /// certificates delays no other file's swap, only its own certificates.
     provider_turn: Mutex<()>,
     /// Called before each file is parsed, so a test can hold one file's parse.
     #[cfg(test)]
@@ -214,6 +217,7 @@ impl Reloader {
                 server: Ok(parts.config.clone()),
             }),
             slots: pool::Slots::new(),
+            follow: Mutex::default(),
             provider_turn: Mutex::new(()),
             #[cfg(test)]
             parse_hook: None,
@@ -401,9 +405,59 @@ impl Reloader {
         };
         self.registry
             .swap(current.with_changes(&served, diagnostics));
-        let new = self.registry.load();
-        let turn = self.provider_turn.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = self.registry.load();
+        self.lock_follow()
+            .push_back(Follow::Swap { served, snapshot });
         drop(state);
+        self.carry_out();
+        files.into_iter().map(|f| f.path).collect()
+    }
+
+    /// Gives the provider the whole tenant list (explicit reloads: a renewed PEM file with
+    /// `issuer: files` is picked up even when no tenant changed).
+    fn sync_all(&self) {
+        let state = self.lock_state();
+        self.lock_follow()
+            .push_back(Follow::All(self.registry.load()));
+        drop(state);
+        self.carry_out();
+    }
+
+    fn lock_follow(&self) -> MutexGuard<'_, VecDeque<Follow>> {
+        self.follow.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Carries out what is queued in `follow`, unless another thread is at it (that thread
+    /// then carries out this thread's items too, in order).
+    fn carry_out(&self) {
+        loop {
+            let turn = match self.provider_turn.try_lock() {
+                Ok(turn) => turn,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            };
+            loop {
+                let next = self.lock_follow().pop_front();
+                let Some(item) = next else { break };
+                self.follow_one(item);
+            }
+            drop(turn);
+            if self.lock_follow().is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// The certificate provider, the request counters and the record log follow one swap.
+    fn follow_one(&self, item: Follow) {
+        let (served, new) = match item {
+            Follow::All(snapshot) => {
+                let tenants: Vec<Arc<Tenant>> = snapshot.tenants().cloned().collect();
+                self.provider.sync(&tenants);
+                return;
+            }
+            Follow::Swap { served, snapshot } => (served, snapshot),
+        };
         let hosts = HostChanges::of(&served);
         self.provider
             .sync_changes(&hosts, &|| new.tenants().cloned().collect());
@@ -418,17 +472,6 @@ impl Reloader {
             &self.board,
             crate::publish::Publishing::of(&self.running),
         );
-        drop(turn);
-        files.into_iter().map(|f| f.path).collect()
-    }
-
-    /// Gives the provider the whole tenant list (explicit reloads: a renewed PEM file with
-    /// `issuer: files` is picked up even when no tenant changed).
-    fn sync_all(&self) {
-        let _turn = self.provider_turn.lock().unwrap_or_else(|e| e.into_inner());
-        let current = self.registry.load();
-        let tenants: Vec<Arc<Tenant>> = current.tenants().cloned().collect();
-        self.provider.sync(&tenants);
     }
 
     /// Reads the server file again: its errors and restart-only changes are reported (once,
@@ -504,6 +547,17 @@ impl Reloader {
         }));
         outcome
     }
+}
+
+/// What the certificate provider and the record log still have to follow.
+enum Follow {
+    /// One swap's served-table changes, and the snapshot they produced.
+    Swap {
+        served: Vec<Served>,
+        snapshot: Arc<Snapshot>,
+    },
+    /// An explicit reload: the whole tenant list of this snapshot.
+    All(Arc<Snapshot>),
 }
 
 /// What re-reading the server file found.
