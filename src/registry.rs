@@ -206,6 +206,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn with_changes_copies_only_the_shards_it_touches() {
+        let old = Snapshot::from_yaml(
+            "- {domain: a.example, mode: testing, mx: [mx.a.example]}\n- {domain: b.example, mode: testing, mx: [mx.b.example]}\n",
+        );
+        let c = Snapshot::from_yaml("domain: c.example\nmode: none\n");
+        let c = c.by_domain("c.example").unwrap().clone();
+        let changes = [
+            Served {
+                host: "mta-sts.a.example".into(),
+                before: old.by_domain("a.example").cloned(),
+                after: None,
+            },
+            Served {
+                host: c.host.clone(),
+                before: None,
+                after: Some(c.clone()),
+            },
+        ];
+        let new = old.with_changes(&changes, vec![]);
+        assert_eq!((old.len(), new.len()), (2, 2));
+        assert!(new.by_domain("a.example").is_none());
+        assert!(Arc::ptr_eq(new.by_domain("c.example").unwrap(), &c));
+        assert!(Arc::ptr_eq(
+            new.by_domain("b.example").unwrap(),
+            old.by_domain("b.example").unwrap()
+        ));
+        let shared = (0..SHARDS)
+            .filter(|&i| Arc::ptr_eq(&old.shards[i], &new.shards[i]))
+            .count();
+        assert!(shared >= SHARDS - 2, "{shared} shards shared");
+        let sorted: Vec<&str> = new.sorted().iter().map(|t| t.domain.as_str()).collect();
+        assert_eq!(sorted, ["b.example", "c.example"]);
+    }
+
+    #[test]
     fn every_swap_numbers_its_snapshot_from_the_one_it_replaces() {
         let registry = Arc::new(Registry::new(Snapshot::default()));
         assert_eq!(registry.load().generation, 0);
