@@ -3,6 +3,7 @@
 # another file's change, against the real release binary (internal CA, watcher on).
 #
 #   bash benches/reload-live.sh [BINARY] [TENANTS...]      (default: target/release/mta-stsd 10000 100000)
+#   env: PORT, APORT (listeners), BIG (tenants of the big file), EDIT_AFTER (seconds after it)
 #
 # Tenants are in bulk files of 1 000. An edit rewrites one file (write to a temporary name,
 # rename over) changing one tenant's mode; the time is from the rename to the first HTTPS
@@ -84,11 +85,11 @@ YAML
   bulk "$CFG/gen/big.yaml" 0 "$BIG" -1 testing big
   local tb; tb=$(now)
   mv "$CFG/gen/big.yaml" "$CFG/tenants/big.yaml"
-  sleep 0.5
+  sleep "${EDIT_AFTER:-0.5}"
   local t0; t0=$(now)
   bulk "$file" $((tf * PER_FILE)) $PER_FILE $target enforce
   wait_mode "t$target.example" enforce
-  echo "$n tenants + a $BIG-tenant file added: another file's edit (written 0.5 s after it) served after $(ms_since "$t0") ms"
+  echo "$n tenants + a $BIG-tenant file added: another file's edit (written ${EDIT_AFTER:-0.5} s after it) served after $(ms_since "$t0") ms"
   wait_mode "big0.example" testing
   echo "$n tenants + a $BIG-tenant file added: the big file's first tenant served after $(ms_since "$tb") ms"
   local t1; t1=$(now)
