@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mta_stsd::certs::{CertBoard, CertProvider};
+use mta_stsd::certs::{CertBoard, CertProvider, HostChanges};
 use mta_stsd::config::Tenant;
 use mta_stsd::registry::{Registry, Snapshot};
 use mta_stsd::reload::{self, Reloader, Scope, Trigger};
@@ -25,6 +25,7 @@ impl CertProvider for NoCertificates {
         "none"
     }
     fn sync(&self, _: &[Arc<Tenant>]) {}
+    fn sync_changes(&self, _: &HostChanges, _: &dyn Fn() -> Vec<Arc<Tenant>>) {}
 }
 
 fn tenant(i: usize, mode: &str) -> String {

@@ -16,7 +16,7 @@
 //!    files, ACME), [`tlsrpt`] (reports: decoding, the `ReportStore` trait, HTTPS and mail
 //!    intake through one accept path, summaries and the verdict).
 //! 3. [`publish`] (the one builder of DNS records, readiness), [`http`] (routing a policy
-//!    request), [`reload`] (the one tenant loader, watching, SIGHUP, one snapshot swap).
+//!    request), [`reload`] (the one tenant loader, watching, SIGHUP, one swap per changed file).
 //! 4. [`server`] (TCP accept, TLS with SNI checked first, HTTP/1.1 or h2 by ALPN, one handler
 //!    per connection), [`metrics`] (the one reader of `stats`; per-tenant series made at
 //!    scrape time), [`admin`] (the loopback admin listener).

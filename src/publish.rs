@@ -9,7 +9,7 @@
 use crate::certs::{CertBoard, CertState, CertStatus};
 use crate::config::{ServerConfig, Tenant, TlsRptConfig};
 use crate::policy::{Mode, tlsrpt_txt_value, zone_quote};
-use crate::registry::Snapshot;
+use crate::registry::{Served, Snapshot};
 
 /// Whether a certificate status means the policy host can be fetched by a sender: valid (or
 /// being renewed while the old one is served) and not expired.
@@ -204,38 +204,71 @@ pub enum Change {
 pub fn changes(old: &Snapshot, new: &Snapshot, publishing: Publishing<'_>) -> Vec<Change> {
     let mut out = Vec::new();
     for t in new.tenants() {
-        let before = old.get(&t.host);
-        if before.is_none_or(|b| b.policy.id != t.policy.id) {
-            out.push(Change::StsId {
-                domain: t.domain.clone(),
-                record: sts_record(t),
-                added: before.is_none(),
-            });
-        }
-        let old_rpt = before.and_then(|b| tenant_records(b, publishing).tlsrpt);
-        let new_rpt = tenant_records(t, publishing).tlsrpt;
-        if old_rpt != new_rpt {
-            match new_rpt.map(|r| r.console_line()) {
-                Some(record) => out.push(Change::TlsRpt {
-                    domain: t.domain.clone(),
-                    record,
-                }),
-                None => out.push(Change::TlsRptRemoved {
-                    domain: t.domain.clone(),
-                }),
-            }
-        }
+        change_of(
+            old.get(&t.host).map(|b| &**b),
+            Some(t),
+            publishing,
+            &mut out,
+        );
     }
-    for t in old.tenants() {
-        if new.get(&t.host).is_none() {
-            out.push(Change::Removed {
-                domain: t.domain.clone(),
-                mode: t.policy.mode,
-            });
-        }
+    for t in old.tenants().filter(|t| new.get(&t.host).is_none()) {
+        change_of(Some(t), None, publishing, &mut out);
     }
     out.sort_by(|a, b| domain_of(a).cmp(domain_of(b)));
     out
+}
+
+/// The changes of the served-table changes of one swap, sorted by domain: O(changed tenants).
+pub fn served_changes(served: &[Served], publishing: Publishing<'_>) -> Vec<Change> {
+    let mut out = Vec::new();
+    for s in served {
+        change_of(
+            s.before.as_deref(),
+            s.after.as_deref(),
+            publishing,
+            &mut out,
+        );
+    }
+    out.sort_by(|a, b| domain_of(a).cmp(domain_of(b)));
+    out
+}
+
+/// The records one tenant going from `before` to `after` calls for.
+fn change_of(
+    before: Option<&Tenant>,
+    after: Option<&Tenant>,
+    publishing: Publishing<'_>,
+    out: &mut Vec<Change>,
+) {
+    let Some(t) = after else {
+        if let Some(b) = before {
+            out.push(Change::Removed {
+                domain: b.domain.clone(),
+                mode: b.policy.mode,
+            });
+        }
+        return;
+    };
+    if before.is_none_or(|b| b.policy.id != t.policy.id) {
+        out.push(Change::StsId {
+            domain: t.domain.clone(),
+            record: sts_record(t),
+            added: before.is_none(),
+        });
+    }
+    let old_rpt = before.and_then(|b| tenant_records(b, publishing).tlsrpt);
+    let new_rpt = tenant_records(t, publishing).tlsrpt;
+    if old_rpt != new_rpt {
+        match new_rpt.map(|r| r.console_line()) {
+            Some(record) => out.push(Change::TlsRpt {
+                domain: t.domain.clone(),
+                record,
+            }),
+            None => out.push(Change::TlsRptRemoved {
+                domain: t.domain.clone(),
+            }),
+        }
+    }
 }
 
 fn domain_of(c: &Change) -> &str {
@@ -258,7 +291,21 @@ const SUMMARY_DOMAINS: usize = 5;
 /// Logs each new `_mta-sts` / `_smtp._tls` record and each removal, or one summary line when
 /// there are more than [`LOG_EACH_LIMIT`].
 pub fn log_changes(old: &Snapshot, new: &Snapshot, board: &CertBoard, publishing: Publishing<'_>) {
-    let all = changes(old, new, publishing);
+    log_change_list(changes(old, new, publishing), new, board);
+}
+
+/// [`log_changes`] for the served-table changes of one swap (O(changed tenants)); `new` is the
+/// snapshot they produced.
+pub fn log_served(
+    served: &[Served],
+    new: &Snapshot,
+    board: &CertBoard,
+    publishing: Publishing<'_>,
+) {
+    log_change_list(served_changes(served, publishing), new, board);
+}
+
+fn log_change_list(all: Vec<Change>, new: &Snapshot, board: &CertBoard) {
     let summarize = all.len() > LOG_EACH_LIMIT;
     if summarize {
         let summary = ChangeSummary::of(&all);

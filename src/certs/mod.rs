@@ -20,7 +20,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use x509_parser::error::X509Error;
 
-pub use provider::{CertBoard, CertProvider, CertState, CertStatus};
+pub use provider::{CertBoard, CertProvider, CertState, CertStatus, HostChanges};
 
 /// ALPN protocol of the ACME TLS-ALPN-01 challenge (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";

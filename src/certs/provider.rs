@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use super::internal::InternalCa;
 use super::queue::IssueQueue;
 use super::{CertInfo, CertResolver};
-use crate::config::Tenant;
+use crate::config::{Served, Tenant};
 
 /// Lifecycle state of one tenant's certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -148,12 +148,46 @@ impl CertBoard {
     }
 }
 
+/// The hosts one snapshot swap changed, for [`CertProvider::sync_changes`].
+#[derive(Clone, Debug, Default)]
+pub struct HostChanges {
+    /// Tenants served now that were not before.
+    pub added: Vec<Arc<Tenant>>,
+    /// Tenants served before and now, with another definition.
+    pub changed: Vec<Arc<Tenant>>,
+    /// Policy hosts no longer served.
+    pub removed: Vec<String>,
+}
+
+impl HostChanges {
+    /// Sorts served-table changes into added, changed and removed hosts.
+    pub fn of(changes: &[Served]) -> HostChanges {
+        let mut out = HostChanges::default();
+        for c in changes {
+            match (&c.before, &c.after) {
+                (None, Some(t)) => out.added.push(t.clone()),
+                (Some(_), Some(t)) => out.changed.push(t.clone()),
+                (Some(_), None) => out.removed.push(c.host.clone()),
+                (None, None) => {}
+            }
+        }
+        out
+    }
+}
+
 /// Keeps the resolver in step with the tenant list.
 pub trait CertProvider: Send + Sync {
     /// Short name for logs, metrics and [`CertStatus::provider`].
     fn name(&self) -> &'static str;
-    /// Called with every current tenant at startup and after each snapshot swap.
+    /// Called with every current tenant at startup and after an explicit reload (SIGHUP,
+    /// `POST /reload`).
     fn sync(&self, tenants: &[Arc<Tenant>]);
+    /// Called after a swap that changed only `changes`, in swap order, so a one-tenant edit
+    /// costs one host. `all` lists every current tenant; the default syncs that whole list.
+    fn sync_changes(&self, changes: &HostChanges, all: &dyn Fn() -> Vec<Arc<Tenant>>) {
+        let _ = changes;
+        self.sync(&all());
+    }
     /// Serves these non-tenant hosts too (replacing any earlier list) and keeps them across
     /// later [`CertProvider::sync`] calls. The default does nothing: such a provider serves
     /// tenants only.
@@ -351,6 +385,13 @@ impl CertProvider for InternalProvider {
         self.kick();
     }
 
+    fn sync_changes(&self, changes: &HostChanges, _all: &dyn Fn() -> Vec<Arc<Tenant>>) {
+        drop_hosts(&self.resolver, &self.board, &changes.removed, &self.extra);
+        for t in &changes.added {
+            self.ensure(&t.host);
+        }
+    }
+
     fn sync_extra(&self, hosts: &[String]) {
         let old = read_extra(&self.extra);
         replace_extra(&self.extra, hosts);
@@ -373,6 +414,23 @@ impl CertProvider for InternalProvider {
 
     fn background(self: Arc<Self>, stop: Stop) -> Option<Background> {
         Some(Box::pin(self.work(stop)))
+    }
+}
+
+/// Removes the resolver entries and statuses of `removed` hosts that are not extra hosts.
+fn drop_hosts(
+    resolver: &CertResolver,
+    board: &CertBoard,
+    removed: &[String],
+    extra: &RwLock<Vec<String>>,
+) {
+    if removed.is_empty() {
+        return;
+    }
+    let extra = read_extra(extra);
+    for host in removed.iter().filter(|h| !extra.contains(h)) {
+        resolver.remove(host);
+        board.remove(host);
     }
 }
 
@@ -452,6 +510,14 @@ impl CertProvider for FilesProvider {
         let now = crate::util::unix_now();
         for host in wanted_hosts(tenants, &extra) {
             self.load(host, now);
+        }
+    }
+
+    fn sync_changes(&self, changes: &HostChanges, _all: &dyn Fn() -> Vec<Arc<Tenant>>) {
+        drop_hosts(&self.resolver, &self.board, &changes.removed, &self.extra);
+        let now = crate::util::unix_now();
+        for t in changes.added.iter().chain(&changes.changed) {
+            self.load(&t.host, now);
         }
     }
 

@@ -23,8 +23,8 @@ pub use server::{
     load_server_config,
 };
 pub use tenant::{
-    FileTenants, Tenant, TenantSet, assemble, assemble_shared, file_kind, is_tenant_file_name,
-    load_tenant_file, parse_tenants,
+    Claims, FileTenants, Served, Tenant, TenantSet, assemble, assemble_shared, file_kind,
+    is_tenant_file_name, load_tenant_file, parse_tenants,
 };
 pub use tlsrpt::{
     DEFAULT_MAX_COMPRESSED, DEFAULT_MAX_DECOMPRESSED, DEFAULT_MIN_DAYS, DEFAULT_RETENTION_DAYS,

@@ -1,7 +1,7 @@
 //! Tenant files: one tenant per file, or a list of tenants for bulk operators.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -443,8 +443,8 @@ impl TenantSet {
     }
 }
 
-/// Merges per-file results into one table. A domain defined in two files stays with the first
-/// file (by path order) and the second gets an error naming both.
+/// Merges per-file results, given in path order, into one table. A domain defined in two
+/// files stays with the first file (by path order) and the second gets an error naming both.
 pub fn assemble(files: Vec<FileTenants>) -> TenantSet {
     let shared: Vec<(Vec<Arc<Tenant>>, Vec<Diagnostic>)> = files
         .into_iter()
@@ -454,33 +454,192 @@ pub fn assemble(files: Vec<FileTenants>) -> TenantSet {
 }
 
 /// [`assemble`] over tenants that are already shared, file by file in path order: the
-/// reloader keeps each file's tenants behind `Arc`s, so a reload of 100 000 tenants copies
-/// pointers rather than policies.
+/// reloader keeps each file's tenants behind `Arc`s, so a load of 100 000 tenants copies
+/// pointers rather than policies. The same [`Claims`] the reloader keeps decide duplicates.
 pub fn assemble_shared<'a>(
     files: impl IntoIterator<Item = (&'a [Arc<Tenant>], &'a [Diagnostic])>,
 ) -> TenantSet {
-    let mut owners: HashMap<&'a str, &'a Path> = HashMap::new();
-    let mut set = TenantSet::default();
+    let mut claims = Claims::default();
+    let mut served: HashMap<String, Arc<Tenant>> = HashMap::new();
+    let mut files_seen: Vec<(&'a [Arc<Tenant>], &'a [Diagnostic])> = Vec::new();
     for (tenants, diagnostics) in files {
-        set.diagnostics.extend_from_slice(diagnostics);
-        for tenant in tenants {
-            if let Some(owner) = owners.get(tenant.domain.as_str()) {
-                set.diagnostics.push(Diagnostic::error(
-                    &tenant.source,
-                    tenant.line,
-                    tenant.column,
-                    "domain",
-                    format!(
-                        "duplicate domain {:?}: already defined in {}",
-                        tenant.domain,
-                        owner.display()
-                    ),
-                ));
-                continue;
+        if let Some(first) = tenants.first() {
+            let lookup = |h: &str| served.get(h).cloned();
+            for change in claims.redefine_file(&first.source, &[], tenants, &lookup) {
+                match change.after {
+                    Some(t) => served.insert(change.host, t),
+                    None => served.remove(&change.host),
+                };
             }
-            owners.insert(tenant.domain.as_str(), tenant.source.as_path());
-            set.tenants.push(tenant.clone());
         }
+        files_seen.push((tenants, diagnostics));
+    }
+    let mut set = TenantSet::default();
+    for (tenants, diagnostics) in files_seen {
+        set.diagnostics.extend_from_slice(diagnostics);
+        let Some(first) = tenants.first() else {
+            continue;
+        };
+        set.diagnostics.extend(claims.duplicates(&first.source));
+        let owned = |t: &&Arc<Tenant>| served.get(&t.host).is_some_and(|s| Arc::ptr_eq(s, t));
+        set.tenants.extend(tenants.iter().filter(owned).cloned());
     }
     set
+}
+
+/// One served tenant changing: added (`before` is `None`), removed (`after` is `None`) or
+/// replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// The policy host.
+    pub host: String,
+    /// What was served.
+    pub before: Option<Arc<Tenant>>,
+    /// What is served from now on.
+    pub after: Option<Arc<Tenant>>,
+}
+
+/// Who serves a domain that several files define: the first file in path order; every other
+/// definition gets an error naming it. Kept across reloads, so a change of one file costs
+/// O(that file's tenants): only contested domains are stored, and the served table (the
+/// caller's) answers for the rest.
+#[derive(Debug, Default)]
+pub struct Claims {
+    /// Every definition of a domain defined in more than one file, sorted by file.
+    contested: HashMap<String, Vec<Arc<Tenant>>>,
+    /// The duplicate errors of each file, by domain.
+    errors: BTreeMap<PathBuf, BTreeMap<String, Diagnostic>>,
+}
+
+impl Claims {
+    /// `file` now defines `new` instead of `old` (its previous tenants); `served` answers which
+    /// tenant a host serves now. Returns the served-table changes, one per host at most.
+    pub fn redefine_file(
+        &mut self,
+        file: &Path,
+        old: &[Arc<Tenant>],
+        new: &[Arc<Tenant>],
+        served: &dyn Fn(&str) -> Option<Arc<Tenant>>,
+    ) -> Vec<Served> {
+        let before: HashMap<&str, &Arc<Tenant>> =
+            old.iter().map(|t| (t.domain.as_str(), t)).collect();
+        let after: HashMap<&str, &Arc<Tenant>> =
+            new.iter().map(|t| (t.domain.as_str(), t)).collect();
+        let mut out = Vec::new();
+        let gone = old
+            .iter()
+            .filter(|t| !after.contains_key(t.domain.as_str()));
+        for t in gone {
+            out.extend(self.redefine(file, t, None, served));
+        }
+        for t in new {
+            let same = before
+                .get(t.domain.as_str())
+                .is_some_and(|o| Arc::ptr_eq(o, t) || ***o == **t);
+            if !same {
+                out.extend(self.redefine(file, t, Some(t.clone()), served));
+            }
+        }
+        out
+    }
+
+    /// Takes over the duplicates of a table already built (by [`assemble_shared`]): every
+    /// defined tenant, and `served` for the one each host serves. Costs a lookup per tenant.
+    pub fn adopt<'a>(
+        &mut self,
+        tenants: impl Iterator<Item = &'a Arc<Tenant>>,
+        served: &dyn Fn(&str) -> Option<Arc<Tenant>>,
+    ) {
+        for t in tenants {
+            if !served(&t.host).is_some_and(|s| Arc::ptr_eq(&s, t)) {
+                self.redefine(&t.source, t, Some(t.clone()), served);
+            }
+        }
+    }
+
+    /// `file`'s definition of `like`'s domain becomes `next` (`None`: it has none).
+    fn redefine(
+        &mut self,
+        file: &Path,
+        like: &Tenant,
+        next: Option<Arc<Tenant>>,
+        served: &dyn Fn(&str) -> Option<Arc<Tenant>>,
+    ) -> Option<Served> {
+        let owner = served(&like.host);
+        let mut defs = match self.contested.remove(&like.domain) {
+            Some(defs) => defs,
+            None => owner.iter().cloned().collect(),
+        };
+        for t in defs.iter().skip(1) {
+            self.forget_error(&t.source, &like.domain);
+        }
+        defs.retain(|t| t.source != file);
+        if let Some(t) = next {
+            let at = defs.partition_point(|d| d.source < t.source);
+            defs.insert(at, t);
+        }
+        let first = defs.first().cloned();
+        if let Some(owner) = &first {
+            for t in defs.iter().skip(1) {
+                self.note_error(t, &owner.source);
+            }
+        }
+        if defs.len() > 1 {
+            self.contested.insert(like.domain.clone(), defs);
+        }
+        let same = match (&owner, &first) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        (!same).then(|| Served {
+            host: like.host.clone(),
+            before: owner,
+            after: first,
+        })
+    }
+
+    fn note_error(&mut self, t: &Tenant, owner: &Path) {
+        let error = Diagnostic::error(
+            &t.source,
+            t.line,
+            t.column,
+            "domain",
+            format!(
+                "duplicate domain {:?}: already defined in {}",
+                t.domain,
+                owner.display()
+            ),
+        );
+        self.errors
+            .entry(t.source.clone())
+            .or_default()
+            .insert(t.domain.clone(), error);
+    }
+
+    fn forget_error(&mut self, file: &Path, domain: &str) {
+        if let Some(errors) = self.errors.get_mut(file) {
+            errors.remove(domain);
+            if errors.is_empty() {
+                self.errors.remove(file);
+            }
+        }
+    }
+
+    /// The duplicate errors of `file`, in the order of its lines.
+    pub fn duplicates(&self, file: &Path) -> Vec<Diagnostic> {
+        let mut list: Vec<Diagnostic> = self
+            .errors
+            .get(file)
+            .into_iter()
+            .flat_map(|e| e.values().cloned())
+            .collect();
+        list.sort_by_key(|d| (d.line, d.column));
+        list
+    }
+
+    /// The files that have duplicate errors, in path order.
+    pub fn files_with_errors(&self) -> impl Iterator<Item = &Path> {
+        self.errors.keys().map(PathBuf::as_path)
+    }
 }

@@ -1,11 +1,13 @@
 //! The one tenant loader: the last result of every tenant file, re-read only when its stamp
 //! changes. The daemon keeps one across reloads; the CLI builds one for a single load.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::Scope;
+use super::pool::Slots;
 use crate::config::{self, Diagnostic, FileTenants, ServerConfig, Tenant, TenantSet};
 
 /// Identity and timestamps of a file (following symlinks): any write, rename-over or
@@ -193,12 +195,78 @@ fn skipped_warning(path: &Path) -> Diagnostic {
     )
 }
 
+/// A tenant file to read again, as [`TenantCache::plan`] found it on disk.
+#[derive(Debug)]
+pub struct Job {
+    /// The file.
+    pub path: PathBuf,
+    stamp: Stamp,
+    /// Why it may not be read, when it may not (a refused symlink, a FIFO).
+    refused: Option<String>,
+    /// Which plan asked for it: a later plan for the same file supersedes this one.
+    ticket: u64,
+}
+
+impl Job {
+    /// Its size when planned, so small files are read first.
+    pub fn size(&self) -> u64 {
+        self.stamp.len
+    }
+
+    /// Reads and parses the file. Touches no shared state: runs outside every lock.
+    pub fn parse(&self) -> FileTenants {
+        match &self.refused {
+            None => config::load_tenant_file(&self.path),
+            Some(why) => FileTenants::unreadable(&self.path, why.clone()),
+        }
+    }
+}
+
+/// What [`TenantCache::plan`] found: the files to read again and the files that are gone.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Files whose stamp changed (and that no earlier plan is already reading as they are).
+    pub jobs: Vec<Job>,
+    /// Cached files no longer there.
+    pub gone: Vec<PathBuf>,
+    /// Warnings for entries newly skipped, to log once.
+    pub new_diagnostics: Vec<Diagnostic>,
+}
+
+/// The tenants one file served before and serves after a change.
+#[derive(Debug)]
+pub struct FileChange {
+    /// The file.
+    pub path: PathBuf,
+    /// Its tenants before.
+    pub old: Vec<Arc<Tenant>>,
+    /// Its tenants now (none when the file is gone).
+    pub new: Vec<Arc<Tenant>>,
+}
+
+/// What applying a parsed file did.
+#[derive(Debug)]
+pub enum Applied {
+    /// A later plan reads the file again (or it is gone): this result is dropped.
+    Superseded,
+    /// Read again with the same result.
+    Same,
+    /// Its result changed.
+    Changed(FileChange),
+}
+
 /// The last result of every tenant file of a directory.
 #[derive(Debug, Default)]
 pub struct TenantCache {
     files: BTreeMap<PathBuf, CachedFile>,
     /// Visible entries that are not tenant files, each with its warning.
     skipped: BTreeMap<PathBuf, Diagnostic>,
+    /// Files with diagnostics or stale tenants: what a status or a snapshot's diagnostics
+    /// need, without looking at every file.
+    problems: BTreeSet<PathBuf>,
+    /// Files planned and being read: the plan's ticket and the stamp it read.
+    reading: HashMap<PathBuf, (u64, Stamp)>,
+    tickets: u64,
     confinement: Confinement,
 }
 
@@ -218,68 +286,108 @@ impl TenantCache {
         }
     }
 
-    /// Brings the cache in step with `dir`. An unreadable directory is an error and leaves the
-    /// cache as it was (a directory being replaced must not unload every tenant).
+    /// Brings the cache in step with `dir`, reading one file after another. An unreadable
+    /// directory is an error and leaves the cache as it was (a directory being replaced must
+    /// not unload every tenant).
     pub fn refresh(&mut self, dir: &Path) -> Result<Refresh, Diagnostic> {
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            Diagnostic::error(dir, 0, 0, "", format!("cannot read tenants directory: {e}"))
-        })?;
-        let bounds = self.confinement.resolve(dir);
-        let mut refresh = Refresh::default();
-        let mut seen = BTreeSet::new();
-        for entry in entries.filter_map(Result::ok) {
-            let path = entry.path();
-            if self.update(&path, &bounds, &mut refresh) {
-                seen.insert(path);
-            }
-        }
-        self.skipped.retain(|p, _| seen.contains(p));
-        let gone: Vec<PathBuf> = self
-            .files
-            .keys()
-            .filter(|p| !seen.contains(*p))
-            .cloned()
-            .collect();
-        for path in gone {
-            self.files.remove(&path);
-            refresh.changed_files.push(path);
-        }
-        Ok(refresh)
+        let plan = self.plan(dir, &Scope::All)?;
+        Ok(self.run(plan))
     }
 
     /// Looks at the named files of `dir` only (what the watcher saw change): a one-file edit
     /// then costs one `stat` and one parse however many files the directory holds.
     pub fn refresh_files(&mut self, dir: &Path, paths: &BTreeSet<PathBuf>) -> Refresh {
-        let bounds = self.confinement.resolve(dir);
-        let mut refresh = Refresh::default();
-        for path in paths.iter().filter(|p| p.parent() == Some(dir)) {
-            if self.update(path, &bounds, &mut refresh) {
-                continue;
+        match self.plan(dir, &Scope::Files(paths.clone())) {
+            Ok(plan) => self.run(plan),
+            Err(_) => Refresh::default(),
+        }
+    }
+
+    /// Carries out `plan` here and now, file by file.
+    fn run(&mut self, plan: Plan) -> Refresh {
+        let mut refresh = Refresh {
+            new_diagnostics: plan.new_diagnostics,
+            ..Refresh::default()
+        };
+        for path in plan.gone {
+            if self.remove(&path).is_some() {
+                refresh.changed_files.push(path);
             }
-            self.skipped.remove(path);
-            if self.files.remove(path).is_some() {
-                refresh.changed_files.push(path.clone());
+        }
+        for job in plan.jobs {
+            let parsed = job.parse();
+            refresh.reparsed += 1;
+            refresh
+                .new_diagnostics
+                .extend(parsed.diagnostics.iter().cloned());
+            if let Applied::Changed(c) = self.apply(&job, parsed) {
+                refresh.changed_files.push(c.path);
             }
         }
         refresh
     }
 
-    /// Re-reads `path` if its stamp changed. Returns whether something that counts is there: a
-    /// tenant file (read or refused) or a skipped entry. Something with a tenant file's name
-    /// that cannot be read is an error of that file and keeps its last good tenants.
-    fn update(&mut self, path: &Path, bounds: &Resolved, refresh: &mut Refresh) -> bool {
+    /// Looks at what `scope` names (stat only, nothing is read): the files to read again, the
+    /// files gone. An unreadable tenants directory is an error and changes nothing.
+    pub fn plan(&mut self, dir: &Path, scope: &Scope) -> Result<Plan, Diagnostic> {
+        let bounds = self.confinement.resolve(dir);
+        let mut plan = Plan::default();
+        let paths = match scope {
+            Scope::All => None,
+            Scope::Files(paths) => Some(paths),
+        };
+        let Some(paths) = paths else {
+            let entries = std::fs::read_dir(dir).map_err(|e| {
+                Diagnostic::error(dir, 0, 0, "", format!("cannot read tenants directory: {e}"))
+            })?;
+            let mut seen = BTreeSet::new();
+            for entry in entries.filter_map(Result::ok) {
+                let path = entry.path();
+                if self.look(&path, &bounds, &mut plan) {
+                    seen.insert(path);
+                }
+            }
+            self.skipped.retain(|p, _| seen.contains(p));
+            self.reading.retain(|p, _| seen.contains(p));
+            plan.gone = self
+                .files
+                .keys()
+                .filter(|p| !seen.contains(*p))
+                .cloned()
+                .collect();
+            return Ok(plan);
+        };
+        for path in paths.iter().filter(|p| p.parent() == Some(dir)) {
+            if self.look(path, &bounds, &mut plan) {
+                continue;
+            }
+            self.skipped.remove(path);
+            self.reading.remove(path);
+            if self.files.contains_key(path) {
+                plan.gone.push(path.clone());
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Plans `path` to be read if its stamp changed. Returns whether something that counts is
+    /// there: a tenant file (to read, refused, or unchanged) or a skipped entry. Something
+    /// with a tenant file's name that cannot be read is an error of that file and keeps its
+    /// last good tenants.
+    fn look(&mut self, path: &Path, bounds: &Resolved, plan: &mut Plan) -> bool {
         let name = path.file_name().map(|n| n.to_string_lossy());
         let Some(name) = name.filter(|n| !n.starts_with('.')) else {
             return false;
         };
         if !config::is_tenant_file_name(&name) {
-            return self.note_skipped(path, refresh);
+            return self.note_skipped(path, &mut plan.new_diagnostics);
         }
         let Some((stamp, verdict)) = inspect(path) else {
             return false;
         };
-        let previous = self.files.get(path);
-        if previous.is_some_and(|p| p.stamp == stamp) {
+        let cached = self.files.get(path).is_some_and(|p| p.stamp == stamp);
+        let being_read = self.reading.get(path).is_some_and(|(_, s)| *s == stamp);
+        if cached || being_read {
             return true;
         }
         // Stat before reading: if the file changes in between, the stored stamp is older than
@@ -291,34 +399,94 @@ impl TenantCache {
                 Ok(())
             }
         });
-        let parsed = match readable {
-            Ok(()) => config::load_tenant_file(path),
-            Err(why) => FileTenants::unreadable(path, why),
-        };
-        refresh.reparsed += 1;
-        refresh
-            .new_diagnostics
-            .extend(parsed.diagnostics.iter().cloned());
-        let next = CachedFile::merge(previous, parsed, stamp);
-        if previous.is_none_or(|p| !p.same_result(&next)) {
-            refresh.changed_files.push(path.to_path_buf());
-        }
-        self.files.insert(path.to_path_buf(), next);
+        self.tickets += 1;
+        self.reading
+            .insert(path.to_path_buf(), (self.tickets, stamp));
+        plan.jobs.push(Job {
+            path: path.to_path_buf(),
+            stamp,
+            refused: readable.err(),
+            ticket: self.tickets,
+        });
         true
+    }
+
+    /// Takes in what reading `job` gave, unless a later plan reads the file again.
+    pub fn apply(&mut self, job: &Job, parsed: FileTenants) -> Applied {
+        if self.reading.get(&job.path).map(|r| r.0) != Some(job.ticket) {
+            return Applied::Superseded;
+        }
+        self.reading.remove(&job.path);
+        let previous = self.files.get(&job.path);
+        let next = CachedFile::merge(previous, parsed, job.stamp);
+        let changed = previous.is_none_or(|p| !p.same_result(&next));
+        let old = previous.map(|p| p.tenants.clone()).unwrap_or_default();
+        let new = next.tenants.clone();
+        if next.diagnostics.is_empty() && next.stale.is_empty() {
+            self.problems.remove(&job.path);
+        } else {
+            self.problems.insert(job.path.clone());
+        }
+        self.files.insert(job.path.clone(), next);
+        if !changed {
+            return Applied::Same;
+        }
+        Applied::Changed(FileChange {
+            path: job.path.clone(),
+            old,
+            new,
+        })
+    }
+
+    /// Forgets a file that is gone; its tenants are no longer served.
+    pub fn remove(&mut self, path: &Path) -> Option<FileChange> {
+        let gone = self.files.remove(path)?;
+        self.problems.remove(path);
+        Some(FileChange {
+            path: path.to_path_buf(),
+            old: gone.tenants,
+            new: Vec::new(),
+        })
     }
 
     /// Records a visible entry that is not a tenant file; its warning is logged when it first
     /// appears. Returns whether it is there.
-    fn note_skipped(&mut self, path: &Path, refresh: &mut Refresh) -> bool {
+    fn note_skipped(&mut self, path: &Path, new: &mut Vec<Diagnostic>) -> bool {
         if std::fs::symlink_metadata(path).is_err() {
             return false;
         }
         if !self.skipped.contains_key(path) {
             let warning = skipped_warning(path);
-            refresh.new_diagnostics.push(warning.clone());
+            new.push(warning.clone());
             self.skipped.insert(path.to_path_buf(), warning);
         }
         true
+    }
+
+    /// The diagnostics of every file in path order, each file's own followed by what
+    /// `extra` adds for it (duplicate errors), then the warnings for skipped entries. Costs
+    /// the number of files with diagnostics, not the number of files.
+    pub fn diagnostics<'a>(
+        &'a self,
+        extra_files: impl Iterator<Item = &'a Path>,
+        extra: impl Fn(&Path) -> Vec<Diagnostic>,
+    ) -> Vec<Diagnostic> {
+        let mut files: BTreeSet<&Path> = self.problems.iter().map(PathBuf::as_path).collect();
+        files.extend(extra_files);
+        let mut out = Vec::new();
+        for file in files {
+            if let Some(cached) = self.files.get(file) {
+                out.extend_from_slice(&cached.diagnostics);
+            }
+            out.extend(extra(file));
+        }
+        out.extend(self.skipped.values().cloned());
+        out
+    }
+
+    /// Every cached tenant, file by file in path order.
+    pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.files.values().flat_map(|f| f.tenants.iter())
     }
 
     /// Number of tenant files cached.
@@ -346,8 +514,9 @@ impl TenantCache {
     /// Domains currently served from a last good version.
     pub fn stale(&self) -> Vec<String> {
         let mut list: Vec<String> = self
-            .files
-            .values()
+            .problems
+            .iter()
+            .filter_map(|p| self.files.get(p))
             .flat_map(|f| f.stale.iter().cloned())
             .collect();
         list.sort();
@@ -356,9 +525,15 @@ impl TenantCache {
 }
 
 /// The first load: the tenant cache of `config.tenants_dir` and its table.
+/// Files are parsed in parallel, one thread per core.
 pub fn initial_load(config: &ServerConfig) -> Result<(TenantCache, TenantSet), Diagnostic> {
     let mut cache = TenantCache::new(config);
-    cache.refresh(&config.tenants_dir)?;
+    let plan = cache.plan(&config.tenants_dir, &Scope::All)?;
+    let mut parsed = Slots::new().run(plan.jobs, Job::size, Job::parse, |job, p| (job, p));
+    parsed.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    for (job, file) in parsed {
+        cache.apply(&job, file);
+    }
     let set = cache.assemble();
     Ok((cache, set))
 }

@@ -1,6 +1,5 @@
 //! Live configuration changes: file watching, SIGHUP and `POST /reload` all end in
-//! [`Reloader::reload`], which builds a complete new snapshot off the request path and swaps it
-//! in once.
+//! [`Reloader::reload`], which builds new snapshots off the request path and swaps them in.
 //!
 //! Incremental: the last result of every tenant file is cached with the file's identity and
 //! timestamps (`cache::Stamp`); a reload re-reads only files whose stamp changed and compares the
@@ -8,25 +7,34 @@
 //! file. A file that now fails keeps its last good tenants served (marked stale) while its
 //! errors are logged, counted and shown; other files' changes still apply.
 //!
+//! Per file, as soon as it is parsed: files are read in parallel outside the reloader's lock
+//! (`pool::Slots`, smallest first, a big file never holding the last slot), and each file's
+//! result is swapped in on its own, all of its changes at once, so a huge bulk file being
+//! parsed does not hold up another file's change. A swap costs the tenants that changed: the
+//! duplicate rule is kept by `config::Claims`, the snapshot copies only the shards it touches,
+//! and the certificate provider and the record log get that file's changes only.
+//!
 //! Watching: directories, not files (editors save by rename, Kubernetes swaps the `..data`
 //! symlink of a ConfigMap mount), any event → a debounced reload that compares results.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
 mod cache;
+mod pool;
 mod watch;
 
+use cache::{Applied, FileChange, Job};
 pub use cache::{Refresh, TenantCache, initial_load, load, load_server};
 pub use watch::{DirWatch, sighup_task, watch_task};
 
-use crate::certs::{CertBoard, CertProvider};
-use crate::config::{self, Diagnostic, ServerConfig, Tenant};
-use crate::registry::{Registry, Snapshot};
+use crate::certs::{CertBoard, CertProvider, HostChanges};
+use crate::config::{self, Claims, Diagnostic, ServerConfig, Tenant};
+use crate::registry::{Registry, Served, Snapshot};
 use crate::stats::{Metrics, ReloadResult, Stats};
 
 /// What started a reload.
@@ -119,12 +127,19 @@ pub struct ReloadOutcome {
     pub elapsed_ms: f64,
 }
 
-/// What the reloader mutates, behind one lock so reloads never interleave.
+/// What the reloader mutates, behind one lock: held to plan a reload and to apply one file's
+/// result, never while a file is read.
 struct State {
     cache: TenantCache,
+    /// Who serves each domain several files define.
+    claims: Claims,
     /// The server file as last read (to log a change once).
     server: Result<ServerConfig, Vec<Diagnostic>>,
 }
+
+/// What a test runs before a file is parsed.
+#[cfg(test)]
+type ParseHook = Box<dyn Fn(&std::path::Path) + Send + Sync>;
 
 /// Applies configuration changes to the running daemon.
 pub struct Reloader {
@@ -136,6 +151,17 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     state: Mutex<State>,
     status: ArcSwap<ReloadStatus>,
+    /// Parse slots shared by concurrent reloads.
+    slots: pool::Slots,
+    /// What the provider and the record log still have to hear of, queued under the state
+    /// lock so it is in swap order.
+    follow: Mutex<VecDeque<Follow>>,
+    /// Held by the one thread carrying out `follow`: a provider busy with a big file's
+    /// certificates delays no other file's swap, only its own certificates.
+    provider_turn: Mutex<()>,
+    /// Called before each file is parsed, so a test can hold one file's parse.
+    #[cfg(test)]
+    parse_hook: Option<ParseHook>,
 }
 
 /// Everything a [`Reloader`] is wired to.
@@ -182,11 +208,19 @@ impl Reloader {
             stale_tenants: cache.stale(),
             public_hostname: parts.config.public_hostname.clone(),
         };
+        let mut claims = Claims::default();
+        claims.adopt(cache.tenants(), &|h| snapshot.get(h).cloned());
         Reloader {
             state: Mutex::new(State {
                 cache,
+                claims,
                 server: Ok(parts.config.clone()),
             }),
+            slots: pool::Slots::new(),
+            follow: Mutex::default(),
+            provider_turn: Mutex::new(()),
+            #[cfg(test)]
+            parse_hook: None,
             running: parts.config,
             registry: parts.registry,
             board: parts.board,
@@ -242,48 +276,44 @@ impl Reloader {
         self.reload_blocking_scoped(trigger, Scope::All)
     }
 
-    /// [`Reloader::reload_blocking`] limited to `scope`.
+    /// [`Reloader::reload_blocking`] limited to `scope`. Files gone are dropped in one swap;
+    /// each file read again is swapped in as soon as it is parsed. Returns once every file
+    /// this reload read is applied (a reload that reads a huge file answers after it).
     pub fn reload_blocking_scoped(&self, trigger: Trigger, scope: Scope) -> ReloadOutcome {
         let started = Instant::now();
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock_state();
         let server = self.reread_server(&mut state);
         let server_changed = server.changed;
         let mut attempt = Attempt::new(trigger, started, server);
-        let refresh = match self.refresh(&mut state.cache, &scope) {
-            Ok(r) => r,
+        let plan = match self.plan(&mut state.cache, &scope) {
+            Ok(plan) => plan,
             Err(diag) => {
                 attempt.errors.push(diag);
                 attempt.stale_tenants = state.cache.stale();
+                drop(state);
                 return self.finish(ReloadResult::Error, attempt);
             }
         };
-        let changed = !refresh.changed_files.is_empty();
-        if changed {
-            self.swap(&state.cache);
-        } else if trigger.explicit() {
-            let current = self.registry.load();
-            let tenants: Vec<Arc<Tenant>> = current.tenants().cloned().collect();
-            self.provider.sync(&tenants);
-        }
-        let snapshot = self.registry.load();
-        attempt.errors.extend(
-            snapshot
-                .diagnostics
-                .iter()
-                .filter(|d| d.is_error())
-                .cloned(),
+        attempt.reparsed_files = plan.jobs.len();
+        let gone: Vec<FileChange> = plan
+            .gone
+            .iter()
+            .filter_map(|p| state.cache.remove(p))
+            .collect();
+        attempt.changed_files = self.swap_files(state, gone);
+        let applied = self.slots.run(
+            plan.jobs,
+            Job::size,
+            |job| self.parse(job),
+            |job, parsed| self.apply(job, parsed),
         );
-        let result = if !changed && !server_changed && !trigger.explicit() {
-            ReloadResult::Unchanged
-        } else if attempt.errors.is_empty() {
-            ReloadResult::Success
-        } else {
-            ReloadResult::Error
-        };
-        attempt.stale_tenants = state.cache.stale();
-        attempt.reparsed_files = refresh.reparsed;
-        attempt.changed_files = refresh.changed_files;
-        drop(state);
+        attempt.changed_files.extend(applied.into_iter().flatten());
+        attempt.changed_files.sort();
+        let changed = !attempt.changed_files.is_empty();
+        if trigger.explicit() {
+            self.sync_all();
+        }
+        let result = self.conclude(&mut attempt, changed || server_changed);
         let outcome = self.finish(result, attempt);
         if result != ReloadResult::Unchanged {
             log_outcome(&outcome);
@@ -291,24 +321,157 @@ impl Reloader {
         outcome
     }
 
-    /// Brings the tenant cache in step with the files `scope` names and logs what the files
-    /// parsed again say. An unreadable tenants directory changes nothing.
-    fn refresh(&self, cache: &mut TenantCache, scope: &Scope) -> Result<Refresh, Diagnostic> {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds the current errors and stale tenants to `attempt` and says how it ended.
+    fn conclude(&self, attempt: &mut Attempt, changed: bool) -> ReloadResult {
+        let state = self.lock_state();
+        let snapshot = self.registry.load();
+        attempt.stale_tenants = state.cache.stale();
+        drop(state);
+        let errors = snapshot.diagnostics.iter().filter(|d| d.is_error());
+        attempt.errors.extend(errors.cloned());
+        if !changed && !attempt.trigger.explicit() {
+            ReloadResult::Unchanged
+        } else if attempt.errors.is_empty() {
+            ReloadResult::Success
+        } else {
+            ReloadResult::Error
+        }
+    }
+
+    /// Looks at the files `scope` names and logs the warnings of entries newly skipped. An
+    /// unreadable tenants directory changes nothing.
+    fn plan(&self, cache: &mut TenantCache, scope: &Scope) -> Result<cache::Plan, Diagnostic> {
         let dir = &self.running.tenants_dir;
-        let refreshed = match scope {
-            Scope::All => cache.refresh(dir),
-            Scope::Files(paths) => Ok(cache.refresh_files(dir, paths)),
-        };
-        match refreshed {
-            Ok(r) => {
-                log_diagnostics(&r.new_diagnostics);
-                Ok(r)
+        match cache.plan(dir, scope) {
+            Ok(plan) => {
+                log_diagnostics(&plan.new_diagnostics);
+                Ok(plan)
             }
             Err(diag) => {
                 tracing::error!(dir = %dir.display(), "{diag}; keeping every tenant as it is");
                 Err(diag)
             }
         }
+    }
+
+    /// Reads one file (no lock held).
+    fn parse(&self, job: &Job) -> config::FileTenants {
+        #[cfg(test)]
+        if let Some(hook) = &self.parse_hook {
+            hook(&job.path);
+        }
+        job.parse()
+    }
+
+    /// Takes one parsed file in and swaps its changes in; returns the file if its result
+    /// changed.
+    fn apply(&self, job: Job, parsed: config::FileTenants) -> Option<std::path::PathBuf> {
+        let mut state = self.lock_state();
+        let diagnostics = parsed.diagnostics.clone();
+        match state.cache.apply(&job, parsed) {
+            Applied::Superseded => None,
+            Applied::Same => {
+                log_diagnostics(&diagnostics);
+                None
+            }
+            Applied::Changed(change) => {
+                log_diagnostics(&diagnostics);
+                self.swap_files(state, vec![change]).pop()
+            }
+        }
+    }
+
+    /// Swaps in the changes of `files` (all of each file's, in one snapshot) and lets the
+    /// certificate provider, the request counters and the record log follow. Returns the
+    /// files. The body is live from the swap on; certificates follow (issuance is queued for
+    /// added tenants, removed ones are dropped), then the records are logged with readiness.
+    fn swap_files(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        files: Vec<FileChange>,
+    ) -> Vec<std::path::PathBuf> {
+        if files.is_empty() {
+            return Vec::new();
+        }
+        let current = self.registry.load();
+        let served = served_changes(&mut state.claims, &current, &files);
+        let diagnostics = {
+            let State { cache, claims, .. } = &*state;
+            cache.diagnostics(claims.files_with_errors(), |f| claims.duplicates(f))
+        };
+        self.registry
+            .swap(current.with_changes(&served, diagnostics));
+        let snapshot = self.registry.load();
+        self.lock_follow()
+            .push_back(Follow::Swap { served, snapshot });
+        drop(state);
+        self.carry_out();
+        files.into_iter().map(|f| f.path).collect()
+    }
+
+    /// Gives the provider the whole tenant list (explicit reloads: a renewed PEM file with
+    /// `issuer: files` is picked up even when no tenant changed).
+    fn sync_all(&self) {
+        let state = self.lock_state();
+        self.lock_follow()
+            .push_back(Follow::All(self.registry.load()));
+        drop(state);
+        self.carry_out();
+    }
+
+    fn lock_follow(&self) -> MutexGuard<'_, VecDeque<Follow>> {
+        self.follow.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Carries out what is queued in `follow`, unless another thread is at it (that thread
+    /// then carries out this thread's items too, in order).
+    fn carry_out(&self) {
+        loop {
+            let turn = match self.provider_turn.try_lock() {
+                Ok(turn) => turn,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            };
+            loop {
+                let next = self.lock_follow().pop_front();
+                let Some(item) = next else { break };
+                self.follow_one(item);
+            }
+            drop(turn);
+            if self.lock_follow().is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// The certificate provider, the request counters and the record log follow one swap.
+    fn follow_one(&self, item: Follow) {
+        let (served, new) = match item {
+            Follow::All(snapshot) => {
+                let tenants: Vec<Arc<Tenant>> = snapshot.tenants().cloned().collect();
+                self.provider.sync(&tenants);
+                return;
+            }
+            Follow::Swap { served, snapshot } => (served, snapshot),
+        };
+        let hosts = HostChanges::of(&served);
+        self.provider
+            .sync_changes(&hosts, &|| new.tenants().cloned().collect());
+        if !hosts.removed.is_empty() {
+            self.stats
+                .tenant_requests
+                .retain(|d| new.by_domain(d).is_some());
+        }
+        crate::publish::log_served(
+            &served,
+            &new,
+            &self.board,
+            crate::publish::Publishing::of(&self.running),
+        );
     }
 
     /// Reads the server file again: its errors and restart-only changes are reported (once,
@@ -348,28 +511,6 @@ impl Reloader {
         }
     }
 
-    /// Swaps in the cache's tenant table. The body is live from here on; certificates follow
-    /// (issuance is queued for added tenants, removed ones are dropped), then the records are
-    /// logged with readiness.
-    fn swap(&self, cache: &TenantCache) {
-        let set = cache.assemble();
-        let tenants = set.tenants.clone();
-        let old = self
-            .registry
-            .swap(Snapshot::new(set.tenants, set.diagnostics));
-        self.provider.sync(&tenants);
-        let new = self.registry.load();
-        self.stats
-            .tenant_requests
-            .retain(|d| new.by_domain(d).is_some());
-        crate::publish::log_changes(
-            &old,
-            &new,
-            &self.board,
-            crate::publish::Publishing::of(&self.running),
-        );
-    }
-
     /// Counts the reload and publishes its status.
     fn finish(&self, result: ReloadResult, attempt: Attempt) -> ReloadOutcome {
         self.metrics.reload(result);
@@ -406,6 +547,17 @@ impl Reloader {
         }));
         outcome
     }
+}
+
+/// What the certificate provider and the record log still have to follow.
+enum Follow {
+    /// One swap's served-table changes, and the snapshot they produced.
+    Swap {
+        served: Vec<Served>,
+        snapshot: Arc<Snapshot>,
+    },
+    /// An explicit reload: the whole tenant list of this snapshot.
+    All(Arc<Snapshot>),
 }
 
 /// What re-reading the server file found.
@@ -448,6 +600,31 @@ struct Attempt {
     changed_files: Vec<PathBuf>,
 }
 
+/// What `files`' changes do to the served table: each file's old tenants replaced by its new
+/// ones under the duplicate rule, a host changed by several files merged into one change.
+fn served_changes(claims: &mut Claims, current: &Snapshot, files: &[FileChange]) -> Vec<Served> {
+    let mut merged: std::collections::HashMap<String, Served> = std::collections::HashMap::new();
+    for file in files {
+        let lookup = |h: &str| match merged.get(h) {
+            Some(s) => s.after.clone(),
+            None => current.get(h).cloned(),
+        };
+        let changes = claims.redefine_file(&file.path, &file.old, &file.new, &lookup);
+        for c in changes {
+            merged
+                .entry(c.host.clone())
+                .and_modify(|m| m.after = c.after.clone())
+                .or_insert(c);
+        }
+    }
+    let same = |s: &Served| match (&s.before, &s.after) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    };
+    merged.into_values().filter(|s| !same(s)).collect()
+}
+
 /// The one info line of a reload that did something.
 fn log_outcome(outcome: &ReloadOutcome) {
     tracing::info!(
@@ -470,5 +647,281 @@ pub fn log_diagnostics(diagnostics: &[Diagnostic]) {
         } else {
             tracing::warn!(file = %d.file.display(), line = d.line, field = %d.field, "{d}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::path::Path;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Long enough for anything on a loaded machine; a wait that reaches it is a failure.
+    const LIMIT: Duration = Duration::from_secs(20);
+
+    /// Records the tenant set after every swap (the provider hears of each one).
+    #[derive(Default)]
+    struct Recorder {
+        seen: Mutex<Vec<HashSet<String>>>,
+    }
+
+    impl CertProvider for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn sync(&self, _: &[Arc<Tenant>]) {}
+        fn sync_changes(&self, _: &HostChanges, all: &dyn Fn() -> Vec<Arc<Tenant>>) {
+            let domains = all().iter().map(|t| t.domain.clone()).collect();
+            self.seen.lock().unwrap().push(domains);
+        }
+    }
+
+    fn tenant(domain: &str, mode: &str) -> String {
+        format!("- {{domain: {domain}, mode: {mode}, mx: [mx.{domain}], max_age: 86400}}\n")
+    }
+
+    fn list(domains: &[&str], mode: &str) -> String {
+        domains.iter().map(|d| tenant(d, mode)).collect()
+    }
+
+    /// A reloader over `dir` (server file and `tenants/` already written).
+    fn reloader(dir: &Path, recorder: Arc<Recorder>) -> Reloader {
+        let config = config::load_server_config(dir).expect("server file");
+        let (cache, set) = initial_load(&config).expect("tenants");
+        let registry = Arc::new(Registry::new(Snapshot::new(set.tenants, set.diagnostics)));
+        let parts = Parts {
+            config,
+            registry,
+            board: Arc::new(CertBoard::new()),
+            provider: recorder,
+            stats: Arc::new(Stats::default()),
+            metrics: Arc::new(Metrics::new()),
+        };
+        Reloader::new(parts, cache)
+    }
+
+    fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = "listen: \"127.0.0.1:0\"\nstate_dir: state\nissuer: internal\n";
+        std::fs::write(tmp.path().join("mta-stsd.yaml"), server).unwrap();
+        let tenants = tmp.path().join("tenants");
+        std::fs::create_dir(&tenants).unwrap();
+        (tmp, tenants)
+    }
+
+    fn mode_of(r: &Reloader, domain: &str) -> Option<String> {
+        let snap = r.registry.load();
+        snap.by_domain(domain).map(|t| t.policy.mode.to_string())
+    }
+
+    /// Holds the parse of every file named `big.yaml` until `release` is sent; says when one
+    /// started on `started`.
+    fn hold_big(r: &mut Reloader) -> (mpsc::Receiver<()>, mpsc::SyncSender<()>) {
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::sync_channel::<()>(0);
+        let started_tx = Mutex::new(started_tx);
+        let release_rx = Mutex::new(release_rx);
+        r.parse_hook = Some(Box::new(move |path: &Path| {
+            if path.file_name().is_some_and(|n| n == "big.yaml") {
+                started_tx.lock().unwrap().send(()).unwrap();
+                release_rx.lock().unwrap().recv().unwrap();
+            }
+        }));
+        (started, release)
+    }
+
+    #[test]
+    fn a_file_being_parsed_does_not_hold_up_another_reload() {
+        let (_tmp, dir) = setup();
+        std::fs::write(dir.join("big.yaml"), list(&["b1.example"], "testing")).unwrap();
+        std::fs::write(dir.join("small.yaml"), list(&["s.example"], "testing")).unwrap();
+        let mut r = reloader(dir.parent().unwrap(), Arc::default());
+        let (started, release) = hold_big(&mut r);
+        let r = Arc::new(r);
+        let big = ["b1.example", "b2.example", "b3.example"];
+        std::fs::write(dir.join("big.yaml"), list(&big, "enforce")).unwrap();
+        std::fs::write(dir.join("small.yaml"), list(&["s.example"], "enforce")).unwrap();
+        let first = {
+            let r = r.clone();
+            let scope = Scope::Files(BTreeSet::from([dir.join("big.yaml")]));
+            std::thread::spawn(move || r.reload_blocking_scoped(Trigger::Watch, scope))
+        };
+        started
+            .recv_timeout(LIMIT)
+            .expect("the big file is being parsed");
+        // A second reload, for the other file, while the first still reads the big one.
+        let (done_tx, done) = mpsc::channel();
+        {
+            let r = r.clone();
+            let scope = Scope::Files(BTreeSet::from([dir.join("small.yaml")]));
+            std::thread::spawn(move || {
+                let _ = done_tx.send(r.reload_blocking_scoped(Trigger::Watch, scope));
+            });
+        }
+        let second = done
+            .recv_timeout(LIMIT)
+            .expect("the second reload finished while the big file was being parsed");
+        assert_eq!(second.changed_files, vec![dir.join("small.yaml")]);
+        assert_eq!(mode_of(&r, "s.example").as_deref(), Some("enforce"));
+        assert_eq!(mode_of(&r, "b1.example").as_deref(), Some("testing"));
+        assert_eq!(mode_of(&r, "b2.example"), None);
+        release.send(()).unwrap();
+        let first = first.join().unwrap();
+        assert_eq!(first.changed_files, vec![dir.join("big.yaml")]);
+        for d in big {
+            assert_eq!(mode_of(&r, d).as_deref(), Some("enforce"), "{d}");
+        }
+    }
+
+    #[test]
+    fn one_reload_applies_a_small_file_while_a_big_one_is_parsed_each_in_one_swap() {
+        let (_tmp, dir) = setup();
+        std::fs::write(
+            dir.join("big.yaml"),
+            list(&["b1.example", "gone.example"], "testing"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("small.yaml"), list(&["s.example"], "testing")).unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let mut r = reloader(dir.parent().unwrap(), recorder.clone());
+        let (started, release) = hold_big(&mut r);
+        let r = Arc::new(r);
+        let big = ["b1.example", "b2.example", "b3.example", "b4.example"];
+        std::fs::write(dir.join("big.yaml"), list(&big, "enforce")).unwrap();
+        std::fs::write(dir.join("small.yaml"), list(&["s.example"], "enforce")).unwrap();
+        let reload = {
+            let r = r.clone();
+            std::thread::spawn(move || r.reload_blocking(Trigger::Api))
+        };
+        started
+            .recv_timeout(LIMIT)
+            .expect("the big file is being parsed");
+        let deadline = Instant::now() + LIMIT;
+        while mode_of(&r, "s.example").as_deref() != Some("enforce") {
+            assert!(Instant::now() < deadline, "the small file was not applied");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(mode_of(&r, "b1.example").as_deref(), Some("testing"));
+        release.send(()).unwrap();
+        let outcome = reload.join().unwrap();
+        assert_eq!(outcome.result, ReloadResult::Success, "{outcome:?}");
+        assert_eq!(outcome.changed_files.len(), 2);
+        // Every swap showed all of the big file's new version or none of it.
+        let seen = recorder.seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "one swap per file");
+        for tenants in seen.iter() {
+            let new = big[1..].iter().filter(|d| tenants.contains(**d)).count();
+            assert!(new == 0 || new == 3, "half a file: {tenants:?}");
+            assert_eq!(tenants.contains("gone.example"), new == 0, "{tenants:?}");
+        }
+    }
+
+    /// A tiny deterministic generator, so a failure replays.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// Domain → (file, mode) served, and the error lines, as a first load gives them.
+    fn fresh(config_dir: &Path) -> (BTreeMap<String, (PathBuf, String)>, Vec<String>) {
+        let config = config::load_server_config(config_dir).unwrap();
+        let (_, set) = initial_load(&config).unwrap();
+        let snap = Snapshot::new(set.tenants, set.diagnostics);
+        view(&snap)
+    }
+
+    fn view(snap: &Snapshot) -> (BTreeMap<String, (PathBuf, String)>, Vec<String>) {
+        let served = snap
+            .tenants()
+            .map(|t| {
+                let value = (t.source.clone(), t.policy.mode.to_string());
+                (t.domain.clone(), value)
+            })
+            .collect();
+        let errors = snap.diagnostics.iter().map(ToString::to_string).collect();
+        (served, errors)
+    }
+
+    #[test]
+    fn duplicates_follow_path_order_after_any_sequence_of_edits() {
+        let (_tmp, dir) = setup();
+        let r = reloader(dir.parent().unwrap(), Arc::default());
+        let files = ["a.yaml", "b.yaml", "c.yaml", "d.yaml"];
+        let domains = [
+            "p.example",
+            "q.example",
+            "r.example",
+            "s.example",
+            "t.example",
+        ];
+        let mut rng = Lcg(7);
+        for step in 0..300 {
+            let file = dir.join(files[rng.below(4) as usize]);
+            let mode = ["testing", "enforce"][rng.below(2) as usize];
+            let chosen: Vec<&str> = domains
+                .iter()
+                .copied()
+                .filter(|_| rng.below(2) == 0)
+                .collect();
+            // An empty file is broken YAML and keeps its last good tenants: gone instead.
+            if chosen.is_empty() || rng.below(5) == 0 {
+                let _ = std::fs::remove_file(&file);
+            } else {
+                std::fs::write(&file, list(&chosen, mode)).unwrap();
+            }
+            let scope = if rng.below(4) == 0 {
+                Scope::All
+            } else {
+                Scope::Files(BTreeSet::from([file]))
+            };
+            r.reload_blocking_scoped(Trigger::Watch, scope);
+            let incremental = view(&r.registry.load());
+            assert_eq!(incremental, fresh(dir.parent().unwrap()), "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_broken_file_keeps_its_last_good_tenants_through_incremental_swaps() {
+        let (_tmp, dir) = setup();
+        std::fs::write(
+            dir.join("a.yaml"),
+            list(&["a.example", "b.example"], "testing"),
+        )
+        .unwrap();
+        let r = reloader(dir.parent().unwrap(), Arc::default());
+        let scope = Scope::Files(BTreeSet::from([dir.join("a.yaml")]));
+        let broken = format!(
+            "{}- {{domain: b.example, mode: [broken\n",
+            tenant("a.example", "enforce")
+        );
+        std::fs::write(dir.join("a.yaml"), broken).unwrap();
+        let outcome = r.reload_blocking_scoped(Trigger::Watch, scope.clone());
+        assert_eq!(outcome.result, ReloadResult::Error);
+        assert_eq!(
+            mode_of(&r, "a.example").as_deref(),
+            Some("testing"),
+            "last good"
+        );
+        assert_eq!(
+            mode_of(&r, "b.example").as_deref(),
+            Some("testing"),
+            "last good"
+        );
+        assert_eq!(r.status().stale_tenants, vec!["a.example", "b.example"]);
+        std::fs::write(dir.join("a.yaml"), list(&["a.example"], "enforce")).unwrap();
+        let outcome = r.reload_blocking_scoped(Trigger::Watch, scope);
+        assert_eq!(outcome.result, ReloadResult::Success, "{outcome:?}");
+        assert_eq!(mode_of(&r, "a.example").as_deref(), Some("enforce"));
+        assert_eq!(mode_of(&r, "b.example"), None);
+        assert!(r.status().stale_tenants.is_empty());
     }
 }

@@ -143,6 +143,9 @@ impl DirWatch {
 
 /// The file-watching task: any relevant event in the watched directories starts a reload once
 /// events have been quiet for `debounce` (at most `MAX_DEBOUNCE`, a second, after the first).
+/// A reload is not waited for before the next one starts: while one reads a huge file, the
+/// next burst of events is applied beside it (the cache never reads one version twice, and
+/// drops a result a later reload supersedes).
 pub async fn watch_task(
     reloader: Arc<Reloader>,
     mut watch: DirWatch,
@@ -151,11 +154,13 @@ pub async fn watch_task(
     let debounce = reloader.running().reload.debounce;
     tracing::info!(dirs = ?watch.dirs, debounce_ms = debounce.as_millis() as u64, "watching configuration");
     let wake = watch.wake.clone();
+    let mut running = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = wake.notified() => {}
             _ = stop.changed() => break,
         }
+        while running.try_join_next().is_some() {}
         let first = tokio::time::Instant::now();
         loop {
             let deadline = (tokio::time::Instant::now() + debounce).min(first + MAX_DEBOUNCE);
@@ -171,7 +176,8 @@ pub async fn watch_task(
             &mut *watch.pending.lock().unwrap_or_else(|e| e.into_inner()),
             Scope::Files(BTreeSet::new()),
         );
-        reloader.reload_scoped(Trigger::Watch, scope).await;
+        let r = reloader.clone();
+        running.spawn(async move { r.reload_scoped(Trigger::Watch, scope).await });
         watch.renew_replaced();
     }
 }

@@ -468,3 +468,51 @@ async fn links_to_keys_and_outside_files_are_refused_and_never_quoted() {
     );
     running.stop().await;
 }
+
+/// A bulk file that takes a while to parse and check (5 000 entries, seconds in a debug build)
+/// and adds one tenant: every entry but the first has an error, so the file costs a full parse
+/// but only one certificate.
+fn slow_bulk_file() -> String {
+    let mut text = String::from("- {domain: big0.example, mode: none, max_age: 86400}\n");
+    for i in 1..5_000 {
+        text.push_str(&format!(
+            "- {{domain: big{i}.example, mode: none, max_age: 99999999999}}\n"
+        ));
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_big_file_being_parsed_does_not_hold_up_another_files_change() {
+    let cfg = TestConfig::new();
+    cfg.tenant("example.com.yaml", TESTING);
+    let running = start(&cfg).await;
+    let big = slow_bulk_file();
+    // Both in one burst of events: the watcher's reload reads both, the small one is applied
+    // as soon as it is parsed.
+    cfg.tenant("big.yaml", &big);
+    cfg.tenant("example.com.yaml", ENFORCE);
+    let registry = running.registry.clone();
+    let applied = eventually(LIMIT, || async {
+        let snapshot = registry.load();
+        snapshot
+            .by_domain("example.com")
+            .is_some_and(|t| t.policy.mode == mta_stsd::policy::Mode::Enforce)
+    })
+    .await;
+    assert!(applied, "the small file's change is served");
+    assert!(
+        registry.load().by_domain("big0.example").is_none(),
+        "served before the big file was parsed"
+    );
+    assert!(
+        serves(
+            &running,
+            "mta-sts.big0.example",
+            "version: STSv1\r\nmode: none\r\nmax_age: 86400\r\n"
+        )
+        .await
+    );
+    assert!(serves(&running, "mta-sts.example.com", ENFORCE_BODY).await);
+    running.stop().await;
+}

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 use super::provider::drop_removed;
 use super::store::CertStore;
-use super::{CertBoard, CertEntry, CertProvider, CertResolver};
+use super::{CertBoard, CertEntry, CertProvider, CertResolver, HostChanges};
 use crate::config::{AcmeConfig, Tenant};
 use crate::stats::Metrics;
 use client::{CaClient, RetryAfterSlot};
@@ -67,7 +67,7 @@ pub struct AcmeProvider {
     account_stale: AtomicBool,
     hosts: Mutex<HashMap<String, Host>>,
     /// The last tenant list and the extra (non-tenant) hosts, together the wanted set.
-    tenants: Mutex<Vec<Arc<Tenant>>>,
+    tenants: Mutex<HashMap<String, Arc<Tenant>>>,
     extra: Mutex<Vec<String>>,
     limiter: Mutex<OrderLimiter>,
     wake: Notify,
@@ -195,11 +195,13 @@ impl AcmeProvider {
     /// Brings the wanted set in step with the last tenant list and the extra hosts: publishes
     /// cached certificates, forgets removed hosts (their files stay), wakes the scheduler.
     fn apply_wanted(&self) {
-        let tenants = self
+        let tenants: Vec<Arc<Tenant>> = self
             .tenants
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .values()
+            .cloned()
+            .collect();
         let extra = self.extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let wanted = drop_removed(&self.resolver, &self.board, &tenants, &extra);
         let labels = tenants
@@ -214,17 +216,42 @@ impl AcmeProvider {
             h.wanted = false;
         }
         for (host, domain) in labels {
-            let h = hosts
-                .entry(host.clone())
-                .or_insert_with(|| Host::new(domain.clone()));
-            h.domain = domain;
-            h.wanted = true;
-            if let Some(cert) = &h.cert
-                && !self.resolver.contains(&host)
+            self.want(&mut hosts, host, domain);
+        }
+        drop(hosts);
+        self.wake.notify_one();
+    }
+
+    /// Marks `host` wanted and publishes its cached certificate and status.
+    fn want(&self, hosts: &mut HashMap<String, Host>, host: String, domain: String) {
+        let h = hosts
+            .entry(host.clone())
+            .or_insert_with(|| Host::new(domain.clone()));
+        h.domain = domain;
+        h.wanted = true;
+        if let Some(cert) = &h.cert
+            && !self.resolver.contains(&host)
+        {
+            self.resolver.publish_shared(&host, cert.clone());
+        }
+        self.board.set(&host, h.status());
+    }
+
+    /// [`AcmeProvider::apply_wanted`] for the hosts one swap changed only.
+    fn apply_changes(&self, changes: &HostChanges) {
+        let extra = self.extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut hosts = self.lock_hosts();
+        for host in changes.removed.iter().filter(|h| !extra.contains(h)) {
+            self.resolver.remove(host);
+            self.board.remove(host);
+            if let Some(h) = hosts.get_mut(host)
+                && std::mem::replace(&mut h.wanted, false)
             {
-                self.resolver.publish_shared(&host, cert.clone());
+                tracing::info!(domain = %h.domain, "host removed; its renewals stop, its files stay");
             }
-            self.board.set(&host, h.status());
+        }
+        for t in changes.added.iter().chain(&changes.changed) {
+            self.want(&mut hosts, t.host.clone(), t.domain.clone());
         }
         drop(hosts);
         self.wake.notify_one();
@@ -237,8 +264,23 @@ impl CertProvider for AcmeProvider {
     }
 
     fn sync(&self, tenants: &[Arc<Tenant>]) {
-        *self.tenants.lock().unwrap_or_else(|e| e.into_inner()) = tenants.to_vec();
+        *self.tenants.lock().unwrap_or_else(|e| e.into_inner()) = tenants
+            .iter()
+            .map(|t| (t.host.clone(), t.clone()))
+            .collect();
         self.apply_wanted();
+    }
+
+    fn sync_changes(&self, changes: &HostChanges, _all: &dyn Fn() -> Vec<Arc<Tenant>>) {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        for host in &changes.removed {
+            tenants.remove(host);
+        }
+        for t in changes.added.iter().chain(&changes.changed) {
+            tenants.insert(t.host.clone(), t.clone());
+        }
+        drop(tenants);
+        self.apply_changes(changes);
     }
 
     fn sync_extra(&self, hosts: &[String]) {
