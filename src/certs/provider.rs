@@ -390,6 +390,7 @@ impl CertProvider for InternalProvider {
         for t in &changes.added {
             self.ensure(&t.host);
         }
+        self.kick();
     }
 
     fn sync_extra(&self, hosts: &[String]) {
@@ -621,5 +622,28 @@ mod tests {
         assert!(!resolver.contains("mta-sts.t299.example"));
         stop_tx.send(true).unwrap();
         work.await.unwrap();
+    }
+
+    #[test]
+    fn a_tenant_added_by_a_swap_is_issued_without_waiting_for_a_handshake() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca =
+            InternalCa::load_or_create(dir.path(), std::time::Duration::from_secs(86_400)).unwrap();
+        let resolver = Arc::new(CertResolver::new());
+        let board = Arc::new(CertBoard::new());
+        let provider = InternalProvider::new(ca, resolver.clone(), board.clone());
+        provider.sync(&tenants(&["a.example"]));
+        let changes = HostChanges {
+            added: tenants(&["b.example"]),
+            changed: Vec::new(),
+            removed: vec!["mta-sts.a.example".to_owned()],
+        };
+        provider.sync_changes(&changes, &|| tenants(&["b.example"]));
+        assert!(resolver.contains("mta-sts.b.example"));
+        assert_eq!(
+            board.get("mta-sts.b.example").unwrap().state,
+            CertState::Valid
+        );
+        assert!(!resolver.contains("mta-sts.a.example"));
     }
 }
