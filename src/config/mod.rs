@@ -19,7 +19,7 @@ pub use acme::{AcmeConfig, ChallengeKind};
 pub use names::{normalize_hostname, normalize_mx_pattern, validate_rua};
 pub use server::{
     AdminConfig, DEFAULT_ADMIN_LISTEN, IssuerConfig, Limits, ReloadConfig, SERVER_FILE,
-    ServerConfig, TENANTS_DIR, TlsSettings, load_server_config,
+    ServerConfig, TENANTS_DIR, TlsSettings, load_server_config, parse_server_config,
 };
 pub use tenant::{
     FileTenants, Tenant, TenantSet, assemble, assemble_shared, file_kind, is_tenant_file_name,
