@@ -79,7 +79,7 @@ def tenant_file():
 def server_file():
     t = "server_file"
     write(t, "config-example", (ROOT / "config" / "mta-stsd.yaml").read_bytes())
-    write(t, "minimal", "listen: \"127.0.0.1:0\"\nstate_dir: state\n")
+    write(t, "minimal", "listen: \"127.0.0.1:0\"\nstate_dir: state\nissuer: internal\n")
     write(t, "files-issuer", "listen: \"[::]:443\"\nstate_dir: /var/lib/mta-stsd\nissuer: files\n"
                              "files:\n  dir: certs\n  cert_file: tls.crt\n  key_file: tls.key\n")
     write(t, "acme", "listen: \"0.0.0.0:443\"\nstate_dir: state\nissuer: acme\npublic_hostname: mta-sts.op.example\n"
@@ -90,16 +90,22 @@ def server_file():
                      "    nameservers: [\"192.0.2.53:53\", \"[2001:db8::53]:53\"]\n    recheck: 1h\n"
                      "  schedule:\n    max_concurrent: 2\n    orders_per_window: 10\n    window: 3h\n"
                      "    backoff_base: 1m\n    backoff_cap: 1d\n    renew_fraction: 0.33\n    order_timeout: 10m\n")
-    write(t, "admin", "listen: \"127.0.0.1:8443\"\nstate_dir: state\nadmin:\n  listen: \"127.0.0.1:9000\"\n")
-    write(t, "bad-limits", "listen: \"127.0.0.1:8443\"\nstate_dir: state\nlimits:\n  max_connections: 0\n"
+    write(t, "admin", "listen: \"127.0.0.1:8443\"\nstate_dir: state\nissuer: internal\nadmin:\n  listen: \"127.0.0.1:9000\"\n")
+    write(t, "bad-limits", "listen: \"127.0.0.1:8443\"\nstate_dir: state\nissuer: internal\nlimits:\n  max_connections: 0\n"
                            "  idle_timeout: 0s\n  max_header_bytes: 12\n  handshake_timeout: 1y\n")
     write(t, "bad-listen", "listen: localhost\nstate_dir: \"\"\n")
-    write(t, "tlsrpt-mail", "listen: \"127.0.0.1:8443\"\nstate_dir: state\ntlsrpt:\n  report_host: TLSRPT.Example\n"
+    write(t, "tlsrpt-mail", "listen: \"127.0.0.1:8443\"\nstate_dir: state\nissuer: internal\ntlsrpt:\n  report_host: TLSRPT.Example\n"
                             "  max_compressed_bytes: 4096\n  max_decompressed_bytes: 1073741825\n"
                             "  tenant_bytes_per_day: 1000000\n  retention_days: 0\n  min_days_for_enforce: 14\n  database: /x/y.db\n"
                             "  mail:\n    trusted_authserv_ids: [mx.op.example]\n    verify_dkim: true\n    require_dkim_pass: true\n"
                             "    dns_servers: [\"192.0.2.53\"]\n")
-    write(t, "unknown-key", "listen: \"127.0.0.1:8443\"\nstate_dir: state\nlimit:\n  max_connections: 1\n")
+    write(t, "tlsrpt-ok", "listen: \"127.0.0.1:8443\"\nstate_dir: state\nissuer: internal\ntls:\n  session_resumption: false\n"
+                          "reload:\n  watch: false\n  debounce: 2s\n"
+                          "tlsrpt:\n  report_host: tlsrpt.op.example\n  publish_endpoint: true\n"
+                          "  max_compressed_bytes: 4096\n  max_decompressed_bytes: 1048576\n  total_bytes_per_day: 100000000\n"
+                          "  retention_days: 30\n  mail:\n    trusted_authserv_ids: [mx.op.example]\n"
+                          "    require_dkim_pass: false\n")
+    write(t, "unknown-key", "listen: \"127.0.0.1:8443\"\nstate_dir: state\nissuer: internal\nlimit:\n  max_connections: 1\n")
 
 
 def policy_roundtrip():
@@ -160,6 +166,9 @@ def mail():
     write(t, "gzip-part", multipart("application/tlsrpt+gzip", gz(MINIMAL)))
     write(t, "json-part", multipart("application/tlsrpt+json", MINIMAL, encoding="7bit", name="report.json"))
     write(t, "octet-attachment", multipart("application/octet-stream", gz(MINIMAL)))
+    # A report domain with a space before its trailing dot: normalized to "example.com".
+    write(t, "report-domain-space", multipart("application/tlsrpt+json", MINIMAL, encoding="7bit", name="report.json")
+          .replace("TLS-Report-Domain: example.com", "TLS-Report-Domain: Example.com ."))
     write(t, "no-report", headers + "Content-Type: text/plain\r\n\r\nhello\r\n")
     write(t, "auth-results", "Authentication-Results: mx.example.com (comment (nested)); dkim=pass header.i=@Sender.Example.;"
                              " dkim=fail header.d=\"evil.example\"; arc=none\r\n"
