@@ -524,14 +524,14 @@ mod tests {
 
     #[test]
     fn load_is_parse_of_the_file_and_names_it() {
-        let yaml = "listen: \"127.0.0.1:443\"\nstate_dir: s\nlimits:\n  max_connections: 0\n";
+        let yaml = "listen: \"127.0.0.1:443\"\nstate_dir: s\nissuer: internal\nlimits:\n  handshake_timeout: 1y\n";
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(SERVER_FILE), yaml).unwrap();
         let loaded = load_server_config(dir.path());
         assert_eq!(loaded, parse_server_config(dir.path(), yaml));
         let diags = loaded.unwrap_err();
         assert_eq!(diags[0].file, dir.path().join(SERVER_FILE));
-        let fine = "listen: \"127.0.0.1:443\"\nstate_dir: s\n";
+        let fine = "listen: \"127.0.0.1:443\"\nstate_dir: s\nissuer: internal\n";
         let cfg = parse_server_config(dir.path(), fine).unwrap();
         assert_eq!(cfg.file, dir.path().join(SERVER_FILE));
         assert_eq!(cfg.state_dir, dir.path().join("s"));
