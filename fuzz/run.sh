@@ -23,6 +23,9 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 # shellcheck source=fuzz/targets.sh
 source "$FUZZ_DIR/targets.sh"
+# The build script embeds the commit and watches HEAD; a fixed value keeps a commit from
+# rebuilding the whole library under the sanitizer between two runs.
+export MTA_STSD_COMMIT="${MTA_STSD_COMMIT:-fuzz}"
 if [ "$#" -gt 0 ]; then
     TARGETS=("$@")
 fi
@@ -61,7 +64,7 @@ failed=()
 printf '\n| target | executions | exec/s | cov | ft | corpus | result |\n|---|---:|---:|---:|---:|---:|---|\n' >"$LOGS/summary.md"
 for target in "${TARGETS[@]}"; do
     log="$LOGS/$target.log"
-    rc="$(cat "$LOGS/$target.rc")"
+    rc="$(cat "$LOGS/$target.rc" 2>/dev/null || echo 1)"
     result="ok"
     if [ "$rc" -ne 0 ]; then
         failed+=("$target")
@@ -73,7 +76,7 @@ for target in "${TARGETS[@]}"; do
     fi
     execs="$(grep -Eo 'stat::number_of_executed_units: [0-9]+' "$log" | grep -Eo '[0-9]+$' || echo '?')"
     rate="$(grep -Eo 'stat::average_exec_per_sec: [0-9]+' "$log" | grep -Eo '[0-9]+$' || echo '?')"
-    last="$(grep -E '^#[0-9]+ .* cov: ' "$log" | tail -1)"
+    last="$(grep -E '^#[0-9]+[[:space:]].* cov: ' "$log" | tail -1 || true)"
     cov="$(echo "$last" | grep -Eo 'cov: [0-9]+' | grep -Eo '[0-9]+' || echo '?')"
     ft="$(echo "$last" | grep -Eo 'ft: [0-9]+' | grep -Eo '[0-9]+' || echo '?')"
     printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$target" "$execs" "$rate" "$cov" "$ft" \
