@@ -54,7 +54,10 @@ fn check(req: &Request<Incoming>, sni: Option<&str>, parts: &http::response::Par
     if status != StatusCode::OK {
         return;
     }
-    assert!(req.method() == Method::GET || req.method() == Method::HEAD, "{req:?}");
+    assert!(
+        req.method() == Method::GET || req.method() == Method::HEAD,
+        "{req:?}"
+    );
     assert_eq!(req.uri().path(), POLICY_PATH);
     assert_eq!(parts.headers[CONTENT_TYPE], TEXT_PLAIN);
     let named: Vec<String> = [
@@ -82,6 +85,10 @@ fn check(req: &Request<Incoming>, sni: Option<&str>, parts: &http::response::Par
         .find(served)
         .unwrap_or_else(|| panic!("200 with no named tenant's policy: {req:?} {body:?}"));
     if let Some(sni) = sni {
-        assert!(sni.eq_ignore_ascii_case(&tenant.host), "{sni} served {}", tenant.host);
+        assert!(
+            sni.eq_ignore_ascii_case(&tenant.host),
+            "{sni} served {}",
+            tenant.host
+        );
     }
 }

@@ -61,7 +61,10 @@ fn check(parts: &http::response::Parts, body: &[u8]) {
         [200, 400, 404, 405, 408, 413, 415, 421, 429, 503].contains(&status.as_u16()),
         "unexpected {status}: {text}"
     );
-    assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "{text:?}");
+    assert!(
+        text.ends_with('\n') && text.matches('\n').count() == 1,
+        "{text:?}"
+    );
     match status {
         StatusCode::OK => assert!(
             text.starts_with("report stored")

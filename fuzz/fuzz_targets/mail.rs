@@ -60,7 +60,10 @@ fn check_auth(value: &str) {
         return;
     };
     let id = &results.authserv_id;
-    assert!(!id.is_empty() && !id.contains(char::is_whitespace), "{id:?}");
+    assert!(
+        !id.is_empty() && !id.contains(char::is_whitespace),
+        "{id:?}"
+    );
     assert_eq!(id, &id.to_ascii_lowercase());
     let named = value.to_ascii_lowercase().matches("dkim").count();
     assert!(results.dkim.len() <= named, "{value:?} → {results:?}");
@@ -75,5 +78,9 @@ fn check_auth(value: &str) {
 
 fn assert_normalized(domain: &str) {
     assert!(!domain.is_empty());
-    assert_eq!(normalize_domain(domain), domain, "not normalized: {domain:?}");
+    assert_eq!(
+        normalize_domain(domain),
+        domain,
+        "not normalized: {domain:?}"
+    );
 }

@@ -76,6 +76,11 @@ fn parsed_round_trip(body: &[u8]) {
     }
     let rendered = policy::render(fields.mode, &fields.mx, fields.max_age);
     if rendered.len() <= MAX_BODY_BYTES {
-        assert_eq!(policy::parse(&rendered), Ok(fields), "{:?}", String::from_utf8_lossy(body));
+        assert_eq!(
+            policy::parse(&rendered),
+            Ok(fields),
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use mta_stsd::config::parse_tenants;
-use mta_stsd::policy::{self, Fields, MAX_AGE_LIMIT, MAX_BODY_BYTES, ID_LEN};
+use mta_stsd::policy::{self, Fields, ID_LEN, MAX_AGE_LIMIT, MAX_BODY_BYTES};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -34,9 +34,8 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(&p.body[..], &policy::render(p.mode, &p.mx, p.max_age)[..]);
         assert_eq!(p.id, policy::policy_id(&p.body));
         assert_eq!(p.id.len(), ID_LEN);
-        let parsed = policy::parse(&p.body).unwrap_or_else(|e| {
-            panic!("a compiled policy does not parse: {e}: {:?}", p.body)
-        });
+        let parsed = policy::parse(&p.body)
+            .unwrap_or_else(|e| panic!("a compiled policy does not parse: {e}: {:?}", p.body));
         let want = Fields {
             mode: p.mode,
             mx: p.mx.clone(),

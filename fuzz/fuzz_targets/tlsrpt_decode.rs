@@ -33,7 +33,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(matches!(small, Err(ReportError::TooLarge { .. })));
     }
     if let Ok(decoded) = &small {
-        assert_eq!(default.as_ref().ok(), Some(decoded), "small caps passed, default did not");
+        assert_eq!(
+            default.as_ref().ok(),
+            Some(decoded),
+            "small caps passed, default did not"
+        );
     }
     let Ok((report, json)) = default else {
         return;
@@ -47,7 +51,15 @@ fuzz_target!(|data: &[u8]| {
     assert!(report.date_range.start < report.date_range.end);
     if let Some((trimmed, dropped)) = trim_unknown_fields(&json) {
         assert!(!dropped.is_empty());
-        assert_eq!(Report::from_json(&trimmed).as_ref(), Ok(&report), "trimming changed the report");
-        assert_eq!(trim_unknown_fields(&trimmed), None, "trimming twice dropped more");
+        assert_eq!(
+            Report::from_json(&trimmed).as_ref(),
+            Ok(&report),
+            "trimming changed the report"
+        );
+        assert_eq!(
+            trim_unknown_fields(&trimmed),
+            None,
+            "trimming twice dropped more"
+        );
     }
 });

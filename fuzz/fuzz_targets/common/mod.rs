@@ -34,9 +34,7 @@ pub fn tenants() -> &'static [Arc<Tenant>] {
 /// A registry holding [`tenants`].
 pub fn registry() -> &'static Arc<Registry> {
     static REGISTRY: OnceLock<Arc<Registry>> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        Arc::new(Registry::new(Snapshot::new(tenants().to_vec(), Vec::new())))
-    })
+    REGISTRY.get_or_init(|| Arc::new(Registry::new(Snapshot::new(tenants().to_vec(), Vec::new()))))
 }
 
 /// The runtime every input runs on (time enabled: hyper's header timer uses it).
@@ -93,7 +91,11 @@ where
 pub async fn body_bytes(resp: Response<mta_stsd::http::Body>) -> (http::response::Parts, Bytes) {
     use http_body_util::BodyExt;
     let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     (parts, bytes)
 }
 
