@@ -74,8 +74,8 @@ for target in "${TARGETS[@]}"; do
         nice -n 10 cargo +nightly fuzz cmin "$target" "$FUZZ_DIR/corpus/$target" >"$LOGS/$target.cmin.log" 2>&1 ||
             echo "!! cmin of $target failed: $LOGS/$target.cmin.log" >&2
     fi
-    execs="$(grep -Eo 'stat::number_of_executed_units: [0-9]+' "$log" | grep -Eo '[0-9]+$' || echo '?')"
-    rate="$(grep -Eo 'stat::average_exec_per_sec: [0-9]+' "$log" | grep -Eo '[0-9]+$' || echo '?')"
+    execs="$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' || echo '?')"
+    rate="$(grep -Eo 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -Eo '[0-9]+$' || echo '?')"
     last="$(grep -E '^#[0-9]+[[:space:]].* cov: ' "$log" | tail -1 || true)"
     cov="$(echo "$last" | grep -Eo 'cov: [0-9]+' | grep -Eo '[0-9]+' || echo '?')"
     ft="$(echo "$last" | grep -Eo 'ft: [0-9]+' | grep -Eo '[0-9]+' || echo '?')"
