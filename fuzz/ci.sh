@@ -31,7 +31,10 @@ source "$FUZZ_DIR/targets.sh"
 # rebuilding the whole library under the sanitizer.
 export MTA_STSD_COMMIT="${MTA_STSD_COMMIT:-fuzz}"
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/mta-stsd-fuzz-ci.XXXXXX")"
+# Temporary files (the intake target's report database) on /dev/shm when it is there.
+tmp_base="${TMPDIR:-/tmp}"
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then tmp_base=/dev/shm; fi
+work="$(mktemp -d "$tmp_base/mta-stsd-fuzz-ci.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 # The intake target keeps its report database under TMPDIR; this run's goes with $work.
 export TMPDIR="$work"

@@ -32,7 +32,10 @@ fi
 PARALLEL="${FUZZ_PARALLEL:-1}"
 LOGS="$FUZZ_DIR/artifacts/logs"
 mkdir -p "$LOGS"
-work="$(mktemp -d "${TMPDIR:-/tmp}/mta-stsd-fuzz-run.XXXXXX")"
+# Temporary files (the intake target's report database) on /dev/shm when it is there.
+tmp_base="${TMPDIR:-/tmp}"
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then tmp_base=/dev/shm; fi
+work="$(mktemp -d "$tmp_base/mta-stsd-fuzz-run.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 export TMPDIR="$work"
 

@@ -2,9 +2,9 @@
 //! intake (`tlsrpt::HttpsIntake::handle`: routing, tenant check, media type, body caps,
 //! decode, quota, store), as a connection to the report host runs after the handshake.
 //!
-//! The report store is a real SQLite database in a temporary directory (on /dev/shm when
-//! there is one, so its fsyncs cost nothing), opened once per process; reports the fuzzer
-//! finds are stored, so duplicates and quotas are reached too.
+//! The report store is a real SQLite database in a temporary directory under `TMPDIR` (the
+//! scripts put that on /dev/shm, so its fsyncs cost nothing, and remove it), opened once per
+//! process; reports the fuzzer finds are stored, so duplicates and quotas are reached too.
 //!
 //! Properties: every status is one of 200, 400, 404, 405, 408, 413, 415, 421, 429, 503 (a
 //! 500 would mean the store failed on a sender's input); a 200 says stored, duplicate or
@@ -28,13 +28,7 @@ const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
 fn intake() -> &'static HttpsIntake {
     static INTAKE: OnceLock<(tempfile::TempDir, HttpsIntake)> = OnceLock::new();
     let (_, intake) = INTAKE.get_or_init(|| {
-        let shm = std::path::Path::new("/dev/shm");
-        let dir = if shm.is_dir() {
-            tempfile::tempdir_in(shm)
-        } else {
-            tempfile::tempdir()
-        }
-        .expect("temporary directory");
+        let dir = tempfile::tempdir().expect("temporary directory");
         let mut config = TlsRptConfig::defaults(dir.path());
         config.report_host = Some("tlsrpt.operator.example".into());
         let tlsrpt = TlsRpt::open(&config, common::registry().clone()).expect("report store");
