@@ -20,7 +20,7 @@ pub use names::{normalize_hostname, normalize_mx_pattern, validate_rua};
 pub use server::{
     AdminConfig, DEFAULT_ADMIN_LISTEN, IssuerConfig, Limits, MetricsConfig, PROBLEM_EXPIRY_DAYS,
     PerTenant, ReloadConfig, SERVER_FILE, ServerConfig, TENANTS_DIR, TlsSettings,
-    load_server_config,
+    load_server_config, parse_server_config,
 };
 pub use tenant::{
     Claims, FileTenants, Served, Tenant, TenantSet, assemble, assemble_shared, file_kind,

@@ -331,7 +331,26 @@ impl ServerConfig {
 /// Loads `<dir>/mta-stsd.yaml`, returning every problem found.
 pub fn load_server_config(dir: &Path) -> Result<ServerConfig, Vec<Diagnostic>> {
     let file = dir.join(SERVER_FILE);
-    let raw = read_raw(&file)?;
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        vec![Diagnostic::error(
+            &file,
+            0,
+            0,
+            "",
+            format!("cannot read server file: {e}"),
+        )]
+    })?;
+    parse_server_config(dir, &text)
+}
+
+/// Parses and compiles the text of `<dir>/mta-stsd.yaml` without touching the file system:
+/// [`load_server_config`] after the read, and the entry point of the fuzz target. Relative
+/// paths in it resolve against `dir`; a YAML error is the only diagnostic, as nothing further
+/// can be checked.
+pub fn parse_server_config(dir: &Path, text: &str) -> Result<ServerConfig, Vec<Diagnostic>> {
+    let file = dir.join(SERVER_FILE);
+    let raw: RawServer = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| vec![yaml_diagnostic(&file, text, &e)])?;
     let mut diags = Vec::new();
     let mut config = compile(&raw, dir, &mut Diags::new(&file, &mut diags));
     if diags.iter().any(Diagnostic::is_error) {
@@ -340,22 +359,6 @@ pub fn load_server_config(dir: &Path) -> Result<ServerConfig, Vec<Diagnostic>> {
         config.warnings = diags;
         Ok(config)
     }
-}
-
-/// Reads and parses the server file; either failure is the only diagnostic, as nothing
-/// further can be checked.
-fn read_raw(file: &Path) -> Result<RawServer, Vec<Diagnostic>> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        vec![Diagnostic::error(
-            file,
-            0,
-            0,
-            "",
-            format!("cannot read server file: {e}"),
-        )]
-    })?;
-    serde_saphyr::from_str_with_options(&text, yaml_options())
-        .map_err(|e| vec![yaml_diagnostic(file, &text, &e)])
 }
 
 /// Compiles every section in file order, so diagnostics come out in that order too.
@@ -575,6 +578,21 @@ mod tests {
         assert!(all.restart_required(&next).contains(&"metrics"));
         let same = load_acme(&format!("{base}metrics:\n  per_tenant: all\n")).unwrap();
         assert!(!all.restart_required(&same).contains(&"metrics"));
+    }
+
+    #[test]
+    fn load_is_parse_of_the_file_and_names_it() {
+        let yaml = "listen: \"127.0.0.1:443\"\nstate_dir: s\nissuer: internal\nlimits:\n  handshake_timeout: 1y\n";
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SERVER_FILE), yaml).unwrap();
+        let loaded = load_server_config(dir.path());
+        assert_eq!(loaded, parse_server_config(dir.path(), yaml));
+        let diags = loaded.unwrap_err();
+        assert_eq!(diags[0].file, dir.path().join(SERVER_FILE));
+        let fine = "listen: \"127.0.0.1:443\"\nstate_dir: s\nissuer: internal\n";
+        let cfg = parse_server_config(dir.path(), fine).unwrap();
+        assert_eq!(cfg.file, dir.path().join(SERVER_FILE));
+        assert_eq!(cfg.state_dir, dir.path().join("s"));
     }
 
     #[test]

@@ -343,8 +343,9 @@ impl Handler {
     }
 }
 
-/// The HTTP/1.1 settings: header read timeout and size cap, keep-alive.
-fn http1_builder(limits: &Limits) -> http1::Builder {
+/// The HTTP/1.1 settings: header read timeout and size cap, keep-alive. Public so the HTTP
+/// fuzz targets parse requests with exactly the settings the server uses.
+pub fn http1_builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -361,9 +361,14 @@ struct WireFailureDetail {
     failure_reason_code: Option<String>,
 }
 
-/// Lower-case a domain and drop one trailing dot, so `Example.COM.` and `example.com` compare equal.
+/// Lower-case a domain and drop the whitespace around it and its trailing dots, so
+/// `Example.COM.` and `example.com` compare equal. Normalizing twice changes nothing: a space
+/// before a trailing dot (`example.com .`) goes too, instead of being left at the end.
 pub fn normalize_domain(domain: &str) -> String {
-    domain.trim().trim_end_matches('.').to_ascii_lowercase()
+    domain
+        .trim_start()
+        .trim_end_matches(|c: char| c == '.' || c.is_whitespace())
+        .to_ascii_lowercase()
 }
 
 fn parse_time(field: &str, value: &str) -> Result<OffsetDateTime, ReportError> {
@@ -655,6 +660,24 @@ fn trim_object(value: &mut serde_json::Value, parent: &str, path: &str, dropped:
 mod tests {
     use super::*;
     use crate::tlsrpt::testutil::fixture;
+
+    #[test]
+    fn normalize_domain_is_idempotent() {
+        // Found by the mail fuzz target: "example.com ." became "example.com ", which a second
+        // normalization (or a tenant lookup) did not match.
+        for (raw, want) in [
+            ("Example.COM.", "example.com"),
+            ("example.com .", "example.com"),
+            (" example.com\t. \n", "example.com"),
+            ("example.com..", "example.com"),
+            (" . ", ""),
+            ("", ""),
+        ] {
+            let once = normalize_domain(raw);
+            assert_eq!(once, want, "{raw:?}");
+            assert_eq!(normalize_domain(&once), once, "{raw:?}");
+        }
+    }
 
     fn invalid(json: &str) -> String {
         match Report::from_json(json.as_bytes()) {

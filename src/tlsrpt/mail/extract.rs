@@ -173,6 +173,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn report_domain_with_a_space_before_its_dot_is_normalized() {
+        // The fuzz target's crash: `TLS-Report-Domain: Example.org .` was read as "example.org "
+        // and routed nowhere.
+        let json = crate::tlsrpt::testutil::fixture("google.json");
+        let raw = crate::tlsrpt::mail::testutil::report_mail(
+            "TLS-Report-Domain: Example.org .\r\nTLS-Report-Submitter: google.com. \r\n",
+            &json,
+            "report.json.gz",
+        );
+        let extracted = extract_report(&raw, &Limits::default()).unwrap();
+        assert_eq!(extracted.report_domain.as_deref(), Some("example.org"));
+        assert_eq!(extracted.submitter.as_deref(), Some("google.com"));
+    }
+
+    #[test]
     fn oversized_mail_is_refused_before_parsing() {
         let limits = Limits {
             max_compressed: 1000,
