@@ -2,10 +2,12 @@
 # benches/soak.sh: the real mta-stsd under mixed load for a fixed time, with a kill -9 and
 # restart in the middle; prints one table and exits non-zero when any check fails.
 #
-# Usage: benches/soak.sh [DURATION] [--bulk N] [--single N] [--no-build] [--keep]
+# Usage: benches/soak.sh [DURATION] [--bulk N] [--single N] [--default-malloc] [--no-build] [--keep]
 #   DURATION      90s, 5m, 30m, 1h or plain seconds (default 30m); the kill -9 is at half time
 #   --bulk N      bulk tenant files of 500 tenants each, the last one the "large" file (default 4)
 #   --single N    one-tenant files (default 1200); default total 3 200 tenants
+#   --default-malloc  run the daemon with glibc's malloc defaults (the soak sets
+#                 MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072 so that VmRSS follows the heap)
 #   --no-build    use the binaries already built (MTA_STSD_BIN, SOAK_BIN or the target dir)
 #   --keep        keep the work directory (config, state, daemon logs, final metrics)
 #   MTA_STSD_BIN=path soaks another mta-stsd binary; SOAK_BIN=path another driver binary
@@ -41,6 +43,7 @@ EXTRA=()
 while (($#)); do
     case "$1" in
     --bulk | --single) EXTRA+=("$1" "$2"); shift ;;
+    --default-malloc) EXTRA+=("$1") ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;

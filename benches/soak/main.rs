@@ -15,7 +15,7 @@ mod sample;
 mod setup;
 mod state;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -31,6 +31,8 @@ struct Args {
     duration: Duration,
     bulk: usize,
     single: usize,
+    /// Run the daemon with glibc's malloc defaults instead of the soak's settings.
+    default_malloc: bool,
 }
 
 fn args() -> Args {
@@ -40,6 +42,7 @@ fn args() -> Args {
         duration: Duration::from_secs(1800),
         bulk: 4,
         single: 1200,
+        default_malloc: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -57,9 +60,15 @@ fn args() -> Args {
             "--bulk" => a.bulk = v().parse().unwrap_or_else(|_| die("--bulk N")),
             "--single" => a.single = v().parse().unwrap_or_else(|_| die("--single N")),
             // `cargo bench` passes this to every bench binary.
+            "--default-malloc" => a.default_malloc = true,
             "--bench" => {}
             _ => die(&format!("unknown argument {k}")),
         }
+    }
+    if a.bin.as_os_str().is_empty() && a.work.as_os_str().is_empty() {
+        // `cargo bench` / `cargo test --benches` without arguments: the soak is not a test.
+        println!("soak: nothing to do; run benches/soak.sh (see --help)");
+        std::process::exit(0);
     }
     if a.bin.as_os_str().is_empty() || a.work.as_os_str().is_empty() {
         die("usage: soak --bin PATH --work DIR --duration SECS (run it through benches/soak.sh)");
@@ -95,9 +104,23 @@ impl Drop for Daemon {
     }
 }
 
-fn spawn_daemon(bin: &Path, work: &Path, n: usize) -> Daemon {
+/// glibc malloc settings for the daemon, so that VmRSS follows the heap: two arenas (not one
+/// per thread that happens to allocate, each adding steps of MiB) and a fixed mmap threshold
+/// (large transient buffers, a gzip bomb's 8 MiB, go back to the kernel when freed instead of
+/// raising the threshold and staying in an arena).
+const MALLOC_ENV: [(&str, &str); 2] = [
+    ("MALLOC_ARENA_MAX", "2"),
+    ("MALLOC_MMAP_THRESHOLD_", "131072"),
+];
+
+fn spawn_daemon(args: &Args, n: usize) -> Daemon {
+    let (bin, work) = (&args.bin, &args.work);
     let log = std::fs::File::create(work.join(format!("daemon-{n}.log"))).expect("log file");
-    let child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    if !args.default_malloc {
+        cmd.envs(MALLOC_ENV);
+    }
+    let child = cmd
         .args(["--log-format", "json", "serve", "--config"])
         .arg(work.join("conf"))
         .stdin(Stdio::null())
@@ -294,7 +317,7 @@ async fn restart(run: &Run, args: &Args, daemon: &mut Daemon) -> Result<Duration
         "soak: daemon killed ({status}) at {:.1}s",
         s.t0.elapsed().as_secs_f64()
     );
-    *daemon = spawn_daemon(&args.bin, &args.work, 2);
+    *daemon = spawn_daemon(args, 2);
     wait_ready(daemon, s.admin).await?;
     let ready = Instant::now();
     s.restart.ready_at.set(ready).ok();
@@ -323,7 +346,7 @@ async fn main() {
         args.duration.as_secs()
     );
     let admin: std::net::SocketAddr = ([127, 0, 0, 1], admin_port).into();
-    let mut daemon = spawn_daemon(&args.bin, &args.work, 1);
+    let mut daemon = spawn_daemon(&args, 1);
     let started = Instant::now();
     if let Err(e) = wait_ready(&mut daemon, admin).await {
         die(&format!("first start: {e}"));
@@ -546,6 +569,14 @@ fn print_header(run: &Run, args: &Args, startup: Duration) {
         setup::LIMITS.header_read_timeout_s,
         setup::LIMITS.max_compressed >> 10,
         setup::LIMITS.max_decompressed >> 20
+    );
+    println!(
+        "daemon malloc: {}",
+        if args.default_malloc {
+            "glibc defaults".to_string()
+        } else {
+            MALLOC_ENV.map(|(k, v)| format!("{k}={v}")).join(" ")
+        }
     );
     println!();
 }

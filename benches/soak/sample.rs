@@ -143,7 +143,8 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
                 .all(|(k, v)| lab.split(',').any(|p| p == format!("{k}=\"{v}\"")));
             all.then(|| value.parse::<f64>().ok()).flatten()
         })
-        .sum()
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0
 }
 
 /// Least-squares slope of `y` over `t` (per second); `None` with fewer than 3 points.
