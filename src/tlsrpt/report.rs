@@ -404,6 +404,13 @@ fn required_text(field: &str, value: String) -> Result<String, ReportError> {
     Ok(value)
 }
 
+/// A domain normalized, or `None` when nothing is left (`"."` names no domain, as `""`).
+fn non_empty_domain(value: Option<String>) -> Option<String> {
+    value
+        .map(|d| normalize_domain(&d))
+        .filter(|d| !d.is_empty())
+}
+
 fn non_empty(value: Option<String>) -> Option<String> {
     value
         .map(|s| s.trim().to_string())
@@ -443,7 +450,7 @@ fn validate_policy(i: usize, p: WirePolicyReport) -> Result<PolicyReport, Report
                 .policy_string
                 .map(OneOrMany::into_vec)
                 .unwrap_or_default(),
-            policy_domain: non_empty(p.policy.policy_domain).map(|d| normalize_domain(&d)),
+            policy_domain: non_empty_domain(p.policy.policy_domain),
             mx_host: p
                 .policy
                 .mx_host
@@ -473,7 +480,7 @@ fn validate_failure(
     Ok(FailureDetail {
         result_type: ResultType::from(result_type),
         sending_mta_ip: non_empty(f.sending_mta_ip),
-        receiving_mx_hostname: non_empty(f.receiving_mx_hostname).map(|h| normalize_domain(&h)),
+        receiving_mx_hostname: non_empty_domain(f.receiving_mx_hostname),
         receiving_mx_helo: non_empty(f.receiving_mx_helo),
         receiving_ip: non_empty(f.receiving_ip),
         failed_session_count: check_count(
@@ -919,5 +926,17 @@ mod tests {
             v["policies"][0]["failure-details"][0]["result-type"],
             "certificate-expired"
         );
+    }
+
+    #[test]
+    fn a_domain_of_only_dots_is_no_domain() {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixture("rfc-example.json")).unwrap();
+        v["policies"][0]["policy"]["policy-domain"] = ". ".into();
+        v["policies"][0]["failure-details"][0]["receiving-mx-hostname"] = "..".into();
+        let r = Report::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(r.policies[0].policy.policy_domain, None);
+        assert_eq!(r.policies[0].failure_details[0].receiving_mx_hostname, None);
+        assert!(r.policy_domains().is_empty());
     }
 }
