@@ -160,8 +160,11 @@ class Daemon:
     def wait_for_mx(self, ctx, i, mx, started):
         """Seconds from `started` until tenant i's policy names `mx`."""
         while time.monotonic() - started < LIMIT:
-            if f"mx: {mx}\r\n" in self.policy(ctx, i):
-                return time.monotonic() - started
+            try:
+                if f"mx: {mx}\r\n" in self.policy(ctx, i):
+                    return time.monotonic() - started
+            except (OSError, ssl.SSLError):
+                pass  # not served yet: an unknown name is refused in the handshake
             time.sleep(0.005)
         sys.exit(f"scale: the edit of tenant {i} was never served")
 
@@ -289,12 +292,13 @@ def main():
     root = tempfile.mkdtemp(prefix="mta-stsd-scale-")
     try:
         base = base_rss(args.bin, root)
-        rows = [
-            measure(args.bin, root, kind, int(n), base)
-            for kind in args.layouts.split()
-            for n in args.tenants.split()
-        ]
+        rows = []
+        for kind in args.layouts.split():
+            for n in args.tenants.split():
+                rows.append(measure(args.bin, root, kind, int(n), base))
+                note(json.dumps(rows[-1]))
         big = big_file(args.bin, root, args.big_file) if args.big_file else {}
+        note(json.dumps(big))
         all_scrape = scrape_all(args.bin, root, args.scrape_all) if args.scrape_all else None
     finally:
         shutil.rmtree(root, ignore_errors=True)

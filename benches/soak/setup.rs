@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
-
 /// The TLS-RPT report host.
 pub const REPORT_HOST: &str = "tlsrpt.soak.example";
 /// The authserv-id whose `dkim=pass` `ingest-mail` believes.
@@ -88,8 +86,11 @@ pub fn body(domain: &str, v: Version) -> Vec<u8> {
 
 /// The policy id the daemon documents: the first 32 hex digits of SHA-256 over the body.
 pub fn policy_id(body: &[u8]) -> String {
-    let digest = Sha256::digest(body);
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn yaml_item(domain: &str, v: Version, indent: &str, first: &str) -> String {
