@@ -298,29 +298,29 @@ fn encode_requests(
             MetricType::Counter,
             samples,
         )?;
-        return encode_duration(enc, stats);
+    } else {
+        let per_tenant = stats.tenant_requests.values();
+        let samples = per_tenant.iter().flat_map(|(domain, counts)| {
+            CLASSES
+                .iter()
+                .zip(counts)
+                // Zero series of rare classes would multiply the output by five.
+                .filter(|(class, value)| **value != 0 || **class == "2xx")
+                .map(move |(class, value)| {
+                    (
+                        [("domain", domain.as_str()), ("class", *class)],
+                        ConstCounter::new(*value),
+                    )
+                })
+        });
+        family(
+            enc,
+            "mta_stsd_requests",
+            REQUESTS_HELP,
+            MetricType::Counter,
+            samples,
+        )?;
     }
-    let per_tenant = stats.tenant_requests.values();
-    let samples = per_tenant.iter().flat_map(|(domain, counts)| {
-        CLASSES
-            .iter()
-            .zip(counts)
-            // Zero series of rare classes would multiply the output by five.
-            .filter(|(class, value)| **value != 0 || **class == "2xx")
-            .map(move |(class, value)| {
-                (
-                    [("domain", domain.as_str()), ("class", *class)],
-                    ConstCounter::new(*value),
-                )
-            })
-    });
-    family(
-        enc,
-        "mta_stsd_requests",
-        REQUESTS_HELP,
-        MetricType::Counter,
-        samples,
-    )?;
     encode_duration(enc, stats)
 }
 

@@ -555,14 +555,26 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn extra_hosts_are_served_and_survive_tenant_syncs() {
+    /// An internal-CA provider over a fresh CA in a temporary state directory (kept alive by
+    /// the returned guard).
+    fn internal_provider() -> (
+        tempfile::TempDir,
+        InternalProvider,
+        Arc<CertResolver>,
+        Arc<CertBoard>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let ca =
             InternalCa::load_or_create(dir.path(), std::time::Duration::from_secs(86_400)).unwrap();
         let resolver = Arc::new(CertResolver::new());
         let board = Arc::new(CertBoard::new());
         let provider = InternalProvider::new(ca, resolver.clone(), board.clone());
+        (dir, provider, resolver, board)
+    }
+
+    #[test]
+    fn extra_hosts_are_served_and_survive_tenant_syncs() {
+        let (_dir, provider, resolver, board) = internal_provider();
         provider.sync(&tenants(&["a.example"]));
         provider.sync_extra(&["tlsrpt.operator.example".to_owned()]);
         assert!(resolver.can_serve("tlsrpt.operator.example", false));
@@ -583,12 +595,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_bulk_sync_is_queued_and_removed_hosts_are_never_issued() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca =
-            InternalCa::load_or_create(dir.path(), std::time::Duration::from_secs(86_400)).unwrap();
-        let resolver = Arc::new(CertResolver::new());
-        let board = Arc::new(CertBoard::new());
-        let provider = Arc::new(InternalProvider::new(ca, resolver.clone(), board.clone()));
+        let (_dir, provider, resolver, board) = internal_provider();
+        let provider = Arc::new(provider);
         let names: Vec<String> = (0..300).map(|i| format!("t{i}.example")).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         provider.sync(&tenants(&names));
@@ -626,12 +634,7 @@ mod tests {
 
     #[test]
     fn a_tenant_added_by_a_swap_is_issued_without_waiting_for_a_handshake() {
-        let dir = tempfile::tempdir().unwrap();
-        let ca =
-            InternalCa::load_or_create(dir.path(), std::time::Duration::from_secs(86_400)).unwrap();
-        let resolver = Arc::new(CertResolver::new());
-        let board = Arc::new(CertBoard::new());
-        let provider = InternalProvider::new(ca, resolver.clone(), board.clone());
+        let (_dir, provider, resolver, board) = internal_provider();
         provider.sync(&tenants(&["a.example"]));
         let changes = HostChanges {
             added: tenants(&["b.example"]),
