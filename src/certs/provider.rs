@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::internal::InternalCa;
@@ -315,29 +316,35 @@ impl InternalProvider {
     async fn work(self: Arc<Self>, mut stop: Stop) {
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         loop {
+            // Stopping leaves hosts queued; looking at the queue first would spin on them.
+            if *stop.borrow() {
+                return;
+            }
             let woken = self.queue.wake.notified();
             if !self.queue.is_empty() {
                 let started = std::time::Instant::now();
-                let queued = self.queue.len();
+                let issued = Arc::new(AtomicUsize::new(0));
                 let drains = (0..workers).map(|_| {
                     let me = self.clone();
                     let stop = stop.clone();
+                    let issued = issued.clone();
                     tokio::task::spawn_blocking(move || {
                         while !*stop.borrow()
                             && let Some(host) = me.queue.pop()
                         {
                             me.issue(&host);
+                            issued.fetch_add(1, Ordering::Relaxed);
                         }
                     })
                 });
                 for drain in drains.collect::<Vec<_>>() {
                     let _ = drain.await;
                 }
-                let elapsed_ms = started.elapsed().as_millis();
                 tracing::info!(
                     task = "internal-ca",
-                    certificates = queued,
-                    elapsed_ms,
+                    certificates = issued.load(Ordering::Relaxed),
+                    still_queued = self.queue.len(),
+                    elapsed_ms = started.elapsed().as_millis(),
                     "issued queued certificates"
                 );
                 continue;
@@ -630,6 +637,25 @@ mod tests {
         assert!(!resolver.contains("mta-sts.t299.example"));
         stop_tx.send(true).unwrap();
         work.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn stopping_with_hosts_still_queued_ends_the_workers() {
+        let (_dir, provider, resolver, _board) = internal_provider();
+        let provider = Arc::new(provider);
+        let names: Vec<String> = (0..5000).map(|i| format!("t{i}.example")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        provider.sync(&tenants(&names));
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        stop_tx.send(true).unwrap();
+        // A worker that looked at the queue before the stop flag spun here for ever.
+        let work = tokio::spawn(provider.clone().background(stop).unwrap());
+        tokio::time::timeout(std::time::Duration::from_secs(30), work)
+            .await
+            .expect("the workers end once stopped")
+            .unwrap();
+        assert!(resolver.len() < names.len(), "stopped before the queue ran dry");
+        assert!(!provider.queue.is_empty());
     }
 
     #[test]
