@@ -13,7 +13,7 @@
 //! from request input. The output is OpenMetrics text; [`to_prometheus_text`] rewrites it for
 //! scrapers that ask for the classic `text/plain; version=0.0.4` format (and `promtool`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -33,6 +33,7 @@ use crate::stats::{CLASSES, Metrics, Stats};
 mod process;
 mod select;
 
+use crate::util::hash::FastMap;
 use select::Chosen;
 
 /// The version and commit this binary was built from (`build.rs` embeds the commit).
@@ -382,7 +383,7 @@ fn encode_readiness(
     enc: &mut DescriptorEncoder,
     tenants: &[Arc<Tenant>],
     chosen: &Chosen<'_>,
-    certs: &HashMap<String, CertStatus>,
+    certs: &FastMap<String, CertStatus>,
     now: i64,
 ) -> Result<(), std::fmt::Error> {
     let not_ready = tenants
@@ -450,7 +451,7 @@ fn encode_certificates(
     enc: &mut DescriptorEncoder,
     subjects: &[Subject<'_>],
     chosen: &Chosen<'_>,
-    certs: &HashMap<String, CertStatus>,
+    certs: &FastMap<String, CertStatus>,
 ) -> Result<(), std::fmt::Error> {
     let exported = |s: &&Subject<'_>| s.report_host || chosen.has(s.domain);
     family(

@@ -9,7 +9,6 @@
 //! about a thousandth of the table, not all of it.
 
 use std::borrow::Borrow;
-use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -17,6 +16,7 @@ use arc_swap::ArcSwap;
 
 pub use crate::config::Served;
 use crate::config::{Diagnostic, Tenant};
+use crate::util::hash::FastSet;
 
 /// Number of shards. With a million tenants a shard holds about a thousand, so copying one
 /// (the cost of a one-tenant edit) takes tens of microseconds; with few tenants the empty
@@ -47,7 +47,7 @@ impl Borrow<str> for ByHost {
     }
 }
 
-type Shard = HashSet<ByHost>;
+type Shard = FastSet<ByHost>;
 
 /// The shard of `host`: FNV-1a, fixed so it needs no state. Only the shard is chosen by it;
 /// inside a shard the map's own keyed hasher applies, so hostile SNI values cannot degrade a
@@ -84,11 +84,11 @@ impl Default for Snapshot {
 impl Snapshot {
     /// Indexes tenants by policy host (a later tenant with the same host replaces an earlier).
     pub fn new(tenants: Vec<Arc<Tenant>>, diagnostics: Vec<Diagnostic>) -> Self {
-        let mut shards: Vec<Shard> = (0..SHARDS).map(|_| Shard::new()).collect();
+        let mut shards: Vec<Shard> = (0..SHARDS).map(|_| Shard::default()).collect();
         for t in tenants {
             shards[shard_of(&t.host)].replace(ByHost(t));
         }
-        let len = shards.iter().map(HashSet::len).sum();
+        let len = shards.iter().map(FastSet::len).sum();
         Snapshot {
             shards: shards.into_iter().map(Arc::new).collect(),
             len,

@@ -4,11 +4,11 @@
 //! Every part is handed these at construction and only writes them; the metrics module is
 //! the one reader. Nothing here knows the snapshot, the reloader or the exposition format.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::util::hash::FastMap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
@@ -46,7 +46,7 @@ impl ClassCounters {
 /// configured tenant, or the handshake was refused); each request then costs one atomic add.
 #[derive(Debug, Default)]
 pub struct TenantRequests {
-    by_domain: RwLock<HashMap<String, Arc<ClassCounters>>>,
+    by_domain: RwLock<FastMap<String, Arc<ClassCounters>>>,
     /// Requests on a connection whose tenant is gone from the configuration; exported with
     /// `domain=""`.
     unknown: Arc<ClassCounters>,

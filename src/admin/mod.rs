@@ -409,10 +409,7 @@ fn tenant_json(
     with_body: bool,
 ) -> serde_json::Value {
     let cert = state.board.get(&tenant.host);
-    let file_errors = errors
-        .get(tenant.source.as_path())
-        .cloned()
-        .unwrap_or_default();
+    let file_errors = errors.get(&*tenant.source).cloned().unwrap_or_default();
     let records = records(state, tenant);
     let mut v = serde_json::json!({
         "domain": tenant.domain,
@@ -428,7 +425,7 @@ fn tenant_json(
         },
         "ready": crate::publish::is_ready(snapshot, &state.board, tenant, now),
         "certificate": cert,
-        "source": {"file": tenant.source, "line": tenant.line},
+        "source": {"file": &*tenant.source, "line": tenant.line},
         "stale": stale,
         "last_error": file_errors.first().map(|d| d.to_string()),
         "errors": file_errors,

@@ -11,9 +11,9 @@ pub mod provider;
 pub mod queue;
 pub mod store;
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use crate::util::hash::FastMap;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -111,7 +111,7 @@ impl CertEntry {
 
 /// Gives a map's memory back once it is mostly empty (a HashMap never shrinks by itself: a
 /// removed 200 000-tenant file left its tables allocated). Amortized O(1) per removal.
-pub(crate) fn shrink_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+pub(crate) fn shrink_sparse<K: Eq + std::hash::Hash, V>(map: &mut FastMap<K, V>) {
     if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
         map.shrink_to(map.len() * 2);
     }
@@ -154,8 +154,8 @@ pub fn cert_covers_host(der: &[u8], host: &str) -> Result<bool, CertError> {
 /// renewed certificate) are rare and brief. Hosts are stored lowercase.
 #[derive(Debug, Default)]
 pub struct CertResolver {
-    certs: RwLock<HashMap<String, Arc<CertEntry>>>,
-    challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    certs: RwLock<FastMap<String, Arc<CertEntry>>>,
+    challenges: RwLock<FastMap<String, Arc<CertifiedKey>>>,
 }
 
 impl CertResolver {

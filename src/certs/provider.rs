@@ -9,7 +9,6 @@
 //! host) are handed over once with [`CertProvider::sync_extra`]; a provider keeps them across
 //! later `sync` calls.
 
-use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -18,6 +17,7 @@ use super::internal::InternalCa;
 use super::queue::IssueQueue;
 use super::{CertInfo, CertResolver};
 use crate::config::{Served, Tenant};
+use crate::util::hash::{FastMap, FastSet};
 
 /// Lifecycle state of one tenant's certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -95,7 +95,7 @@ impl CertStatus {
 /// Per-host certificate status, read by the CLI, the admin API and metrics.
 #[derive(Debug, Default)]
 pub struct CertBoard {
-    map: RwLock<HashMap<String, CertStatus>>,
+    map: RwLock<FastMap<String, CertStatus>>,
 }
 
 impl CertBoard {
@@ -129,7 +129,7 @@ impl CertBoard {
 
     /// `f` of every status by host, read in place (a scrape of a million tenants must not
     /// copy and sort them first). Writers wait while `f` runs: keep it short.
-    pub fn with_all<R>(&self, f: impl FnOnce(&HashMap<String, CertStatus>) -> R) -> R {
+    pub fn with_all<R>(&self, f: impl FnOnce(&FastMap<String, CertStatus>) -> R) -> R {
         f(&self.map.read().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -227,8 +227,8 @@ pub(super) fn drop_removed(
     board: &CertBoard,
     tenants: &[Arc<Tenant>],
     extra: &[String],
-) -> HashSet<String> {
-    let wanted: HashSet<String> = tenants
+) -> FastSet<String> {
+    let wanted: FastSet<String> = tenants
         .iter()
         .map(|t| t.host.clone())
         .chain(extra.iter().cloned())
@@ -654,7 +654,10 @@ mod tests {
             .await
             .expect("the workers end once stopped")
             .unwrap();
-        assert!(resolver.len() < names.len(), "stopped before the queue ran dry");
+        assert!(
+            resolver.len() < names.len(),
+            "stopped before the queue ran dry"
+        );
         assert!(!provider.queue.is_empty());
     }
 

@@ -5,7 +5,8 @@
 //! queues hosts instead; background workers drain the queue on every core, and a handshake for
 //! a host still queued takes it out and issues it at once.
 
-use std::collections::{HashSet, VecDeque};
+use crate::util::hash::FastSet;
+use std::collections::VecDeque;
 use std::sync::Mutex;
 
 /// A FIFO of host names without duplicates.
@@ -19,7 +20,7 @@ pub struct IssueQueue {
 #[derive(Debug, Default)]
 struct Inner {
     order: VecDeque<String>,
-    queued: HashSet<String>,
+    queued: FastSet<String>,
 }
 
 impl IssueQueue {
@@ -48,7 +49,7 @@ impl IssueQueue {
         // A long queue drained to empty gives its memory back.
         if inner.queued.is_empty() {
             inner.order = VecDeque::new();
-            inner.queued = HashSet::new();
+            inner.queued = FastSet::default();
         }
         Some(host)
     }

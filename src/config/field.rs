@@ -91,11 +91,21 @@ impl<T: PartialOrd + Display + Copy> Bounds<T> {
     }
 }
 
+/// `field` of the tenant at `item` of a bulk file (`[3].mx`), or as written.
+pub(super) fn item_field(item: Option<usize>, field: &str) -> String {
+    match item {
+        Some(i) => format!("[{i}].{field}"),
+        None => field.to_owned(),
+    }
+}
+
 /// Where one file's (or one tenant's) diagnostics go, with the file and the field prefix
 /// (`[3].` for the fourth tenant of a bulk file) applied to each.
 pub(super) struct Diags<'a> {
     file: &'a Path,
-    prefix: &'a str,
+    /// The tenant's index in a bulk file. Kept as a number and written out only with a
+    /// diagnostic: formatting it for every valid tenant was a measurable part of a parse.
+    item: Option<usize>,
     list: &'a mut Vec<Diagnostic>,
     errors: usize,
 }
@@ -103,18 +113,18 @@ pub(super) struct Diags<'a> {
 impl<'a> Diags<'a> {
     /// Diagnostics for `file`, fields named as written.
     pub(super) fn new(file: &'a Path, list: &'a mut Vec<Diagnostic>) -> Self {
-        Diags::with_prefix(file, "", list)
+        Diags::with_prefix(file, None, list)
     }
 
-    /// Diagnostics for `file`, every field name preceded by `prefix`.
+    /// Diagnostics for `file`, every field name preceded by `[item].` when given.
     pub(super) fn with_prefix(
         file: &'a Path,
-        prefix: &'a str,
+        item: Option<usize>,
         list: &'a mut Vec<Diagnostic>,
     ) -> Self {
         Diags {
             file,
-            prefix,
+            item,
             list,
             errors: 0,
         }
@@ -127,7 +137,7 @@ impl<'a> Diags<'a> {
 
     /// Records an error at `at`.
     pub(super) fn error(&mut self, at: &Location, field: &str, message: String) {
-        let field = format!("{}{field}", self.prefix);
+        let field = item_field(self.item, field);
         let (line, column) = (at.line(), at.column());
         self.list
             .push(Diagnostic::error(self.file, line, column, &field, message));
@@ -136,7 +146,7 @@ impl<'a> Diags<'a> {
 
     /// Records a warning at `at`.
     pub(super) fn warning(&mut self, at: &Location, field: &str, message: String) {
-        let field = format!("{}{field}", self.prefix);
+        let field = item_field(self.item, field);
         let (line, column) = (at.line(), at.column());
         self.list.push(Diagnostic::warning(
             self.file, line, column, &field, message,
@@ -302,7 +312,7 @@ mod tests {
     #[test]
     fn prefix_names_the_tenant_and_warnings_are_not_errors() {
         let mut list = Vec::new();
-        let mut d = Diags::with_prefix(Path::new("t.yaml"), "[2].", &mut list);
+        let mut d = Diags::with_prefix(Path::new("t.yaml"), Some(2), &mut list);
         let r = raw("n: 1\n");
         let at = r.n.as_ref().unwrap().referenced;
         d.warning(&at, "max_age", "short".into());

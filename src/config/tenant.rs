@@ -1,17 +1,18 @@
 //! Tenant files: one tenant per file, or a list of tenants for bulk operators.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::field::Diags;
+use super::field::{Diags, item_field};
 use super::names::{normalize_hostname, normalize_mx_pattern, validate_rua};
 use super::{Diagnostic, yaml_diagnostic, yaml_options};
 use crate::policy::{MAX_AGE_LIMIT, MAX_BODY_BYTES, Mode, Policy};
+use crate::util::hash::FastMap;
 
 /// Default `max_age` when a tenant omits it: one week, the least RFC 8461 deployment advice
 /// considers useful for `enforce`.
@@ -154,8 +155,9 @@ pub struct Tenant {
     pub policy: Policy,
     /// TLS-RPT reporting URIs configured for this tenant.
     pub rua: Vec<String>,
-    /// The file that defines the tenant.
-    pub source: PathBuf,
+    /// The file that defines the tenant, shared by every tenant of that file (a million
+    /// tenants in a hundred files are a hundred paths, not a million).
+    pub source: Arc<Path>,
     /// The line of the tenant's `domain` value in that file.
     pub line: u64,
     /// The column of the tenant's `domain` value.
@@ -260,20 +262,17 @@ pub fn parse_tenants(path: &Path, text: &str) -> FileTenants {
         }
     };
     let many = raws.len() > 1;
-    let mut seen: HashMap<String, u64> = HashMap::new();
+    let source: Arc<Path> = Arc::from(path);
+    let mut seen: FastMap<String, u64> = FastMap::default();
     for (index, raw) in raws.into_iter().enumerate() {
-        let prefix = if many {
-            format!("[{index}].")
-        } else {
-            String::new()
-        };
-        if let Some(tenant) = compile(path, &prefix, raw, &mut out.diagnostics) {
+        let item = many.then_some(index);
+        if let Some(tenant) = compile(&source, item, raw, &mut out.diagnostics) {
             if let Some(first) = seen.get(&tenant.domain) {
                 out.diagnostics.push(Diagnostic::error(
                     path,
                     tenant.line,
                     tenant.column,
-                    &format!("{prefix}domain"),
+                    &item_field(item, "domain"),
                     format!(
                         "duplicate domain {:?}, already defined at line {first}",
                         tenant.domain
@@ -290,12 +289,12 @@ pub fn parse_tenants(path: &Path, text: &str) -> FileTenants {
 
 /// Validates one tenant, part by part in file order; `None` when any part has an error.
 fn compile(
-    path: &Path,
-    prefix: &str,
+    source: &Arc<Path>,
+    item: Option<usize>,
     raw: RawTenant,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Tenant> {
-    let mut d = Diags::with_prefix(path, prefix, diags);
+    let mut d = Diags::with_prefix(source, item, diags);
     let domain = compile_domain(&raw.domain, &mut d);
     let mode = raw.mode.value;
     let mx = compile_mx(&raw, &mut d);
@@ -323,7 +322,7 @@ fn compile(
         domain,
         policy,
         rua,
-        source: path.to_path_buf(),
+        source: source.clone(),
         line: raw.domain.referenced.line(),
         column: raw.domain.referenced.column(),
     })
@@ -460,7 +459,7 @@ pub fn assemble_shared<'a>(
     files: impl IntoIterator<Item = (&'a [Arc<Tenant>], &'a [Diagnostic])>,
 ) -> TenantSet {
     let mut claims = Claims::default();
-    let mut served: HashMap<String, Arc<Tenant>> = HashMap::new();
+    let mut served: FastMap<String, Arc<Tenant>> = FastMap::default();
     let mut files_seen: Vec<(&'a [Arc<Tenant>], &'a [Diagnostic])> = Vec::new();
     for (tenants, diagnostics) in files {
         if let Some(first) = tenants.first() {
@@ -506,7 +505,7 @@ pub struct Served {
 #[derive(Debug, Default)]
 pub struct Claims {
     /// Every definition of a domain defined in more than one file, sorted by file.
-    contested: HashMap<String, Vec<Arc<Tenant>>>,
+    contested: FastMap<String, Vec<Arc<Tenant>>>,
     /// The duplicate errors of each file, by domain.
     errors: BTreeMap<PathBuf, BTreeMap<String, Diagnostic>>,
 }
@@ -521,9 +520,9 @@ impl Claims {
         new: &[Arc<Tenant>],
         served: &dyn Fn(&str) -> Option<Arc<Tenant>>,
     ) -> Vec<Served> {
-        let before: HashMap<&str, &Arc<Tenant>> =
+        let before: FastMap<&str, &Arc<Tenant>> =
             old.iter().map(|t| (t.domain.as_str(), t)).collect();
-        let after: HashMap<&str, &Arc<Tenant>> =
+        let after: FastMap<&str, &Arc<Tenant>> =
             new.iter().map(|t| (t.domain.as_str(), t)).collect();
         let mut out = Vec::new();
         let gone = old
@@ -573,7 +572,7 @@ impl Claims {
         for t in defs.iter().skip(1) {
             self.forget_error(&t.source, &like.domain);
         }
-        defs.retain(|t| t.source != file);
+        defs.retain(|t| *t.source != *file);
         if let Some(t) = next {
             let at = defs.partition_point(|d| d.source < t.source);
             defs.insert(at, t);
@@ -612,7 +611,7 @@ impl Claims {
             ),
         );
         self.errors
-            .entry(t.source.clone())
+            .entry(t.source.to_path_buf())
             .or_default()
             .insert(t.domain.clone(), error);
     }

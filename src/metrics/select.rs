@@ -5,12 +5,12 @@
 //! aggregates (tenants by mode, certificates by state, tenants not ready) cover everyone, so
 //! the alerts still see every tenant that can fire one.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::certs::{CertState, CertStatus};
 use crate::config::{PROBLEM_EXPIRY_DAYS, PerTenant, Tenant};
 use crate::tlsrpt::TenantWindowTotals;
+use crate::util::hash::{FastMap, FastSet};
 
 /// The tenants of one scrape that get their own series.
 pub(super) struct Chosen<'a> {
@@ -18,7 +18,7 @@ pub(super) struct Chosen<'a> {
     /// In domain order.
     pub tenants: Vec<&'a Arc<Tenant>>,
     /// The same, for lookups (only filled for `problems`).
-    domains: HashSet<&'a str>,
+    domains: FastSet<&'a str>,
 }
 
 impl<'a> Chosen<'a> {
@@ -26,7 +26,7 @@ impl<'a> Chosen<'a> {
     pub fn new(
         mode: PerTenant,
         sorted: &'a [Arc<Tenant>],
-        certs: &HashMap<String, CertStatus>,
+        certs: &FastMap<String, CertStatus>,
         totals: &[TenantWindowTotals],
         now: i64,
     ) -> Chosen<'a> {
@@ -34,7 +34,7 @@ impl<'a> Chosen<'a> {
             PerTenant::All => sorted.iter().collect(),
             PerTenant::None => Vec::new(),
             PerTenant::Problems => {
-                let failing: HashSet<&str> = totals
+                let failing: FastSet<&str> = totals
                     .iter()
                     .filter(|t| t.failed > 0)
                     .map(|t| t.tenant.as_str())
@@ -49,7 +49,7 @@ impl<'a> Chosen<'a> {
         };
         let domains = match mode {
             PerTenant::Problems => tenants.iter().map(|t| t.domain.as_str()).collect(),
-            _ => HashSet::new(),
+            _ => FastSet::default(),
         };
         Chosen {
             mode,
@@ -108,7 +108,7 @@ mod tests {
         let snap = Snapshot::from_yaml(&yaml);
         let now = 1_000_000;
         let year = now + 365 * 86_400;
-        let mut certs = HashMap::new();
+        let mut certs = FastMap::default();
         certs.insert(
             "mta-sts.fine.example".into(),
             status(CertState::Valid, year),

@@ -843,7 +843,7 @@ mod tests {
         let served = snap
             .tenants()
             .map(|t| {
-                let value = (t.source.clone(), t.policy.mode.to_string());
+                let value = (t.source.to_path_buf(), t.policy.mode.to_string());
                 (t.domain.clone(), value)
             })
             .collect();

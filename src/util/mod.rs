@@ -1,6 +1,7 @@
 //! Small helpers shared by several modules.
 
 pub mod dns;
+pub mod hash;
 pub mod http;
 
 use std::time::{SystemTime, UNIX_EPOCH};
