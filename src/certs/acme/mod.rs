@@ -30,7 +30,7 @@ pub use client::AccountError;
 pub use issue::IssueError;
 pub use preflight::PreflightError;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -39,16 +39,23 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::provider::drop_removed;
+use super::queue::IssueQueue;
 use super::store::CertStore;
 use super::{CertBoard, CertEntry, CertProvider, CertResolver, HostChanges};
 use crate::config::{AcmeConfig, Tenant};
 use crate::stats::Metrics;
+use crate::util::hash::FastMap;
 use client::{CaClient, RetryAfterSlot};
 use host::{Host, NAME, Now};
 use pace::OrderLimiter;
 
 /// New orders remembered for [`AcmeProvider::recent_orders`].
 const ORDER_LOG_LEN: usize = 1000;
+
+/// Stored certificates read on the start-up path; above this many they are read in the
+/// background (and each at its host's first handshake): reading and parsing a million stored
+/// certificates one after another kept a restart from serving for minutes.
+pub const INLINE_LOAD_LIMIT: usize = 1000;
 
 /// The ACME certificate provider and its scheduler.
 pub struct AcmeProvider {
@@ -65,9 +72,12 @@ pub struct AcmeProvider {
     ari_supported: AtomicBool,
     /// The CA said the account does not exist: create a new one before the next order.
     account_stale: AtomicBool,
-    hosts: Mutex<HashMap<String, Host>>,
+    hosts: Mutex<FastMap<String, Host>>,
+    /// Hosts with stored files not read yet (see [`INLINE_LOAD_LIMIT`]). The scheduler
+    /// starts only once it is empty, so no host is ordered for while its certificate waits.
+    unread: IssueQueue,
     /// The last tenant list and the extra (non-tenant) hosts, together the wanted set.
-    tenants: Mutex<HashMap<String, Arc<Tenant>>>,
+    tenants: Mutex<FastMap<String, Arc<Tenant>>>,
     extra: Mutex<Vec<String>>,
     limiter: Mutex<OrderLimiter>,
     wake: Notify,
@@ -86,6 +96,21 @@ impl AcmeProvider {
         resolver: Arc<CertResolver>,
         board: Arc<CertBoard>,
         metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let parts = (store, resolver, board, metrics);
+        Self::with_inline_limit(cfg, parts, INLINE_LOAD_LIMIT)
+    }
+
+    /// [`AcmeProvider::new`] reading at most `inline_limit` stored certificates at once.
+    fn with_inline_limit(
+        cfg: AcmeConfig,
+        (store, resolver, board, metrics): (
+            Arc<dyn CertStore>,
+            Arc<CertResolver>,
+            Arc<CertBoard>,
+            Arc<Metrics>,
+        ),
+        inline_limit: usize,
     ) -> anyhow::Result<Self> {
         let retry_after = RetryAfterSlot::default();
         let client = CaClient::new(&cfg.trusted_roots, retry_after.clone())?;
@@ -107,7 +132,8 @@ impl AcmeProvider {
             account: tokio::sync::Mutex::new(None),
             ari_supported: AtomicBool::new(true),
             account_stale: AtomicBool::new(false),
-            hosts: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(FastMap::default()),
+            unread: IssueQueue::default(),
             tenants: Mutex::default(),
             extra: Mutex::default(),
             limiter: Mutex::new(limiter),
@@ -116,7 +142,7 @@ impl AcmeProvider {
             metrics,
             cfg,
         };
-        provider.load_cache();
+        provider.list_cache(inline_limit);
         Ok(provider)
     }
 
@@ -126,13 +152,13 @@ impl AcmeProvider {
         log.iter().cloned().collect()
     }
 
-    fn lock_hosts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Host>> {
+    fn lock_hosts(&self) -> std::sync::MutexGuard<'_, FastMap<String, Host>> {
         self.hosts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads every stored certificate into memory, with any backoff that was running. A bad
-    /// file is logged and skipped: that host is ordered again, the others are served.
-    fn load_cache(&self) {
+    /// Reads the stored certificates now if there are at most `inline_limit`, else queues
+    /// them for [`AcmeProvider::read_stored`] and the handshakes.
+    fn list_cache(&self, inline_limit: usize) {
         let hosts = match self.store.hosts() {
             Ok(hosts) => hosts,
             Err(e) => {
@@ -140,19 +166,74 @@ impl AcmeProvider {
                 return;
             }
         };
-        let now = Now::current();
-        let rules = self.rules();
-        let mut map = self.lock_hosts();
-        for host in hosts {
-            let mut entry = Host::new(host.trim_start_matches("mta-sts.").to_owned());
-            if let Some((cert, directory)) = self.cached_cert(&host, now.unix) {
-                entry = rules.adopt(&entry, cert, directory, &now);
+        if hosts.len() <= inline_limit {
+            for host in hosts {
+                self.load_one(&host);
             }
-            if let Ok(Some(status)) = self.store.load_status(&host) {
-                entry = entry.resume(&status, &now);
-            }
-            map.insert(host, entry);
+            return;
         }
+        tracing::info!(
+            certificates = hosts.len(),
+            "stored certificates are read in the background; a handshake reads its own at once"
+        );
+        for host in hosts {
+            self.unread.push(&host);
+        }
+    }
+
+    /// Reads `host`'s stored certificate into memory, with any backoff that was running, and
+    /// publishes it if the host is wanted. A bad file is logged and skipped: that host is
+    /// ordered again, the others are served.
+    fn load_one(&self, host: &str) {
+        let now = Now::current();
+        let mut entry = Host::new(host.trim_start_matches("mta-sts.").to_owned());
+        if let Some((cert, directory)) = self.cached_cert(host, now.unix) {
+            entry = self.rules().adopt(&entry, cert, directory, &now);
+        }
+        if let Ok(Some(status)) = self.store.load_status(host) {
+            entry = entry.resume(&status, &now);
+        }
+        let mut hosts = self.lock_hosts();
+        // Wanted before it was read (the first sync runs before the background reads).
+        if let Some(known) = hosts.get(host) {
+            entry.domain.clone_from(&known.domain);
+            entry.wanted = known.wanted;
+        }
+        if entry.wanted {
+            if let Some(cert) = &entry.cert {
+                self.resolver.publish_shared(host, cert.clone());
+            }
+            self.board.set(host, entry.status());
+        }
+        hosts.insert(host.to_owned(), entry);
+    }
+
+    /// Reads every queued stored certificate on one blocking thread per core, until `stop`.
+    pub(super) async fn read_stored(self: &Arc<Self>, stop: &tokio::sync::watch::Receiver<bool>) {
+        if self.unread.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let reads: Vec<_> = (0..workers)
+            .map(|_| {
+                let (me, stop) = (self.clone(), stop.clone());
+                tokio::task::spawn_blocking(move || {
+                    while !*stop.borrow()
+                        && let Some(host) = me.unread.pop()
+                    {
+                        me.load_one(&host);
+                    }
+                })
+            })
+            .collect();
+        for read in reads {
+            let _ = read.await;
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis(),
+            "stored certificates read"
+        );
     }
 
     /// The stored certificate of `host` and the directory of its CA, while it is valid.
@@ -223,7 +304,7 @@ impl AcmeProvider {
     }
 
     /// Marks `host` wanted and publishes its cached certificate and status.
-    fn want(&self, hosts: &mut HashMap<String, Host>, host: String, domain: String) {
+    fn want(&self, hosts: &mut FastMap<String, Host>, host: String, domain: String) {
         let h = hosts
             .entry(host.clone())
             .or_insert_with(|| Host::new(domain.clone()));
@@ -288,6 +369,14 @@ impl CertProvider for AcmeProvider {
             hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
         self.apply_wanted();
     }
+
+    /// A handshake for a host whose stored certificate is not read yet reads it now.
+    fn issue_now(&self, host: &str) -> bool {
+        if self.unread.take(host) {
+            self.load_one(host);
+        }
+        self.resolver.contains(host)
+    }
 }
 
 /// One line for an instant-acme error, with the CA's problem type and detail.
@@ -321,4 +410,74 @@ pub fn describe_problem(p: &instant_acme::Problem) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::CertState;
+    use crate::certs::store::{CertMeta, FileStore, StoredCert};
+
+    fn stored(host: &str, directory: &str) -> StoredCert {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec![host.to_owned()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        StoredCert {
+            chain_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            meta: CertMeta {
+                directory: directory.to_owned(),
+                order_url: None,
+                issued_at: crate::util::unix_now(),
+            },
+        }
+    }
+
+    fn tenant(domain: &str) -> Arc<Tenant> {
+        let yaml = format!("domain: {domain}\nmode: testing\nmx: [mx.{domain}]\n");
+        let parsed = crate::config::parse_tenants(std::path::Path::new("t.yaml"), &yaml);
+        Arc::new(parsed.tenants.into_iter().next().unwrap())
+    }
+
+    #[tokio::test]
+    async fn stored_certificates_over_the_limit_are_read_at_a_handshake_or_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = AcmeConfig::default();
+        cfg.preflight.enabled = false;
+        let store = Arc::new(FileStore::new(dir.path()));
+        let domains = ["a.example", "b.example", "c.example"];
+        for d in domains {
+            let host = format!("mta-sts.{d}");
+            store
+                .save_cert(&host, &stored(&host, &cfg.directory))
+                .unwrap();
+        }
+        let (resolver, board) = (Arc::new(CertResolver::new()), Arc::new(CertBoard::new()));
+        let parts = (store as Arc<dyn CertStore>, resolver.clone(), board.clone());
+        let parts = (parts.0, parts.1, parts.2, Arc::new(Metrics::default()));
+        let provider = Arc::new(AcmeProvider::with_inline_limit(cfg, parts, 2).unwrap());
+        provider.sync(&domains.map(tenant));
+        assert_eq!(
+            resolver.len(),
+            0,
+            "three stored, limit two: none read at start"
+        );
+        let valid = |host: &str| board.get(host).is_some_and(|s| s.state == CertState::Valid);
+        assert!(!valid("mta-sts.b.example"), "not ready before it is read");
+
+        assert!(
+            provider.issue_now("mta-sts.b.example"),
+            "read at its handshake"
+        );
+        assert!(valid("mta-sts.b.example"));
+        assert!(!resolver.contains("mta-sts.a.example"));
+        assert!(!provider.issue_now("mta-sts.unknown.example"));
+
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        provider.read_stored(&stop).await;
+        assert_eq!(resolver.len(), 3);
+        assert!(domains.iter().all(|d| valid(&format!("mta-sts.{d}"))));
+        assert!(provider.unread.is_empty());
+        assert!(provider.recent_orders().is_empty());
+    }
 }

@@ -39,6 +39,9 @@ impl AcmeProvider {
             window_secs = self.cfg.schedule.window.as_secs_f64(),
             "ACME scheduler started"
         );
+        // Orders wait for the stored certificates: a host whose certificate is not read yet
+        // must not look like one without a certificate.
+        self.read_stored(&stop).await;
         let mut attempts = JoinSet::new();
         loop {
             let wake_at = self.start_due(&mut attempts);
