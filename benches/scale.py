@@ -24,6 +24,7 @@ import urllib.request
 BULK_FILE_TENANTS = 10_000
 POLICY_PATH = "/.well-known/mta-sts.txt"
 LIMIT = 600  # seconds: upper bound on any wait
+ACME_DIRECTORY = "https://127.0.0.1:9/directory"  # nothing listens: no order can be placed
 
 
 def free_port():
@@ -81,14 +82,14 @@ class Layout:
 
 
 class Daemon:
-    def __init__(self, binary, work, extra_server=""):
+    def __init__(self, binary, work, extra_server="", issuer="internal"):
         self.work = work
         self.https, self.admin = free_port(), free_port()
         cfg = os.path.join(work, "config")
         os.makedirs(os.path.join(cfg, "tenants"), exist_ok=True)
         with open(os.path.join(cfg, "mta-stsd.yaml"), "w") as f:
             f.write(
-                f'listen: "127.0.0.1:{self.https}"\nstate_dir: state\nissuer: internal\n'
+                f'listen: "127.0.0.1:{self.https}"\nstate_dir: state\nissuer: {issuer}\n'
                 f'admin:\n  listen: "127.0.0.1:{self.admin}"\n{extra_server}'
             )
         self.binary = binary
@@ -254,6 +255,62 @@ def big_file(binary, root, n_big):
     return out
 
 
+def store_certificates(work, n):
+    """Fills the ACME store of `work` with a certificate for each of the n tenants' hosts: one
+    key and chain made by openssl, hard-linked into every host's folder (a file takes at
+    most 65 000 links), so reading and parsing each costs what a real one does."""
+    certs = os.path.join(work, "config/state/certs")
+    os.makedirs(certs, mode=0o700)
+    os.chmod(os.path.join(work, "config/state"), 0o700)
+    sources = None
+    for i in range(n):
+        if i % 60_000 == 0:
+            sources = os.path.join(work, f"source-{i}")
+            os.makedirs(sources)
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                 "-nodes", "-keyout", f"{sources}/k.pem", "-out", f"{sources}/fullchain.pem", "-days", "365",
+                 "-subj", "/CN=mta-sts.example", "-addext", "subjectAltName=DNS:mta-sts.example"],
+                check=True, capture_output=True)
+            subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", f"{sources}/k.pem",
+                            "-out", f"{sources}/privkey.pem"], check=True, capture_output=True)
+            os.chmod(f"{sources}/privkey.pem", 0o600)
+            with open(f"{sources}/meta.json", "w") as f:
+                json.dump({"directory": ACME_DIRECTORY, "issued_at": int(time.time())}, f)
+        host = os.path.join(certs, f"mta-sts.t{i:07d}.example")
+        os.mkdir(host)
+        for name in ("fullchain.pem", "privkey.pem", "meta.json"):
+            os.link(os.path.join(sources, name), os.path.join(host, name))
+
+
+def cached_acme(binary, root, n):
+    """A restart with n stored ACME certificates and a CA that cannot be reached: seconds to
+    serving, from serving to the last host's first handshake, and until all are read."""
+    work = os.path.join(root, f"acme-{n}")
+    server = f'acme:\n  directory: "{ACME_DIRECTORY}"\n  preflight:\n    enabled: false\n'
+    d = Daemon(binary, work, server, issuer="acme")
+    Layout("bulk", d.tenants_dir, n).generate()
+    store_certificates(work, n)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # one shared test certificate
+    out = {"tenants": n}
+    try:
+        out["start_s"] = d.start()
+        served = time.monotonic()
+        d.policy(ctx, n - 1)
+        out["last_host_s"] = time.monotonic() - served
+        while not any("stored certificates read" in line for line in d.lines):
+            if time.monotonic() - served > LIMIT:
+                sys.exit("scale: the stored certificates were never all read")
+            time.sleep(0.05)
+        out["all_read_s"] = out["start_s"] + time.monotonic() - served
+        out["rss_mib"] = d.rss_kib() / 1024
+    finally:
+        d.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
 def base_rss(binary, root):
     d = Daemon(binary, os.path.join(root, "empty"))
     try:
@@ -288,6 +345,7 @@ def main():
     ap.add_argument("--layouts", default="bulk files")
     ap.add_argument("--big-file", type=int, default=200_000)
     ap.add_argument("--scrape-all", type=int, default=100_000)
+    ap.add_argument("--cached", default="100000 1000000")
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="mta-stsd-scale-")
     try:
@@ -300,9 +358,17 @@ def main():
         big = big_file(args.bin, root, args.big_file) if args.big_file else {}
         note(json.dumps(big))
         all_scrape = scrape_all(args.bin, root, args.scrape_all) if args.scrape_all else None
+        cached = []
+        for n in args.cached.split():
+            cached.append(cached_acme(args.bin, root, int(n)))
+            note(json.dumps(cached[-1]))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     report(rows, big, all_scrape, args, base)
+    for c in cached:
+        print(f"ACME, {c['tenants']:,} stored certificates: serving after {c['start_s']:.2f} s; "
+              f"the last host's first handshake {c['last_host_s'] * 1000:.0f} ms after that; "
+              f"all read after {c['all_read_s']:.1f} s; {c['rss_mib']:.0f} MiB")
 
 
 def report(rows, big, all_scrape, args, base):

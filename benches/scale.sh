@@ -16,11 +16,14 @@
 # after removing it, and the log size; and one scrape with metrics.per_tenant: all.
 #
 # Usage: benches/scale.sh [--tenants "10000 100000 1000000"] [--layouts "bulk files"]
-#                         [--big-file N] [--scrape-all N] [--no-build]
+#                         [--big-file N] [--scrape-all N] [--cached "N…"] [--no-build]
 #   --tenants     tenant counts (default 10 000, 100 000 and 1 000 000)
 #   --layouts     bulk and/or files (1 000 000 one-tenant files take ~4 GB of disk and a
 #                 few minutes to write)
 #   --big-file N  size of the big file (0 skips that part); --scrape-all N (0 skips)
+#   --cached "N…" restarts with N stored ACME certificates (made with openssl, hard-linked;
+#                 "" skips): seconds to serving, to the last host's first handshake, and
+#                 until every stored certificate is read
 #   MTA_STSD_BIN=path measures another binary (e.g. one built before a change)
 #
 # Needs python3 and a release build (made unless --no-build). Not a test: CI never runs it.
