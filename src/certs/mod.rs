@@ -13,7 +13,7 @@ pub mod store;
 
 use std::sync::{Arc, RwLock};
 
-use crate::util::hash::FastMap;
+use crate::util::hash::{FastMap, shrink_sparse};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -106,14 +106,6 @@ impl CertEntry {
         }
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(CertError::BadKey)?;
         CertEntry::new(chain, key)
-    }
-}
-
-/// Gives a map's memory back once it is mostly empty (a HashMap never shrinks by itself: a
-/// removed 200 000-tenant file left its tables allocated). Amortized O(1) per removal.
-pub(crate) fn shrink_sparse<K: Eq + std::hash::Hash, V>(map: &mut FastMap<K, V>) {
-    if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
-        map.shrink_to(map.len() * 2);
     }
 }
 

@@ -137,7 +137,7 @@ impl CertBoard {
     pub fn remove(&self, host: &str) {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         map.remove(host);
-        super::shrink_sparse(&mut map);
+        crate::util::hash::shrink_sparse(&mut map);
     }
 
     /// Every host and status, sorted by host.
@@ -197,8 +197,8 @@ pub trait CertProvider: Send + Sync {
     }
     /// Obtains `host`'s certificate on this (blocking) thread if the provider can do so at
     /// once and it is still waiting; whether it is served now. A handshake for a host whose
-    /// certificate is queued calls this instead of refusing. The default can't (ACME orders
-    /// take seconds, files are what they are).
+    /// certificate is queued (internal CA) or not read from the store yet (ACME) calls this
+    /// instead of refusing. The default can't (files are what they are).
     fn issue_now(&self, host: &str) -> bool {
         let _ = host;
         false

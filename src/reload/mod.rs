@@ -461,11 +461,9 @@ impl Reloader {
         let hosts = HostChanges::of(&served);
         self.provider
             .sync_changes(&hosts, &|| new.tenants().cloned().collect());
-        if !hosts.removed.is_empty() {
-            self.stats
-                .tenant_requests
-                .retain(|d| new.by_domain(d).is_some());
-        }
+        let removed = hosts.removed.iter();
+        let domains = removed.filter_map(|h| h.strip_prefix("mta-sts."));
+        self.stats.tenant_requests.forget(domains);
         crate::publish::log_served(
             &served,
             &new,
