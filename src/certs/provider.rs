@@ -654,7 +654,10 @@ mod tests {
             .await
             .expect("the workers end once stopped")
             .unwrap();
-        assert!(resolver.len() < names.len(), "stopped before the queue ran dry");
+        assert!(
+            resolver.len() < names.len(),
+            "stopped before the queue ran dry"
+        );
         assert!(!provider.queue.is_empty());
     }
 
