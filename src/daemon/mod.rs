@@ -60,6 +60,9 @@ pub struct Listeners {
     pub https: TcpListener,
     /// The admin listener, if any.
     pub admin: Option<TcpListener>,
+    /// The DNS server's UDP and TCP sockets, when the server file has a `dns:` section
+    /// ([`Daemon::bind_dns`]).
+    pub dns: Option<crate::dns::Sockets>,
 }
 
 /// What the first load produced.
@@ -187,7 +190,18 @@ impl Daemon {
             ),
             None => None,
         };
-        Ok(Listeners { https, admin })
+        let dns = self.bind_dns()?;
+        Ok(Listeners { https, admin, dns })
+    }
+
+    /// Binds `dns.listen` (UDP, then TCP on the same port) when the server file has a `dns:`
+    /// section, so a busy port fails the start like the other listeners.
+    pub fn bind_dns(&self) -> anyhow::Result<Option<crate::dns::Sockets>> {
+        self.config
+            .dns
+            .as_ref()
+            .map(|dns| crate::dns::Sockets::bind(dns.listen))
+            .transpose()
     }
 
     /// Serves `listeners` until `shutdown` completes. Background tasks start here and stop
@@ -198,7 +212,10 @@ impl Daemon {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let mut tasks = Supervisor::new();
-        if let Err(err) = self.start_tasks(&mut tasks, listeners.admin) {
+        if let Err(err) = self
+            .start_tasks(&mut tasks, listeners.admin)
+            .and_then(|()| self.start_dns(&mut tasks, listeners.dns))
+        {
             tracing::error!(error = %format!("{err:#}"), "cannot start; stopping");
             tasks.shutdown(TASK_STOP_GRACE).await;
             return;
@@ -272,6 +289,39 @@ impl Daemon {
         if let Some(acme) = self.acme.take() {
             start_acme(acme, tasks);
         }
+        Ok(())
+    }
+
+    /// Starts the DNS server and its refresh task when the server file has a `dns:` section.
+    /// The zone is filled once before the sockets answer, so the first query already sees
+    /// every ready tenant.
+    fn start_dns(
+        &self,
+        tasks: &mut Supervisor,
+        sockets: Option<crate::dns::Sockets>,
+    ) -> anyhow::Result<()> {
+        let Some(zone) = crate::dns::DnsZone::new(&self.config)? else {
+            return Ok(());
+        };
+        let sockets = sockets.context("dns: is configured but its sockets were not bound")?;
+        zone.refresh(&self.registry, &self.board);
+        if let Ok(addr) = sockets.local_addr() {
+            let records = zone.zone().txt_records();
+            tracing::info!(task = "dns", dns = %addr, zone = %zone.zone().origin_name(), records, "DNS server started");
+        }
+        tasks.spawn(
+            "dns",
+            crate::dns::serve(sockets, zone.zone().clone(), tasks.stop_signal()),
+        );
+        tasks.spawn(
+            "dns-refresh",
+            crate::dns::refresh_task(
+                zone,
+                self.registry.clone(),
+                self.board.clone(),
+                tasks.stop_signal(),
+            ),
+        );
         Ok(())
     }
 

@@ -155,6 +155,7 @@ async fn start_with_ca(
     let listeners = mta_stsd::daemon::Listeners {
         https: listener,
         admin: None,
+        dns: None,
     };
     tokio::spawn(daemon.run(listeners, async move {
         let _ = rx.await;
