@@ -1,0 +1,294 @@
+//! The built-in DNS server for a delegated zone, queried over real UDP and TCP sockets: the
+//! tenants' TXT answers, a proper zone (SOA, NS, NXDOMAIN, NODATA, REFUSED, ANY, truncation)
+//! and the ready gate (an id is answered only once its policy is served over a valid
+//! certificate).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use http::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::certs_files::{TestCa, write_pair};
+use crate::common::{Running, TestConfig, admin_request, eventually, run_daemon};
+
+const ZONE: &str = "sts.operator.example";
+
+/// A server file with `dns:` on an ephemeral loopback port and `issuer` as given.
+fn server_yaml(issuer: &str) -> String {
+    format!(
+        "listen: \"127.0.0.1:0\"\nstate_dir: state\n{issuer}dns:\n  listen: \"127.0.0.1:0\"\n  zone: {ZONE}\n  nameservers: [ns1.operator.example, ns2.operator.example]\n  hostmaster: hostmaster.operator.example\n  ttl: 120\n"
+    )
+}
+
+/// How a query is sent.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    /// UDP without EDNS: answers are limited to 512 bytes.
+    Udp,
+    /// UDP with an EDNS buffer of this size.
+    UdpEdns(u16),
+    Tcp,
+}
+
+fn query_bytes(name: &str, rtype: RecordType, via: Via) -> Vec<u8> {
+    let mut msg = Message::new(4711, MessageType::Query, OpCode::Query);
+    msg.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    if let Via::UdpEdns(size) = via {
+        let mut edns = Edns::new();
+        edns.set_max_payload(size);
+        msg.set_edns(edns);
+    }
+    msg.to_vec().unwrap()
+}
+
+/// One query to the server at `addr`, the answer decoded.
+async fn ask(addr: SocketAddr, name: &str, rtype: RecordType, via: Via) -> Message {
+    let bytes = query_bytes(name, rtype, via);
+    let answer = match via {
+        Via::Udp | Via::UdpEdns(_) => {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            socket.send_to(&bytes, addr).await.unwrap();
+            let mut buf = vec![0u8; 65535];
+            let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf))
+                .await
+                .expect("a UDP answer within 10 s")
+                .unwrap();
+            buf.truncate(n);
+            buf
+        }
+        Via::Tcp => {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let len = u16::try_from(bytes.len()).unwrap().to_be_bytes();
+            tcp.write_all(&[&len[..], &bytes].concat()).await.unwrap();
+            let mut len = [0u8; 2];
+            tcp.read_exact(&mut len).await.unwrap();
+            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            tcp.read_exact(&mut buf).await.unwrap();
+            buf
+        }
+    };
+    let msg = Message::from_vec(&answer).unwrap();
+    assert_eq!(msg.metadata.id, 4711);
+    msg
+}
+
+/// The TXT strings of the answer, each record's character-strings joined.
+fn txt(msg: &Message) -> Vec<String> {
+    msg.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(t) => Some(
+                t.txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect::<String>(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+fn has_soa_authority(msg: &Message) -> bool {
+    msg.authorities
+        .iter()
+        .any(|r| r.record_type() == RecordType::SOA)
+}
+
+fn sts_target(domain: &str) -> String {
+    format!("{domain}._mta-sts.{ZONE}.")
+}
+
+fn tlsrpt_target(domain: &str) -> String {
+    format!("{domain}._smtp._tls.{ZONE}.")
+}
+
+/// The id the daemon serves for `domain`.
+fn served_id(running: &Running, domain: &str) -> String {
+    running
+        .registry
+        .load()
+        .by_domain(domain)
+        .expect("tenant served")
+        .policy
+        .id
+        .clone()
+}
+
+/// Waits until `name` answers TXT `want` over UDP.
+async fn eventually_txt(addr: SocketAddr, name: &str, want: &str) -> bool {
+    eventually(Duration::from_secs(20), || async {
+        txt(&ask(addr, name, RecordType::TXT, Via::Udp).await) == vec![want.to_owned()]
+    })
+    .await
+}
+
+async fn start_internal(cfg: &TestConfig) -> Running {
+    crate::common::start(cfg).await
+}
+
+/// A tenant with enough report addresses that its `_smtp._tls` answer exceeds 512 bytes.
+fn many_rua_tenant(domain: &str) -> String {
+    let rua: Vec<String> = (0..14)
+        .map(|i| format!("\"mailto:tls-reports-{i:02}@reports.{domain}\""))
+        .collect();
+    format!(
+        "domain: {domain}\nmode: testing\nmx: [mx.{domain}]\nmax_age: 86400\ntlsrpt: {{rua: [{}]}}\n",
+        rua.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn tenant_txt_records_carry_the_served_id_over_udp_and_tcp() {
+    let cfg = TestConfig::with_server(&server_yaml("issuer: internal\n"));
+    cfg.simple_tenant("a.example");
+    cfg.tenant("big.yaml", &many_rua_tenant("big.example"));
+    let running = start_internal(&cfg).await;
+    let dns = running.dns_addr.expect("the DNS server is bound");
+    let want = format!("v=STSv1; id={}", served_id(&running, "a.example"));
+    assert!(eventually_txt(dns, &sts_target("a.example"), &want).await);
+    let tcp = ask(dns, &sts_target("A.Example"), RecordType::TXT, Via::Tcp).await;
+    assert_eq!(txt(&tcp), vec![want.clone()], "case-insensitive, over TCP");
+    assert!(tcp.metadata.authoritative);
+    assert_eq!(tcp.answers[0].ttl, 120, "dns.ttl");
+
+    // The `_smtp._tls` value is the one `mta-stsd dns` prints for the tenant.
+    let server = mta_stsd::config::load_server_config(cfg.path()).unwrap();
+    let snapshot = running.registry.load();
+    let big = snapshot.by_domain("big.example").unwrap();
+    let records =
+        mta_stsd::publish::tenant_records(big, mta_stsd::publish::Publishing::of(&server));
+    let rua = records.tlsrpt.unwrap().value;
+    assert!(rua.len() > 512, "the test needs an answer over 512 bytes");
+    let full = ask(
+        dns,
+        &tlsrpt_target("big.example"),
+        RecordType::TXT,
+        Via::Tcp,
+    )
+    .await;
+    assert!(!full.metadata.truncation);
+    assert_eq!(txt(&full), vec![rua.clone()]);
+
+    // Over UDP without EDNS the answer does not fit: TC is set so the resolver retries on
+    // TCP; with a 4096-byte EDNS buffer it fits.
+    let udp = ask(
+        dns,
+        &tlsrpt_target("big.example"),
+        RecordType::TXT,
+        Via::Udp,
+    )
+    .await;
+    assert!(udp.metadata.truncation, "{udp:?}");
+    assert!(txt(&udp).is_empty());
+    let edns = ask(
+        dns,
+        &tlsrpt_target("big.example"),
+        RecordType::TXT,
+        Via::UdpEdns(4096),
+    )
+    .await;
+    assert!(!edns.metadata.truncation);
+    assert_eq!(txt(&edns), vec![rua]);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_zone_has_soa_ns_and_proper_negative_answers() {
+    let cfg = TestConfig::with_server(&server_yaml("issuer: internal\n"));
+    cfg.simple_tenant("mail.a.example");
+    let running = start_internal(&cfg).await;
+    let dns = running.dns_addr.unwrap();
+    let want = format!("v=STSv1; id={}", served_id(&running, "mail.a.example"));
+    assert!(eventually_txt(dns, &sts_target("mail.a.example"), &want).await);
+    let apex = format!("{ZONE}.");
+
+    let soa = ask(dns, &apex, RecordType::SOA, Via::Udp).await;
+    assert_eq!(soa.metadata.response_code, ResponseCode::NoError);
+    let RData::SOA(first) = &soa.answers[0].data else {
+        panic!("{soa:?}")
+    };
+    assert_eq!(first.mname.to_string(), "ns1.operator.example.");
+    assert_eq!(first.rname.to_string(), "hostmaster.operator.example.");
+    assert!(first.minimum > 0 && first.refresh > first.retry && first.expire > first.refresh);
+    let ns = ask(dns, &apex, RecordType::NS, Via::Tcp).await;
+    let mut names: Vec<String> = ns.answers.iter().map(|r| r.data.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["ns1.operator.example.", "ns2.operator.example."]);
+
+    // A name that does not exist: NXDOMAIN with the SOA for negative caching.
+    for name in [sts_target("nobody.example"), format!("www.{ZONE}.")] {
+        let nx = ask(dns, &name, RecordType::TXT, Via::Udp).await;
+        assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        assert!(has_soa_authority(&nx), "{name}: {nx:?}");
+    }
+    // Empty non-terminals and other types of existing names: NOERROR with no answer (RFC
+    // 8020: NXDOMAIN would tell a minimising resolver that nothing exists below).
+    for (name, rtype) in [
+        (format!("_mta-sts.{ZONE}."), RecordType::TXT),
+        (format!("example._mta-sts.{ZONE}."), RecordType::TXT),
+        (format!("a.example._mta-sts.{ZONE}."), RecordType::A),
+        (sts_target("mail.a.example"), RecordType::AAAA),
+        (apex.clone(), RecordType::TXT),
+    ] {
+        let nodata = ask(dns, &name, rtype, Via::Udp).await;
+        assert_eq!(
+            nodata.metadata.response_code,
+            ResponseCode::NoError,
+            "{name} {rtype}"
+        );
+        assert!(nodata.answers.is_empty(), "{name} {rtype}: {nodata:?}");
+        assert!(has_soa_authority(&nodata), "{name} {rtype}");
+    }
+    // Outside the zone: REFUSED, never an answer or recursion.
+    for name in [
+        "example.com.",
+        "operator.example.",
+        "_mta-sts.mail.a.example.",
+    ] {
+        let refused = ask(dns, name, RecordType::TXT, Via::Udp).await;
+        assert_eq!(
+            refused.metadata.response_code,
+            ResponseCode::Refused,
+            "{name}"
+        );
+        assert!(refused.answers.is_empty());
+    }
+    // ANY gets one set (RFC 8482), and a zone transfer is refused.
+    let any = ask(
+        dns,
+        &sts_target("mail.a.example"),
+        RecordType::ANY,
+        Via::Udp,
+    )
+    .await;
+    assert_eq!(txt(&any), vec![want]);
+    assert_eq!(any.answers.len(), 1);
+    let any_apex = ask(dns, &apex, RecordType::ANY, Via::Tcp).await;
+    assert_eq!(any_apex.answers.len(), 1, "{any_apex:?}");
+    let axfr = ask(dns, &apex, RecordType::AXFR, Via::Tcp).await;
+    assert_eq!(axfr.metadata.response_code, ResponseCode::Refused);
+    assert!(axfr.answers.is_empty());
+
+    // A new tenant appears and the serial moves on.
+    cfg.simple_tenant("b.example");
+    let status = admin_request(running.admin_addr, Method::POST, "/reload", &[])
+        .await
+        .status;
+    assert!(status.is_success(), "{status}");
+    let want_b = format!("v=STSv1; id={}", served_id(&running, "b.example"));
+    assert!(eventually_txt(dns, &sts_target("b.example"), &want_b).await);
+    let later = ask(dns, &apex, RecordType::SOA, Via::Udp).await;
+    let RData::SOA(second) = &later.answers[0].data else {
+        panic!("{later:?}")
+    };
+    assert!(
+        second.serial > first.serial,
+        "{} then {}",
+        first.serial,
+        second.serial
+    );
+    running.stop().await;
+}
