@@ -292,3 +292,93 @@ async fn the_zone_has_soa_ns_and_proper_negative_answers() {
     );
     running.stop().await;
 }
+
+/// Writes a certificate for `mta-sts.<domain>` under `certs`, valid until `not_after`.
+fn cert_until(ca: &TestCa, certs: &std::path::Path, domain: &str, not_after: time::OffsetDateTime) {
+    let host = format!("mta-sts.{domain}");
+    let now = time::OffsetDateTime::now_utc();
+    let pem = ca.leaf_between(&[host.as_str()], now - time::Duration::days(1), not_after);
+    write_pair(certs, &host, &pem);
+}
+
+async fn reload(running: &Running) {
+    let status = admin_request(running.admin_addr, Method::POST, "/reload", &[])
+        .await
+        .status;
+    assert!(status.is_success(), "{status}");
+}
+
+#[tokio::test]
+async fn an_id_is_answered_only_once_its_policy_is_served_with_a_valid_certificate() {
+    let cfg = TestConfig::with_server(&server_yaml("issuer: files\nfiles:\n  dir: certs\n"));
+    let ca = TestCa::new();
+    let certs = cfg.path().join("certs");
+    let now = time::OffsetDateTime::now_utc();
+    for d in ["ready.example", "nocert.example"] {
+        cfg.simple_tenant(d);
+    }
+    let flip = |mode: &str, rua: &str| {
+        format!(
+            "domain: flip.example\nmode: {mode}\nmx: [mx.flip.example]\nmax_age: 86400\ntlsrpt: {{rua: [\"mailto:{rua}@flip.example\"]}}\n"
+        )
+    };
+    cfg.tenant("flip.yaml", &flip("testing", "first"));
+    cert_until(&ca, &certs, "ready.example", now + time::Duration::days(30));
+    // Long enough for the first refresh at start, short enough to lapse during the test.
+    let lapses = now + time::Duration::seconds(6);
+    cert_until(&ca, &certs, "flip.example", lapses);
+
+    let daemon = mta_stsd::daemon::Daemon::build(cfg.path()).expect("daemon builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = run_daemon(daemon, listener, ca.der.clone()).await;
+    let dns = running.dns_addr.unwrap();
+    let ready_id = format!("v=STSv1; id={}", served_id(&running, "ready.example"));
+    assert!(eventually_txt(dns, &sts_target("ready.example"), &ready_id).await);
+    let first_id = format!("v=STSv1; id={}", served_id(&running, "flip.example"));
+    assert!(eventually_txt(dns, &sts_target("flip.example"), &first_id).await);
+    // No certificate: no `_mta-sts` record at all, though the policy is loaded.
+    let none = ask(
+        dns,
+        &sts_target("nocert.example"),
+        RecordType::TXT,
+        Via::Udp,
+    )
+    .await;
+    assert_eq!(
+        none.metadata.response_code,
+        ResponseCode::NXDomain,
+        "{none:?}"
+    );
+
+    // flip.example's certificate lapses, then its policy changes: the new body is served at
+    // once, but its id must wait for a valid certificate; the old id stays.
+    let wait = lapses - time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    tokio::time::sleep(wait.try_into().unwrap_or_default()).await;
+    cfg.tenant("flip.yaml", &flip("enforce", "second"));
+    reload(&running).await;
+    let second_id = format!("v=STSv1; id={}", served_id(&running, "flip.example"));
+    assert_ne!(first_id, second_id, "the edit is live");
+    // The TLS-RPT value is not gated, so seeing it proves the zone saw this snapshot.
+    let marker = "v=TLSRPTv1; rua=mailto:second@flip.example";
+    assert!(eventually_txt(dns, &tlsrpt_target("flip.example"), marker).await);
+    let held = ask(dns, &sts_target("flip.example"), RecordType::TXT, Via::Tcp).await;
+    assert_eq!(
+        txt(&held),
+        vec![first_id],
+        "the old id stays until the new body is live"
+    );
+
+    // Valid certificates arrive (a renewal, a first issuance): both new ids appear.
+    cert_until(&ca, &certs, "flip.example", now + time::Duration::days(30));
+    cert_until(
+        &ca,
+        &certs,
+        "nocert.example",
+        now + time::Duration::days(30),
+    );
+    reload(&running).await;
+    assert!(eventually_txt(dns, &sts_target("flip.example"), &second_id).await);
+    let nocert_id = format!("v=STSv1; id={}", served_id(&running, "nocert.example"));
+    assert!(eventually_txt(dns, &sts_target("nocert.example"), &nocert_id).await);
+    running.stop().await;
+}
