@@ -382,3 +382,63 @@ async fn an_id_is_answered_only_once_its_policy_is_served_with_a_valid_certifica
     assert!(eventually_txt(dns, &sts_target("nocert.example"), &nocert_id).await);
     running.stop().await;
 }
+
+#[test]
+fn a_bad_dns_section_is_reported_with_file_line_and_field() {
+    let yaml = server_yaml("issuer: internal\n")
+        .replace("zone: sts.operator.example", "zone: \"sts operator\"");
+    let cfg = TestConfig::with_server(&yaml);
+    let (code, stdout, stderr) = crate::common::run_binary(
+        &[
+            "check".as_ref(),
+            "--config".as_ref(),
+            cfg.path().as_os_str(),
+        ],
+        b"",
+    );
+    assert_ne!(code, 0);
+    let file = cfg.path().join("mta-stsd.yaml");
+    let want = format!("{}:6:9: error: dns.zone: ", file.display());
+    assert!(
+        stdout.contains(&want) || stderr.contains(&want),
+        "{want:?} in\n{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn a_dns_port_in_use_fails_the_start_with_a_clear_error() {
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let yaml = server_yaml("issuer: internal\n").replace(
+        "dns:\n  listen: \"127.0.0.1:0\"",
+        &format!("dns:\n  listen: \"127.0.0.1:{port}\""),
+    );
+    let cfg = TestConfig::with_server(&yaml);
+    let mut child = std::process::Command::new(crate::common::binary())
+        .args(["serve", "--config"])
+        .arg(cfg.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve kept running with its DNS port taken");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("binding the DNS listener 127.0.0.1:{port} (UDP)")),
+        "{text}"
+    );
+    drop(busy);
+}
