@@ -63,6 +63,16 @@ pub(super) fn compile_dns(raw: &RawDns, d: &mut Diags) -> DnsConfig {
         "name server",
         normalize_hostname,
     );
+    // The zone answers no address records, so a name server inside it could be reached only
+    // through glue and would answer NXDOMAIN for its own name (a lame delegation).
+    for (i, (item, ns)) in raw.nameservers.value.iter().zip(&nameservers).enumerate() {
+        if !zone.is_empty() && (*ns == zone || ns.ends_with(&format!(".{zone}"))) {
+            let message = format!(
+                "{ns:?} lies inside dns.zone, which has no address records; use a name outside it"
+            );
+            d.error(&item.referenced, &format!("dns.nameservers[{i}]"), message);
+        }
+    }
     if raw.nameservers.value.is_empty() {
         d.error(
             &raw.nameservers.referenced,

@@ -817,6 +817,11 @@ mod tests {
             errs[3].starts_with("DIR/mta-stsd.yaml:9:8: error: dns.ttl: 0 is outside"),
             "{errs:#?}"
         );
+        let errs = load(&format!("{BASE}dns:\n  listen: \"127.0.0.1:53\"\n  zone: z.example\n  nameservers: [ns.z.example]\n  hostmaster: h.example\n")).unwrap_err();
+        assert!(
+            errs[0].starts_with("DIR/mta-stsd.yaml:7:17: error: dns.nameservers[0]: \"ns.z.example\" lies inside dns.zone"),
+            "{errs:#?}"
+        );
         let errs = load(&format!("{BASE}dns:\n  listen: \"127.0.0.1:53\"\n")).unwrap_err();
         assert!(errs[0].contains("missing field"), "{errs:#?}");
     }

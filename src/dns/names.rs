@@ -7,6 +7,8 @@
 
 use hickory_server::proto::rr::Name;
 
+use crate::publish::{Record, RecordType};
+
 /// The label below the zone under which every `_mta-sts` target lives.
 pub const STS_LABEL: &str = "_mta-sts";
 /// The labels below the zone under which every `_smtp._tls` target lives.
@@ -36,6 +38,32 @@ pub fn target_name(kind: Kind, domain: &str, zone: &str) -> Result<Name, String>
     let mut name = Name::from_ascii(&text).map_err(|e| format!("{text}: {e}"))?;
     name.set_fqdn(true);
     Ok(name)
+}
+
+/// The CNAMEs a customer creates once in their own zone: `mta-sts.<domain>` to the policy
+/// host (when `public_hostname` is set), `_mta-sts.<domain>` and `_smtp._tls.<domain>` into
+/// the delegated zone. The last is printed even for a tenant without TLS-RPT addresses: its
+/// target then answers NXDOMAIN, which senders read as "no TLS-RPT", and adding addresses
+/// later needs no DNS change.
+pub fn customer_cnames(domain: &str, zone: &str, public_hostname: Option<&str>) -> Vec<Record> {
+    let cname = |name: String, target: String| Record {
+        name,
+        rtype: RecordType::Cname,
+        value: target,
+    };
+    let mut out = Vec::with_capacity(3);
+    if let Some(host) = public_hostname {
+        out.push(cname(format!("mta-sts.{domain}."), format!("{host}.")));
+    }
+    out.push(cname(
+        format!("{STS_LABEL}.{domain}."),
+        format!("{}.", target(Kind::Sts, domain, zone)),
+    ));
+    out.push(cname(
+        format!("{TLSRPT_LABELS}.{domain}."),
+        format!("{}.", target(Kind::TlsRpt, domain, zone)),
+    ));
+    out
 }
 
 #[cfg(test)]
@@ -69,6 +97,24 @@ mod tests {
                 assert!(seen.insert(n.to_string()), "{d} {k:?} collides");
             }
         }
+    }
+
+    #[test]
+    fn the_customer_cnames_point_at_the_targets() {
+        let lines: Vec<String> =
+            customer_cnames("example.com", "sts.op.example", Some("sts.op.example"))
+                .iter()
+                .map(Record::zone_line)
+                .collect();
+        assert_eq!(
+            lines,
+            [
+                "mta-sts.example.com. IN CNAME sts.op.example.",
+                "_mta-sts.example.com. IN CNAME example.com._mta-sts.sts.op.example.",
+                "_smtp._tls.example.com. IN CNAME example.com._smtp._tls.sts.op.example.",
+            ]
+        );
+        assert_eq!(customer_cnames("example.com", "z.example", None).len(), 2);
     }
 
     #[test]

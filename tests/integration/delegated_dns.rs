@@ -442,3 +442,45 @@ fn a_dns_port_in_use_fails_the_start_with_a_clear_error() {
     );
     drop(busy);
 }
+
+#[tokio::test]
+async fn dns_prints_the_delegation_and_cnames_whose_targets_the_zone_answers() {
+    let yaml = server_yaml("public_hostname: policy.operator.example\nissuer: internal\n");
+    let cfg = TestConfig::with_server(&yaml);
+    cfg.simple_tenant("a.example");
+    let dir = cfg.path().as_os_str();
+    let (code, zone, err) =
+        crate::common::run_binary(&["dns".as_ref(), "--config".as_ref(), dir], b"");
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        format!("{ZONE}. IN NS ns1.operator.example."),
+        format!("{ZONE}. IN NS ns2.operator.example."),
+        "mta-sts.a.example. IN CNAME policy.operator.example.".to_owned(),
+        format!("_mta-sts.a.example. IN CNAME a.example._mta-sts.{ZONE}."),
+        format!("_smtp._tls.a.example. IN CNAME a.example._smtp._tls.{ZONE}."),
+    ] {
+        assert!(zone.lines().any(|l| l == line), "{line:?} in\n{zone}");
+    }
+    assert!(
+        !zone.contains("IN TXT"),
+        "the zone answers the TXT records:\n{zone}"
+    );
+
+    let (code, json, err) = crate::common::run_binary(
+        &["dns".as_ref(), "--json".as_ref(), "--config".as_ref(), dir],
+        b"",
+    );
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let cnames = json[0]["cnames"].as_array().unwrap();
+    assert_eq!(cnames.len(), 3, "{json:#}");
+    assert_eq!(cnames[1]["name"], "_mta-sts.a.example.");
+    let target = cnames[1]["value"].as_str().unwrap().to_owned();
+
+    // What a resolver following the customer's CNAME asks the zone.
+    let running = start_internal(&cfg).await;
+    let dns = running.dns_addr.unwrap();
+    let want = format!("v=STSv1; id={}", served_id(&running, "a.example"));
+    assert!(eventually_txt(dns, &target, &want).await);
+    running.stop().await;
+}
