@@ -42,6 +42,8 @@ pub struct Daemon {
     acme: Option<AcmeTasks>,
     /// The tenants' certificate issuer, whose background work (if any) runs as a task.
     provider: Arc<dyn CertProvider>,
+    /// Event counters (the DNS server counts its answers here).
+    metrics: Arc<Metrics>,
     /// The SIGHUP stream, installed by [`Daemon::build`]; taken by the `sighup` task.
     hup: Option<tokio::signal::unix::Signal>,
 }
@@ -172,6 +174,7 @@ impl Daemon {
             tlsrpt,
             acme,
             provider,
+            metrics,
             hup: Some(hup),
         })
     }
@@ -300,7 +303,7 @@ impl Daemon {
         tasks: &mut Supervisor,
         sockets: Option<crate::dns::Sockets>,
     ) -> anyhow::Result<()> {
-        let Some(zone) = crate::dns::DnsZone::new(&self.config)? else {
+        let Some(zone) = crate::dns::DnsZone::new(&self.config, self.metrics.clone())? else {
             return Ok(());
         };
         let sockets = sockets.context("dns: is configured but its sockets were not bound")?;
@@ -311,7 +314,12 @@ impl Daemon {
         }
         tasks.spawn(
             "dns",
-            crate::dns::serve(sockets, zone.zone().clone(), tasks.stop_signal()),
+            crate::dns::serve(
+                sockets,
+                zone.zone().clone(),
+                self.metrics.clone(),
+                tasks.stop_signal(),
+            ),
         );
         tasks.spawn(
             "dns-refresh",

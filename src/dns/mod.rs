@@ -8,6 +8,7 @@
 //!
 //! A failure here is logged and stays here: the policy listener does not depend on it.
 
+pub mod count;
 pub mod gate;
 pub mod names;
 pub mod zone;
@@ -25,6 +26,7 @@ use crate::certs::CertBoard;
 use crate::config::ServerConfig;
 use crate::publish::Publishing;
 use crate::registry::Registry;
+use crate::stats::Metrics;
 pub use gate::Gate;
 pub use zone::Zone;
 
@@ -68,12 +70,16 @@ pub struct DnsZone {
     zone: Arc<Zone>,
     gate: std::sync::Mutex<Gate>,
     config: ServerConfig,
+    metrics: Arc<Metrics>,
 }
 
 impl DnsZone {
     /// The zone of `config.dns` (None when there is no `dns:` section), empty until the first
     /// [`DnsZone::refresh`].
-    pub fn new(config: &ServerConfig) -> anyhow::Result<Option<Arc<DnsZone>>> {
+    pub fn new(
+        config: &ServerConfig,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Option<Arc<DnsZone>>> {
         let Some(dns) = &config.dns else {
             return Ok(None);
         };
@@ -82,6 +88,7 @@ impl DnsZone {
             zone: Arc::new(Zone::new(dns, serial).context("building the DNS zone")?),
             gate: std::sync::Mutex::new(Gate::new()),
             config: config.clone(),
+            metrics,
         })))
     }
 
@@ -101,6 +108,8 @@ impl DnsZone {
         );
         self.zone
             .apply(&updates, u32::try_from(now).unwrap_or(u32::MAX));
+        self.metrics
+            .dns_zone(self.zone.serial(), self.zone.txt_records());
     }
 }
 
@@ -122,11 +131,16 @@ pub async fn refresh_task(
     }
 }
 
-/// Serves `zone` on `sockets` until `stop`.
-pub async fn serve(sockets: Sockets, zone: Arc<Zone>, mut stop: watch::Receiver<bool>) {
+/// Serves `zone` on `sockets` until `stop`, counting answers in `metrics`.
+pub async fn serve(
+    sockets: Sockets,
+    zone: Arc<Zone>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut catalog = Catalog::new();
     catalog.upsert(zone.origin_name().clone(), vec![zone]);
-    let mut server = Server::new(catalog);
+    let mut server = Server::new(count::Counted { catalog, metrics });
     match (
         tokio::net::UdpSocket::from_std(sockets.udp),
         tokio::net::TcpListener::from_std(sockets.tcp),
