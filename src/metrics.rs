@@ -194,6 +194,11 @@ fn register_dns(
         dns.queries.clone(),
     );
     registry.register(
+        "mta_stsd_dns_rate_limited",
+        "UDP answers held back by the per-source rate limit: slip (empty, TC set) or drop",
+        dns.limited.clone(),
+    );
+    registry.register(
         "mta_stsd_dns_zone_serial",
         "The SOA serial of the built-in zone",
         dns.serial.clone(),

@@ -157,6 +157,8 @@ pub struct Metrics {
 pub struct DnsMetrics {
     /// Answers by `type` and `rcode`.
     pub queries: Family<StaticLabels, Counter>,
+    /// UDP answers held back by the per-source rate limit, by `action` (`slip`, `drop`).
+    pub limited: Family<StaticLabels, Counter>,
     /// The SOA serial.
     pub serial: Gauge,
     /// TXT record sets the zone answers.
@@ -221,6 +223,14 @@ impl Metrics {
         self.dns
             .queries
             .get_or_create(&vec![("type", qtype), ("rcode", rcode)])
+            .inc();
+    }
+
+    /// Counts one UDP answer the rate limit held back: `"slip"` or `"drop"`.
+    pub fn dns_limited(&self, action: &'static str) {
+        self.dns
+            .limited
+            .get_or_create(&vec![("action", action)])
             .inc();
     }
 

@@ -1,21 +1,48 @@
-//! Counting every answer by query type and response code, around hickory's `Catalog`.
+//! In front of hickory's `Catalog`: the UDP rate limit ([`super::limit`]) and the count of
+//! every answer by query type and response code.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::ResponseCode;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
 use hickory_server::proto::rr::RecordType;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::Catalog;
+use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
 
+use super::limit::{RateLimit, Verdict};
 use crate::stats::Metrics;
 
-/// The catalog, with each answer counted in `metrics`.
+/// The catalog, with UDP answers rate limited per source and each answer counted.
 pub struct Counted {
     /// What answers.
     pub catalog: Catalog,
     /// Where answers are counted.
     pub metrics: Arc<Metrics>,
+    /// The per-source buckets.
+    pub limit: RateLimit,
+}
+
+/// An empty answer with TC set: a real resolver retries over TCP.
+async fn slip<R: ResponseHandler>(request: &Request, mut handle: R) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.truncation = true;
+    let response = MessageResponseBuilder::new(&request.queries, None).build_no_records(metadata);
+    match handle.send_response(response).await {
+        Ok(info) => info,
+        Err(_) => unsent(request),
+    }
+}
+
+/// What the server is told about an answer that was not sent.
+fn unsent(request: &Request) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = ResponseCode::Refused;
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
 }
 
 /// The label of a query type: the types a resolver asks this zone for, the rest as `other`
@@ -55,6 +82,19 @@ impl RequestHandler for Counted {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
+        if request.protocol() == Protocol::Udp {
+            match self.limit.check(request.src().ip(), Instant::now()) {
+                Verdict::Answer => {}
+                Verdict::Slip => {
+                    self.metrics.dns_limited("slip");
+                    return slip(request, response_handle).await;
+                }
+                Verdict::Drop => {
+                    self.metrics.dns_limited("drop");
+                    return unsent(request);
+                }
+            }
+        }
         let info = self
             .catalog
             .handle_request::<R, T>(request, response_handle)

@@ -10,6 +10,7 @@
 
 pub mod count;
 pub mod gate;
+pub mod limit;
 pub mod names;
 pub mod zone;
 
@@ -140,7 +141,11 @@ pub async fn serve(
 ) {
     let mut catalog = Catalog::new();
     catalog.upsert(zone.origin_name().clone(), vec![zone]);
-    let mut server = Server::new(count::Counted { catalog, metrics });
+    let mut server = Server::new(count::Counted {
+        catalog,
+        metrics,
+        limit: limit::RateLimit::new(),
+    });
     match (
         tokio::net::UdpSocket::from_std(sockets.udp),
         tokio::net::TcpListener::from_std(sockets.tcp),

@@ -484,3 +484,59 @@ async fn dns_prints_the_delegation_and_cnames_whose_targets_the_zone_answers() {
     assert!(eventually_txt(dns, &target, &want).await);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_flood_from_one_source_is_slipped_to_tcp_over_udp() {
+    let cfg = TestConfig::with_server(&server_yaml("issuer: internal\n"));
+    cfg.simple_tenant("a.example");
+    let running = start_internal(&cfg).await;
+    let dns = running.dns_addr.unwrap();
+    let want = format!("v=STSv1; id={}", served_id(&running, "a.example"));
+    assert!(eventually_txt(dns, &sts_target("a.example"), &want).await);
+
+    // Well past the burst, from one address: sent in rounds until the reader has seen a
+    // slipped answer (a loaded machine may drop some queries before the server reads them).
+    let socket = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (reader, count) = (socket.clone(), seen.clone());
+    let read = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        // Reads until the answers stop coming.
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(2), reader.recv(&mut buf)).await
+        {
+            let msg = Message::from_vec(&buf[..n]).unwrap();
+            if msg.metadata.truncation && msg.answers.is_empty() {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let query = query_bytes(&sts_target("a.example"), RecordType::TXT, Via::Udp);
+    for _ in 0..400 {
+        if seen.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            break;
+        }
+        for _ in 0..100 {
+            socket.send_to(&query, dns).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    read.await.unwrap();
+    assert!(
+        seen.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "no answer was slipped"
+    );
+    // TCP is not limited: the resolver's retry gets the answer.
+    let tcp = ask(dns, &sts_target("a.example"), RecordType::TXT, Via::Tcp).await;
+    assert_eq!(txt(&tcp), vec![want]);
+    let metrics = crate::common::admin_get(running.admin_addr, "/metrics")
+        .await
+        .body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mta_stsd_dns_rate_limited_total{action=\"slip\"} ")),
+        "{metrics}"
+    );
+    running.stop().await;
+}
