@@ -295,9 +295,8 @@ impl Daemon {
         Ok(())
     }
 
-    /// Starts the DNS server and its refresh task when the server file has a `dns:` section.
-    /// The zone is filled once before the sockets answer, so the first query already sees
-    /// every ready tenant.
+    /// Starts the DNS task when the server file has a `dns:` section (its sockets were bound
+    /// by [`Daemon::bind_dns`]).
     fn start_dns(
         &self,
         tasks: &mut Supervisor,
@@ -307,23 +306,10 @@ impl Daemon {
             return Ok(());
         };
         let sockets = sockets.context("dns: is configured but its sockets were not bound")?;
-        zone.refresh(&self.registry, &self.board);
-        if let Ok(addr) = sockets.local_addr() {
-            let records = zone.zone().txt_records();
-            tracing::info!(task = "dns", dns = %addr, zone = %zone.zone().origin_name(), records, "DNS server started");
-        }
         tasks.spawn(
             "dns",
-            crate::dns::serve(
+            crate::dns::run(
                 sockets,
-                zone.zone().clone(),
-                self.metrics.clone(),
-                tasks.stop_signal(),
-            ),
-        );
-        tasks.spawn(
-            "dns-refresh",
-            crate::dns::refresh_task(
                 zone,
                 self.registry.clone(),
                 self.board.clone(),

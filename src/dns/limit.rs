@@ -43,9 +43,17 @@ struct Bucket {
 }
 
 /// The buckets of every source network seen recently.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RateLimit {
+    per_second: f64,
+    burst: f64,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self::with_rate(PER_SECOND, BURST)
+    }
 }
 
 /// The network a source is counted under: its /24 or /56.
@@ -59,9 +67,19 @@ fn network(ip: IpAddr) -> IpAddr {
 }
 
 impl RateLimit {
-    /// No source seen yet.
+    /// No source seen yet; [`PER_SECOND`] and [`BURST`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Other rates: `f64::INFINITY` answers everything (the benchmark measures the server,
+    /// not the limit).
+    pub fn with_rate(per_second: f64, burst: f64) -> Self {
+        RateLimit {
+            per_second,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The verdict for one answer to `ip` at `now`.
@@ -75,7 +93,7 @@ impl RateLimit {
         let Some(bucket) = buckets.get_mut(&key) else {
             if room {
                 let bucket = Bucket {
-                    tokens: BURST - 1.0,
+                    tokens: self.burst - 1.0,
                     last: now,
                     slipped: false,
                 };
@@ -84,7 +102,7 @@ impl RateLimit {
             return Verdict::Answer;
         };
         let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * PER_SECOND).min(BURST);
+        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
         bucket.last = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
