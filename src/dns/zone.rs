@@ -297,3 +297,98 @@ impl ZoneHandler for Zone {
         Some((Err(LookupError::from(ResponseCode::Refused)), None))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::names::Kind;
+
+    fn zone() -> Zone {
+        let config = DnsConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            zone: "z.example".into(),
+            nameservers: vec!["ns1.example".into()],
+            hostmaster: "h.example".into(),
+            ttl: 300,
+        };
+        Zone::new(&config, 100).unwrap()
+    }
+
+    fn lower(name: &str) -> LowerName {
+        LowerName::from(Name::from_ascii(name).unwrap())
+    }
+
+    fn code(zone: &Zone, name: &str, rtype: RecordType) -> &'static str {
+        match zone.answer(&lower(name), rtype) {
+            Ok(_) => "answer",
+            Err(LookupError::NameExists) => "nodata",
+            Err(e) if e.is_nx_domain() => "nxdomain",
+            Err(LookupError::ResponseCode(ResponseCode::Refused)) => "refused",
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn answers_nodata_for_empty_non_terminals_and_nxdomain_below_nothing() {
+        let z = zone();
+        let update = |value: Option<&str>| Update {
+            kind: Kind::Sts,
+            domain: "mail.a.example".into(),
+            value: value.map(str::to_owned),
+        };
+        z.apply(&[update(Some("v=STSv1; id=1"))], 50);
+        assert_eq!(
+            z.serial(),
+            101,
+            "moves past the old serial even when the clock is behind"
+        );
+        let owner = "mail.a.example._mta-sts.z.example.";
+        assert_eq!(code(&z, owner, RecordType::TXT), "answer");
+        assert_eq!(code(&z, owner, RecordType::ANY), "answer");
+        assert_eq!(code(&z, owner, RecordType::A), "nodata");
+        for ent in [
+            "a.example._mta-sts.z.example.",
+            "example._mta-sts.z.example.",
+            "_mta-sts.z.example.",
+        ] {
+            assert_eq!(code(&z, ent, RecordType::TXT), "nodata", "{ent}");
+        }
+        assert_eq!(code(&z, "z.example.", RecordType::SOA), "answer");
+        assert_eq!(code(&z, "z.example.", RecordType::NS), "answer");
+        assert_eq!(code(&z, "z.example.", RecordType::TXT), "nodata");
+        assert_eq!(
+            code(&z, "b.example._mta-sts.z.example.", RecordType::TXT),
+            "nxdomain"
+        );
+        assert_eq!(
+            code(&z, "x.mail.a.example._mta-sts.z.example.", RecordType::TXT),
+            "nxdomain"
+        );
+        assert_eq!(code(&z, "example.", RecordType::TXT), "refused");
+        z.apply(&[update(None)], 1000);
+        assert_eq!(z.serial(), 1000, "the clock when it is ahead");
+        assert_eq!(code(&z, owner, RecordType::TXT), "nodata");
+    }
+
+    #[test]
+    fn a_txt_value_over_255_bytes_is_split_into_character_strings() {
+        let z = zone();
+        let value = "v=TLSRPTv1; rua=".to_owned() + &"mailto:x@example.com,".repeat(20);
+        z.apply(
+            &[Update {
+                kind: Kind::TlsRpt,
+                domain: "a.example".into(),
+                value: Some(value.clone()),
+            }],
+            200,
+        );
+        let set = z
+            .answer(&lower("a.example._smtp._tls.z.example."), RecordType::TXT)
+            .unwrap();
+        let RData::TXT(txt) = &set.records_without_rrsigs().next().unwrap().data else {
+            panic!()
+        };
+        assert!(txt.txt_data.len() > 1 && txt.txt_data.iter().all(|s| s.len() <= 255));
+        assert_eq!(txt.txt_data.concat(), value.as_bytes());
+    }
+}
