@@ -14,14 +14,16 @@ use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
 use super::limit::{RateLimit, Verdict};
 use crate::stats::Metrics;
 
-/// The catalog, with UDP answers rate limited per source and each answer counted.
+/// The catalog, with UDP answers rate limited per source and each answer counted. Cheap to
+/// clone: the UDP server and the TCP accept loop share one.
+#[derive(Clone)]
 pub struct Counted {
     /// What answers.
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
     /// Where answers are counted.
     pub metrics: Arc<Metrics>,
     /// The per-source buckets.
-    pub limit: RateLimit,
+    pub limit: Arc<RateLimit>,
 }
 
 /// An empty answer with TC set: a real resolver retries over TCP.

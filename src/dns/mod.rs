@@ -12,6 +12,7 @@ pub mod count;
 pub mod gate;
 pub mod limit;
 pub mod names;
+pub mod tcp;
 pub mod zone;
 
 use std::net::SocketAddr;
@@ -34,11 +35,6 @@ pub use zone::Zone;
 /// How often the zone is brought in line with the snapshot and the certificate board: a new
 /// id appears within a second of being ready, and a quiet tick costs O(1) (see [`gate`]).
 pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
-/// A TCP connection that sends no query for this long is closed (hickory's per-connection
-/// timeout), so idle or slow clients cannot hold sockets.
-const TCP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Responses queued per TCP connection before the writer waits.
-const TCP_RESPONSE_BUFFER: usize = 16;
 
 /// The UDP socket and TCP listener of the DNS server, on one port.
 #[derive(Debug)]
@@ -169,7 +165,7 @@ pub async fn run(
 }
 
 /// Serves `zone` on `sockets` until `stop`, UDP answers limited by `limit`, every answer
-/// counted in `metrics`.
+/// counted in `metrics`: UDP by hickory's server, TCP by [`tcp::serve`] (capped).
 pub async fn serve(
     sockets: Sockets,
     zone: Arc<Zone>,
@@ -179,30 +175,38 @@ pub async fn serve(
 ) {
     let mut catalog = Catalog::new();
     catalog.upsert(zone.origin_name().clone(), vec![zone]);
-    let mut server = Server::new(count::Counted {
-        catalog,
+    let handler = count::Counted {
+        catalog: Arc::new(catalog),
         metrics,
-        limit,
-    });
-    match (
+        limit: Arc::new(limit),
+    };
+    let (udp, tcp) = match (
         tokio::net::UdpSocket::from_std(sockets.udp),
         tokio::net::TcpListener::from_std(sockets.tcp),
     ) {
-        (Ok(udp), Ok(tcp)) => {
-            server.register_socket(udp);
-            server.register_listener(tcp, TCP_TIMEOUT, TCP_RESPONSE_BUFFER);
-        }
+        (Ok(udp), Ok(tcp)) => (udp, tcp),
         (Err(err), _) | (_, Err(err)) => {
             tracing::error!(error = %err, "dns: the sockets are unusable; not serving DNS");
             return;
         }
-    }
+    };
+    let mut server = Server::new(handler.clone());
+    server.register_socket(udp);
+    let tcp = tcp::serve(
+        tcp,
+        Arc::new(handler),
+        tcp::MAX_TCP_CONNECTIONS,
+        stop.clone(),
+    );
     let token = server.shutdown_token().clone();
-    tokio::spawn(async move {
-        let _ = stop.changed().await;
-        token.cancel();
-    });
-    if let Err(err) = server.block_until_done().await {
-        tracing::error!(error = %err, "dns: the server stopped");
-    }
+    let udp = async move {
+        tokio::spawn(async move {
+            let _ = stop.changed().await;
+            token.cancel();
+        });
+        if let Err(err) = server.block_until_done().await {
+            tracing::error!(error = %err, "dns: the UDP server stopped");
+        }
+    };
+    tokio::join!(udp, tcp);
 }
