@@ -40,6 +40,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod fsutil;
 pub mod http;
 pub mod logging;

@@ -101,6 +101,9 @@ impl Exporter {
             "The version and commit mta-stsd was built from (always 1)",
             prometheus_client::metrics::info::Info::new(BUILD),
         );
+        if sources.reloader.running().dns.is_some() {
+            register_dns(&mut registry, sources.metrics.dns());
+        }
         registry.register_collector(Box::new(StateCollector(sources)));
         Exporter { registry }
     }
@@ -179,6 +182,33 @@ fn family_name(name: &str, kind: &str) -> String {
         "info" => format!("{name}_info"),
         _ => name.to_owned(),
     }
+}
+
+/// The built-in DNS server's families, when the server file has a `dns:` section.
+fn register_dns(
+    registry: &mut prometheus_client::registry::Registry,
+    dns: &crate::stats::DnsMetrics,
+) {
+    registry.register(
+        "mta_stsd_dns_queries",
+        "DNS answers of the built-in zone, by query type and response code",
+        dns.queries.clone(),
+    );
+    registry.register(
+        "mta_stsd_dns_rate_limited",
+        "UDP answers held back by the per-source rate limit: slip (empty, TC set) or drop",
+        dns.limited.clone(),
+    );
+    registry.register(
+        "mta_stsd_dns_zone_serial",
+        "The SOA serial of the built-in zone",
+        dns.serial.clone(),
+    );
+    registry.register(
+        "mta_stsd_dns_zone_records",
+        "TXT record sets the built-in zone answers",
+        dns.records.clone(),
+    );
 }
 
 /// Writes one family: its descriptor, then one sample per `(labels, value)`.

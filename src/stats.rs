@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::util::hash::FastMap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Upper bounds of the request duration buckets, seconds. A policy response is built from
 /// pre-rendered bytes in microseconds; the upper buckets catch a stalled runtime.
@@ -148,6 +149,21 @@ impl DurationHistogram {
 pub struct Metrics {
     acme_orders: Family<StaticLabels, Counter>,
     reloads: Family<StaticLabels, Counter>,
+    dns: DnsMetrics,
+}
+
+/// What the built-in DNS server counts: answers by query type and rcode (both from fixed
+/// sets, never the query name), and the zone's serial and TXT sets.
+#[derive(Debug, Default)]
+pub struct DnsMetrics {
+    /// Answers by `type` and `rcode`.
+    pub queries: Family<StaticLabels, Counter>,
+    /// UDP answers held back by the per-source rate limit, by `action` (`slip`, `drop`).
+    pub limited: Family<StaticLabels, Counter>,
+    /// The SOA serial.
+    pub serial: Gauge,
+    /// TXT record sets the zone answers.
+    pub records: Gauge,
 }
 
 /// How a reload ended, for `mta_stsd_reloads_total{result}`.
@@ -201,6 +217,35 @@ impl Metrics {
         self.reloads
             .get_or_create(&vec![("result", result.as_str())])
             .inc();
+    }
+
+    /// Counts one DNS answer; `qtype` and `rcode` are from fixed sets (see `dns`).
+    pub fn dns_query(&self, qtype: &'static str, rcode: &'static str) {
+        self.dns
+            .queries
+            .get_or_create(&vec![("type", qtype), ("rcode", rcode)])
+            .inc();
+    }
+
+    /// Counts one UDP answer the rate limit held back: `"slip"` or `"drop"`.
+    pub fn dns_limited(&self, action: &'static str) {
+        self.dns
+            .limited
+            .get_or_create(&vec![("action", action)])
+            .inc();
+    }
+
+    /// Records the zone's serial and size after a change.
+    pub fn dns_zone(&self, serial: u32, records: usize) {
+        self.dns.serial.set(i64::from(serial));
+        self.dns
+            .records
+            .set(i64::try_from(records).unwrap_or(i64::MAX));
+    }
+
+    /// The DNS server's metrics, for the exporter to register.
+    pub fn dns(&self) -> &DnsMetrics {
+        &self.dns
     }
 
     /// The ACME order counters, for the exporter to register.

@@ -4,6 +4,10 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use crate::config::{DnsConfig, ServerConfig, Tenant};
+use crate::dns::names::customer_cnames;
 use crate::publish::{Publishing, Record, tenant_records};
 
 pub(super) fn dns(dir: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
@@ -13,48 +17,124 @@ pub(super) fn dns(dir: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result
     }
     let mut tenants = set.tenants.clone();
     tenants.sort_by(|a, b| a.domain.cmp(&b.domain));
-    let publishing = Publishing::of(&server);
     if json {
-        let list: Vec<_> = tenants
-            .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "domain": t.domain,
-                    "policy_host": t.host,
-                    "mode": t.policy.mode,
-                    "id": t.policy.id,
-                    // Only the running daemon knows (see `--admin`).
-                    "ready": null,
-                    "records": tenant_records(t, publishing).list(),
-                })
-            })
-            .collect();
-        serde_json::to_writer_pretty(&mut *out, &list)?;
-        writeln!(out)?;
+        json_list(&server, &tenants, out)?;
+    } else if let Some(zone) = &server.dns {
+        delegation_lines(&server, zone, &tenants, out)?;
     } else {
-        writeln!(
-            out,
-            "; DNS records for {} tenant(s) of {}",
-            tenants.len(),
-            server.file.display()
-        )?;
-        if publishing.public_hostname.is_none() {
-            writeln!(
-                out,
-                "; set public_hostname in the server file to also print the mta-sts CNAME records"
-            )?;
-        }
-        for t in &tenants {
-            for r in tenant_records(t, publishing).list() {
-                writeln!(out, "{}", r.zone_line())?;
-            }
-        }
+        zone_lines(&server, &tenants, out)?;
     }
     Ok(if set.has_errors() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// One object per tenant; with `dns:` configured, also the CNAMEs the customer creates.
+fn json_list(
+    server: &ServerConfig,
+    tenants: &[Arc<Tenant>],
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let publishing = Publishing::of(server);
+    let list: Vec<_> = tenants
+        .iter()
+        .map(|t| {
+            let mut entry = serde_json::json!({
+                "domain": t.domain,
+                "policy_host": t.host,
+                "mode": t.policy.mode,
+                "id": t.policy.id,
+                // Only the running daemon knows (see `--admin`).
+                "ready": null,
+                "records": tenant_records(t, publishing).list(),
+            });
+            if let Some(zone) = &server.dns {
+                entry["cnames"] = serde_json::json!(customer_cnames(
+                    &t.domain,
+                    &zone.zone,
+                    publishing.public_hostname
+                ));
+            }
+            entry
+        })
+        .collect();
+    serde_json::to_writer_pretty(&mut *out, &list)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// The records the operator publishes by hand, as zone-file lines.
+fn zone_lines(
+    server: &ServerConfig,
+    tenants: &[Arc<Tenant>],
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let publishing = Publishing::of(server);
+    writeln!(
+        out,
+        "; DNS records for {} tenant(s) of {}",
+        tenants.len(),
+        server.file.display()
+    )?;
+    if publishing.public_hostname.is_none() {
+        writeln!(
+            out,
+            "; set public_hostname in the server file to also print the mta-sts CNAME records"
+        )?;
+    }
+    for t in tenants {
+        for r in tenant_records(t, publishing).list() {
+            writeln!(out, "{}", r.zone_line())?;
+        }
+    }
+    Ok(())
+}
+
+/// Delegation mode: the parent zone's NS records once, then each customer's CNAMEs. The TXT
+/// records themselves are answered by the built-in server, ids gated on readiness.
+fn delegation_lines(
+    server: &ServerConfig,
+    zone: &DnsConfig,
+    tenants: &[Arc<Tenant>],
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let public_hostname = server.public_hostname.as_deref();
+    writeln!(
+        out,
+        "; Delegated zone {}: mta-stsd answers every tenant's TXT records ({}), a new id once its policy is served with a valid certificate",
+        zone.zone, zone.listen
+    )?;
+    writeln!(
+        out,
+        "; Once, in the parent zone: delegate {} to the name servers that reach mta-stsd",
+        zone.zone
+    )?;
+    for ns in &zone.nameservers {
+        writeln!(out, "{}. IN NS {ns}.", zone.zone)?;
+    }
+    writeln!(
+        out,
+        "; and for each name server an A/AAAA record with the public address of dns.listen"
+    )?;
+    writeln!(
+        out,
+        "; Per tenant, once, in the customer's zone ({} tenant(s))",
+        tenants.len()
+    )?;
+    if public_hostname.is_none() {
+        writeln!(
+            out,
+            "; set public_hostname in the server file to also print the mta-sts CNAME records"
+        )?;
+    }
+    for t in tenants {
+        for r in customer_cnames(&t.domain, &zone.zone, public_hostname) {
+            writeln!(out, "{}", r.zone_line())?;
+        }
+    }
+    Ok(())
 }
 
 /// Time allowed for the admin API to answer `dns --admin`.

@@ -64,7 +64,8 @@ pub enum Command {
     ///
     /// `_mta-sts.<domain>` TXT with the policy id, `_smtp._tls.<domain>` TXT when the tenant
     /// has TLS-RPT addresses, and `mta-sts.<domain>` CNAME when the server file sets
-    /// `public_hostname`.
+    /// `public_hostname`. With a `dns:` section (delegation mode): the parent zone's NS
+    /// records once, and per tenant the CNAMEs the customer creates into the built-in zone.
     Dns {
         /// Configuration directory.
         #[command(flatten)]

@@ -6,6 +6,7 @@
 //! ever sees YAML. Every problem becomes a [`Diagnostic`] naming file, line, column and field.
 
 pub mod acme;
+mod dns;
 mod field;
 mod names;
 mod server;
@@ -16,6 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use acme::{AcmeConfig, ChallengeKind};
+pub use dns::{DEFAULT_DNS_TTL, DnsConfig};
 pub use names::{normalize_hostname, normalize_mx_pattern, validate_rua};
 pub use server::{
     AdminConfig, DEFAULT_ADMIN_LISTEN, IssuerConfig, Limits, MetricsConfig, PROBLEM_EXPIRY_DAYS,

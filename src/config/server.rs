@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::acme::RawAcme;
+use super::dns::{DnsConfig, RawDns, compile_dns};
 use super::field::{Bounds, Diags, Dur, duration_or, resolve};
 use super::names::normalize_hostname;
 use super::tlsrpt::{RawTlsRpt, TlsRptConfig, compile_tlsrpt};
@@ -56,6 +57,8 @@ struct RawServer {
     tlsrpt: Option<Spanned<RawTlsRpt>>,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    dns: Option<RawDns>,
 }
 
 #[derive(Default, Deserialize)]
@@ -300,6 +303,8 @@ pub struct ServerConfig {
     pub reload: ReloadConfig,
     /// What `/metrics` exports.
     pub metrics: MetricsConfig,
+    /// The built-in DNS server for a delegated zone, when the file has a `dns:` section.
+    pub dns: Option<DnsConfig>,
     /// What the file says that works but is probably not meant (`check` prints these).
     pub warnings: Vec<Diagnostic>,
 }
@@ -324,6 +329,8 @@ impl ServerConfig {
         cmp(self.admin != next.admin, "admin");
         cmp(self.reload != next.reload, "reload");
         cmp(self.metrics != next.metrics, "metrics");
+        // Its sockets are bound once at start, like the other listeners.
+        cmp(self.dns != next.dns, "dns");
         fields
     }
 }
@@ -386,6 +393,7 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
     };
     let admin = raw.admin.as_ref().map(|a| compile_admin(&a.value, dir, d));
     let reload = compile_reload(&raw.reload);
+    let dns = raw.dns.as_ref().map(|raw| compile_dns(raw, d));
     let tlsrpt = compile_tlsrpt(
         raw.tlsrpt.as_ref(),
         &state_dir,
@@ -409,6 +417,7 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
             per_tenant: raw.metrics.per_tenant.unwrap_or_default(),
         },
         tlsrpt,
+        dns,
         warnings: Vec::new(),
     }
 }
@@ -767,6 +776,54 @@ mod tests {
 
         let errs = load(&format!("{BASE}tlsrpt:\n  reporthost: x.example\n")).unwrap_err();
         assert!(errs[0].contains("reporthost"), "{errs:#?}");
+    }
+
+    #[test]
+    fn dns_section_compiles_with_the_default_ttl_and_needs_a_restart() {
+        let cfg = load(&format!(
+            "{BASE}dns:\n  listen: \"127.0.0.1:5353\"\n  zone: STS.Operator.Example\n  nameservers: [ns1.operator.example, ns2.operator.example]\n  hostmaster: hostmaster.operator.example\n"
+        ))
+        .unwrap();
+        let dns = cfg.dns.clone().unwrap();
+        assert_eq!(dns.zone, "sts.operator.example");
+        assert_eq!(dns.nameservers.len(), 2);
+        assert_eq!(dns.ttl, crate::config::DEFAULT_DNS_TTL);
+        let without = load(BASE).unwrap();
+        assert!(without.dns.is_none());
+        assert!(without.restart_required(&cfg).contains(&"dns"));
+        assert!(!cfg.restart_required(&cfg.clone()).contains(&"dns"));
+    }
+
+    #[test]
+    fn dns_errors_name_line_and_field() {
+        let errs = load(&format!(
+            "{BASE}dns:\n  listen: \"nowhere\"\n  zone: \"bad zone\"\n  nameservers: [ns1.operator.example, ns1.operator.example]\n  hostmaster: hostmaster.operator.example\n  ttl: 0\n"
+        ))
+        .unwrap_err();
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("DIR/mta-stsd.yaml:5:11: error: dns.listen: "),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[1].starts_with("DIR/mta-stsd.yaml:6:9: error: dns.zone: "),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[2].starts_with("DIR/mta-stsd.yaml:7:39: error: dns.nameservers[1]: duplicate"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[3].starts_with("DIR/mta-stsd.yaml:9:8: error: dns.ttl: 0 is outside"),
+            "{errs:#?}"
+        );
+        let errs = load(&format!("{BASE}dns:\n  listen: \"127.0.0.1:53\"\n  zone: z.example\n  nameservers: [ns.z.example]\n  hostmaster: h.example\n")).unwrap_err();
+        assert!(
+            errs[0].starts_with("DIR/mta-stsd.yaml:7:17: error: dns.nameservers[0]: \"ns.z.example\" lies inside dns.zone"),
+            "{errs:#?}"
+        );
+        let errs = load(&format!("{BASE}dns:\n  listen: \"127.0.0.1:53\"\n")).unwrap_err();
+        assert!(errs[0].contains("missing field"), "{errs:#?}");
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Daemon {
     acme: Option<AcmeTasks>,
     /// The tenants' certificate issuer, whose background work (if any) runs as a task.
     provider: Arc<dyn CertProvider>,
+    /// Event counters (the DNS server counts its answers here).
+    metrics: Arc<Metrics>,
     /// The SIGHUP stream, installed by [`Daemon::build`]; taken by the `sighup` task.
     hup: Option<tokio::signal::unix::Signal>,
 }
@@ -60,6 +62,9 @@ pub struct Listeners {
     pub https: TcpListener,
     /// The admin listener, if any.
     pub admin: Option<TcpListener>,
+    /// The DNS server's UDP and TCP sockets, when the server file has a `dns:` section
+    /// ([`Daemon::bind_dns`]).
+    pub dns: Option<crate::dns::Sockets>,
 }
 
 /// What the first load produced.
@@ -178,6 +183,7 @@ impl Daemon {
             tlsrpt,
             acme,
             provider,
+            metrics,
             hup: Some(hup),
         })
     }
@@ -196,7 +202,18 @@ impl Daemon {
             ),
             None => None,
         };
-        Ok(Listeners { https, admin })
+        let dns = self.bind_dns()?;
+        Ok(Listeners { https, admin, dns })
+    }
+
+    /// Binds `dns.listen` (UDP, then TCP on the same port) when the server file has a `dns:`
+    /// section, so a busy port fails the start like the other listeners.
+    pub fn bind_dns(&self) -> anyhow::Result<Option<crate::dns::Sockets>> {
+        self.config
+            .dns
+            .as_ref()
+            .map(|dns| crate::dns::Sockets::bind(dns.listen))
+            .transpose()
     }
 
     /// Serves `listeners` until `shutdown` completes. Background tasks start here and stop
@@ -207,7 +224,10 @@ impl Daemon {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let mut tasks = Supervisor::new();
-        if let Err(err) = self.start_tasks(&mut tasks, listeners.admin) {
+        if let Err(err) = self
+            .start_tasks(&mut tasks, listeners.admin)
+            .and_then(|()| self.start_dns(&mut tasks, listeners.dns))
+        {
             tracing::error!(error = %format!("{err:#}"), "cannot start; stopping");
             tasks.shutdown(TASK_STOP_GRACE).await;
             return;
@@ -281,6 +301,30 @@ impl Daemon {
         if let Some(acme) = self.acme.take() {
             start_acme(acme, tasks);
         }
+        Ok(())
+    }
+
+    /// Starts the DNS task when the server file has a `dns:` section (its sockets were bound
+    /// by [`Daemon::bind_dns`]).
+    fn start_dns(
+        &self,
+        tasks: &mut Supervisor,
+        sockets: Option<crate::dns::Sockets>,
+    ) -> anyhow::Result<()> {
+        let Some(zone) = crate::dns::DnsZone::new(&self.config, self.metrics.clone())? else {
+            return Ok(());
+        };
+        let sockets = sockets.context("dns: is configured but its sockets were not bound")?;
+        tasks.spawn(
+            "dns",
+            crate::dns::run(
+                sockets,
+                zone,
+                self.registry.clone(),
+                self.board.clone(),
+                tasks.stop_signal(),
+            ),
+        );
         Ok(())
     }
 

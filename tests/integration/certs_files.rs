@@ -9,14 +9,14 @@ use rustls::pki_types::CertificateDer;
 
 use crate::common::{Client, TestConfig, binary, start};
 
-/// A throwaway CA that signs leaves for the test.
-struct TestCa {
+/// A throwaway CA that signs leaves for the test (the delegated-DNS tests use it too).
+pub(crate) struct TestCa {
     issuer: Issuer<'static, KeyPair>,
-    der: CertificateDer<'static>,
+    pub(crate) der: CertificateDer<'static>,
 }
 
 impl TestCa {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -28,20 +28,34 @@ impl TestCa {
     }
 
     /// (chain PEM, key PEM) for `names`, valid from `from` to `to` (Unix days offsets).
-    fn leaf(&self, names: &[&str], days_from: i64, days_to: i64) -> (String, String) {
+    pub(crate) fn leaf(&self, names: &[&str], days_from: i64, days_to: i64) -> (String, String) {
+        let now = time::OffsetDateTime::now_utc();
+        self.leaf_between(
+            names,
+            now + time::Duration::days(days_from),
+            now + time::Duration::days(days_to),
+        )
+    }
+
+    /// (chain PEM, key PEM) for `names`, valid from `not_before` to `not_after`.
+    pub(crate) fn leaf_between(
+        &self,
+        names: &[&str],
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now + time::Duration::days(days_from);
-        params.not_after = now + time::Duration::days(days_to);
+        params.not_before = not_before;
+        params.not_after = not_after;
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
 }
 
-fn write_pair(dir: &Path, host: &str, pem: &(String, String)) {
+pub(crate) fn write_pair(dir: &Path, host: &str, pem: &(String, String)) {
     let folder = dir.join(host);
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::write(folder.join("tls.crt"), &pem.0).unwrap();
@@ -155,6 +169,7 @@ async fn start_with_ca(
     let listeners = mta_stsd::daemon::Listeners {
         https: listener,
         admin: None,
+        dns: None,
     };
     tokio::spawn(daemon.run(listeners, async move {
         let _ = rx.await;

@@ -491,10 +491,25 @@ fn kubernetes_deployment_is_locked_down_and_matches_the_server_file() {
     assert_eq!(deployment["spec"]["selector"]["matchLabels"], *labels);
     assert_eq!(service["spec"]["selector"], *labels);
     let ports = service["spec"]["ports"].as_array().unwrap();
-    assert_eq!(ports.len(), 1, "only 443 is published");
+    assert_eq!(ports.len(), 3, "443 and DNS over UDP and TCP are published");
     assert_eq!(ports[0]["port"], 443);
     assert_eq!(ports[0]["protocol"], "TCP");
     assert_eq!(ports[0]["targetPort"], "https");
+    // DNS: 53 over both protocols, to container ports on dns.listen's port.
+    let dns = addr_of(&server["dns"]["listen"], "dns.listen");
+    for (port, protocol) in [(&ports[1], "UDP"), (&ports[2], "TCP")] {
+        assert_eq!(port["port"], 53);
+        assert_eq!(port["protocol"], protocol);
+        let name = str_of(&port["targetPort"], "targetPort");
+        let container = c["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no container port named {name}"));
+        assert_eq!(container["protocol"], protocol);
+        assert_eq!(container["containerPort"], u64::from(dns.port()));
+    }
     assert_eq!(monitor["spec"]["selector"]["matchLabels"], *labels);
     let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
     assert_eq!(endpoint["port"], "admin");

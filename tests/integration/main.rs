@@ -6,6 +6,7 @@ mod certs_files;
 mod cli;
 mod common;
 mod config;
+mod delegated_dns;
 mod deploy;
 mod dns;
 mod hostile;

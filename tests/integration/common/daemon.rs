@@ -25,6 +25,8 @@ pub struct Running {
     /// The ACME provider, when the issuer is `acme`.
     pub acme: Option<Arc<mta_stsd::certs::acme::AcmeProvider>>,
     pub tlsrpt: Arc<mta_stsd::tlsrpt::TlsRpt>,
+    /// The DNS server's address (UDP and TCP), when the server file has a `dns:` section.
+    pub dns_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<()>>,
 }
@@ -83,9 +85,12 @@ pub async fn run_daemon(
     let acme = daemon.acme_provider().cloned();
     let tlsrpt = daemon.tlsrpt().clone();
     let (tx, rx) = oneshot::channel::<()>();
+    let dns = daemon.bind_dns().expect("the DNS sockets bind");
+    let dns_addr = dns.as_ref().map(|s| s.local_addr().unwrap());
     let listeners = mta_stsd::daemon::Listeners {
         https: listener,
         admin: Some(admin),
+        dns,
     };
     let task = tokio::spawn(daemon.run(listeners, async move {
         let _ = rx.await;
@@ -107,6 +112,7 @@ pub async fn run_daemon(
         resolver,
         acme,
         tlsrpt,
+        dns_addr,
         stop: Some(tx),
         task: Some(task),
     }
