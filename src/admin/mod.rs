@@ -61,6 +61,8 @@ pub struct AdminState {
     pub token: Option<AdminToken>,
     /// True while the HTTPS listener serves.
     pub listening: AtomicBool,
+    /// The delegated zone, when the server file has a `dns:` section.
+    pub dns: Option<Arc<crate::dns::DnsZone>>,
 }
 
 /// Reads a token file: the first line, trimmed; an empty token is refused (it would look
@@ -433,7 +435,33 @@ fn tenant_json(
     if with_body {
         v["body"] = serde_json::Value::String(String::from_utf8_lossy(&tenant.policy.body).into());
     }
+    if let Some(dns) = &state.dns {
+        v["delegated"] = delegated_json(dns, tenant, state.reloader.running());
+    }
     v
+}
+
+/// What the delegated zone answers for `tenant` and the CNAMEs its customer creates. The
+/// answered id lags the served one until the new body is served with a valid certificate.
+fn delegated_json(
+    dns: &crate::dns::DnsZone,
+    tenant: &Tenant,
+    config: &crate::config::ServerConfig,
+) -> serde_json::Value {
+    use crate::dns::names::{Kind, customer_cnames, target};
+    let zone = dns.origin();
+    let answered = dns.answered_id(&tenant.domain);
+    let served = crate::publish::sts_id(tenant);
+    serde_json::json!({
+        "zone": zone,
+        "mta_sts": {
+            "name": target(Kind::Sts, &tenant.domain, zone),
+            "answered_id": answered,
+            "in_step": answered.as_deref() == Some(served),
+        },
+        "tlsrpt_name": target(Kind::TlsRpt, &tenant.domain, zone),
+        "cnames": customer_cnames(&tenant.domain, zone, config.public_hostname.as_deref()),
+    })
 }
 
 /// One page of the tenant list; `next_cursor` continues it (`null` on the last page).

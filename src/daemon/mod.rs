@@ -42,10 +42,10 @@ pub struct Daemon {
     acme: Option<AcmeTasks>,
     /// The tenants' certificate issuer, whose background work (if any) runs as a task.
     provider: Arc<dyn CertProvider>,
-    /// Event counters (the DNS server counts its answers here).
-    metrics: Arc<Metrics>,
     /// The SIGHUP stream, installed by [`Daemon::build`]; taken by the `sighup` task.
     hup: Option<tokio::signal::unix::Signal>,
+    /// The delegated zone (`dns:`), shared by the DNS task and the admin API.
+    dns: Option<Arc<crate::dns::DnsZone>>,
 }
 
 /// The ACME scheduler and its optional HTTP-01 listener, started by [`Daemon::run`].
@@ -169,9 +169,12 @@ impl Daemon {
             },
             cache,
         ));
-        let admin = Arc::new(admin_state(
+        let dns = crate::dns::DnsZone::new(&config, metrics.clone())?;
+        let mut admin = admin_state(
             &config, &metrics, &registry, &board, &server, &reloader, &tlsrpt,
-        )?);
+        )?;
+        admin.dns = dns.clone();
+        let admin = Arc::new(admin);
         Ok(Daemon {
             config,
             registry,
@@ -183,8 +186,8 @@ impl Daemon {
             tlsrpt,
             acme,
             provider,
-            metrics,
             hup: Some(hup),
+            dns,
         })
     }
 
@@ -311,7 +314,7 @@ impl Daemon {
         tasks: &mut Supervisor,
         sockets: Option<crate::dns::Sockets>,
     ) -> anyhow::Result<()> {
-        let Some(zone) = crate::dns::DnsZone::new(&self.config, self.metrics.clone())? else {
+        let Some(zone) = self.dns.clone() else {
             return Ok(());
         };
         let sockets = sockets.context("dns: is configured but its sockets were not bound")?;
@@ -436,6 +439,7 @@ fn admin_state(
         tlsrpt: tlsrpt.clone(),
         token,
         listening: AtomicBool::new(false),
+        dns: None,
     })
 }
 

@@ -94,6 +94,17 @@ impl DnsZone {
         &self.zone
     }
 
+    /// The zone's name, e.g. `sts.operator.example`.
+    pub fn origin(&self) -> &str {
+        self.config.dns.as_ref().map_or("", |d| d.zone.as_str())
+    }
+
+    /// The `_mta-sts` id the zone answers for `domain` now (`None`: no record yet).
+    pub fn answered_id(&self, domain: &str) -> Option<String> {
+        let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        gate.published_id(domain).map(str::to_owned)
+    }
+
     /// Brings the zone in line with the live snapshot and the certificate board.
     pub fn refresh(&self, registry: &Registry, board: &CertBoard) {
         let now = crate::util::unix_now();

@@ -364,9 +364,32 @@ async fn an_id_is_answered_only_once_its_policy_is_served_with_a_valid_certifica
     let held = ask(dns, &sts_target("flip.example"), RecordType::TXT, Via::Tcp).await;
     assert_eq!(
         txt(&held),
-        vec![first_id],
+        vec![first_id.clone()],
         "the old id stays until the new body is live"
     );
+    // The admin API says the same: what the zone answers, and that it lags the served id.
+    let flip = delegated(&running, "flip.example").await;
+    assert_eq!(
+        format!(
+            "v=STSv1; id={}",
+            flip["mta_sts"]["answered_id"].as_str().unwrap()
+        ),
+        first_id
+    );
+    assert_eq!(flip["mta_sts"]["in_step"], false, "{flip}");
+    assert_eq!(flip["zone"], ZONE);
+    let sts_cname = &flip["cnames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "_mta-sts.flip.example.")
+        .expect("the _mta-sts CNAME")["value"];
+    assert_eq!(
+        sts_cname.as_str(),
+        Some(sts_target("flip.example").as_str())
+    );
+    let nocert = delegated(&running, "nocert.example").await;
+    assert!(nocert["mta_sts"]["answered_id"].is_null(), "{nocert}");
 
     // Valid certificates arrive (a renewal, a first issuance): both new ids appear.
     cert_until(&ca, &certs, "flip.example", now + time::Duration::days(30));
@@ -380,7 +403,19 @@ async fn an_id_is_answered_only_once_its_policy_is_served_with_a_valid_certifica
     assert!(eventually_txt(dns, &sts_target("flip.example"), &second_id).await);
     let nocert_id = format!("v=STSv1; id={}", served_id(&running, "nocert.example"));
     assert!(eventually_txt(dns, &sts_target("nocert.example"), &nocert_id).await);
+    for d in ["flip.example", "nocert.example", "ready.example"] {
+        let view = delegated(&running, d).await;
+        assert_eq!(view["mta_sts"]["in_step"], true, "{d}: {view}");
+    }
     running.stop().await;
+}
+
+/// The `delegated` part of `/api/v1/tenants/<domain>`.
+async fn delegated(running: &Running, domain: &str) -> serde_json::Value {
+    let path = format!("/api/v1/tenants/{domain}");
+    let answer = crate::common::admin_get(running.admin_addr, &path).await;
+    let v: serde_json::Value = serde_json::from_str(&answer.body).expect("JSON");
+    v["delegated"].clone()
 }
 
 #[test]
