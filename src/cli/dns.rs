@@ -186,6 +186,7 @@ pub(super) fn dns_from_admin(
                     "id": t["id"],
                     "ready": t["ready"],
                     "records": t["records"],
+                    "delegated": t["delegated"],
                 })
             })
             .collect();
@@ -199,6 +200,10 @@ pub(super) fn dns_from_admin(
         tenants.len()
     )?;
     for t in &tenants {
+        if t["delegated"].is_object() {
+            delegated_from_admin(url, t, out)?;
+            continue;
+        }
         let ready = t["ready"].as_bool().unwrap_or(false);
         let records: Vec<Record> = serde_json::from_value(t["records"].clone())
             .map_err(|e| anyhow::anyhow!("{url}: a tenant's records are not DNS records: {e}"))?;
@@ -216,4 +221,34 @@ pub(super) fn dns_from_admin(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One tenant of a daemon with a delegated zone: the customer's CNAMEs, and what the zone
+/// answers when it is not yet in step with the served policy.
+fn delegated_from_admin(
+    url: &str,
+    t: &serde_json::Value,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let view = &t["delegated"];
+    let cnames: Vec<Record> = serde_json::from_value(view["cnames"].clone())
+        .map_err(|e| anyhow::anyhow!("{url}: a tenant's CNAMEs are not DNS records: {e}"))?;
+    for r in &cnames {
+        writeln!(out, "{}", r.zone_line())?;
+    }
+    if view["mta_sts"]["in_step"].as_bool() != Some(true) {
+        let domain = t["domain"].as_str().unwrap_or("");
+        let served = t["id"].as_str().unwrap_or("");
+        match view["mta_sts"]["answered_id"].as_str() {
+            Some(old) => writeln!(
+                out,
+                "; {domain}: the zone answers id {old}; id {served} follows once its policy is served with a valid certificate"
+            )?,
+            None => writeln!(
+                out,
+                "; {domain}: no _mta-sts record yet; id {served} is answered once its policy is served with a valid certificate"
+            )?,
+        }
+    }
+    Ok(())
 }

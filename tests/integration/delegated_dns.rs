@@ -390,6 +390,22 @@ async fn an_id_is_answered_only_once_its_policy_is_served_with_a_valid_certifica
     );
     let nocert = delegated(&running, "nocert.example").await;
     assert!(nocert["mta_sts"]["answered_id"].is_null(), "{nocert}");
+    let url = format!("http://{}", running.admin_addr);
+    let (code, live, err) = tokio::task::spawn_blocking(move || {
+        crate::common::run_binary(&["dns".as_ref(), "--admin".as_ref(), url.as_ref()], b"")
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let old = first_id.trim_start_matches("v=STSv1; id=");
+    assert!(
+        live.contains(&format!("; flip.example: the zone answers id {old}; id ")),
+        "{live}"
+    );
+    assert!(
+        live.contains("; nocert.example: no _mta-sts record yet"),
+        "{live}"
+    );
 
     // Valid certificates arrive (a renewal, a first issuance): both new ids appear.
     cert_until(&ca, &certs, "flip.example", now + time::Duration::days(30));
@@ -517,6 +533,19 @@ async fn dns_prints_the_delegation_and_cnames_whose_targets_the_zone_answers() {
     let dns = running.dns_addr.unwrap();
     let want = format!("v=STSv1; id={}", served_id(&running, "a.example"));
     assert!(eventually_txt(dns, &target, &want).await);
+
+    // From the running daemon: the same CNAMEs, no TXT to publish, no warning once in step.
+    let url = format!("http://{}", running.admin_addr);
+    let (code, live, err) = tokio::task::spawn_blocking(move || {
+        crate::common::run_binary(&["dns".as_ref(), "--admin".as_ref(), url.as_ref()], b"")
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let sts = format!("_mta-sts.a.example. IN CNAME a.example._mta-sts.{ZONE}.");
+    assert!(live.lines().any(|l| l == sts), "{live}");
+    assert!(!live.contains("IN TXT"), "{live}");
+    assert!(!live.contains("follows once"), "{live}");
     running.stop().await;
 }
 
