@@ -7,6 +7,7 @@ fuzzer adds later (named by their SHA-1) are left alone. Deterministic: gzip wit
 stamp, so re-running changes nothing.
 """
 import gzip
+import struct
 import json
 import os
 import pathlib
@@ -230,8 +231,40 @@ def intake_http():
           post(b"/tlsrpt/example.com", b"application/tlsrpt+json", MINIMAL))
 
 
+def dns_name(name: str) -> bytes:
+    return b"".join(bytes([len(label)]) + label.encode() for label in name.split(".") if label) + b"\0"
+
+
+def dns_query(qid: int, name: str, qtype: int, edns: int = 0, flags: int = 0x0100) -> bytes:
+    """A query as a resolver sends it: header, one question, an OPT record when `edns`."""
+    header = struct.pack(">HHHHHH", qid, flags, 1, 0, 0, 1 if edns else 0)
+    question = dns_name(name) + struct.pack(">HH", qtype, 1)
+    opt = b"\0" + struct.pack(">HHIH", 41, edns, 0, 0) if edns else b""
+    return header + question + opt
+
+
+def dns_query_seeds():
+    t = "dns_query"
+    zone = "sts.operator.example"
+    TXT, SOA, NS, ANY, AXFR = 16, 6, 2, 255, 252
+    write(t, "txt", dns_query(1, f"a.example._mta-sts.{zone}", TXT))
+    write(t, "tlsrpt", dns_query(2, f"a.example._smtp._tls.{zone}", TXT))
+    write(t, "long-txt-512", dns_query(3, f"long.example._smtp._tls.{zone}", TXT))
+    write(t, "long-txt-edns", dns_query(4, f"long.example._smtp._tls.{zone}", TXT, edns=1232))
+    write(t, "soa", dns_query(5, zone, SOA, edns=4096))
+    write(t, "ns", dns_query(6, zone, NS))
+    write(t, "any", dns_query(7, f"a.example._mta-sts.{zone}", ANY))
+    write(t, "axfr", dns_query(8, zone, AXFR))
+    write(t, "empty-non-terminal", dns_query(9, f"_mta-sts.{zone}", TXT))
+    write(t, "nxdomain", dns_query(10, f"nobody.example._mta-sts.{zone}", TXT))
+    write(t, "out-of-zone", dns_query(11, "example.com", TXT))
+    write(t, "response-bit", dns_query(12, zone, SOA, flags=0x8100))
+    write(t, "update-opcode", dns_query(13, zone, SOA, flags=0x2800))
+
+
 if __name__ == "__main__":
-    for f in (tenant_file, server_file, policy_roundtrip, tlsrpt_decode, mail, http_policy, intake_http):
+    for f in (tenant_file, server_file, policy_roundtrip, tlsrpt_decode, mail, http_policy, intake_http,
+              dns_query_seeds):
         f()
     for d in sorted((FUZZ / "corpus").iterdir()):
         files = list(d.iterdir())

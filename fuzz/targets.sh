@@ -1,6 +1,6 @@
 # The fuzz targets and the dictionary each uses; sourced by ci.sh and run.sh.
 # shellcheck shell=bash
-TARGETS=(tenant_file server_file policy_roundtrip tlsrpt_decode mail http_policy intake_http)
+TARGETS=(tenant_file server_file policy_roundtrip tlsrpt_decode mail http_policy intake_http dns_query)
 
 # The -dict= flag for a target (none for a target without a dictionary).
 fuzz_dict_flag() {

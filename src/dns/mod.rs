@@ -184,13 +184,7 @@ pub async fn serve(
     limit: limit::RateLimit,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut catalog = Catalog::new();
-    catalog.upsert(zone.origin_name().clone(), vec![zone]);
-    let handler = count::Counted {
-        catalog: Arc::new(catalog),
-        metrics,
-        limit: Arc::new(limit),
-    };
+    let handler = handler(zone, metrics, limit);
     let (udp, tcp) = match (
         tokio::net::UdpSocket::from_std(sockets.udp),
         tokio::net::TcpListener::from_std(sockets.tcp),
@@ -220,4 +214,79 @@ pub async fn serve(
         }
     };
     tokio::join!(udp, tcp);
+}
+
+/// What answers every query: the catalog over `zone`, rate limited and counted.
+pub fn handler(zone: Arc<Zone>, metrics: Arc<Metrics>, limit: limit::RateLimit) -> count::Counted {
+    let mut catalog = Catalog::new();
+    catalog.upsert(zone.origin_name().clone(), vec![zone]);
+    count::Counted {
+        catalog: Arc::new(catalog),
+        metrics,
+        limit: Arc::new(limit),
+    }
+}
+
+/// Answers one UDP datagram from `src` as the server does, the bytes it would send back;
+/// `None` when nothing is sent (not a DNS message hickory can read, or a dropped answer).
+/// The entry point of the DNS fuzz target.
+pub async fn answer_datagram(
+    handler: &count::Counted,
+    bytes: &[u8],
+    src: SocketAddr,
+) -> Option<Vec<u8>> {
+    use futures_util::StreamExt;
+    use hickory_server::net::runtime::TokioTime;
+    use hickory_server::net::xfer::{BufDnsStreamHandle, Protocol};
+    use hickory_server::server::{Request, RequestHandler, ResponseHandle};
+    let request = Request::from_bytes(bytes.to_vec(), src, Protocol::Udp).ok()?;
+    let (stream, mut sent) = BufDnsStreamHandle::new(src);
+    let response = ResponseHandle::new(src, stream, Protocol::Udp);
+    handler
+        .handle_request::<_, TokioTime>(&request, response)
+        .await;
+    let answer = futures_util::FutureExt::now_or_never(sent.next()).flatten()?;
+    Some(answer.into_parts().0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+    use hickory_server::proto::rr::{Name, RecordType};
+
+    fn handler() -> count::Counted {
+        let config = crate::config::DnsConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            zone: "z.example".into(),
+            nameservers: vec!["ns1.example".into()],
+            hostmaster: "h.example".into(),
+            ttl: 300,
+        };
+        let zone = Arc::new(Zone::new(&config, 1).unwrap());
+        let update = gate::Update {
+            kind: names::Kind::Sts,
+            domain: "a.example".into(),
+            value: Some("v=STSv1; id=1".into()),
+        };
+        zone.apply(&[update], 2);
+        super::handler(zone, Arc::default(), limit::RateLimit::new())
+    }
+
+    #[tokio::test]
+    async fn a_datagram_is_answered_as_the_server_answers_it() {
+        let handler = handler();
+        let src: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+        let mut query = Message::new(42, MessageType::Query, OpCode::Query);
+        let name = Name::from_ascii("a.example._mta-sts.z.example.").unwrap();
+        query.add_query(Query::query(name, RecordType::TXT));
+        let bytes = answer_datagram(&handler, &query.to_vec().unwrap(), src)
+            .await
+            .expect("an answer");
+        let answer = Message::from_vec(&bytes).unwrap();
+        assert_eq!(answer.metadata.id, 42);
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(answer.answers.len(), 1, "{answer:?}");
+        assert!(answer_datagram(&handler, b"\x00", src).await.is_none());
+    }
 }
