@@ -15,6 +15,7 @@ mod observability;
 mod pebble;
 mod property;
 mod records;
+mod recursive_chain;
 mod serve;
 mod tls;
 mod tlsrpt_cli;
