@@ -227,6 +227,8 @@ impl Daemon {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let mut tasks = Supervisor::new();
+        // Logged below, so a listener given port 0 (tests) says where it is.
+        let dns_addr = listeners.dns.as_ref().and_then(|d| d.local_addr().ok());
         if let Err(err) = self
             .start_tasks(&mut tasks, listeners.admin)
             .and_then(|()| self.start_dns(&mut tasks, listeners.dns))
@@ -243,6 +245,7 @@ impl Daemon {
             issuer = self.config.issuer.name(),
             state_dir = %self.config.state_dir.display(),
             report_host = self.config.tlsrpt.report_host.as_deref().unwrap_or(""),
+            dns = %dns_addr.map(|a| a.to_string()).unwrap_or_default(),
             "mta-stsd serving"
         );
         self.admin.listening.store(true, Ordering::Relaxed);
