@@ -227,6 +227,7 @@ impl Daemon {
         if let Err(err) = self
             .start_tasks(&mut tasks, listeners.admin)
             .and_then(|()| self.start_dns(&mut tasks, listeners.dns))
+            .and_then(|()| self.start_dns_update(&mut tasks))
         {
             tracing::error!(error = %format!("{err:#}"), "cannot start; stopping");
             tasks.shutdown(TASK_STOP_GRACE).await;
@@ -320,6 +321,25 @@ impl Daemon {
             crate::dns::run(
                 sockets,
                 zone,
+                self.registry.clone(),
+                self.board.clone(),
+                tasks.stop_signal(),
+            ),
+        );
+        Ok(())
+    }
+
+    /// Starts the RFC 2136 publisher when the server file has a `dns_update:` section.
+    fn start_dns_update(&self, tasks: &mut Supervisor) -> anyhow::Result<()> {
+        let Some(publisher) = crate::dnsupdate::Publisher::new(&self.config, self.metrics.clone())
+            .context("dns_update: building the publisher")?
+        else {
+            return Ok(());
+        };
+        tasks.spawn(
+            "dns_update",
+            crate::dnsupdate::run(
+                publisher,
                 self.registry.clone(),
                 self.board.clone(),
                 tasks.stop_signal(),
