@@ -82,7 +82,7 @@ pub(super) fn compile_dns_update(
                 "is empty; name the zones this server takes updates for".into(),
             );
         }
-        let key_name = normalize_hostname(raw.key_name.value.trim_end_matches('.'))
+        let key_name = parse_key_name(&raw.key_name.value)
             .map_err(|why| d.error(&raw.key_name.referenced, &at("key_name"), why))
             .unwrap_or_default();
         let algorithm = parse_alg(&raw.algorithm.value)
@@ -101,6 +101,21 @@ pub(super) fn compile_dns_update(
         });
     }
     out
+}
+
+/// A key name is any DNS name, often one label (`mta-stsd.`), so not a host name: labels of
+/// letters, digits, `-` and `_`, compared case-insensitively by servers.
+fn parse_key_name(text: &str) -> Result<String, String> {
+    let name = text.trim_end_matches('.').to_ascii_lowercase();
+    let ok_label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(ok_label) {
+        return Err(format!("{text:?} is not a key name like \"mta-stsd.\""));
+    }
+    Ok(name)
 }
 
 fn parse_alg(text: &str) -> Result<TsigAlg, String> {

@@ -83,6 +83,12 @@ impl Publisher {
             .collect()
     }
 
+    /// Whether no record waits for a try (every record is published or waits for its id).
+    fn idle(&self) -> bool {
+        let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        plan.counts()[2].1 == 0 && plan.due(i64::MAX, 1).is_empty()
+    }
+
     /// Updates the plan and returns the records due now.
     fn due(&self, registry: &Registry, board: &CertBoard) -> Vec<(Key, Entry)> {
         let now = crate::util::unix_now();
@@ -156,19 +162,44 @@ fn fqdn(text: &str) -> Result<Name, String> {
 }
 
 /// One tick: refresh the plan off the runtime threads (a new snapshot walks every tenant),
-/// then try the due records, [`CONCURRENCY`] at a time.
-async fn tick(publisher: &Arc<Publisher>, registry: &Arc<Registry>, board: &Arc<CertBoard>) {
+/// then try the due records, [`CONCURRENCY`] at a time. Returns how many were due.
+async fn tick(
+    publisher: &Arc<Publisher>,
+    registry: &Arc<Registry>,
+    board: &Arc<CertBoard>,
+) -> usize {
     let (p, r, b) = (publisher.clone(), registry.clone(), board.clone());
     let due = match tokio::task::spawn_blocking(move || p.due(&r, &b)).await {
         Ok(due) => due,
         Err(err) => {
             tracing::error!(error = %err, "dns_update: a refresh failed");
-            return;
+            return 0;
         }
     };
+    let n = due.len();
     futures_util::stream::iter(due)
         .for_each_concurrent(CONCURRENCY, |(key, entry)| publisher.try_one(key, entry))
         .await;
+    n
+}
+
+/// Logs once each time the publisher has nothing left to try, so an operator (and a test)
+/// sees when the primaries are in step after a start or a change.
+fn log_in_step(publisher: &Publisher) {
+    let counts = publisher
+        .plan
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .counts();
+    publisher.metrics.dns_update_states(&counts);
+    let [(_, pending), (_, published), (_, error)] = counts;
+    tracing::info!(
+        task = "dns_update",
+        published,
+        pending,
+        error,
+        "dns_update: records in step"
+    );
 }
 
 /// The publisher task: a tick every [`REFRESH_EVERY`] until `stop`.
@@ -185,14 +216,21 @@ pub async fn run(
     );
     let mut every = tokio::time::interval(REFRESH_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut busy = true;
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.changed() => return,
         }
-        tokio::select! {
-            () = tick(&publisher, &registry, &board) => {}
+        let due = tokio::select! {
+            n = tick(&publisher, &registry, &board) => n,
             _ = stop.changed() => return,
+        };
+        // Waiting for a retry counts as busy: only a quiet pass is "in step".
+        let quiet = due == 0 && publisher.idle();
+        if quiet && busy {
+            log_in_step(&publisher);
         }
+        busy = !quiet;
     }
 }

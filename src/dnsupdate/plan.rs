@@ -273,5 +273,6 @@ pub fn result_label(text: &str) -> &'static str {
         "BADSIG",
         "BADKEY",
     ];
-    KNOWN.into_iter().find(|k| *k == text).unwrap_or("failed")
+    let code = text.split(':').next().unwrap_or_default();
+    KNOWN.into_iter().find(|k| *k == code).unwrap_or("failed")
 }

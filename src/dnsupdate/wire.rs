@@ -172,11 +172,17 @@ fn rcode(code: ResponseCode) -> String {
     code.to_str().to_ascii_uppercase()
 }
 
-/// A transport or verification failure: a rejected key comes back unsigned, which the
-/// client reports as a failed TSIG check; its rcode is kept when hickory has one.
+/// A transport or verification failure, with the rcode when hickory has one. A server that
+/// rejects the key (BADSIG, BADKEY: RFC 8945 §5.2) answers NOTAUTH with an empty MAC, which
+/// hickory's verifier refuses as a "truncated HMAC" before the rcode is seen; only a rejecting
+/// server sends an empty MAC, so that failure is named for what it is.
 fn net_error(err: &hickory_net::NetError) -> String {
     match err {
         hickory_net::NetError::Dns(hickory_net::DnsError::ResponseCode(code)) => rcode(*code),
+        other if other.to_string().contains("truncated HMAC") => TSIG_REJECTED.into(),
         other => other.to_string(),
     }
 }
+
+/// How a rejected TSIG key is reported (the metric label is the part before the colon).
+pub const TSIG_REJECTED: &str = "NOTAUTH: the server rejected the TSIG signature (BADSIG or BADKEY); check key_name, algorithm and secret_file";
