@@ -145,3 +145,72 @@ fn read_secret(path: &Path) -> Result<TsigSecret, String> {
     }
     Ok(TsigSecret(key))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::server::{ServerConfig, load_server_config};
+    use super::*;
+
+    const BASE: &str = "listen: \"127.0.0.1:0\"\nstate_dir: /var/lib/mta-stsd\nissuer: internal\n";
+    /// 32 octets, base64, as `tsig-keygen` prints them.
+    const SECRET: &str = "hWXwAHsAJ9ttCpo3ZHRmgNbD6/E6ZmTYnzkSVMjn+Lk=";
+
+    fn load(section: &str, secret: &str) -> Result<ServerConfig, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tsig.key"), secret).unwrap();
+        let yaml = format!("{BASE}{section}");
+        std::fs::write(dir.path().join("mta-stsd.yaml"), yaml).unwrap();
+        load_server_config(dir.path()).map_err(|d| {
+            let dir = dir.path().display().to_string();
+            d.iter()
+                .map(|d| d.to_string().replace(&dir, "DIR"))
+                .collect()
+        })
+    }
+
+    const GOOD: &str = "dns_update:\n  - server: \"127.0.0.1:53\"\n    zones: [Example.COM, example.org]\n    key_name: mta-stsd.\n    algorithm: hmac-sha512\n    secret_file: tsig.key\n    tlsrpt: true\n";
+
+    #[test]
+    fn a_target_compiles_its_secret_is_read_and_never_printed_and_it_needs_a_restart() {
+        let cfg = load(GOOD, &format!("{SECRET}\n")).unwrap();
+        let target = &cfg.dns_update[0];
+        assert_eq!(target.zones, vec!["example.com", "example.org"]);
+        assert_eq!(target.key_name, "mta-stsd");
+        assert_eq!(target.algorithm, TsigAlg::HmacSha512);
+        assert_eq!(target.secret.0.len(), 32);
+        assert!(target.tlsrpt);
+        assert!(!format!("{cfg:?}").contains(SECRET.trim_end_matches('=')));
+        let without = load("", SECRET).unwrap();
+        assert!(without.dns_update.is_empty(), "off unless present");
+        assert!(without.restart_required(&cfg).contains(&"dns_update"));
+        assert!(cfg.restart_required(&cfg.clone()).is_empty());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let bad = "dns_update:\n  - server: nowhere\n    zones: []\n    key_name: \"bad key\"\n    algorithm: hmac-sha1\n    secret_file: missing.key\n";
+        let errs = load(bad, SECRET).unwrap_err();
+        let want = [
+            "DIR/mta-stsd.yaml:5:13: error: dns_update[0].server: ",
+            "DIR/mta-stsd.yaml:6:12: error: dns_update[0].zones: is empty",
+            "DIR/mta-stsd.yaml:7:15: error: dns_update[0].key_name: ",
+            "DIR/mta-stsd.yaml:8:16: error: dns_update[0].algorithm: \"hmac-sha1\" is not accepted",
+            "DIR/mta-stsd.yaml:9:18: error: dns_update[0].secret_file: cannot read ",
+        ];
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+        for (err, want) in errs.iter().zip(want) {
+            assert!(err.starts_with(want), "{err:?} should start with {want:?}");
+        }
+        let errs = load(GOOD, "not base64 at all!").unwrap_err();
+        assert!(
+            errs[0].contains("does not hold a base64 secret"),
+            "{errs:?}"
+        );
+        assert!(
+            !errs[0].contains("not base64 at all"),
+            "the content is never echoed"
+        );
+        let errs = load(GOOD, "c2hvcnQ=").unwrap_err();
+        assert!(errs[0].contains("shorter than 16 octets"), "{errs:?}");
+    }
+}

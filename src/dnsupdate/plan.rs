@@ -276,3 +276,150 @@ pub fn result_label(text: &str) -> &'static str {
     let code = text.split(':').next().unwrap_or_default();
     KNOWN.into_iter().find(|k| *k == code).unwrap_or("failed")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{CertInfo, CertState, CertStatus};
+    use crate::config::{TsigAlg, TsigSecret};
+    use crate::registry::Registry;
+
+    fn target(zones: &[&str], tlsrpt: bool) -> UpdateTarget {
+        UpdateTarget {
+            server: "127.0.0.1:53".parse().unwrap(),
+            zones: zones.iter().map(|z| z.to_string()).collect(),
+            key_name: "k".into(),
+            algorithm: TsigAlg::HmacSha256,
+            secret: TsigSecret(vec![0; 32]),
+            tlsrpt,
+        }
+    }
+
+    fn valid(board: &CertBoard, host: &str) {
+        let mut status = CertStatus::new(CertState::Valid, "internal");
+        status.cert = Some(CertInfo {
+            issuer: "ca".into(),
+            serial: "01".into(),
+            not_before: 0,
+            not_after: 10_000,
+        });
+        board.set(host, status);
+    }
+
+    const A: &str = "domain: a.example.com\nmode: testing\nmx: [mx.a.example.com]\ntlsrpt: {rua: [\"mailto:r@a.example.com\"]}\n";
+
+    fn key(kind: Kind) -> Key {
+        (kind, "a.example.com".into())
+    }
+
+    #[test]
+    fn the_longest_covering_zone_wins() {
+        let targets = [
+            target(&["example.com"], false),
+            target(&["a.example.com", "org"], false),
+        ];
+        assert_eq!(
+            covering(&targets, "a.example.com"),
+            Some((1, "a.example.com".into()))
+        );
+        assert_eq!(
+            covering(&targets, "b.example.com"),
+            Some((0, "example.com".into()))
+        );
+        assert_eq!(covering(&targets, "x.org"), Some((1, "org".into())));
+        assert_eq!(
+            covering(&targets, "notexample.com"),
+            None,
+            "a suffix must be whole labels"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let waits: Vec<i64> = (1..=10).map(backoff).collect();
+        assert_eq!(&waits[..5], &[2, 4, 8, 16, 32]);
+        assert_eq!(waits[9], 300);
+    }
+
+    #[test]
+    fn an_id_is_wanted_once_ready_and_a_removed_tenant_loses_only_what_was_written() {
+        let targets = [target(&["example.com"], true)];
+        let registry = Registry::new(Snapshot::from_yaml(A));
+        let board = CertBoard::new();
+        let mut plan = Plan::new();
+        let refresh = |plan: &mut Plan, now| {
+            plan.refresh(
+                &targets,
+                &registry.load(),
+                &board,
+                Publishing::default(),
+                now,
+            );
+        };
+        refresh(&mut plan, 1000);
+        assert_eq!(
+            plan.entries()[&key(Kind::Sts)].want,
+            Want::Wait,
+            "not ready"
+        );
+        assert_eq!(plan.counts()[0], ("pending", 2));
+        let due = plan.due(1000, 10);
+        assert_eq!(due.len(), 1, "only the TLS-RPT record: {due:?}");
+        let tlsrpt = due[0].1.want.clone();
+        plan.finish(&key(Kind::TlsRpt), &tlsrpt, Err("REFUSED".into()), 1000);
+        assert_eq!(
+            plan.entries()[&key(Kind::TlsRpt)].state,
+            State::Error("REFUSED".into())
+        );
+        assert!(plan.due(1001, 10).is_empty(), "backing off");
+        assert_eq!(plan.due(1002, 10).len(), 1);
+        plan.finish(&key(Kind::TlsRpt), &tlsrpt, Ok(()), 1002);
+
+        valid(&board, "mta-sts.a.example.com");
+        refresh(&mut plan, 1003);
+        let id = registry
+            .load()
+            .by_domain("a.example.com")
+            .unwrap()
+            .policy
+            .id
+            .clone();
+        let sts = Want::Set(format!("v=STSv1; id={id}"));
+        assert_eq!(plan.entries()[&key(Kind::Sts)].want, sts);
+        plan.finish(&key(Kind::Sts), &sts, Ok(()), 1003);
+        assert_eq!(plan.counts()[1], ("published", 2));
+        assert!(plan.due(2000, 10).is_empty());
+
+        registry.swap(Snapshot::from_yaml(
+            "domain: b.example.net\nmode: testing\nmx: [mx.b.example.net]\n",
+        ));
+        refresh(&mut plan, 2000);
+        let Want::Remove(written) = plan.entries()[&key(Kind::Sts)].want.clone() else {
+            panic!("{:?}", plan.entries());
+        };
+        assert_eq!(
+            Want::Set(written.clone()),
+            sts,
+            "deletes exactly what it wrote"
+        );
+        for kind in [Kind::Sts, Kind::TlsRpt] {
+            let want = plan.entries()[&key(kind)].want.clone();
+            plan.finish(&key(kind), &want, Ok(()), 2000);
+        }
+        assert!(plan.entries().is_empty(), "b.example.net is not covered");
+    }
+
+    #[test]
+    fn results_become_labels_from_a_fixed_set() {
+        assert_eq!(
+            result_label("NOTAUTH: the server rejected the TSIG signature"),
+            "NOTAUTH"
+        );
+        assert_eq!(result_label("REFUSED"), "REFUSED");
+        assert_eq!(result_label("timeout"), "failed");
+        assert_eq!(
+            result_label("io error: connection refused by 127.0.0.1"),
+            "failed"
+        );
+    }
+}
