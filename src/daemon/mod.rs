@@ -336,6 +336,7 @@ impl Daemon {
         else {
             return Ok(());
         };
+        let _ = self.admin.dns_update.set(publisher.clone());
         tasks.spawn(
             "dns_update",
             crate::dnsupdate::run(
@@ -456,6 +457,7 @@ fn admin_state(
         tlsrpt: tlsrpt.clone(),
         token,
         listening: AtomicBool::new(false),
+        dns_update: std::sync::OnceLock::new(),
     })
 }
 

@@ -71,14 +71,15 @@ impl Publisher {
         })))
     }
 
-    /// The state of each record of `domain`, for the admin API.
-    pub fn states(&self, domain: &str) -> Vec<(Kind, plan::State)> {
+    /// The state of each record of `domain` (by record name), for the admin API.
+    pub fn states(&self, domain: &str) -> Vec<(String, plan::State)> {
         let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
         [Kind::Sts, Kind::TlsRpt]
             .into_iter()
             .filter_map(|kind| {
-                let entry = plan.entries().get(&(kind, domain.to_owned()))?;
-                Some((kind, entry.state.clone()))
+                let key = (kind, domain.to_owned());
+                let entry = plan.entries().get(&key)?;
+                Some((record_name(&key), entry.state.clone()))
             })
             .collect()
     }

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use crate::certs_files::{TestCa, write_pair};
-use crate::common::{Bind, Client, ServeProcess, TestConfig, TsigKey, eventually, run_binary};
+use crate::common::{
+    Bind, Client, ServeProcess, TestConfig, TsigKey, admin_get, eventually, run_binary,
+};
 
 const ZONE: &str = "example.test";
 const KEY: &str = "mta-stsd";
@@ -16,7 +18,7 @@ const OTHERS: &str = "www IN A 192.0.2.1\n_mta-sts.manual IN TXT \"v=STSv1; id=m
 
 fn server_yaml(port: u16) -> String {
     format!(
-        "listen: \"127.0.0.1:0\"\nstate_dir: state\nissuer: files\nfiles:\n  dir: certs\ndns_update:\n  - server: \"127.0.0.1:{port}\"\n    zones: [{ZONE}]\n    key_name: {KEY}.\n    algorithm: hmac-sha256\n    secret_file: tsig.key\n    tlsrpt: true\n"
+        "listen: \"127.0.0.1:0\"\nstate_dir: state\nadmin:\n  listen: \"127.0.0.1:0\"\nissuer: files\nfiles:\n  dir: certs\ndns_update:\n  - server: \"127.0.0.1:{port}\"\n    zones: [{ZONE}]\n    key_name: {KEY}.\n    algorithm: hmac-sha256\n    secret_file: tsig.key\n    tlsrpt: true\n"
     )
 }
 
@@ -125,6 +127,23 @@ async fn records_follow_the_ready_gate_survive_a_restart_and_go_with_the_tenant(
         rua("nocert.example.test")
     );
     others_untouched(&bind);
+    let detail = admin_get(admin_addr(&daemon), "/api/v1/tenants/nocert.example.test")
+        .await
+        .json();
+    let states: Vec<_> = detail["dns_update"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want = [("_mta-sts", "pending"), ("_smtp._tls", "published")]
+        .map(|(n, s)| (format!("{n}.nocert.example.test"), s.to_owned()));
+    assert_eq!(states, want, "{detail}");
 
     // A restart compares first and sends nothing: no update in BIND's log, same serial.
     let (serial, logged) = (bind.serial(ZONE), updates_logged(&bind));
@@ -166,6 +185,13 @@ async fn records_follow_the_ready_gate_survive_a_restart_and_go_with_the_tenant(
         vec!["v=TLSRPTv1; rua=mailto:hand@example.test"]
     );
     others_untouched(&bind);
+}
+
+/// The admin listener's address from the daemon's log.
+fn admin_addr(daemon: &ServeProcess) -> std::net::SocketAddr {
+    let lines = daemon.log_lines(|v| v["message"] == "admin listener up");
+    let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    line["admin"].as_str().unwrap().parse().unwrap()
 }
 
 /// One `nsupdate` session against `bind` signed with `key`.
@@ -226,4 +252,32 @@ async fn a_wrong_key_changes_nothing_and_is_reported() {
         "the secret is never logged"
     );
     eprintln!("rejected update reported as: {error}");
+
+    // The admin API and the metrics show the error with the rcode.
+    let admin = admin_addr(&daemon);
+    let detail = admin_get(admin, "/api/v1/tenants/ready.example.test")
+        .await
+        .json();
+    let states = detail["dns_update"]
+        .as_array()
+        .expect("dns_update states")
+        .clone();
+    let sts = states
+        .iter()
+        .find(|r| r["name"] == "_mta-sts.ready.example.test")
+        .unwrap();
+    assert_eq!(sts["state"], "error", "{detail}");
+    assert!(
+        sts["error"].as_str().unwrap().starts_with("NOTAUTH"),
+        "{detail}"
+    );
+    let metrics = admin_get(admin, "/metrics").await.body;
+    assert!(
+        metrics.contains("mta_stsd_dns_updates_total{result=\"NOTAUTH\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("mta_stsd_dns_update_state{state=\"error\"}"),
+        "{metrics}"
+    );
 }
