@@ -28,7 +28,7 @@ use crate::dns::names::Kind;
 use crate::publish::Publishing;
 use crate::registry::Registry;
 use crate::stats::Metrics;
-use plan::{Entry, Key, Plan, Want};
+use plan::{Counts, Entry, Key, Plan, Want};
 use wire::Primary;
 
 /// How often the wanted values are compared with the snapshot and the certificate board.
@@ -84,14 +84,9 @@ impl Publisher {
             .collect()
     }
 
-    /// Whether no record waits for a try (every record is published or waits for its id).
-    fn idle(&self) -> bool {
-        let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
-        plan.counts()[2].1 == 0 && plan.due(i64::MAX, 1).is_empty()
-    }
-
-    /// Updates the plan and returns the records due now.
-    fn due(&self, registry: &Registry, board: &CertBoard) -> Vec<(Key, Entry)> {
+    /// Updates the plan and the state gauges; returns the records due now and the counts by
+    /// state. Walks every record (O(tenants)), so it runs off the runtime threads, once a tick.
+    fn due(&self, registry: &Registry, board: &CertBoard) -> (Vec<(Key, Entry)>, Counts) {
         let now = crate::util::unix_now();
         let mut plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
         plan.refresh(
@@ -101,7 +96,9 @@ impl Publisher {
             Publishing::of(&self.config),
             now,
         );
-        plan.due(now, PER_TICK)
+        let counts = plan.counts();
+        self.metrics.dns_update_states(&counts);
+        (plan.due(now, PER_TICK), counts)
     }
 
     /// Tries one record and books the result.
@@ -125,7 +122,6 @@ impl Publisher {
         let now = crate::util::unix_now();
         let mut plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
         plan.finish(&key, &entry.want, result.map(|_| ()), now);
-        self.metrics.dns_update_states(&plan.counts());
     }
 
     /// Brings one record at the primary in line with `entry.want`; `Ok(true)` when an update
@@ -163,36 +159,32 @@ fn fqdn(text: &str) -> Result<Name, String> {
 }
 
 /// One tick: refresh the plan off the runtime threads (a new snapshot walks every tenant),
-/// then try the due records, [`CONCURRENCY`] at a time. Returns how many were due.
+/// then try the due records, [`CONCURRENCY`] at a time. Returns the counts by state when
+/// nothing was due and nothing failed (a quiet pass).
 async fn tick(
     publisher: &Arc<Publisher>,
     registry: &Arc<Registry>,
     board: &Arc<CertBoard>,
-) -> usize {
+) -> Option<Counts> {
     let (p, r, b) = (publisher.clone(), registry.clone(), board.clone());
-    let due = match tokio::task::spawn_blocking(move || p.due(&r, &b)).await {
+    let (due, counts) = match tokio::task::spawn_blocking(move || p.due(&r, &b)).await {
         Ok(due) => due,
         Err(err) => {
             tracing::error!(error = %err, "dns_update: a refresh failed");
-            return 0;
+            return None;
         }
     };
-    let n = due.len();
+    // Waiting for a retry is not quiet: only a pass with no error is "in step".
+    let quiet = (due.is_empty() && counts[2].1 == 0).then_some(counts);
     futures_util::stream::iter(due)
         .for_each_concurrent(CONCURRENCY, |(key, entry)| publisher.try_one(key, entry))
         .await;
-    n
+    quiet
 }
 
 /// Logs once each time the publisher has nothing left to try, so an operator (and a test)
 /// sees when the primaries are in step after a start or a change.
-fn log_in_step(publisher: &Publisher) {
-    let counts = publisher
-        .plan
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .counts();
-    publisher.metrics.dns_update_states(&counts);
+fn log_in_step(counts: Counts) {
     let [(_, pending), (_, published), (_, error)] = counts;
     tracing::info!(
         task = "dns_update",
@@ -223,15 +215,14 @@ pub async fn run(
             _ = every.tick() => {}
             _ = stop.changed() => return,
         }
-        let due = tokio::select! {
-            n = tick(&publisher, &registry, &board) => n,
+        let quiet = tokio::select! {
+            q = tick(&publisher, &registry, &board) => q,
             _ = stop.changed() => return,
         };
-        // Waiting for a retry counts as busy: only a quiet pass is "in step".
-        let quiet = due == 0 && publisher.idle();
-        if quiet && busy {
-            log_in_step(&publisher);
+        match quiet {
+            Some(counts) if busy => log_in_step(counts),
+            _ => {}
         }
-        busy = !quiet;
+        busy = quiet.is_none();
     }
 }

@@ -71,6 +71,9 @@ pub struct Entry {
     pub due: i64,
 }
 
+/// Records by state: `pending`, `published`, `error`, in that order.
+pub type Counts = [(&'static str, usize); 3];
+
 /// A record's key: which record of which tenant domain.
 pub type Key = (Kind, String);
 
@@ -219,7 +222,7 @@ impl Plan {
     }
 
     /// How many records are in each state.
-    pub fn counts(&self) -> [(&'static str, usize); 3] {
+    pub fn counts(&self) -> Counts {
         let mut counts = [("pending", 0), ("published", 0), ("error", 0)];
         for entry in self.entries.values() {
             let label = entry.state.label();
