@@ -148,7 +148,9 @@ async fn records_follow_the_ready_gate_survive_a_restart_and_go_with_the_tenant(
     // A restart compares first and sends nothing: no update in BIND's log, same serial.
     let (serial, logged) = (bind.serial(ZONE), updates_logged(&bind));
     drop(daemon);
-    let daemon = ServeProcess::start(cfg.path());
+    let starting = ServeProcess::spawn(None, cfg.path());
+    let pid = starting.pid();
+    let daemon = starting.serving();
     assert!(daemon.wait_for(Duration::from_secs(60), in_step).is_some());
     assert_eq!(bind.serial(ZONE), serial);
     assert_eq!(updates_logged(&bind), logged, "{}", bind.log());
@@ -166,6 +168,22 @@ async fn records_follow_the_ready_gate_survive_a_restart_and_go_with_the_tenant(
         .body;
     assert!(String::from_utf8_lossy(&body).contains("mode: enforce"));
 
+    // nocert's certificate arrives: only now is its id written.
+    let host = "mta-sts.nocert.example.test";
+    let now = time::OffsetDateTime::now_utc();
+    let pem = ca.leaf_between(
+        &[host],
+        now - time::Duration::days(1),
+        now + time::Duration::days(30),
+    );
+    write_pair(&cfg.path().join("certs"), host, &pem);
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status();
+    assert!(hup.unwrap().success());
+    let nocert_sts = sts_value(&cfg, "nocert.example.test");
+    assert!(eventually_txt(&bind, "_mta-sts.nocert.example.test", &[nocert_sts]).await);
+
     // Someone edits nocert's TLS-RPT record by hand: when the tenant goes, it is not ours
     // any more and stays; ready's records, which mta-stsd wrote, are deleted.
     nsupdate(
@@ -179,6 +197,7 @@ async fn records_follow_the_ready_gate_survive_a_restart_and_go_with_the_tenant(
         .unwrap();
     assert!(eventually_txt(&bind, "_mta-sts.ready.example.test", &[]).await);
     assert!(eventually_txt(&bind, "_smtp._tls.ready.example.test", &[]).await);
+    assert!(eventually_txt(&bind, "_mta-sts.nocert.example.test", &[]).await);
     assert!(daemon.wait_for(Duration::from_secs(30), in_step).is_some());
     assert_eq!(
         bind.txt("_smtp._tls.nocert.example.test"),
