@@ -41,6 +41,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dns;
+pub mod dnsupdate;
 pub mod fsutil;
 pub mod http;
 pub mod logging;

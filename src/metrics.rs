@@ -104,6 +104,9 @@ impl Exporter {
         if sources.reloader.running().dns.is_some() {
             register_dns(&mut registry, sources.metrics.dns());
         }
+        if !sources.reloader.running().dns_update.is_empty() {
+            register_dns_update(&mut registry, sources.metrics.dns());
+        }
         registry.register_collector(Box::new(StateCollector(sources)));
         Exporter { registry }
     }
@@ -208,6 +211,23 @@ fn register_dns(
         "mta_stsd_dns_zone_records",
         "TXT record sets the built-in zone answers",
         dns.records.clone(),
+    );
+}
+
+/// The RFC 2136 publisher's families, when the server file has a `dns_update:` section.
+fn register_dns_update(
+    registry: &mut prometheus_client::registry::Registry,
+    dns: &crate::stats::DnsMetrics,
+) {
+    registry.register(
+        "mta_stsd_dns_updates",
+        "RFC 2136 tries by result: the primary's rcode, unchanged (it already held the value) or failed (timeout, TSIG check)",
+        dns.updates.clone(),
+    );
+    registry.register(
+        "mta_stsd_dns_update_state",
+        "Tenant records kept by RFC 2136, by state: published, pending (not ready or not tried yet), error",
+        dns.update_state.clone(),
     );
 }
 

@@ -164,6 +164,10 @@ pub struct DnsMetrics {
     pub serial: Gauge,
     /// TXT record sets the zone answers.
     pub records: Gauge,
+    /// RFC 2136 tries (`dns_update:`) by `result`: an rcode, `unchanged` or `failed`.
+    pub updates: Family<StaticLabels, Counter>,
+    /// Records written by RFC 2136, by `state` (`published`, `pending`, `error`).
+    pub update_state: Family<StaticLabels, Gauge>,
 }
 
 /// How a reload ended, for `mta_stsd_reloads_total{result}`.
@@ -241,6 +245,24 @@ impl Metrics {
         self.dns
             .records
             .set(i64::try_from(records).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one RFC 2136 try; `result` is from a fixed set (see `dnsupdate::plan`).
+    pub fn dns_update(&self, result: &'static str) {
+        self.dns
+            .updates
+            .get_or_create(&vec![("result", result)])
+            .inc();
+    }
+
+    /// Sets how many RFC 2136 records are in each state.
+    pub fn dns_update_states(&self, counts: &[(&'static str, usize)]) {
+        for (state, n) in counts {
+            self.dns
+                .update_state
+                .get_or_create(&vec![("state", *state)])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
     }
 
     /// The DNS server's metrics, for the exporter to register.

@@ -63,6 +63,8 @@ pub struct AdminState {
     pub listening: AtomicBool,
     /// The delegated zone, when the server file has a `dns:` section.
     pub dns: Option<Arc<crate::dns::DnsZone>>,
+    /// The RFC 2136 publisher, once the daemon started it (`dns_update:`).
+    pub dns_update: std::sync::OnceLock<Arc<crate::dnsupdate::Publisher>>,
 }
 
 /// Reads a token file: the first line, trimmed; an empty token is refused (it would look
@@ -432,6 +434,9 @@ fn tenant_json(
         "last_error": file_errors.first().map(|d| d.to_string()),
         "errors": file_errors,
     });
+    if let Some(publisher) = state.dns_update.get() {
+        v["dns_update"] = dns_update_json(publisher, &tenant.domain);
+    }
     if with_body {
         v["body"] = serde_json::Value::String(String::from_utf8_lossy(&tenant.policy.body).into());
     }
@@ -462,6 +467,23 @@ fn delegated_json(
         "tlsrpt_name": target(Kind::TlsRpt, &tenant.domain, zone),
         "cnames": customer_cnames(&tenant.domain, zone, config.public_hostname.as_deref()),
     })
+}
+
+/// The RFC 2136 state of each record of `domain` kept at a primary: `state` is `published`,
+/// `pending` or `error` (then `error` holds the server's rcode or the failure).
+fn dns_update_json(publisher: &crate::dnsupdate::Publisher, domain: &str) -> serde_json::Value {
+    let records: Vec<_> = publisher
+        .states(domain)
+        .into_iter()
+        .map(|(name, state)| {
+            let error = match &state {
+                crate::dnsupdate::plan::State::Error(why) => Some(why.clone()),
+                _ => None,
+            };
+            serde_json::json!({"name": name, "state": state.label(), "error": error})
+        })
+        .collect();
+    serde_json::Value::Array(records)
 }
 
 /// One page of the tenant list; `next_cursor` continues it (`null` on the last page).

@@ -7,6 +7,7 @@
 
 pub mod acme;
 mod dns;
+mod dns_update;
 mod field;
 mod names;
 mod server;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use acme::{AcmeConfig, ChallengeKind};
 pub use dns::{DEFAULT_DNS_TTL, DnsConfig};
+pub use dns_update::{TsigAlg, TsigSecret, UpdateTarget};
 pub use names::{normalize_hostname, normalize_mx_pattern, validate_rua};
 pub use server::{
     AdminConfig, DEFAULT_ADMIN_LISTEN, IssuerConfig, Limits, MetricsConfig, PROBLEM_EXPIRY_DAYS,

@@ -9,6 +9,7 @@ use serde_saphyr::Spanned;
 
 use super::acme::RawAcme;
 use super::dns::{DnsConfig, RawDns, compile_dns};
+use super::dns_update::{RawUpdateTarget, UpdateTarget, compile_dns_update};
 use super::field::{Bounds, Diags, Dur, duration_or, resolve};
 use super::names::normalize_hostname;
 use super::tlsrpt::{RawTlsRpt, TlsRptConfig, compile_tlsrpt};
@@ -59,6 +60,8 @@ struct RawServer {
     metrics: RawMetrics,
     #[serde(default)]
     dns: Option<RawDns>,
+    #[serde(default)]
+    dns_update: Vec<RawUpdateTarget>,
 }
 
 #[derive(Default, Deserialize)]
@@ -305,6 +308,8 @@ pub struct ServerConfig {
     pub metrics: MetricsConfig,
     /// The built-in DNS server for a delegated zone, when the file has a `dns:` section.
     pub dns: Option<DnsConfig>,
+    /// RFC 2136 update targets (`dns_update:`); empty when the section is absent.
+    pub dns_update: Vec<UpdateTarget>,
     /// What the file says that works but is probably not meant (`check` prints these).
     pub warnings: Vec<Diagnostic>,
 }
@@ -331,6 +336,8 @@ impl ServerConfig {
         cmp(self.metrics != next.metrics, "metrics");
         // Its sockets are bound once at start, like the other listeners.
         cmp(self.dns != next.dns, "dns");
+        // The publisher is built once at start with its keys, like the DNS server.
+        cmp(self.dns_update != next.dns_update, "dns_update");
         fields
     }
 }
@@ -394,6 +401,7 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
     let admin = raw.admin.as_ref().map(|a| compile_admin(&a.value, dir, d));
     let reload = compile_reload(&raw.reload);
     let dns = raw.dns.as_ref().map(|raw| compile_dns(raw, d));
+    let dns_update = compile_dns_update(&raw.dns_update, dir, d);
     let tlsrpt = compile_tlsrpt(
         raw.tlsrpt.as_ref(),
         &state_dir,
@@ -418,6 +426,7 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
         },
         tlsrpt,
         dns,
+        dns_update,
         warnings: Vec::new(),
     }
 }

@@ -46,6 +46,8 @@ pub struct Daemon {
     hup: Option<tokio::signal::unix::Signal>,
     /// The delegated zone (`dns:`), shared by the DNS task and the admin API.
     dns: Option<Arc<crate::dns::DnsZone>>,
+    /// Event counters (the RFC 2136 publisher counts its updates here).
+    metrics: Arc<Metrics>,
 }
 
 /// The ACME scheduler and its optional HTTP-01 listener, started by [`Daemon::run`].
@@ -188,6 +190,7 @@ impl Daemon {
             provider,
             hup: Some(hup),
             dns,
+            metrics,
         })
     }
 
@@ -232,6 +235,7 @@ impl Daemon {
         if let Err(err) = self
             .start_tasks(&mut tasks, listeners.admin)
             .and_then(|()| self.start_dns(&mut tasks, listeners.dns))
+            .and_then(|()| self.start_dns_update(&mut tasks))
         {
             tracing::error!(error = %format!("{err:#}"), "cannot start; stopping");
             tasks.shutdown(TASK_STOP_GRACE).await;
@@ -326,6 +330,26 @@ impl Daemon {
             crate::dns::run(
                 sockets,
                 zone,
+                self.registry.clone(),
+                self.board.clone(),
+                tasks.stop_signal(),
+            ),
+        );
+        Ok(())
+    }
+
+    /// Starts the RFC 2136 publisher when the server file has a `dns_update:` section.
+    fn start_dns_update(&self, tasks: &mut Supervisor) -> anyhow::Result<()> {
+        let Some(publisher) = crate::dnsupdate::Publisher::new(&self.config, self.metrics.clone())
+            .context("dns_update: building the publisher")?
+        else {
+            return Ok(());
+        };
+        let _ = self.admin.dns_update.set(publisher.clone());
+        tasks.spawn(
+            "dns_update",
+            crate::dnsupdate::run(
+                publisher,
                 self.registry.clone(),
                 self.board.clone(),
                 tasks.stop_signal(),
@@ -443,6 +467,7 @@ fn admin_state(
         token,
         listening: AtomicBool::new(false),
         dns: None,
+        dns_update: std::sync::OnceLock::new(),
     })
 }
 

@@ -55,6 +55,13 @@ impl Gate {
         self.published.get(domain).map(String::as_str)
     }
 
+    /// Forgets what was answered for `domain`, so a tenant added back is answered afresh
+    /// (the RFC 2136 publisher deletes a removed tenant's records and uses this).
+    pub fn forget(&mut self, domain: &str) {
+        self.published.remove(domain);
+        self.tlsrpt.remove(domain);
+    }
+
     /// How many tenants wait for their new id to be ready.
     pub fn pending(&self) -> usize {
         self.pending.len()

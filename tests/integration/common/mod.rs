@@ -4,6 +4,7 @@
 
 mod admin;
 mod binary;
+mod bind;
 mod daemon;
 mod fixtures;
 mod https;
@@ -14,6 +15,7 @@ use std::time::Duration;
 #[allow(unused_imports)]
 pub use admin::{AdminResponse, admin_get, admin_request};
 pub use binary::{ServeProcess, binary, run_binary};
+pub use bind::{Bind, TsigKey};
 pub use daemon::{Running, run_daemon, start};
 pub use fixtures::{BASE_SERVER_YAML, TestConfig, gzip, report_json, report_mail, tlsrpt_fixture};
 #[allow(unused_imports)]
