@@ -26,6 +26,8 @@ fn handler() -> &'static Counted {
             nameservers: vec!["ns1.operator.example".into(), "ns2.operator.example".into()],
             hostmaster: "hostmaster.operator.example".into(),
             ttl: 300,
+            rate_per_second: 0,
+            rate_burst: 1,
         };
         let zone = Arc::new(Zone::new(&config, 1).unwrap());
         let rua: Vec<String> = (0..40).map(|i| format!("mailto:r{i}@long.example")).collect();

@@ -24,7 +24,23 @@ pub(super) struct RawDns {
     hostmaster: Spanned<String>,
     #[serde(default)]
     ttl: Option<Spanned<u32>>,
+    #[serde(default)]
+    rate_limit: Option<RawRateLimit>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    #[serde(default)]
+    per_second: Option<Spanned<u32>>,
+    #[serde(default)]
+    burst: Option<Spanned<u32>>,
+}
+
+/// Default UDP answers per second to one source network (/24 or /56), after the burst.
+pub const DEFAULT_DNS_RATE: u32 = 200;
+/// Default burst of UDP answers to one source network.
+pub const DEFAULT_DNS_BURST: u32 = 1000;
 
 /// The built-in DNS server's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +55,11 @@ pub struct DnsConfig {
     pub hostmaster: String,
     /// TTL of the tenants' TXT records, in seconds.
     pub ttl: u32,
+    /// UDP answers per second to one source network after the burst; 0 turns the limit off
+    /// (a resolver farm behind one /24, or a load test).
+    pub rate_per_second: u32,
+    /// Answers one source network may get at once before the rate applies.
+    pub rate_burst: u32,
 }
 
 /// Compiles `dns:`; each bad value is an error naming its field.
@@ -86,11 +107,26 @@ pub(super) fn compile_dns(raw: &RawDns, d: &mut Diags) -> DnsConfig {
         Bounds::Within(1, MAX_DNS_TTL),
         DEFAULT_DNS_TTL,
     );
+    let limit = raw.rate_limit.as_ref();
+    let rate_per_second = d.ranged(
+        limit.and_then(|l| l.per_second.as_ref()),
+        "dns.rate_limit.per_second",
+        Bounds::Within(0, 10_000_000),
+        DEFAULT_DNS_RATE,
+    );
+    let rate_burst = d.ranged(
+        limit.and_then(|l| l.burst.as_ref()),
+        "dns.rate_limit.burst",
+        Bounds::Within(1, 10_000_000),
+        DEFAULT_DNS_BURST,
+    );
     DnsConfig {
         listen,
         zone,
         nameservers,
         hostmaster,
         ttl,
+        rate_per_second,
+        rate_burst,
     }
 }

@@ -804,6 +804,33 @@ mod tests {
     }
 
     #[test]
+    fn dns_rate_limit_defaults_can_be_changed_or_turned_off() {
+        let with = |extra: &str| {
+            load(&format!(
+                "{BASE}dns:\n  listen: \"127.0.0.1:5353\"\n  zone: z.example\n  nameservers: [ns1.operator.example]\n  hostmaster: h.example\n{extra}"
+            ))
+        };
+        let dns = with("").unwrap().dns.unwrap();
+        assert_eq!((dns.rate_per_second, dns.rate_burst), (200, 1000));
+        let dns = with("  rate_limit: {per_second: 0}\n")
+            .unwrap()
+            .dns
+            .unwrap();
+        assert_eq!((dns.rate_per_second, dns.rate_burst), (0, 1000));
+        let dns = with("  rate_limit: {per_second: 50, burst: 10}\n")
+            .unwrap()
+            .dns
+            .unwrap();
+        assert_eq!((dns.rate_per_second, dns.rate_burst), (50, 10));
+        let errs = with("  rate_limit: {burst: 0}\n").unwrap_err();
+        assert!(
+            errs[0]
+                .starts_with("DIR/mta-stsd.yaml:9:23: error: dns.rate_limit.burst: 0 is outside"),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
     fn dns_errors_name_line_and_field() {
         let errs = load(&format!(
             "{BASE}dns:\n  listen: \"nowhere\"\n  zone: \"bad zone\"\n  nameservers: [ns1.operator.example, ns1.operator.example]\n  hostmaster: hostmaster.operator.example\n  ttl: 0\n"

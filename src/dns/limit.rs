@@ -72,6 +72,17 @@ impl RateLimit {
         Self::default()
     }
 
+    /// The limit `config` sets (`rate_per_second: 0` is none).
+    pub fn of(config: &crate::config::DnsConfig) -> Self {
+        if config.rate_per_second == 0 {
+            return Self::with_rate(f64::INFINITY, f64::INFINITY);
+        }
+        Self::with_rate(
+            f64::from(config.rate_per_second),
+            f64::from(config.rate_burst),
+        )
+    }
+
     /// Other rates: `f64::INFINITY` answers everything (the benchmark measures the server,
     /// not the limit).
     pub fn with_rate(per_second: f64, burst: f64) -> Self {

@@ -169,7 +169,10 @@ pub async fn run(
         sockets,
         dns.zone.clone(),
         dns.metrics.clone(),
-        limit::RateLimit::new(),
+        dns.config
+            .dns
+            .as_ref()
+            .map_or_else(limit::RateLimit::new, limit::RateLimit::of),
         stop.clone(),
     );
     tokio::join!(server, refresh_task(dns, registry, board, stop));
@@ -262,6 +265,8 @@ mod tests {
             nameservers: vec!["ns1.example".into()],
             hostmaster: "h.example".into(),
             ttl: 300,
+            rate_per_second: 0,
+            rate_burst: 1,
         };
         let zone = Arc::new(Zone::new(&config, 1).unwrap());
         let update = gate::Update {

@@ -103,6 +103,8 @@ mod tests {
             nameservers: vec!["ns1.example".into()],
             hostmaster: "h.example".into(),
             ttl: 300,
+            rate_per_second: 0,
+            rate_burst: 1,
         };
         let zone = Arc::new(crate::dns::Zone::new(&config, 1).unwrap());
         let mut catalog = Catalog::new();

@@ -310,6 +310,8 @@ mod tests {
             nameservers: vec!["ns1.example".into()],
             hostmaster: "h.example".into(),
             ttl: 300,
+            rate_per_second: 0,
+            rate_burst: 1,
         };
         Zone::new(&config, 100).unwrap()
     }
