@@ -14,7 +14,7 @@ pub enum LogFormat {
 /// Installs the global subscriber writing to stderr. An invalid filter falls back to `info`
 /// with a warning rather than failing the start.
 pub fn init(format: LogFormat, filter: &str) {
-    let filter = quiet_rustls(filter);
+    let filter = quiet_libraries(filter);
     let filter = filter.as_str();
     let (env_filter, bad) = match EnvFilter::try_new(filter) {
         Ok(f) => (f, None),
@@ -36,23 +36,43 @@ pub fn init(format: LogFormat, filter: &str) {
 /// `filter` with `rustls=error` added unless it names rustls itself. rustls warns, without a
 /// label, about every handshake a client abandons ("Received a Alert message while expecting
 /// [Handshake]"): a scanner makes dozens. The server counts those by outcome and logs them at
-/// debug; `rustls=warn` in the filter brings rustls's own lines back.
-fn quiet_rustls(filter: &str) -> String {
-    if filter.contains("rustls") || filter.trim().is_empty() {
-        filter.to_owned()
-    } else {
-        format!("{filter},rustls=error")
+/// debug; `rustls=warn` in the filter brings rustls's own lines back. Likewise
+/// `hickory_server=error` unless the filter names hickory: it logs every DNS query at info
+/// (several lines each; a load test wrote 3.4 million lines in 20 s) and malformed queries
+/// at warn, both for anyone to trigger; the DNS metrics count queries by type and rcode.
+fn quiet_libraries(filter: &str) -> String {
+    if filter.trim().is_empty() {
+        return filter.to_owned();
     }
+    let mut out = filter.to_owned();
+    if !filter.contains("rustls") {
+        out.push_str(",rustls=error");
+    }
+    if !filter.contains("hickory") {
+        out.push_str(",hickory_server=error,hickory_proto=error,hickory_net=error");
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::quiet_rustls;
+    use super::quiet_libraries;
 
     #[test]
     fn rustls_warnings_are_off_unless_asked_for() {
-        assert_eq!(quiet_rustls("info"), "info,rustls=error");
-        assert_eq!(quiet_rustls(""), "");
-        assert_eq!(quiet_rustls("debug,rustls=warn"), "debug,rustls=warn");
+        let hickory = "hickory_server=error,hickory_proto=error,hickory_net=error";
+        assert_eq!(
+            quiet_libraries("info"),
+            format!("info,rustls=error,{hickory}")
+        );
+        assert_eq!(quiet_libraries(""), "");
+        assert_eq!(
+            quiet_libraries("debug,rustls=warn"),
+            format!("debug,rustls=warn,{hickory}")
+        );
+        assert_eq!(
+            quiet_libraries("info,hickory_server=info"),
+            "info,hickory_server=info,rustls=error"
+        );
     }
 }
