@@ -107,19 +107,7 @@ pub(super) fn compile_dns(raw: &RawDns, d: &mut Diags) -> DnsConfig {
         Bounds::Within(1, MAX_DNS_TTL),
         DEFAULT_DNS_TTL,
     );
-    let limit = raw.rate_limit.as_ref();
-    let rate_per_second = d.ranged(
-        limit.and_then(|l| l.per_second.as_ref()),
-        "dns.rate_limit.per_second",
-        Bounds::Within(0, 10_000_000),
-        DEFAULT_DNS_RATE,
-    );
-    let rate_burst = d.ranged(
-        limit.and_then(|l| l.burst.as_ref()),
-        "dns.rate_limit.burst",
-        Bounds::Within(1, 10_000_000),
-        DEFAULT_DNS_BURST,
-    );
+    let (rate_per_second, rate_burst) = compile_rate_limit(raw.rate_limit.as_ref(), d);
     DnsConfig {
         listen,
         zone,
@@ -129,4 +117,21 @@ pub(super) fn compile_dns(raw: &RawDns, d: &mut Diags) -> DnsConfig {
         rate_per_second,
         rate_burst,
     }
+}
+
+/// `dns.rate_limit`: answers per second (0: no limit) and burst per source network.
+fn compile_rate_limit(limit: Option<&RawRateLimit>, d: &mut Diags) -> (u32, u32) {
+    let per_second = d.ranged(
+        limit.and_then(|l| l.per_second.as_ref()),
+        "dns.rate_limit.per_second",
+        Bounds::Within(0, 10_000_000),
+        DEFAULT_DNS_RATE,
+    );
+    let burst = d.ranged(
+        limit.and_then(|l| l.burst.as_ref()),
+        "dns.rate_limit.burst",
+        Bounds::Within(1, 10_000_000),
+        DEFAULT_DNS_BURST,
+    );
+    (per_second, burst)
 }
