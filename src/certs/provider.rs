@@ -10,7 +10,6 @@
 //! later `sync` calls.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::internal::InternalCa;
@@ -314,7 +313,6 @@ impl InternalProvider {
 
     /// One worker per core drains the queue whenever hosts arrive, until `stop`.
     async fn work(self: Arc<Self>, mut stop: Stop) {
-        let workers = std::thread::available_parallelism().map_or(1, usize::from);
         loop {
             // Stopping leaves hosts queued; looking at the queue first would spin on them.
             if *stop.borrow() {
@@ -323,26 +321,16 @@ impl InternalProvider {
             let woken = self.queue.wake.notified();
             if !self.queue.is_empty() {
                 let started = std::time::Instant::now();
-                let issued = Arc::new(AtomicUsize::new(0));
-                let drains = (0..workers).map(|_| {
-                    let me = self.clone();
-                    let stop = stop.clone();
-                    let issued = issued.clone();
-                    tokio::task::spawn_blocking(move || {
-                        while !*stop.borrow()
-                            && let Some(host) = me.queue.pop()
-                        {
-                            me.issue(&host);
-                            issued.fetch_add(1, Ordering::Relaxed);
-                        }
-                    })
-                });
-                for drain in drains.collect::<Vec<_>>() {
-                    let _ = drain.await;
-                }
+                let issued = super::queue::drain_on_every_core(
+                    &self,
+                    |p| &p.queue,
+                    |p, host| p.issue(host),
+                    &stop,
+                )
+                .await;
                 tracing::info!(
                     task = "internal-ca",
-                    certificates = issued.load(Ordering::Relaxed),
+                    certificates = issued,
                     still_queued = self.queue.len(),
                     elapsed_ms = started.elapsed().as_millis(),
                     "issued queued certificates"

@@ -7,7 +7,8 @@
 
 use crate::util::hash::FastSet;
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// A FIFO of host names without duplicates.
 #[derive(Debug, Default)]
@@ -68,6 +69,36 @@ impl IssueQueue {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Takes hosts out of the queue `of(owner)` and hands each to `work`, on one blocking thread
+/// per core, until the queue is empty or `stop` is set; how many were handed over. The
+/// internal CA's issuing and ACME's reading of stored certificates both drain this way.
+pub async fn drain_on_every_core<S: Send + Sync + 'static>(
+    owner: &Arc<S>,
+    of: fn(&S) -> &IssueQueue,
+    work: fn(&S, &str),
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> usize {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let done = Arc::new(AtomicUsize::new(0));
+    let drains: Vec<_> = (0..workers)
+        .map(|_| {
+            let (owner, stop, done) = (owner.clone(), stop.clone(), done.clone());
+            tokio::task::spawn_blocking(move || {
+                while !*stop.borrow()
+                    && let Some(host) = of(&owner).pop()
+                {
+                    work(&owner, &host);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for drain in drains {
+        let _ = drain.await;
+    }
+    done.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]

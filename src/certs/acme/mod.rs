@@ -214,23 +214,10 @@ impl AcmeProvider {
             return;
         }
         let started = std::time::Instant::now();
-        let workers = std::thread::available_parallelism().map_or(1, usize::from);
-        let reads: Vec<_> = (0..workers)
-            .map(|_| {
-                let (me, stop) = (self.clone(), stop.clone());
-                tokio::task::spawn_blocking(move || {
-                    while !*stop.borrow()
-                        && let Some(host) = me.unread.pop()
-                    {
-                        me.load_one(&host);
-                    }
-                })
-            })
-            .collect();
-        for read in reads {
-            let _ = read.await;
-        }
+        let read =
+            super::queue::drain_on_every_core(self, |p| &p.unread, Self::load_one, stop).await;
         tracing::info!(
+            certificates = read,
             elapsed_ms = started.elapsed().as_millis(),
             "stored certificates read"
         );
