@@ -105,7 +105,9 @@ fn main() {
         board.set(&t.host, status);
     }
     let metrics = Arc::new(Metrics::new());
-    let zone = DnsZone::new(&config, metrics.clone()).unwrap().unwrap();
+    let zone = DnsZone::new(&config, metrics.clone(), None)
+        .unwrap()
+        .unwrap();
     println!("{n} tenants");
     timed("first refresh (walk, every id ready, zone filled)", || {
         zone.refresh(&registry, &board)

@@ -465,7 +465,7 @@ fn delegated_json(
             "in_step": answered.as_deref() == Some(served),
         },
         "tlsrpt_name": target(Kind::TlsRpt, &tenant.domain, zone),
-        "cnames": customer_cnames(&tenant.domain, zone, config.public_hostname.as_deref()),
+        "cnames": customer_cnames(config, &tenant.domain),
     })
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
-use crate::config::{DnsConfig, ServerConfig, Tenant};
+use crate::config::{DnsConfig, IssuerConfig, ServerConfig, Tenant};
 use crate::dns::names::customer_cnames;
 use crate::publish::{Publishing, Record, tenant_records};
 
@@ -50,12 +50,8 @@ fn json_list(
                 "ready": null,
                 "records": tenant_records(t, publishing).list(),
             });
-            if let Some(zone) = &server.dns {
-                entry["cnames"] = serde_json::json!(customer_cnames(
-                    &t.domain,
-                    &zone.zone,
-                    publishing.public_hostname
-                ));
+            if server.dns.is_some() {
+                entry["cnames"] = serde_json::json!(customer_cnames(server, &t.domain));
             }
             entry
         })
@@ -129,8 +125,14 @@ fn delegation_lines(
             "; set public_hostname in the server file to also print the mta-sts CNAME records"
         )?;
     }
+    if matches!(&server.issuer, IssuerConfig::Acme(a) if a.dns01_zone.is_some()) {
+        writeln!(
+            out,
+            "; the _acme-challenge CNAME lets mta-stsd obtain the certificate by DNS-01 before mta-sts points here (create it first when migrating)"
+        )?;
+    }
     for t in tenants {
-        for r in customer_cnames(&t.domain, &zone.zone, public_hostname) {
+        for r in customer_cnames(server, &t.domain) {
             writeln!(out, "{}", r.zone_line())?;
         }
     }

@@ -102,6 +102,10 @@ pub enum ChallengeKind {
     /// RFC 8555 §8.3, answered on the plain HTTP listener (`http_listen`).
     #[serde(rename = "http-01")]
     Http01,
+    /// RFC 8555 §8.4, answered by the built-in DNS zone (`dns:`) for a host whose
+    /// `_acme-challenge` name the customer has pointed (CNAME) into that zone.
+    #[serde(rename = "dns-01")]
+    Dns01,
 }
 
 /// External Account Binding (RFC 8555 §7.3.4), required by ZeroSSL, Google and many
@@ -188,6 +192,9 @@ pub struct AcmeConfig {
     pub preflight: Preflight,
     /// Order pacing.
     pub schedule: Schedule,
+    /// The built-in zone DNS-01 answers are published in (`dns.zone`), when `dns-01` is
+    /// among the challenges.
+    pub dns01_zone: Option<String>,
 }
 
 impl Default for AcmeConfig {
@@ -215,6 +222,7 @@ impl Default for AcmeConfig {
                 renew_fraction: DEFAULT_FRACTION,
                 order_timeout: DEFAULT_ORDER_TIMEOUT,
             },
+            dns01_zone: None,
         }
     }
 }
@@ -232,7 +240,9 @@ pub(super) fn compile(
     let trusted_roots = compile_trusted_roots(&raw.trusted_roots, dir, d);
     let challenges = compile_challenges(raw.challenges.as_ref(), d);
     let http_listen = compile_http_listen(raw, &challenges, d);
-    let preflight = compile_preflight(&raw.preflight, public_hostname, &raw.directory, d);
+    // DNS-01 alone never needs the host to point here, only its challenge CNAME.
+    let needed = challenges != [ChallengeKind::Dns01];
+    let preflight = compile_preflight(&raw.preflight, public_hostname, &raw.directory, needed, d);
     let schedule = compile_schedule(&raw.schedule, d);
     AcmeConfig {
         directory,
@@ -243,6 +253,28 @@ pub(super) fn compile(
         http_listen,
         preflight,
         schedule,
+        dns01_zone: None,
+    }
+}
+
+/// DNS-01 is answered by the built-in zone: it needs a `dns:` section, whose zone it records.
+pub(super) fn link_dns01(raw: &RawAcme, acme: &mut AcmeConfig, zone: Option<&str>, d: &mut Diags) {
+    if !acme.challenges.contains(&ChallengeKind::Dns01) {
+        return;
+    }
+    match zone {
+        Some(zone) => acme.dns01_zone = Some(zone.to_owned()),
+        None => {
+            let at = raw
+                .challenges
+                .as_ref()
+                .map_or(raw.directory.referenced, |c| c.referenced);
+            d.error(
+                &at,
+                "acme.challenges",
+                "dns-01 is answered by the built-in DNS zone: it needs a dns: section".into(),
+            );
+        }
     }
 }
 
@@ -335,7 +367,7 @@ fn compile_challenges(
         d.error(
             &list.referenced,
             "acme.challenges",
-            "list at least one of tls-alpn-01, http-01".into(),
+            "list at least one of tls-alpn-01, http-01, dns-01".into(),
         );
         challenges.push(ChallengeKind::TlsAlpn01);
     }
@@ -366,15 +398,17 @@ fn compile_http_listen(
     http_listen
 }
 
-/// DNS preflight; enabled, it needs something to compare the tenants' records with.
+/// DNS preflight; enabled, it needs something to compare the tenants' records with. Off when
+/// not `needed` (only DNS-01 configured).
 fn compile_preflight(
     raw: &RawPreflight,
     public_hostname: Option<&str>,
     directory: &Spanned<String>,
+    needed: bool,
     d: &mut Diags,
 ) -> Preflight {
     let preflight = Preflight {
-        enabled: raw.enabled.unwrap_or(true),
+        enabled: needed && raw.enabled.unwrap_or(true),
         public_hostname: public_hostname.map(str::to_owned),
         public_addresses: d.list(
             &raw.public_addresses,

@@ -393,7 +393,7 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
             .map_err(|why| d.error(&h.referenced, "public_hostname", why))
             .ok()
     });
-    let issuer = compile_issuer(raw, dir, public_hostname.as_deref(), d);
+    let mut issuer = compile_issuer(raw, dir, public_hostname.as_deref(), d);
     let limits = compile_limits(&raw.limits, d);
     let tls = TlsSettings {
         session_resumption: raw.tls.session_resumption.unwrap_or(true),
@@ -401,6 +401,10 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
     let admin = raw.admin.as_ref().map(|a| compile_admin(&a.value, dir, d));
     let reload = compile_reload(&raw.reload);
     let dns = raw.dns.as_ref().map(|raw| compile_dns(raw, d));
+    if let (IssuerConfig::Acme(acme), Some(raw_acme)) = (&mut issuer, &raw.acme) {
+        let zone = dns.as_ref().map(|z| z.zone.as_str());
+        super::acme::link_dns01(&raw_acme.value, acme, zone, d);
+    }
     let dns_update = compile_dns_update(&raw.dns_update, dir, d);
     let tlsrpt = compile_tlsrpt(
         raw.tlsrpt.as_ref(),
@@ -652,6 +656,26 @@ mod tests {
             found.iter().any(|(_, f)| *f == "acme.preflight"),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn dns01_needs_the_built_in_zone_and_alone_needs_no_preflight_target() {
+        let acme = "listen: \"127.0.0.1:443\"\nstate_dir: s\nissuer: acme\nacme:\n  directory: letsencrypt\n  contact: [ops@example.net]\n  challenges: [dns-01]\n";
+        let diags = load_acme(acme).unwrap_err();
+        let found: Vec<(u64, &str)> = diags.iter().map(|d| (d.line, d.field.as_str())).collect();
+        assert_eq!(found, [(7, "acme.challenges")], "{diags:?}");
+        assert!(diags[0].message.contains("dns:"), "{diags:?}");
+        let zone = "dns:\n  listen: \"127.0.0.1:0\"\n  zone: sts.op.example\n  nameservers: [ns1.op.example]\n  hostmaster: h.op.example\n";
+        let cfg = load_acme(&format!("{acme}{zone}")).unwrap();
+        let IssuerConfig::Acme(acme) = cfg.issuer else {
+            panic!("not acme")
+        };
+        assert_eq!(acme.dns01_zone.as_deref(), Some("sts.op.example"));
+        assert!(
+            !acme.preflight.enabled,
+            "DNS-01 alone checks only its CNAME"
+        );
+        assert_eq!(acme.challenges, [crate::config::ChallengeKind::Dns01]);
     }
 
     #[test]

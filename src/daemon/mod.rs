@@ -171,7 +171,12 @@ impl Daemon {
             },
             cache,
         ));
-        let dns = crate::dns::DnsZone::new(&config, metrics.clone())?;
+        let uses_dns01 = matches!(&config.issuer, IssuerConfig::Acme(a) if a.dns01_zone.is_some());
+        let dns01 = acme
+            .as_ref()
+            .filter(|_| uses_dns01)
+            .map(|a| a.provider.dns01.clone());
+        let dns = crate::dns::DnsZone::new(&config, metrics.clone(), dns01)?;
         let mut admin = admin_state(
             &config, &metrics, &registry, &board, &server, &reloader, &tlsrpt,
         )?;

@@ -25,6 +25,7 @@ use hickory_server::zone_handler::Catalog;
 use tokio::sync::watch;
 
 use crate::certs::CertBoard;
+use crate::certs::acme::dns01::Answers;
 use crate::config::ServerConfig;
 use crate::publish::Publishing;
 use crate::registry::Registry;
@@ -76,13 +77,18 @@ impl DnsZone {
     pub fn new(
         config: &ServerConfig,
         metrics: Arc<Metrics>,
+        challenges: Option<Arc<Answers>>,
     ) -> anyhow::Result<Option<Arc<DnsZone>>> {
         let Some(dns) = &config.dns else {
             return Ok(None);
         };
         let serial = u32::try_from(crate::util::unix_now()).unwrap_or(u32::MAX);
+        let mut zone = Zone::new(dns, serial).context("building the DNS zone")?;
+        if let Some(answers) = challenges {
+            zone = zone.with_challenges(answers)?;
+        }
         Ok(Some(Arc::new(DnsZone {
-            zone: Arc::new(Zone::new(dns, serial).context("building the DNS zone")?),
+            zone: Arc::new(zone),
             gate: std::sync::Mutex::new(Gate::new()),
             config: config.clone(),
             metrics,

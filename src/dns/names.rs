@@ -1,12 +1,15 @@
 //! The names of a tenant's records inside the delegated zone.
 //!
-//! `<domain>._mta-sts.<zone>` and `<domain>._smtp._tls.<zone>`: a tenant domain is LDH (no
+//! `<domain>._mta-sts.<zone>` and `<domain>._smtp._tls.<zone>` (and, for DNS-01,
+//! `mta-sts.<domain>._acme-challenge.<zone>`, see `certs::acme::dns01`): a tenant domain is LDH (no
 //! `_`, see `config::normalize_hostname`), so the domain part can never contain `_mta-sts`
 //! or `_tls` labels, the mapping is one-to-one and the two record kinds live in disjoint
 //! subtrees. The customer's CNAMEs point at exactly these names.
 
 use hickory_server::proto::rr::Name;
 
+use crate::certs::acme::dns01;
+use crate::config::{IssuerConfig, ServerConfig};
 use crate::publish::{Record, RecordType};
 
 /// The label below the zone under which every `_mta-sts` target lives.
@@ -40,18 +43,29 @@ pub fn target_name(kind: Kind, domain: &str, zone: &str) -> Result<Name, String>
     Ok(name)
 }
 
+/// The CNAMEs a customer of `server`'s delegated zone creates once (empty without `dns:`);
+/// see [`cnames`].
+pub fn customer_cnames(server: &ServerConfig, domain: &str) -> Vec<Record> {
+    let Some(dns) = &server.dns else {
+        return Vec::new();
+    };
+    let dns01 = matches!(&server.issuer, IssuerConfig::Acme(a) if a.dns01_zone.is_some());
+    cnames(domain, &dns.zone, server.public_hostname.as_deref(), dns01)
+}
+
 /// The CNAMEs a customer creates once in their own zone: `mta-sts.<domain>` to the policy
 /// host (when `public_hostname` is set), `_mta-sts.<domain>` and `_smtp._tls.<domain>` into
-/// the delegated zone. The last is printed even for a tenant without TLS-RPT addresses: its
-/// target then answers NXDOMAIN, which senders read as "no TLS-RPT", and adding addresses
-/// later needs no DNS change.
-pub fn customer_cnames(domain: &str, zone: &str, public_hostname: Option<&str>) -> Vec<Record> {
+/// the delegated zone, and with `dns01` `_acme-challenge.mta-sts.<domain>` too (so a
+/// certificate can be issued before `mta-sts.<domain>` points here). `_smtp._tls` is printed
+/// even for a tenant without TLS-RPT addresses: its target then answers NXDOMAIN, which
+/// senders read as "no TLS-RPT", and adding addresses later needs no DNS change.
+pub fn cnames(domain: &str, zone: &str, public_hostname: Option<&str>, dns01: bool) -> Vec<Record> {
     let cname = |name: String, target: String| Record {
         name,
         rtype: RecordType::Cname,
         value: target,
     };
-    let mut out = Vec::with_capacity(3);
+    let mut out = Vec::with_capacity(4);
     if let Some(host) = public_hostname {
         out.push(cname(format!("mta-sts.{domain}."), format!("{host}.")));
     }
@@ -63,6 +77,13 @@ pub fn customer_cnames(domain: &str, zone: &str, public_hostname: Option<&str>) 
         format!("{TLSRPT_LABELS}.{domain}."),
         format!("{}.", target(Kind::TlsRpt, domain, zone)),
     ));
+    if dns01 {
+        let host = format!("mta-sts.{domain}");
+        out.push(cname(
+            format!("{}.", dns01::challenge_name(&host)),
+            format!("{}.", dns01::target(&host, zone)),
+        ));
+    }
     out
 }
 
@@ -101,20 +122,25 @@ mod tests {
 
     #[test]
     fn the_customer_cnames_point_at_the_targets() {
-        let lines: Vec<String> =
-            customer_cnames("example.com", "sts.op.example", Some("sts.op.example"))
-                .iter()
-                .map(Record::zone_line)
-                .collect();
+        let lines: Vec<String> = cnames(
+            "example.com",
+            "sts.op.example",
+            Some("sts.op.example"),
+            true,
+        )
+        .iter()
+        .map(Record::zone_line)
+        .collect();
         assert_eq!(
             lines,
             [
                 "mta-sts.example.com. IN CNAME sts.op.example.",
                 "_mta-sts.example.com. IN CNAME example.com._mta-sts.sts.op.example.",
                 "_smtp._tls.example.com. IN CNAME example.com._smtp._tls.sts.op.example.",
+                "_acme-challenge.mta-sts.example.com. IN CNAME mta-sts.example.com._acme-challenge.sts.op.example.",
             ]
         );
-        assert_eq!(customer_cnames("example.com", "z.example", None).len(), 2);
+        assert_eq!(cnames("example.com", "z.example", None, false).len(), 2);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use hickory_server::zone_handler::{
 
 use super::gate::Update;
 use super::names::target_name;
+use crate::certs::acme::dns01::{Answers, CHALLENGE_LABEL};
 use crate::config::DnsConfig;
 
 /// SOA timers: secondaries (if any) check hourly; expire after two weeks without the primary.
@@ -31,6 +32,9 @@ const SOA_EXPIRE: i32 = 1_209_600;
 const SOA_MINIMUM: u32 = 60;
 /// TTL of the apex SOA and NS sets: they change only with the configuration.
 const APEX_TTL: u32 = 3600;
+/// TTL of a DNS-01 answer: each order has a new value, and a CA retrying must not see an old
+/// one from a resolver's cache.
+const CHALLENGE_TTL: u32 = 10;
 
 /// The records the zone answers.
 struct Records {
@@ -49,6 +53,8 @@ pub struct Zone {
     apex: Name,
     config: DnsConfig,
     records: RwLock<Records>,
+    /// `_acme-challenge.<zone>` and the DNS-01 answers below it, when the issuer uses DNS-01.
+    challenges: Option<(LowerName, Arc<Answers>)>,
 }
 
 /// A host name from the validated configuration as an absolute wire name.
@@ -79,10 +85,50 @@ impl Zone {
             }),
             apex,
             config: config.clone(),
+            challenges: None,
         };
         let soa = zone.soa_set(serial)?;
         zone.write().soa = Arc::new(soa);
         Ok(zone)
+    }
+
+    /// Answers DNS-01 challenges from `answers` below `_acme-challenge.<zone>`.
+    pub fn with_challenges(mut self, answers: Arc<Answers>) -> anyhow::Result<Zone> {
+        let apex = fqdn(&format!("{CHALLENGE_LABEL}.{}", self.config.zone))?;
+        self.challenges = Some((LowerName::new(&apex), answers));
+        Ok(self)
+    }
+
+    /// The DNS-01 answer at `name`, when `name` is in the challenge subtree (`None` outside
+    /// it): TXT values of the orders in flight, NODATA at `_acme-challenge.<zone>` itself (an
+    /// empty non-terminal), NXDOMAIN for a host with no challenge open.
+    fn challenge(
+        &self,
+        name: &LowerName,
+        rtype: RecordType,
+    ) -> Option<Result<Arc<RecordSet>, LookupError>> {
+        let (apex, answers) = self.challenges.as_ref()?;
+        if !apex.zone_of(name) {
+            return None;
+        }
+        if name == apex {
+            return Some(Err(LookupError::NameExists));
+        }
+        let key = name.to_string();
+        let values = answers.get(key.trim_end_matches('.'));
+        if values.is_empty() {
+            return Some(Err(LookupError::from(ResponseCode::NXDomain)));
+        }
+        if !matches!(rtype, RecordType::TXT | RecordType::ANY) {
+            return Some(Err(LookupError::NameExists));
+        }
+        let owner = Name::from(name);
+        let mut set = RecordSet::with_ttl(owner.clone(), RecordType::TXT, CHALLENGE_TTL);
+        for value in values {
+            let txt = RData::TXT(TXT::new(vec![value]));
+            set.insert(Record::from_rdata(owner.clone(), CHALLENGE_TTL, txt), 0);
+        }
+        Some(Ok(Arc::new(set)))
     }
 
     fn soa_set(&self, serial: u32) -> anyhow::Result<RecordSet> {
@@ -183,6 +229,9 @@ impl Zone {
     fn answer(&self, name: &LowerName, rtype: RecordType) -> Result<Arc<RecordSet>, LookupError> {
         if !self.origin.zone_of(name) {
             return Err(LookupError::from(ResponseCode::Refused));
+        }
+        if let Some(answer) = self.challenge(name, rtype) {
+            return answer;
         }
         let records = self.read();
         if *name == self.origin {
@@ -392,5 +441,37 @@ mod tests {
         };
         assert!(txt.txt_data.len() > 1 && txt.txt_data.iter().all(|s| s.len() <= 255));
         assert_eq!(txt.txt_data.concat(), value.as_bytes());
+    }
+
+    #[test]
+    fn dns01_answers_appear_only_while_a_challenge_is_open() {
+        let answers = Arc::new(Answers::default());
+        let z = zone().with_challenges(answers.clone()).unwrap();
+        let name = "mta-sts.a.example._acme-challenge.z.example.";
+        assert_eq!(
+            code(&z, "_acme-challenge.z.example.", RecordType::TXT),
+            "nodata"
+        );
+        assert_eq!(code(&z, name, RecordType::TXT), "nxdomain");
+        let target = crate::certs::acme::dns01::target("mta-sts.a.example", "z.example");
+        answers.insert(&target, "token-value");
+        let set = z.answer(
+            &lower("MTA-STS.a.example._acme-challenge.z.example."),
+            RecordType::TXT,
+        );
+        let txt: Vec<String> = set
+            .unwrap()
+            .records_without_rrsigs()
+            .map(|r| r.data.to_string())
+            .collect();
+        assert_eq!(txt, ["token-value"]);
+        assert_eq!(code(&z, name, RecordType::A), "nodata");
+        answers.remove(&target, "token-value");
+        assert_eq!(code(&z, name, RecordType::TXT), "nxdomain");
+        assert_eq!(
+            code(&zone(), "_acme-challenge.z.example.", RecordType::TXT),
+            "nxdomain",
+            "no challenge subtree without DNS-01"
+        );
     }
 }

@@ -9,6 +9,7 @@ mod config;
 mod delegated_dns;
 mod deploy;
 mod dns;
+mod dns01;
 mod dns_update;
 mod hostile;
 mod live;

@@ -6,15 +6,17 @@
 use std::cell::Cell;
 use std::ffi::OsStr;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 
-use crate::common::{Client, ServeProcess, eventually, run_binary};
+use crate::common::{
+    Client, ServeProcess, Unbound, eventually, free_dns_port as free_port, run_binary,
+    unbound_binary,
+};
 
 const ZONE: &str = "sts.operator.test";
 const DOMAIN: &str = "example.test";
@@ -24,108 +26,6 @@ fn tenant_yaml(mode: &str) -> String {
     format!(
         "domain: {DOMAIN}\nmode: {mode}\nmx: [mx.{DOMAIN}]\nmax_age: 86400\ntlsrpt: {{rua: [\"{RUA}\"]}}\n"
     )
-}
-
-/// A loopback port free for both UDP and TCP right now.
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// The `unbound` binary; the test fails (never skips) without it.
-fn unbound_binary() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join("unbound"))
-        .find(|p| p.is_file())
-        .expect(
-            "unbound is not installed: the recursive chain test needs Debian's unbound \
-             (apt-get install -y unbound, and keep the system service stopped)",
-        )
-}
-
-/// unbound in the foreground on its own config; killed on drop.
-struct Unbound {
-    child: Child,
-    addr: SocketAddr,
-    /// unbound's stderr (its log).
-    err: PathBuf,
-}
-
-impl Unbound {
-    /// Starts unbound on a free loopback port: `zone_file` is the customer's zone (served to
-    /// the iterator as an upstream, so CNAMEs out of it are followed), the delegated zone is a
-    /// stub zone pointing at `dns`. No cache, no validation.
-    fn start(dir: &Path, zone_file: &Path, dns: SocketAddr) -> Unbound {
-        let port = free_port();
-        let conf = format!(
-            "server:\n  interface: 127.0.0.1@{port}\n  do-ip6: no\n  do-not-query-localhost: no\n  \
-             access-control: 127.0.0.0/8 allow\n  chroot: \"\"\n  username: \"\"\n  pidfile: \"\"\n  \
-             directory: \"{dir}\"\n  use-syslog: no\n  logfile: \"\"\n  verbosity: 1\n  \
-             module-config: \"iterator\"\n  cache-max-ttl: 0\n  cache-min-ttl: 0\n  \
-             cache-max-negative-ttl: 0\n  serve-expired: no\n  local-zone: \"test.\" nodefault\n\
-             remote-control:\n  control-enable: no\n\
-             stub-zone:\n  name: \"{ZONE}.\"\n  stub-addr: {ip}@{dport}\n\
-             auth-zone:\n  name: \"{DOMAIN}.\"\n  zonefile: \"{zone}\"\n  for-downstream: no\n  \
-             for-upstream: yes\n  fallback-enabled: no\n",
-            dir = dir.display(),
-            ip = dns.ip(),
-            dport = dns.port(),
-            zone = zone_file.display(),
-        );
-        let conf_path = dir.join("unbound.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let err = dir.join("unbound.err");
-        let child = Command::new(unbound_binary())
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .expect("spawn unbound");
-        Unbound {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            err,
-        }
-    }
-
-    /// Waits (up to 30 s) for unbound's `start of service` line.
-    async fn started(&mut self) {
-        let up = eventually(Duration::from_secs(30), || async {
-            std::fs::read_to_string(&self.err).is_ok_and(|s| s.contains("start of service"))
-        })
-        .await;
-        self.alive_or_panic();
-        assert!(
-            up,
-            "unbound did not start: {:?}",
-            std::fs::read_to_string(&self.err)
-        );
-    }
-
-    /// Panics, with unbound's output, if it has exited.
-    fn alive_or_panic(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            let err = std::fs::read_to_string(&self.err);
-            panic!("unbound exited ({status}): {err:?}");
-        }
-    }
-}
-
-impl Drop for Unbound {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What the resolver answered for one name: the CNAMEs followed and the final data.
@@ -281,7 +181,7 @@ async fn a_sender_behind_unbound_never_sees_an_id_before_its_policy_is_served() 
     let ca = CertificateDer::from_pem_slice(&ca).unwrap();
     let zone_file = cwd.path().join(format!("{DOMAIN}.zone"));
     std::fs::write(&zone_file, customer_zone(&sts_cname, &tlsrpt_cname)).unwrap();
-    let mut resolver = Unbound::start(cwd.path(), &zone_file, dns);
+    let mut resolver = Unbound::start(cwd.path(), &[(DOMAIN, &zone_file)], (ZONE, dns));
     resolver.started().await;
     let log = || serve.log.lock().unwrap().join("\n");
     let ub = resolver.addr;

@@ -14,6 +14,7 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
 use super::client::AccountError;
+use super::dns01::{self, Answers};
 use super::http01::Tokens;
 use crate::certs::{CertError, CertResolver};
 use crate::config::ChallengeKind;
@@ -37,12 +38,17 @@ pub struct Responders<'a> {
     pub resolver: &'a CertResolver,
     /// HTTP-01 answers.
     pub tokens: &'a Tokens,
+    /// DNS-01 answers, and the built-in zone they are published in.
+    pub dns01: &'a Answers,
+    /// `dns.zone`, when DNS-01 is configured.
+    pub dns01_zone: Option<&'a str>,
 }
 
 /// Removes a published challenge answer when the order is done, whatever the outcome.
 enum Answer<'a> {
     TlsAlpn(&'a CertResolver, String),
     Http(&'a Tokens, String),
+    Dns(&'a Answers, String, String),
 }
 
 impl Drop for Answer<'_> {
@@ -50,6 +56,7 @@ impl Drop for Answer<'_> {
         match self {
             Answer::TlsAlpn(resolver, host) => resolver.clear_challenge(host),
             Answer::Http(tokens, token) => tokens.remove(token),
+            Answer::Dns(answers, name, value) => answers.remove(name, value),
         }
     }
 }
@@ -58,6 +65,7 @@ fn acme_type(kind: ChallengeKind) -> ChallengeType {
     match kind {
         ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
         ChallengeKind::Http01 => ChallengeType::Http01,
+        ChallengeKind::Dns01 => ChallengeType::Dns01,
     }
 }
 
@@ -155,6 +163,13 @@ fn publish_answer<'r>(
                 .insert(&challenge.token, key_authorization.as_str());
             Answer::Http(responders.tokens, challenge.token.clone())
         }
+        ChallengeKind::Dns01 => {
+            let zone = responders.dns01_zone.ok_or(IssueError::NoZone)?;
+            let name = dns01::target(host, zone);
+            let value = key_authorization.dns_value();
+            responders.dns01.insert(&name, &value);
+            Answer::Dns(responders.dns01, name, value)
+        }
     })
 }
 
@@ -243,6 +258,9 @@ pub enum IssueError {
         /// The types the configuration allows.
         configured: Vec<ChallengeKind>,
     },
+    /// DNS-01 was chosen without a built-in zone to answer it (the configuration forbids it).
+    #[error("dns-01 needs the built-in DNS zone (dns:)")]
+    NoZone,
     /// The chosen challenge vanished from the authorization.
     #[error("challenge disappeared")]
     ChallengeGone,

@@ -12,13 +12,15 @@
 //! - [`AcmeProvider::run`] is the scheduler task the daemon starts: it picks hosts that are due,
 //!   runs at most `max_concurrent` attempts at once, and places at most `orders_per_window`
 //!   new orders per window ([`pace::OrderLimiter`]).
-//! - An attempt (`scheduler.rs`): DNS preflight ([`preflight`]) → account → order slot →
-//!   [`issue::issue`] (TLS-ALPN-01 through the resolver, HTTP-01 through [`http01`]) → store.
+//! - An attempt (`scheduler.rs`): DNS preflight ([`preflight`]; with DNS-01, the challenge
+//!   CNAME decides the challenge) → account → order slot → [`issue::issue`] (TLS-ALPN-01
+//!   through the resolver, HTTP-01 through [`http01`], DNS-01 through [`dns01`]) → store.
 //!   Its outcome goes through the pure transition of `host.rs`, which decides the host's state:
 //!   the new certificate and its renewal time, the next ARI query, the preflight re-check, or a
 //!   backoff (exponential with jitter, or until the CA's Retry-After).
 
 pub mod client;
+pub mod dns01;
 mod host;
 pub mod http01;
 pub mod issue;
@@ -65,8 +67,12 @@ pub struct AcmeProvider {
     board: Arc<CertBoard>,
     /// HTTP-01 answers, served by [`http01::run`].
     pub tokens: Arc<http01::Tokens>,
+    /// DNS-01 answers, served by the built-in zone.
+    pub dns01: Arc<dns01::Answers>,
     client: CaClient,
     retry_after: RetryAfterSlot,
+    /// The DNS preflight's resolver: built when the preflight is enabled or DNS-01 is
+    /// configured (whose challenge CNAME is always checked before an order).
     preflight: Option<preflight::Checker>,
     account: tokio::sync::Mutex<Option<Account>>,
     ari_supported: AtomicBool,
@@ -114,7 +120,7 @@ impl AcmeProvider {
     ) -> anyhow::Result<Self> {
         let retry_after = RetryAfterSlot::default();
         let client = CaClient::new(&cfg.trusted_roots, retry_after.clone())?;
-        let preflight = if cfg.preflight.enabled {
+        let preflight = if cfg.preflight.enabled || cfg.dns01_zone.is_some() {
             Some(preflight::Checker::new(&cfg.preflight)?)
         } else {
             None
@@ -126,6 +132,7 @@ impl AcmeProvider {
             resolver,
             board,
             tokens: Arc::default(),
+            dns01: Arc::default(),
             client,
             retry_after,
             preflight,

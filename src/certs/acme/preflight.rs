@@ -55,20 +55,11 @@ impl Checker {
         };
         let mut found = Vec::new();
         if let Some(target) = &self.public_hostname {
-            match self.resolver.lookup(fqdn.as_str(), RecordType::CNAME).await {
-                Ok(lookup) => {
-                    for record in lookup.answers() {
-                        if let RData::CNAME(name) = &record.data {
-                            let name = name.to_ascii().trim_end_matches('.').to_ascii_lowercase();
-                            if &name == target {
-                                return Ok(format!("CNAME {name}"));
-                            }
-                            found.push(format!("CNAME {name}"));
-                        }
-                    }
+            for name in self.cnames(host).await? {
+                if &name == target {
+                    return Ok(format!("CNAME {name}"));
                 }
-                Err(e) if e.is_no_records_found() => {}
-                Err(e) => return Err(lookup_failed(e)),
+                found.push(format!("CNAME {name}"));
             }
         }
         if !self.public_addresses.is_empty() {
@@ -90,6 +81,42 @@ impl Checker {
             found,
             wanted: self.wanted(),
         })
+    }
+
+    /// `Ok` when `name` is a CNAME to `target` (DNS-01's challenge delegation), the reason
+    /// otherwise.
+    pub async fn cname_to(&self, name: &str, target: &str) -> Result<(), PreflightError> {
+        let found = self.cnames(name).await?;
+        if found.iter().any(|n| n == target) {
+            return Ok(());
+        }
+        Err(PreflightError::Elsewhere {
+            host: name.to_owned(),
+            found: found.into_iter().map(|n| format!("CNAME {n}")).collect(),
+            wanted: format!("a CNAME to {target}"),
+        })
+    }
+
+    /// The CNAME targets of `host` (lower case, no final dot), empty when it has none.
+    async fn cnames(&self, host: &str) -> Result<Vec<String>, PreflightError> {
+        let fqdn = format!("{host}.");
+        match self.resolver.lookup(fqdn.as_str(), RecordType::CNAME).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::CNAME(name) => {
+                        Some(name.to_ascii().trim_end_matches('.').to_ascii_lowercase())
+                    }
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if e.is_no_records_found() => Ok(Vec::new()),
+            Err(error) => Err(PreflightError::Lookup {
+                host: host.to_owned(),
+                error,
+            }),
+        }
     }
 
     /// What the host should point at, for the error text.

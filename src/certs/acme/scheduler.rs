@@ -11,12 +11,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::dns01;
 use super::host::{Now, Outcome, Rules};
 use super::issue::{self, IssueError, Issued};
 use super::preflight::PreflightError;
 use super::{AcmeProvider, ORDER_LOG_LEN, describe};
 use crate::certs::store::{CertMeta, StoredCert};
 use crate::certs::{CertEntry, CertState};
+use crate::config::ChallengeKind;
 
 /// The scheduler looks again at least this often even when nothing is due (clock jumps).
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
@@ -129,9 +131,10 @@ impl AcmeProvider {
         if !look.needs_order {
             return self.ask_ari(host).await;
         }
-        if let Err(why) = self.preflight(host, &look.domain).await {
-            return Outcome::DnsNotReady(why);
-        }
+        let challenges = match self.choose_challenges(host, &look.domain).await {
+            Ok(challenges) => challenges,
+            Err(why) => return Outcome::DnsNotReady(why),
+        };
         let account = match self.account().await {
             Ok(account) => account,
             Err(e) => return self.failed(e.into()),
@@ -144,7 +147,7 @@ impl AcmeProvider {
         {
             return Outcome::RateLimited(at);
         }
-        match self.order(&account, host, &look).await {
+        match self.order(&account, host, &look, &challenges).await {
             Ok((cert, order_url)) => Outcome::Issued { cert, order_url },
             Err(error) => self.failed(error),
         }
@@ -160,9 +163,48 @@ impl AcmeProvider {
         })
     }
 
+    /// The challenge types this order may use: DNS-01 alone when the host's challenge CNAME
+    /// leads into the built-in zone, otherwise the other configured types once the preflight
+    /// finds the host pointing here.
+    async fn choose_challenges(
+        &self,
+        host: &str,
+        domain: &str,
+    ) -> Result<Vec<ChallengeKind>, PreflightError> {
+        let configured = &self.cfg.challenges;
+        let (Some(zone), Some(checker)) = (&self.cfg.dns01_zone, &self.preflight) else {
+            self.preflight(host, domain).await?;
+            return Ok(configured.clone());
+        };
+        let target = dns01::target(host, zone);
+        let cname = checker
+            .cname_to(&dns01::challenge_name(host), &target)
+            .await;
+        if cname.is_ok() {
+            tracing::info!(%domain, host, %target, "DNS-01 challenge CNAME in place");
+            return Ok(vec![ChallengeKind::Dns01]);
+        }
+        let rest: Vec<ChallengeKind> = configured
+            .iter()
+            .copied()
+            .filter(|c| *c != ChallengeKind::Dns01)
+            .collect();
+        if rest.is_empty() {
+            let why = cname.unwrap_err();
+            tracing::warn!(%domain, host, %why, "DNS-01 challenge CNAME missing; no order placed");
+            return Err(why);
+        }
+        self.preflight(host, domain).await?;
+        Ok(rest)
+    }
+
     /// Whether `host` points here, when the preflight is enabled.
     async fn preflight(&self, host: &str, domain: &str) -> Result<(), PreflightError> {
-        let Some(checker) = &self.preflight else {
+        let Some(checker) = self
+            .preflight
+            .as_ref()
+            .filter(|_| self.cfg.preflight.enabled)
+        else {
             return Ok(());
         };
         match checker.check(host).await {
@@ -183,6 +225,7 @@ impl AcmeProvider {
         account: &Account,
         host: &str,
         look: &Look,
+        challenges: &[ChallengeKind],
     ) -> Result<(Arc<CertEntry>, String), IssueError> {
         // The order counts from when it is sent (what the CA's own limits measure).
         let sent_at = Instant::now();
@@ -196,16 +239,11 @@ impl AcmeProvider {
         let responders = issue::Responders {
             resolver: &self.resolver,
             tokens: &self.tokens,
+            dns01: &self.dns01,
+            dns01_zone: self.cfg.dns01_zone.as_deref(),
         };
         let placed = |url: &str| self.log_order(host, &look.domain, url, look.renewal, sent_at);
-        let order = issue::issue(
-            account,
-            host,
-            &self.cfg.challenges,
-            timeout,
-            responders,
-            placed,
-        );
+        let order = issue::issue(account, host, challenges, timeout, responders, placed);
         let issued = tokio::time::timeout(timeout + Duration::from_secs(30), order)
             .await
             .map_err(|_| IssueError::Timeout)??;
