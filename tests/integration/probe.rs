@@ -14,8 +14,11 @@ use crate::common::{SmtpServer, init_crypto};
 const MX: &str = "mx.probe.test";
 
 fn options(ca: &TestCa) -> ProbeOptions {
-    let mut opts =
-        ProbeOptions::new("probe.operator.test", TrustRoots::Only(vec![ca.der.clone()])).unwrap();
+    let mut opts = ProbeOptions::new(
+        "probe.operator.test",
+        TrustRoots::Only(vec![ca.der.clone()]),
+    )
+    .unwrap();
     opts.step_timeout = Duration::from_secs(10);
     opts
 }
@@ -44,7 +47,9 @@ fn result_type(outcome: &ProbeOutcome) -> &str {
 #[tokio::test]
 async fn a_valid_certificate_for_the_mx_host_is_ok() {
     let ca = TestCa::new();
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
     let not_after = now + time::Duration::days(30);
     let pem = ca.leaf_between(&[MX], now - time::Duration::days(1), not_after);
     init_crypto();
@@ -65,7 +70,11 @@ async fn a_valid_certificate_for_the_mx_host_is_ok() {
 async fn a_certificate_for_another_name_is_a_host_mismatch() {
     let ca = TestCa::new();
     let outcome = probe_with(&ca, &ca.leaf(&["mx.elsewhere.test"], -1, 30)).await;
-    assert_eq!(result_type(&outcome), "certificate-host-mismatch", "{outcome}");
+    assert_eq!(
+        result_type(&outcome),
+        "certificate-host-mismatch",
+        "{outcome}"
+    );
 }
 
 #[tokio::test]
@@ -79,8 +88,33 @@ async fn an_expired_certificate_is_expired() {
 async fn a_certificate_from_another_ca_is_not_trusted() {
     let ca = TestCa::new();
     let other = TestCa::new();
+    // Both CAs carry rcgen's default name, so the chain reaches the trusted one by name and
+    // its signature check fails.
     let outcome = probe_with(&ca, &other.leaf(&[MX], -1, 30)).await;
-    assert_eq!(result_type(&outcome), "certificate-not-trusted", "{outcome}");
+    assert_eq!(
+        result_type(&outcome),
+        "certificate-not-trusted",
+        "{outcome}"
+    );
+    assert!(outcome.to_string().contains("BadSignature"), "{outcome}");
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_is_not_trusted() {
+    let ca = TestCa::new();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![MX.to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, MX);
+    let cert = params.self_signed(&key).unwrap();
+    let outcome = probe_with(&ca, &(cert.pem(), key.serialize_pem())).await;
+    assert_eq!(
+        result_type(&outcome),
+        "certificate-not-trusted",
+        "{outcome}"
+    );
+    assert!(outcome.to_string().contains("UnknownIssuer"), "{outcome}");
 }
 
 #[tokio::test]
@@ -105,7 +139,13 @@ async fn a_closed_port_is_no_verdict() {
     let ca = TestCa::new();
     let outcome = probe_mx(&options(&ca), MX, closed_port()).await;
     assert!(
-        matches!(outcome, ProbeOutcome::Unreachable { step: Step::Connect, .. }),
+        matches!(
+            outcome,
+            ProbeOutcome::Unreachable {
+                step: Step::Connect,
+                ..
+            }
+        ),
         "{outcome}"
     );
     assert_eq!(outcome.result_type(), None);
@@ -119,7 +159,13 @@ async fn the_prober_tries_the_next_address_and_then_waits_an_interval() {
     let server = tls_server(dir.path(), &ca.leaf(&[MX], -1, 30)).await;
     let prober = Prober::new(Arc::new(options(&ca)), 2, Duration::from_secs(3600));
     let addrs = [closed_port(), server.addr];
-    let outcome = prober.probe(MX, &addrs).await.expect("first probe of the host");
+    let outcome = prober
+        .probe(MX, &addrs)
+        .await
+        .expect("first probe of the host");
     assert!(matches!(outcome, ProbeOutcome::Ok(_)), "{outcome}");
-    assert!(prober.probe(MX, &addrs).await.is_err(), "second probe within the interval");
+    assert!(
+        prober.probe(MX, &addrs).await.is_err(),
+        "second probe within the interval"
+    );
 }
