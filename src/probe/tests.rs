@@ -36,10 +36,10 @@ fn peer(
             let line = line.trim_end().to_string();
             let word = line.split(' ').next().unwrap_or_default().to_string();
             seen.push(line);
-            if let Some((_, answer)) = answers.iter().find(|(w, _)| *w == word) {
-                if server.get_mut().write_all(answer.as_bytes()).await.is_err() {
-                    return seen;
-                }
+            if let Some((_, answer)) = answers.iter().find(|(w, _)| *w == word)
+                && server.get_mut().write_all(answer.as_bytes()).await.is_err()
+            {
+                return seen;
             }
         }
     });
