@@ -98,7 +98,7 @@ impl ProbeOptions {
 }
 
 /// What a successful STARTTLS negotiated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TlsSession {
     /// `TLSv1.2` or `TLSv1.3`.
     pub version: String,
@@ -109,7 +109,8 @@ pub struct TlsSession {
 }
 
 /// The step a probe stopped at without reaching a TLS verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Step {
     /// The MX host is not a DNS name a certificate could be checked against.
     HostName,
@@ -139,8 +140,11 @@ impl Step {
     }
 }
 
-/// The verdict on one MX host at one address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The verdict on one MX host at one address. As JSON: `{"outcome": "ok", "version", "cipher",
+/// "not_after"}`, `{"outcome": "failed", "result_type", "detail"}` or
+/// `{"outcome": "unreachable", "step", "detail"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum ProbeOutcome {
     /// STARTTLS worked and the certificate is valid for the MX host.
     Ok(TlsSession),
@@ -162,6 +166,11 @@ pub enum ProbeOutcome {
 }
 
 impl ProbeOutcome {
+    /// Whether a sender would deliver over verified TLS.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, ProbeOutcome::Ok(_))
+    }
+
     /// The TLS-RPT result-type, for [`ProbeOutcome::Failed`].
     pub fn result_type(&self) -> Option<&ResultType> {
         match self {

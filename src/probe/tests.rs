@@ -102,9 +102,15 @@ async fn starttls_refused_is_not_supported() {
 
 #[tokio::test]
 async fn ehlo_refused_means_no_starttls_but_a_temporary_error_is_no_verdict() {
-    let (stream, _peer) = peer("220 mx\r\n", &[("EHLO", "502 5.5.2 HELO only\r\n")]);
+    let (stream, _peer) = peer(
+        "220 mx\r\n",
+        &[("EHLO", "502 5.5.2 HELO only\r\n"), ("QUIT", "221 bye\r\n")],
+    );
     assert_eq!(result(&run(stream).await), Some("starttls-not-supported"));
-    let (stream, _peer) = peer("220 mx\r\n", &[("EHLO", "421 4.3.2 busy\r\n")]);
+    let (stream, _peer) = peer(
+        "220 mx\r\n",
+        &[("EHLO", "421 4.3.2 busy\r\n"), ("QUIT", "221 bye\r\n")],
+    );
     assert!(matches!(
         run(stream).await,
         ProbeOutcome::Unreachable {
@@ -199,4 +205,30 @@ fn server_names() {
     assert!(server_name("bad name").is_err());
     assert!(ProbeOptions::new("two words", TrustRoots::Only(vec![])).is_err());
     assert!(ProbeOptions::new("probe.example", TrustRoots::Only(vec![])).is_err());
+}
+
+#[test]
+fn outcomes_as_json() {
+    let ok = ProbeOutcome::Ok(TlsSession {
+        version: "TLSv1.3".into(),
+        cipher: "TLS13_AES_128_GCM_SHA256".into(),
+        not_after: 1_800_000_000,
+    });
+    assert_eq!(
+        serde_json::to_value(&ok).unwrap(),
+        serde_json::json!({"outcome": "ok", "version": "TLSv1.3",
+            "cipher": "TLS13_AES_128_GCM_SHA256", "not_after": 1_800_000_000})
+    );
+    let failed = ProbeOutcome::failed(ResultType::CertificateExpired, "expired");
+    assert_eq!(
+        serde_json::to_value(&failed).unwrap(),
+        serde_json::json!({"outcome": "failed", "result_type": "certificate-expired",
+            "detail": "expired"})
+    );
+    let unreachable = ProbeOutcome::unreachable(Step::HostName, "bad");
+    assert_eq!(
+        serde_json::to_value(&unreachable).unwrap(),
+        serde_json::json!({"outcome": "unreachable", "step": "host-name", "detail": "bad"})
+    );
+    assert!(ok.is_ok() && !failed.is_ok());
 }
