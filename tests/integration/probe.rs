@@ -127,6 +127,24 @@ async fn a_server_without_starttls_is_starttls_not_supported() {
     assert!(outcome.to_string().contains("no STARTTLS"), "{outcome}");
 }
 
+#[tokio::test]
+async fn a_refused_starttls_is_starttls_not_supported() {
+    init_crypto();
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let pem = ca.leaf(&[MX], -1, 30);
+    std::fs::write(&cert, &pem.0).unwrap();
+    std::fs::write(&key, &pem.1).unwrap();
+    let server = SmtpServer::start_refusing_starttls(MX, &cert, &key).await;
+    let outcome = probe_mx(&options(&ca), MX, server.addr).await;
+    assert_eq!(result_type(&outcome), "starttls-not-supported", "{outcome}");
+    assert!(
+        outcome.to_string().contains("STARTTLS refused: 454"),
+        "{outcome}"
+    );
+}
+
 /// A loopback port nobody listens on.
 fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -10,22 +10,29 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Binds port 0 itself, prints the port once listening, then serves until killed.
+/// Arguments: hostname, `tls`, `refuse` or `plain`, then certificate and key files.
 /// `require_starttls` is aiosmtpd's default when TLS is on: commands other than EHLO,
-/// STARTTLS and QUIT are refused before TLS, as on a strict MX.
+/// STARTTLS and QUIT are refused before TLS, as on a strict MX. `refuse` advertises STARTTLS
+/// and answers it with 454, as a server whose TLS setup is broken does.
 const SERVER: &str = r#"
 import asyncio, ssl, sys
 from aiosmtpd.handlers import Sink
 from aiosmtpd.smtp import SMTP
 
+class Refusing(SMTP):
+    async def smtp_STARTTLS(self, arg):
+        await self.push("454 4.7.0 TLS not available due to temporary reason")
+
 async def main():
+    hostname, mode = sys.argv[1], sys.argv[2]
     ctx = None
-    if len(sys.argv) == 4:
+    if mode != "plain":
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(sys.argv[2], sys.argv[3])
-    hostname = sys.argv[1]
+        ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    cls = Refusing if mode == "refuse" else SMTP
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(Sink(), hostname=hostname, tls_context=ctx, require_starttls=ctx is not None),
+        lambda: cls(Sink(), hostname=hostname, tls_context=ctx, require_starttls=ctx is not None),
         host="127.0.0.1", port=0)
     print(server.sockets[0].getsockname()[1], flush=True)
     await server.serve_forever()
@@ -44,11 +51,20 @@ impl SmtpServer {
     /// aiosmtpd greeting as `hostname`, offering STARTTLS with `tls` = (certificate chain
     /// PEM file, key PEM file), or no STARTTLS at all with `None`.
     pub async fn start(hostname: &str, tls: Option<(&Path, &Path)>) -> SmtpServer {
-        let mut cmd = Command::new("/usr/bin/python3");
-        cmd.args(["-c", SERVER, hostname]);
-        if let Some((cert, key)) = tls {
-            cmd.arg(cert).arg(key);
+        match tls {
+            Some((cert, key)) => Self::run(hostname, "tls", &[cert, key]).await,
+            None => Self::run(hostname, "plain", &[]).await,
         }
+    }
+
+    /// aiosmtpd advertising STARTTLS but answering it with `454 4.7.0`.
+    pub async fn start_refusing_starttls(hostname: &str, cert: &Path, key: &Path) -> SmtpServer {
+        Self::run(hostname, "refuse", &[cert, key]).await
+    }
+
+    async fn run(hostname: &str, mode: &str, files: &[&Path]) -> SmtpServer {
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.args(["-c", SERVER, hostname, mode]).args(files);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
