@@ -402,6 +402,7 @@ where
         deadline: clock.deadline,
         step: clock.step.min(Duration::from_secs(2)),
     };
+    // The step label is unused: a failed QUIT changes nothing.
     let _ = polite.step(Step::Ehlo, command(conn, "QUIT")).await;
     let _ = tokio::time::timeout(polite.step, conn.get_mut().shutdown()).await;
 }
