@@ -14,7 +14,8 @@
 //!    (every counter the daemon writes), [`certs`] (the per-handshake
 //!    [`certs::CertResolver`], the board, the `CertStore` trait, the issuers: internal CA, PEM
 //!    files, ACME), [`tlsrpt`] (reports: decoding, the `ReportStore` trait, HTTPS and mail
-//!    intake through one accept path, summaries and the verdict).
+//!    intake through one accept path, summaries and the verdict), [`probe`] (the STARTTLS probe
+//!    of one MX host, answering with the TLS-RPT result-type a sender would report).
 //! 3. [`publish`] (the one builder of DNS records, readiness), [`http`] (routing a policy
 //!    request), [`reload`] (the one tenant loader, watching, SIGHUP, one swap per changed file).
 //! 4. [`server`] (TCP accept, TLS with SNI checked first, HTTP/1.1 or h2 by ALPN, one handler
@@ -47,6 +48,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod probe;
 pub mod publish;
 pub mod registry;
 pub mod reload;

@@ -15,6 +15,7 @@ mod hostile;
 mod live;
 mod observability;
 mod pebble;
+mod probe;
 mod property;
 mod records;
 mod recursive_chain;
