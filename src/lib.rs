@@ -47,6 +47,7 @@ pub mod fsutil;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod pgstore;
 pub mod policy;
 pub mod probe;
 pub mod publish;

@@ -44,7 +44,7 @@ impl Source {
         }
     }
 
-    fn parse(s: &str) -> Result<Source, StoreError> {
+    pub(crate) fn parse(s: &str) -> Result<Source, StoreError> {
         match s {
             "https" => Ok(Source::Https),
             "mail" => Ok(Source::Mail),
@@ -377,26 +377,26 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn to_i64(n: u64) -> Result<i64, StoreError> {
+pub(crate) fn to_i64(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Rejected(format!("count {n} does not fit")))
 }
 
-fn to_u64(n: i64) -> Result<u64, StoreError> {
+pub(crate) fn to_u64(n: i64) -> Result<u64, StoreError> {
     u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
 }
 
-fn from_unix(t: i64) -> Result<OffsetDateTime, StoreError> {
+pub(crate) fn from_unix(t: i64) -> Result<OffsetDateTime, StoreError> {
     OffsetDateTime::from_unix_timestamp(t).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn gzip(data: &[u8]) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn gzip(data: &[u8]) -> Result<Vec<u8>, StoreError> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(data)
         .and_then(|()| enc.finish())
         .map_err(|e| StoreError::Db(format!("compressing report: {e}")))
 }
 
-fn gunzip(data: &[u8]) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn gunzip(data: &[u8]) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(data)
         .read_to_end(&mut out)

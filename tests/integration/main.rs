@@ -15,6 +15,7 @@ mod hostile;
 mod live;
 mod observability;
 mod pebble;
+mod pg_store;
 mod probe;
 mod property;
 mod records;

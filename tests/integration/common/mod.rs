@@ -8,6 +8,7 @@ mod bind;
 mod daemon;
 mod fixtures;
 mod https;
+mod postgres;
 mod smtp;
 mod unbound;
 
@@ -22,6 +23,7 @@ pub use daemon::{Running, run_daemon, start};
 pub use fixtures::{BASE_SERVER_YAML, TestConfig, gzip, report_json, report_mail, tlsrpt_fixture};
 #[allow(unused_imports)]
 pub use https::{Client, Fetched};
+pub use postgres::Postgres;
 pub use smtp::SmtpServer;
 pub use unbound::{Unbound, free_dns_port, unbound_binary};
 

@@ -1,0 +1,225 @@
+//! The PostgreSQL report store (cluster mode) against a real PostgreSQL: it answers every
+//! question as the SQLite store does, decides duplicates across replicas under concurrency,
+//! migrates once and refuses a newer schema, and reports an outage as temporary (503).
+
+use std::sync::Arc;
+
+use mta_stsd::pgstore::reports::PgReportStore;
+use mta_stsd::pgstore::{Db, DbError, known_version};
+use mta_stsd::tlsrpt::{InsertOutcome, Report, ReportStore, Source, SqliteStore, StoredReport};
+use time::OffsetDateTime;
+use time::macros::{date, datetime};
+
+use crate::common::{Postgres, report_json};
+
+const RECEIVED: OffsetDateTime = datetime!(2026-11-20 06:00 UTC);
+
+fn stored(tenant: &str, json: Vec<u8>, received: OffsetDateTime) -> StoredReport {
+    StoredReport {
+        tenant: tenant.into(),
+        source: Source::Https,
+        received,
+        report: Report::from_json(&json).unwrap(),
+        raw_json: json,
+        signing_domain: None,
+        submitter_mismatch: false,
+    }
+}
+
+/// A run of inserts covering every outcome, by two senders, for two tenants.
+fn reports() -> Vec<StoredReport> {
+    let a = "a.example";
+    let b = "b.example";
+    let day = date!(2026 - 11 - 18);
+    let fail = [("certificate-expired", "mx1.a.example", 3)];
+    vec![
+        stored(a, report_json("Org One", "r1", a, day, 90, &fail), RECEIVED),
+        // A retry: the same report again.
+        stored(a, report_json("Org One", "r1", a, day, 90, &fail), RECEIVED),
+        // The same key with other content: both kept, both flagged.
+        stored(a, report_json("Org One", "r1", a, day, 91, &[]), RECEIVED),
+        stored(
+            a,
+            report_json("Org Two", "r1", a, day.next_day().unwrap(), 40, &[]),
+            RECEIVED,
+        ),
+        stored(
+            b,
+            report_json(
+                "Org One",
+                "r2",
+                b,
+                day,
+                7,
+                &[("starttls-not-supported", "mx.b", 2)],
+            ),
+            RECEIVED - time::Duration::days(40),
+        ),
+        // Names only another domain: rejected, nothing stored.
+        stored(b, report_json("Org One", "r3", a, day, 1, &[]), RECEIVED),
+    ]
+}
+
+fn outcome(result: Result<InsertOutcome, mta_stsd::tlsrpt::StoreError>) -> String {
+    match result {
+        Ok(o) => format!("{o:?}"),
+        Err(e) => format!("error {} {}", e.http_status(), e.is_temporary()),
+    }
+}
+
+/// Every read of the trait, as text, so two stores can be compared whole.
+fn reads(store: &dyn ReportStore) -> Vec<String> {
+    let since = datetime!(2026-11-01 00:00 UTC);
+    let mut out = vec![
+        format!("{:?}", store.summary("a.example", since).unwrap()),
+        format!("{:?}", store.summary("B.Example.", since).unwrap()),
+        format!("{:?}", store.window_totals(since).unwrap()),
+        format!("{:?}", store.stored_bytes(RECEIVED, "a.example").unwrap()),
+        format!("{:?}", store.received_by_source(RECEIVED).unwrap()),
+    ];
+    for id in ["r1", "r2", "r3"] {
+        let records = store.get(id).unwrap();
+        out.push(format!("{records:?}"));
+    }
+    out
+}
+
+#[test]
+fn the_postgres_report_store_answers_as_the_sqlite_store_does() {
+    let pg = Postgres::start();
+    let db = Arc::new(Db::connect(&pg.database()).expect("connects and migrates"));
+    let postgres = PgReportStore::new(db.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(&dir.path().join("r.sqlite3")).unwrap();
+
+    let mut outcomes = Vec::new();
+    for report in reports() {
+        let from_pg = outcome(postgres.insert(&report));
+        assert_eq!(from_pg, outcome(sqlite.insert(&report)));
+        outcomes.push(from_pg);
+    }
+    assert_eq!(
+        outcomes,
+        [
+            "Inserted",
+            "Duplicate",
+            "Conflicting",
+            "Inserted",
+            "Inserted",
+            "error 400 false"
+        ]
+    );
+    let (from_pg, from_sqlite) = (reads(&postgres), reads(&sqlite));
+    for (p, s) in from_pg.iter().zip(&from_sqlite) {
+        assert_eq!(p, s);
+    }
+    assert!(from_pg[0].contains("conflict: true"), "{}", from_pg[0]);
+    assert!(from_pg[2].contains("CertificateExpired"), "{}", from_pg[2]);
+
+    // Retention: the 40-day-old report goes, with its policy and failure rows.
+    let cutoff = RECEIVED - time::Duration::days(30);
+    assert_eq!(postgres.prune(cutoff).unwrap(), 1);
+    assert_eq!(sqlite.prune(cutoff).unwrap(), 1);
+    assert_eq!(reads(&postgres), reads(&sqlite));
+    let db_name = "t0";
+    assert_eq!(pg.sql(db_name, "SELECT count(*) FROM tlsrpt_reports"), "3");
+    assert_eq!(
+        pg.sql(db_name, "SELECT count(*) FROM tlsrpt_failures"),
+        "1",
+        "the pruned report's failure row went with it"
+    );
+    assert_eq!(db.schema_version().unwrap(), known_version());
+}
+
+#[test]
+fn the_same_report_sent_to_two_replicas_at_once_is_stored_once() {
+    let pg = Postgres::start();
+    let url = pg.database();
+    // Two replicas: two pools, each migrating at start (the lock makes one of them wait).
+    let replicas: Vec<Arc<PgReportStore>> = std::thread::scope(|s| {
+        let starts: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| Arc::new(PgReportStore::new(Arc::new(Db::connect(&url).unwrap())))))
+            .collect();
+        starts.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let json = report_json(
+        "Org One",
+        "same",
+        "a.example",
+        date!(2026 - 11 - 18),
+        5,
+        &[],
+    );
+    let outcomes: Vec<InsertOutcome> = std::thread::scope(|s| {
+        let sends: Vec<_> = (0..16)
+            .map(|i| {
+                let store = replicas[i % 2].clone();
+                let report = stored("a.example", json.clone(), RECEIVED);
+                s.spawn(move || store.insert(&report).unwrap())
+            })
+            .collect();
+        sends.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let inserted = outcomes
+        .iter()
+        .filter(|o| **o == InsertOutcome::Inserted)
+        .count();
+    assert_eq!(inserted, 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, InsertOutcome::Inserted | InsertOutcome::Duplicate)),
+        "{outcomes:?}"
+    );
+    assert_eq!(pg.sql("t0", "SELECT count(*) FROM tlsrpt_reports"), "1");
+    assert_eq!(
+        pg.sql("t0", "SELECT version FROM mta_stsd_schema"),
+        known_version().to_string()
+    );
+    assert_eq!(pg.sql("t0", "SELECT count(*) FROM mta_stsd_schema"), "1");
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_a_clear_error() {
+    let pg = Postgres::start();
+    let url = pg.database();
+    drop(Db::connect(&url).unwrap());
+    pg.sql("t0", "UPDATE mta_stsd_schema SET version = 999");
+    let err = Db::connect(&url).unwrap_err();
+    assert!(matches!(err, DbError::Schema(_)), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("999") && text.contains("newer"), "{text}");
+    // A URL that is not one names the problem and never echoes a password.
+    let bad = Db::connect("postgresql://user:s3cret@[::1").unwrap_err();
+    assert!(!bad.to_string().contains("s3cret"), "{bad}");
+}
+
+#[test]
+fn an_outage_is_temporary_and_the_store_comes_back_by_itself() {
+    let pg = Postgres::start();
+    let store = PgReportStore::new(Arc::new(Db::connect(&pg.database()).unwrap()));
+    let day = date!(2026 - 11 - 18);
+    let first = stored(
+        "a.example",
+        report_json("O", "1", "a.example", day, 1, &[]),
+        RECEIVED,
+    );
+    assert_eq!(store.insert(&first).unwrap(), InsertOutcome::Inserted);
+
+    pg.pause();
+    let second = stored(
+        "a.example",
+        report_json("O", "2", "a.example", day, 1, &[]),
+        RECEIVED,
+    );
+    let err = store.insert(&second).unwrap_err();
+    assert!(err.is_temporary(), "{err}");
+    assert_eq!(err.http_status(), 503, "{err}");
+    assert!(store.summary("a.example", RECEIVED).is_err());
+
+    pg.resume();
+    // The pool drops the broken connections and opens new ones: no restart needed.
+    assert_eq!(store.insert(&second).unwrap(), InsertOutcome::Inserted);
+    assert_eq!(store.insert(&first).unwrap(), InsertOutcome::Duplicate);
+    assert_eq!(pg.sql("t0", "SELECT count(*) FROM tlsrpt_reports"), "2");
+}
