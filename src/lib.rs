@@ -17,7 +17,8 @@
 //!    intake through one accept path, summaries and the verdict), [`probe`] (the STARTTLS probe
 //!    of one MX host, answering with the TLS-RPT result-type a sender would report).
 //! 3. [`publish`] (the one builder of DNS records, readiness), [`http`] (routing a policy
-//!    request), [`reload`] (the one tenant loader, watching, SIGHUP, one swap per changed file).
+//!    request), [`reload`] (the one tenant loader, watching, SIGHUP, one swap per changed file),
+//!    [`pgstore`] (cluster mode's PostgreSQL store behind the report and certificate traits).
 //! 4. [`server`] (TCP accept, TLS with SNI checked first, HTTP/1.1 or h2 by ALPN, one handler
 //!    per connection), [`metrics`] (the one reader of `stats`; per-tenant series made at
 //!    scrape time), [`admin`] (the loopback admin listener).
