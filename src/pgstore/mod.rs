@@ -12,6 +12,7 @@
 //! advisory lock, so replicas starting together migrate once; a replica refuses a schema
 //! newer than it knows.
 
+pub mod certs;
 pub mod reports;
 
 use std::future::Future;
@@ -76,6 +77,28 @@ const MIGRATIONS: &[&str] = &[
         failure_reason_code TEXT
     );
     CREATE INDEX tlsrpt_failures_policy ON tlsrpt_failures (policy);",
+    // 2: the ACME account, certificates with their keys and issuance facts, per-host status
+    // (as the file store keeps them). One row per host in each; keys are readable by the
+    // database role alone, as the file store's are by the service user.
+    "CREATE TABLE acme_account (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        document BYTEA NOT NULL,
+        updated BIGINT NOT NULL
+    );
+    CREATE TABLE certificates (
+        host TEXT PRIMARY KEY,
+        chain_pem TEXT NOT NULL,
+        key_pem TEXT NOT NULL,
+        directory TEXT NOT NULL,
+        order_url TEXT,
+        issued_at BIGINT NOT NULL,
+        updated BIGINT NOT NULL
+    );
+    CREATE TABLE cert_status (
+        host TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        updated BIGINT NOT NULL
+    );",
 ];
 
 /// Why a store call failed.
@@ -279,6 +302,27 @@ async fn migrate(pool: Pool) -> Result<(), DbError> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Parameters of one statement, owned so the call can move to the store's runtime.
+pub(crate) type Params = Vec<Box<dyn tokio_postgres::types::ToSql + Send + Sync>>;
+
+/// `params` as the client takes them.
+pub(crate) fn param_refs(params: &Params) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+/// One query's rows, on a pooled connection.
+pub(crate) async fn query(
+    pool: Pool,
+    sql: &'static str,
+    params: Params,
+) -> Result<Vec<tokio_postgres::Row>, DbError> {
+    let client = pool.get().await?;
+    Ok(client.query(sql, &param_refs(&params)).await?)
 }
 
 /// How many migrations this binary knows: the schema version it brings a database to.

@@ -344,27 +344,13 @@ fn record(r: &tokio_postgres::Row) -> Result<ReportRecord, StoreError> {
     })
 }
 
-/// One query's rows, on a pooled connection.
-async fn query(
-    pool: deadpool_postgres::Pool,
-    sql: &'static str,
-    params: Vec<Box<dyn tokio_postgres::types::ToSql + Send + Sync>>,
-) -> Result<Vec<tokio_postgres::Row>, DbError> {
-    let client = pool.get().await?;
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-        .iter()
-        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
-    Ok(client.query(sql, &refs).await?)
-}
-
 impl PgReportStore {
     fn rows(
         &self,
         sql: &'static str,
-        params: Vec<Box<dyn tokio_postgres::types::ToSql + Send + Sync>>,
+        params: super::Params,
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        Ok(self.db.run(move |pool| query(pool, sql, params))?)
+        Ok(self.db.run(move |pool| super::query(pool, sql, params))?)
     }
 }
 

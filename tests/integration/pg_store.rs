@@ -1,9 +1,13 @@
 //! The PostgreSQL report store (cluster mode) against a real PostgreSQL: it answers every
 //! question as the SQLite store does, decides duplicates across replicas under concurrency,
-//! migrates once and refuses a newer schema, and reports an outage as temporary (503).
+//! migrates once and refuses a newer schema, and reports an outage as temporary (503); the
+//! certificate store keeps what the file store keeps, shared by replicas, and announces saves.
 
 use std::sync::Arc;
 
+use mta_stsd::certs::CertState;
+use mta_stsd::certs::store::{CertMeta, CertStore, FileStore, StatusRecord, StoredCert};
+use mta_stsd::pgstore::certs::{CERT_CHANNEL, PgCertStore};
 use mta_stsd::pgstore::reports::PgReportStore;
 use mta_stsd::pgstore::{Db, DbError, known_version};
 use mta_stsd::tlsrpt::{InsertOutcome, Report, ReportStore, Source, SqliteStore, StoredReport};
@@ -222,4 +226,112 @@ fn an_outage_is_temporary_and_the_store_comes_back_by_itself() {
     assert_eq!(store.insert(&second).unwrap(), InsertOutcome::Inserted);
     assert_eq!(store.insert(&first).unwrap(), InsertOutcome::Duplicate);
     assert_eq!(pg.sql("t0", "SELECT count(*) FROM tlsrpt_reports"), "2");
+}
+
+fn cert(n: u32) -> StoredCert {
+    StoredCert {
+        chain_pem: format!("-----BEGIN CERTIFICATE-----\nchain {n}\n-----END CERTIFICATE-----\n"),
+        key_pem: format!("key {n}"),
+        meta: CertMeta {
+            directory: "https://ca.example/dir".into(),
+            order_url: (n > 1).then(|| format!("https://ca.example/order/{n}")),
+            issued_at: 1_700_000_000 + i64::from(n),
+        },
+    }
+}
+
+/// Waits (up to 10 s) for the next notification on `channel` on a connection of its own.
+fn next_notification(url: &str, channel: &str, after: impl FnOnce()) -> Option<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                    let _ = tx.send(n.payload().to_owned());
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {channel}"))
+            .await
+            .unwrap();
+        // Blocking here is fine: the notification waits in the socket until polled below.
+        after();
+        tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .ok()
+            .flatten()
+    })
+}
+
+#[test]
+fn certificates_are_shared_by_replicas_and_announced_when_saved() {
+    let pg = Postgres::start();
+    let url = pg.database();
+    let one = PgCertStore::new(Arc::new(Db::connect(&url).unwrap()));
+    let two = PgCertStore::new(Arc::new(Db::connect(&url).unwrap()));
+    let dir = tempfile::tempdir().unwrap();
+    let files = FileStore::new(dir.path());
+    let status = StatusRecord {
+        state: CertState::Valid,
+        last_error: Some("earlier: rate limited".into()),
+        next_attempt: Some(1_800_000_000),
+        updated: 1_700_000_000,
+    };
+    for store in [&one as &dyn CertStore, &files] {
+        assert_eq!(store.load_account().unwrap(), None);
+        store.save_account(b"{\"key\":\"secret\"}").unwrap();
+        store.save_cert("mta-sts.a.example", &cert(1)).unwrap();
+        store.save_cert("mta-sts.a.example", &cert(2)).unwrap();
+        store.save_status("mta-sts.b.example", &status).unwrap();
+    }
+    // The other replica reads what the first wrote, exactly as the file store keeps it.
+    for (pg_store, file_store) in [(&two as &dyn CertStore, &files as &dyn CertStore)] {
+        assert_eq!(
+            pg_store.load_account().unwrap(),
+            file_store.load_account().unwrap()
+        );
+        assert_eq!(pg_store.hosts().unwrap(), file_store.hosts().unwrap());
+        for host in [
+            "mta-sts.a.example",
+            "mta-sts.b.example",
+            "mta-sts.c.example",
+        ] {
+            assert_eq!(
+                pg_store.load_cert(host).unwrap(),
+                file_store.load_cert(host).unwrap()
+            );
+            assert_eq!(
+                pg_store.load_status(host).unwrap(),
+                file_store.load_status(host).unwrap()
+            );
+        }
+    }
+    assert_eq!(two.load_cert("mta-sts.a.example").unwrap(), Some(cert(2)));
+    assert_eq!(
+        pg.sql("t0", "SELECT count(*) FROM certificates"),
+        "1",
+        "a renewal replaces the row"
+    );
+
+    // A saved certificate is announced to listening replicas once committed.
+    let payload = next_notification(&url, CERT_CHANNEL, || {
+        one.save_cert("mta-sts.c.example", &cert(3)).unwrap();
+    });
+    assert_eq!(payload.as_deref(), Some("mta-sts.c.example"));
+    // A corrupt status row is an error naming the host, not a panic.
+    pg.sql(
+        "t0",
+        "UPDATE cert_status SET record = 'nonsense' WHERE host = 'mta-sts.b.example'",
+    );
+    let err = two.load_status("mta-sts.b.example").unwrap_err();
+    assert!(err.to_string().contains("mta-sts.b.example"), "{err}");
 }
