@@ -14,6 +14,7 @@
 
 pub mod certs;
 pub mod reports;
+pub mod session;
 
 use std::future::Future;
 use std::str::FromStr;

@@ -4,17 +4,19 @@
 //! certificate store keeps what the file store keeps, shared by replicas, and announces saves.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use mta_stsd::certs::CertState;
 use mta_stsd::certs::store::{CertMeta, CertStore, FileStore, StatusRecord, StoredCert};
 use mta_stsd::pgstore::certs::{CERT_CHANNEL, PgCertStore};
 use mta_stsd::pgstore::reports::PgReportStore;
+use mta_stsd::pgstore::session::{self, Event, Role};
 use mta_stsd::pgstore::{Db, DbError, known_version};
 use mta_stsd::tlsrpt::{InsertOutcome, Report, ReportStore, Source, SqliteStore, StoredReport};
 use time::OffsetDateTime;
 use time::macros::{date, datetime};
 
-use crate::common::{Postgres, report_json};
+use crate::common::{Postgres, eventually, report_json};
 
 const RECEIVED: OffsetDateTime = datetime!(2026-11-20 06:00 UTC);
 
@@ -334,4 +336,131 @@ fn certificates_are_shared_by_replicas_and_announced_when_saved() {
     );
     let err = two.load_status("mta-sts.b.example").unwrap_err();
     assert!(err.to_string().contains("mta-sts.b.example"), "{err}");
+}
+
+/// One replica's session: its role, its change feed, and its own stop (dropping it ends the
+/// session as a process exit would).
+struct Replica {
+    role: tokio::sync::watch::Receiver<Role>,
+    events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn replicas(url: &str, n: usize) -> Vec<Replica> {
+    (0..n)
+        .map(|_| {
+            let (role_tx, role) = tokio::sync::watch::channel(Role::Disconnected("start".into()));
+            let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+            let (stop, stop_rx) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(session::run(url.to_owned(), role_tx, events_tx, stop_rx));
+            Replica {
+                role,
+                events,
+                stop,
+                task,
+            }
+        })
+        .collect()
+}
+
+fn roles(replicas: &[Replica]) -> Vec<Role> {
+    replicas.iter().map(|r| r.role.borrow().clone()).collect()
+}
+
+fn leaders(replicas: &[Replica]) -> Vec<usize> {
+    (0..replicas.len())
+        .filter(|&i| *replicas[i].role.borrow() == Role::Leader)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_and_another_takes_over_when_it_dies() {
+    let pg = Postgres::start();
+    let url = pg.database();
+    let store = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || PgCertStore::new(Arc::new(Db::connect(&url).unwrap()))
+    })
+    .await
+    .unwrap();
+    let mut group = replicas(&url, 3);
+    let settled = eventually(Duration::from_secs(10), || async {
+        leaders(&group).len() == 1
+            && group
+                .iter()
+                .all(|r| !matches!(*r.role.borrow(), Role::Disconnected(_)))
+    })
+    .await;
+    assert!(settled, "{:?}", roles(&group));
+    for r in &mut group {
+        assert_eq!(r.events.recv().await, Some(Event::Connected));
+    }
+
+    // Every replica hears of a certificate saved anywhere.
+    tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || store.save_cert("mta-sts.a.example", &cert(1)).unwrap()
+    })
+    .await
+    .unwrap();
+    for r in &mut group {
+        let got = tokio::time::timeout(Duration::from_secs(5), r.events.recv()).await;
+        assert_eq!(
+            got.ok().flatten(),
+            Some(Event::Cert("mta-sts.a.example".into()))
+        );
+    }
+
+    // The leader's session is cut (a network fault): the server frees the lock, the replica
+    // reconnects (and is told to reconcile), and one replica leads again.
+    let cut = leaders(&group)[0];
+    let killed = pg.sql(
+        "postgres",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted",
+    );
+    assert_eq!(killed, "1", "exactly one session holds the issuer lock");
+    let reconnected = tokio::time::timeout(Duration::from_secs(15), group[cut].events.recv()).await;
+    assert_eq!(reconnected.ok().flatten(), Some(Event::Connected));
+    let one = eventually(Duration::from_secs(10), || async {
+        leaders(&group).len() == 1
+    })
+    .await;
+    assert!(one, "{:?}", roles(&group));
+
+    // The leader dies: another replica takes over within seconds.
+    let dead = leaders(&group)[0];
+    let gone = group.remove(dead);
+    gone.stop.send(true).unwrap();
+    gone.task.await.unwrap();
+    let taken_over = eventually(Duration::from_secs(10), || async {
+        leaders(&group).len() == 1
+    })
+    .await;
+    assert!(taken_over, "no new leader: {:?}", roles(&group));
+
+    // The database goes away: nobody leads (nobody orders) until it is back.
+    pg.pause();
+    let none = eventually(Duration::from_secs(15), || async {
+        group
+            .iter()
+            .all(|r| matches!(*r.role.borrow(), Role::Disconnected(_)))
+    })
+    .await;
+    assert!(none, "{:?}", roles(&group));
+    pg.resume();
+    let again = eventually(Duration::from_secs(20), || async {
+        leaders(&group).len() == 1
+    })
+    .await;
+    assert!(
+        again,
+        "a leader again once the database is back: {:?}",
+        roles(&group)
+    );
+    for r in group {
+        r.stop.send(true).unwrap();
+        r.task.await.unwrap();
+    }
 }
