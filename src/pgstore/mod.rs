@@ -13,6 +13,7 @@
 //! newer than it knows.
 
 pub mod certs;
+pub mod challenges;
 pub mod reports;
 pub mod session;
 
@@ -99,6 +100,18 @@ const MIGRATIONS: &[&str] = &[
         host TEXT PRIMARY KEY,
         record TEXT NOT NULL,
         updated BIGINT NOT NULL
+    );",
+    // 3: the ACME challenges in flight: the CA may validate against any replica, so each one
+    // answers every pending challenge from these rows (the answer is derived from the key
+    // authorization; nothing secret is stored). Rows expire so a leader that died mid-order
+    // leaves nothing behind for long.
+    "CREATE TABLE acme_challenges (
+        host TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('tls-alpn-01', 'http-01', 'dns-01')),
+        token TEXT NOT NULL,
+        key_authorization TEXT NOT NULL,
+        expires BIGINT NOT NULL,
+        PRIMARY KEY (host, kind, token)
     );",
 ];
 

@@ -4,8 +4,8 @@
 //!   one that orders certificates. A session lock is released by the server when the session
 //!   ends, so a leader that crashes, is killed or loses its network frees it, and the next
 //!   follower to try (every [`TRY_EVERY`]) takes over.
-//! - **Change feed**: the same session `LISTEN`s on the certificate channel; each notification
-//!   becomes an [`Event::Cert`]. Notifications sent while a session was down are lost, so
+//! - **Change feed**: the same session `LISTEN`s on the certificate and challenge channels;
+//!   each notification becomes an [`Event::Cert`] or [`Event::Challenge`]. Notifications sent while a session was down are lost, so
 //!   every (re)connection starts with [`Event::Connected`]: the caller reconciles in full.
 //!
 //! The session is not pooled: a pooled connection may be handed to someone else, and the lock
@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::certs::CERT_CHANNEL;
+use super::challenges::CHALLENGE_CHANNEL;
 
 /// The advisory-lock key of the issuer election ("stsd-iss" in ASCII).
 pub const LEADER_LOCK: i64 = 0x7374_7364_2d69_7373;
@@ -58,6 +59,8 @@ pub enum Event {
     Connected,
     /// A certificate of this host was saved by some replica.
     Cert(String),
+    /// A challenge of this host was published or withdrawn: read the pending ones again.
+    Challenge(String),
 }
 
 /// Runs the session until `stop` turns true: connects (with backoff), tries the lock, listens,
@@ -107,7 +110,13 @@ async fn session(
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notification(n)) => {
-                    let _ = feed.send(Event::Cert(n.payload().to_owned()));
+                    let host = n.payload().to_owned();
+                    let event = if n.channel() == CHALLENGE_CHANNEL {
+                        Event::Challenge(host)
+                    } else {
+                        Event::Cert(host)
+                    };
+                    let _ = feed.send(event);
                 }
                 Ok(_) => {}
                 Err(e) => return e.to_string(),
@@ -116,7 +125,9 @@ async fn session(
         "the server closed the session".to_owned()
     });
     client
-        .batch_execute(&format!("LISTEN {CERT_CHANNEL}"))
+        .batch_execute(&format!(
+            "LISTEN {CERT_CHANNEL}; LISTEN {CHALLENGE_CHANNEL}"
+        ))
         .await
         .map_err(|e| e.to_string())?;
     let _ = events.send(Event::Connected);

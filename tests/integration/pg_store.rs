@@ -464,3 +464,70 @@ async fn one_replica_leads_and_another_takes_over_when_it_dies() {
         r.task.await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_challenge_reaches_every_replica_and_expires() {
+    use mta_stsd::config::ChallengeKind;
+    use mta_stsd::pgstore::challenges::{Pending, PgChallenges};
+    let pg = Postgres::start();
+    let url = pg.database();
+    let leader = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || PgChallenges::new(Arc::new(Db::connect(&url).unwrap()))
+    })
+    .await
+    .unwrap();
+    let mut group = replicas(&url, 2);
+    for r in &mut group {
+        let up = tokio::time::timeout(Duration::from_secs(10), r.events.recv()).await;
+        assert_eq!(up.ok().flatten(), Some(Event::Connected));
+    }
+    let challenge = Pending {
+        host: "mta-sts.a.example".into(),
+        kind: ChallengeKind::TlsAlpn01,
+        token: "tok-1".into(),
+        key_authorization: "tok-1.thumbprint".into(),
+    };
+    let now = 1_900_000_000;
+    type Step = Box<dyn FnOnce(&PgChallenges) -> Vec<Pending> + Send>;
+    let run = |f: Step| {
+        let store = leader.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+    };
+    let c = challenge.clone();
+    run(Box::new(move |s| {
+        s.publish(&c, now + 60).unwrap();
+        Vec::new()
+    }))
+    .await
+    .unwrap();
+    for r in &mut group {
+        let got = tokio::time::timeout(Duration::from_secs(5), r.events.recv()).await;
+        assert_eq!(
+            got.ok().flatten(),
+            Some(Event::Challenge("mta-sts.a.example".into()))
+        );
+    }
+    let pending = run(Box::new(move |s| s.pending(now).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(pending, std::slice::from_ref(&challenge));
+    // Past its expiry it is gone (a leader that died mid-order leaves nothing behind).
+    let later = run(Box::new(move |s| s.pending(now + 61).unwrap()))
+        .await
+        .unwrap();
+    assert!(later.is_empty(), "{later:?}");
+    let c = challenge.clone();
+    let withdrawn = run(Box::new(move |s| {
+        s.publish(&c, now + 60).unwrap();
+        s.withdraw(&c).unwrap();
+        s.pending(now).unwrap()
+    }))
+    .await
+    .unwrap();
+    assert!(withdrawn.is_empty(), "{withdrawn:?}");
+    for r in group {
+        r.stop.send(true).unwrap();
+        r.task.await.unwrap();
+    }
+}
