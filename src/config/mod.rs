@@ -13,6 +13,7 @@ mod names;
 mod server;
 mod tenant;
 mod tlsrpt;
+mod validation;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ pub use tenant::{
     Claims, FileTenants, Served, Tenant, TenantSet, assemble, assemble_shared, file_kind,
     is_tenant_file_name, load_tenant_file, parse_tenants,
 };
+pub use validation::{DEFAULT_VALIDATION_INTERVAL, DEFAULT_VALIDATION_TIMEOUT, ValidationConfig};
 pub use tlsrpt::{
     DEFAULT_MAX_COMPRESSED, DEFAULT_MAX_DECOMPRESSED, DEFAULT_MIN_DAYS, DEFAULT_RETENTION_DAYS,
     MailAuthPolicy, REPORT_PATH_PREFIX, ReportLimits, ReportQuota, TLSRPT_DATABASE, TlsRptConfig,
