@@ -54,3 +54,4 @@ pub mod server;
 pub mod stats;
 pub mod tlsrpt;
 pub mod util;
+pub mod validate;

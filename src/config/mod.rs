@@ -31,12 +31,12 @@ pub use tenant::{
     Claims, FileTenants, Served, Tenant, TenantSet, assemble, assemble_shared, file_kind,
     is_tenant_file_name, load_tenant_file, parse_tenants,
 };
-pub use validation::{DEFAULT_VALIDATION_INTERVAL, DEFAULT_VALIDATION_TIMEOUT, ValidationConfig};
 pub use tlsrpt::{
     DEFAULT_MAX_COMPRESSED, DEFAULT_MAX_DECOMPRESSED, DEFAULT_MIN_DAYS, DEFAULT_RETENTION_DAYS,
     MailAuthPolicy, REPORT_PATH_PREFIX, ReportLimits, ReportQuota, TLSRPT_DATABASE, TlsRptConfig,
     report_uri,
 };
+pub use validation::{DEFAULT_VALIDATION_INTERVAL, DEFAULT_VALIDATION_TIMEOUT, ValidationConfig};
 
 /// How bad a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
