@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::{EXIT_NEEDS_ATTENTION, ValidateArgs};
+use crate::config::{ServerConfig, Tenant};
 use crate::publish::Publishing;
 use crate::validate::{Settings, Status, TenantReport, Validator};
 
@@ -15,34 +16,10 @@ pub(super) fn validate(args: &ValidateArgs, out: &mut dyn Write) -> anyhow::Resu
     for d in set.diagnostics.iter().filter(|d| d.is_error()) {
         eprintln!("{d}");
     }
-    let mut tenants = set.tenants.clone();
-    if !args.domain.is_empty() {
-        let wanted: Vec<String> = args
-            .domain
-            .iter()
-            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
-            .collect();
-        for d in wanted
-            .iter()
-            .filter(|d| !tenants.iter().any(|t| &t.domain == *d))
-        {
-            anyhow::bail!("{d} is not a tenant of {}", server.file.display());
-        }
-        tenants.retain(|t| wanted.contains(&t.domain));
-    }
-    tenants.sort_by(|a, b| a.domain.cmp(&b.domain));
-    let mut settings = Settings::of(&server);
-    if !args.nameserver.is_empty() {
-        settings.nameservers = args.nameserver.clone();
-    }
-    if let Some(port) = args.https_port {
-        settings.https_port = port;
-    }
-    if let Some(file) = &args.ca_file {
-        settings.ca_file = Some(file.clone());
-    }
+    let tenants = select(&set.tenants, &args.domain, &server)?;
+    let settings = settings(&server, args);
     let limit = server.validation.max_concurrent;
-    // The command's own report, not the daemon's: the lookups are as many as the tenants.
+    // One thread is enough: the checks wait on the network, validation.max_concurrent at once.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -73,6 +50,45 @@ pub(super) fn validate(args: &ValidateArgs, out: &mut dyn Write) -> anyhow::Resu
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The tenants named by `--domain` (all without it), sorted by domain.
+fn select(
+    tenants: &[Arc<Tenant>],
+    domains: &[String],
+    server: &ServerConfig,
+) -> anyhow::Result<Vec<Arc<Tenant>>> {
+    let mut tenants = tenants.to_vec();
+    if !domains.is_empty() {
+        let wanted: Vec<String> = domains
+            .iter()
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        if let Some(d) = wanted
+            .iter()
+            .find(|d| !tenants.iter().any(|t| &t.domain == *d))
+        {
+            anyhow::bail!("{d} is not a tenant of {}", server.file.display());
+        }
+        tenants.retain(|t| wanted.contains(&t.domain));
+    }
+    tenants.sort_by(|a, b| a.domain.cmp(&b.domain));
+    Ok(tenants)
+}
+
+/// The server file's settings with the command line's overrides.
+fn settings(server: &ServerConfig, args: &ValidateArgs) -> Settings {
+    let mut settings = Settings::of(server);
+    if !args.nameserver.is_empty() {
+        settings.nameservers = args.nameserver.clone();
+    }
+    if let Some(port) = args.https_port {
+        settings.https_port = port;
+    }
+    if let Some(file) = &args.ca_file {
+        settings.ca_file = Some(file.clone());
+    }
+    settings
 }
 
 /// One line per check (`domain check status observed — do: action`), or the JSON list.

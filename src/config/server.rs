@@ -403,15 +403,9 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
             .map_err(|why| d.error(&h.referenced, "public_hostname", why))
             .ok()
     });
-    let mut public_addresses = d.list(&raw.public_addresses, "public_addresses", ip_address);
+    let public_addresses = d.list(&raw.public_addresses, "public_addresses", ip_address);
     let issuer = compile_issuer(raw, dir, public_hostname.as_deref(), &public_addresses, d);
-    if let IssuerConfig::Acme(acme) = &issuer {
-        for ip in &acme.preflight.public_addresses {
-            if !public_addresses.contains(ip) {
-                public_addresses.push(*ip);
-            }
-        }
-    }
+    let public_addresses = with_preflight_addresses(public_addresses, &issuer);
     let limits = compile_limits(&raw.limits, d);
     let tls = TlsSettings {
         session_resumption: raw.tls.session_resumption.unwrap_or(true),
@@ -449,6 +443,19 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
         validation: compile_validation(raw.validation.as_ref(), dir, d),
         warnings: Vec::new(),
     }
+}
+
+/// The top-level `public_addresses` and, with ACME, those of `acme.preflight` (which keeps
+/// working as before): both mean "this server" to every check.
+fn with_preflight_addresses(mut list: Vec<IpAddr>, issuer: &IssuerConfig) -> Vec<IpAddr> {
+    if let IssuerConfig::Acme(acme) = issuer {
+        for ip in &acme.preflight.public_addresses {
+            if !list.contains(ip) {
+                list.push(*ip);
+            }
+        }
+    }
+    list
 }
 
 /// An IP address item of `public_addresses`.

@@ -1,11 +1,16 @@
-//! The five checks, one method each on [`Validator`].
+//! The five checks, one method each on [`Validator`]: each asks DNS (or fetches), then a pure
+//! function turns what it found into the verdict.
 
 use std::net::IpAddr;
 
-use super::{Check, Status, Validator, Verdict, lookup, mx, records};
+use super::fetch::Fetched;
+use super::{Check, Settings, Status, Validator, Verdict, lookup, mx, records};
 use crate::config::Tenant;
 use crate::policy::{MAX_BODY_BYTES, Mode};
-use crate::publish::{Publishing, sts_id, tenant_records};
+use crate::publish::{Publishing, Record, sts_id, tenant_records};
+
+/// The action of a verdict whose DNS lookup failed.
+const RETRY: &str = "check the DNS of the domain (its name servers answer?) and retry";
 
 /// What the policy-host check found: its verdict and the addresses the fetch uses.
 pub(super) struct Host {
@@ -28,108 +33,49 @@ fn list_ips(ips: &[IpAddr]) -> String {
         .join(", ")
 }
 
+fn quoted(list: &[&String]) -> String {
+    list.iter()
+        .map(|t| format!("{t:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Validator {
     /// Check 1: `mta-sts.<domain>` is a CNAME (chain) to `public_hostname` or has an address
     /// among `public_addresses`.
     pub(super) async fn policy_host(&self, tenant: &Tenant) -> Host {
-        let c = Check::PolicyHost;
         let host = &tenant.host;
         let (chain, ips) = tokio::join!(
             lookup::cname_chain(&self.resolver, host),
             lookup::addresses(&self.resolver, host)
         );
-        let (chain, addresses) = match (chain, ips) {
-            (Ok(chain), Ok(ips)) => (chain, ips),
-            (Err(e), _) | (_, Err(e)) => {
-                let verdict = Verdict::bad(
-                    c,
-                    Status::Error,
-                    e,
-                    "check the DNS of the domain; retry".into(),
-                );
-                return Host {
-                    verdict,
-                    addresses: Vec::new(),
-                };
-            }
-        };
-        let s = &self.settings;
-        let observed = format!(
-            "{} ({})",
-            chain_text(host, &chain),
-            if addresses.is_empty() {
-                "no address".into()
-            } else {
-                list_ips(&addresses)
-            }
-        );
-        let wanted = match (&s.public_hostname, s.public_addresses.is_empty()) {
-            (Some(h), true) => format!("a CNAME {host} → {h}"),
-            (Some(h), false) => format!(
-                "a CNAME {host} → {h} or an address among {}",
-                list_ips(&s.public_addresses)
-            ),
-            (None, false) => format!(
-                "an A/AAAA record of {host} among {}",
-                list_ips(&s.public_addresses)
-            ),
-            (None, true) => String::new(),
-        };
-        let verdict = if s
-            .public_hostname
-            .as_ref()
-            .is_some_and(|h| chain.contains(h))
-            || addresses.iter().any(|ip| s.public_addresses.contains(ip))
-        {
-            Verdict::ok(c, observed)
-        } else if wanted.is_empty() {
-            Verdict::bad(
-                c,
-                Status::Warning,
-                observed,
-                "set public_hostname or public_addresses in the server file so this can be checked"
-                    .into(),
-            )
-        } else if chain.is_empty() && addresses.is_empty() {
-            Verdict::bad(
-                c,
-                Status::Error,
-                format!("{host} does not resolve"),
-                format!("create {wanted}"),
-            )
-        } else {
-            Verdict::bad(
-                c,
-                Status::Error,
-                format!("points elsewhere: {observed}"),
-                format!("replace it with {wanted}"),
-            )
-        };
-        Host { verdict, addresses }
+        match (chain, ips) {
+            (Ok(chain), Ok(addresses)) => Host {
+                verdict: host_verdict(&self.settings, host, &chain, &addresses),
+                addresses,
+            },
+            (Err(e), _) | (_, Err(e)) => Host {
+                verdict: Verdict::error(Check::PolicyHost, e, RETRY),
+                addresses: Vec::new(),
+            },
+        }
     }
 
     /// Check 2: the policy fetched from the resolved addresses is the body served now.
     pub(super) async fn policy_fetch(&self, tenant: &Tenant, addresses: Vec<IpAddr>) -> Verdict {
         let c = Check::PolicyFetch;
         if addresses.is_empty() {
-            return Verdict::bad(
+            return Verdict::error(
                 c,
-                Status::Error,
                 format!("not fetched: {} has no address", tenant.host),
-                "make the policy host resolve (see policy-host)".into(),
+                "make the policy host resolve (see policy-host)",
             );
         }
+        let s = &self.settings;
         let mut failures = Vec::new();
         for ip in addresses {
-            match super::fetch::fetch(
-                self.tls.clone(),
-                &tenant.host,
-                ip,
-                self.settings.https_port,
-                self.settings.timeout,
-            )
-            .await
-            {
+            let tls = self.tls.clone();
+            match super::fetch::fetch(tls, &tenant.host, ip, s.https_port, s.timeout).await {
                 Ok(fetched) => return fetched_verdict(tenant, &fetched),
                 Err(e) => failures.push(e),
             }
@@ -142,203 +88,218 @@ impl Validator {
                 tenant.host
             )
         };
-        Verdict::bad(c, Status::Error, failures.join("; "), action)
+        Verdict::error(c, failures.join("; "), action)
+    }
+
+    /// The CNAME chain from `name` and the TXT records at its end.
+    async fn txt_after_cnames(&self, name: &str) -> Result<(Vec<String>, Vec<String>), String> {
+        let chain = lookup::cname_chain(&self.resolver, name).await?;
+        let last = chain.last().map_or(name, String::as_str);
+        let txts = lookup::txt(&self.resolver, last).await?;
+        Ok((chain, txts))
     }
 
     /// Check 3: `_mta-sts.<domain>` after CNAMEs has exactly one valid `v=STSv1` record whose
     /// id is the served id.
     pub(super) async fn sts_record(&self, tenant: &Tenant) -> Verdict {
-        let c = Check::StsRecord;
         let name = format!("_mta-sts.{}", tenant.domain);
-        let want = format!("v=STSv1; id={}", sts_id(tenant));
-        let found = async {
-            let chain = lookup::cname_chain(&self.resolver, &name).await?;
-            let last = chain.last().cloned().unwrap_or_else(|| name.clone());
-            Ok::<_, String>((chain, lookup::txt(&self.resolver, &last).await?))
-        };
-        let (chain, txts) = match found.await {
-            Ok(found) => found,
-            Err(e) => {
-                return Verdict::bad(
-                    c,
-                    Status::Error,
-                    e,
-                    "check the DNS of the domain; retry".into(),
-                );
+        match self.txt_after_cnames(&name).await {
+            Ok((chain, txts)) => {
+                let zone = self.settings.delegated_zone.as_deref();
+                sts_verdict(tenant, &name, &chain, &txts, zone)
             }
-        };
-        let delegated = self.settings.delegated_zone.as_ref().is_some_and(|zone| {
-            chain
-                .first()
-                .is_some_and(|t| *t == format!("{}._mta-sts.{zone}", tenant.domain))
-        });
-        let via = if delegated {
-            format!(" (delegated: {})", chain_text(&name, &chain))
-        } else if chain.is_empty() {
-            String::new()
-        } else {
-            format!(" (via {})", chain_text(&name, &chain))
-        };
-        let sts: Vec<&String> = txts.iter().filter(|t| t.starts_with("v=STSv1")).collect();
-        match sts.as_slice() {
-            [] => Verdict::bad(
-                c,
-                Status::Error,
-                format!("no v=STSv1 record at {name}{via}"),
-                format!("publish {name} TXT \"{want}\""),
-            ),
-            [one] => match records::sts_id(one) {
-                Err(why) => Verdict::bad(
-                    c,
-                    Status::Error,
-                    format!("{one:?} {why}{via}"),
-                    format!("replace it with \"{want}\""),
-                ),
-                Ok(id) if id == sts_id(tenant) => Verdict::ok(c, format!("{one}{via}")),
-                Ok(id) => Verdict::bad(
-                    c,
-                    Status::Error,
-                    format!(
-                        "stale id: DNS has id={id}, the served policy has id={}{via}",
-                        sts_id(tenant)
-                    ),
-                    if delegated {
-                        "the built-in zone publishes the new id once the policy is served with a valid certificate; see `mta-stsd certs`".into()
-                    } else {
-                        format!(
-                            "publish {name} TXT \"{want}\" (senders holding the old id never refetch)"
-                        )
-                    },
-                ),
-            },
-            many => Verdict::bad(
-                c,
-                Status::Error,
-                format!(
-                    "{} v=STSv1 records at {name}{via}: {}",
-                    many.len(),
-                    many.iter()
-                        .map(|t| format!("{t:?}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                format!("keep exactly one: \"{want}\" (with several, senders see no policy)"),
-            ),
+            Err(e) => Verdict::error(Check::StsRecord, e, RETRY),
         }
     }
 
     /// Check 4: `_smtp._tls.<domain>` has exactly one valid `v=TLSRPTv1` record, with this
     /// server's endpoint when it publishes one.
-    pub(super) async fn tlsrpt_record(
-        &self,
-        tenant: &Tenant,
-        publishing: Publishing<'_>,
-    ) -> Verdict {
-        let c = Check::TlsRptRecord;
+    pub(super) async fn tlsrpt_record(&self, tenant: &Tenant, p: Publishing<'_>) -> Verdict {
         let name = format!("_smtp._tls.{}", tenant.domain);
-        let expected = tenant_records(tenant, publishing).tlsrpt;
-        let endpoint = publishing
-            .tlsrpt
-            .and_then(|t| t.published_endpoint(&tenant.domain));
-        let found = async {
-            let chain = lookup::cname_chain(&self.resolver, &name).await?;
-            let last = chain.last().cloned().unwrap_or_else(|| name.clone());
-            lookup::txt(&self.resolver, &last).await
-        };
-        let txts = match found.await {
-            Ok(found) => found,
-            Err(e) => {
-                return Verdict::bad(
-                    c,
-                    Status::Error,
-                    e,
-                    "check the DNS of the domain; retry".into(),
-                );
+        match self.txt_after_cnames(&name).await {
+            Ok((_, txts)) => {
+                let endpoint = p.tlsrpt.and_then(|t| t.published_endpoint(&tenant.domain));
+                let expected = tenant_records(tenant, p).tlsrpt;
+                tlsrpt_verdict(&name, &txts, expected.as_ref(), endpoint.as_deref())
             }
-        };
-        let rpt: Vec<&String> = txts
-            .iter()
-            .filter(|t| t.starts_with("v=TLSRPTv1"))
-            .collect();
-        let publish = |what: &str| match &expected {
-            Some(r) => format!("{what} {name} TXT \"{}\"", r.value),
-            None => "add rua: addresses to the tenant and publish the record `mta-stsd dns` prints"
-                .into(),
-        };
-        match rpt.as_slice() {
-            [] if expected.is_none() => Verdict::bad(
-                c,
-                Status::Warning,
-                format!("no v=TLSRPTv1 record at {name}: senders send no TLS reports"),
-                publish("publish"),
-            ),
-            [] => Verdict::bad(
-                c,
-                Status::Error,
-                format!("no v=TLSRPTv1 record at {name}"),
-                publish("publish"),
-            ),
-            [one] => match records::tlsrpt_rua(one) {
-                Err(why) => Verdict::bad(
-                    c,
-                    Status::Error,
-                    format!("{one:?} {why}"),
-                    publish("replace it with"),
-                ),
-                Ok(rua) => match endpoint {
-                    Some(ep) if !rua.iter().any(|u| u.eq_ignore_ascii_case(&ep)) => Verdict::bad(
-                        c,
-                        Status::Warning,
-                        format!("{one} lacks this server's endpoint {ep}"),
-                        publish("publish"),
-                    ),
-                    _ => Verdict::ok(c, one.to_string()),
-                },
-            },
-            many => Verdict::bad(
-                c,
-                Status::Error,
-                format!(
-                    "{} v=TLSRPTv1 records at {name} (senders ignore them all)",
-                    many.len()
-                ),
-                publish("keep exactly one:"),
-            ),
+            Err(e) => Verdict::error(Check::TlsRptRecord, e, RETRY),
         }
     }
 
     /// Check 5: every MX host is covered by a policy pattern and every pattern matches one.
     pub(super) async fn mx(&self, tenant: &Tenant) -> Verdict {
         let c = Check::Mx;
-        let hosts = match lookup::mx(&self.resolver, &tenant.domain).await {
-            Ok(Some(hosts)) if !hosts.is_empty() => hosts,
-            Ok(Some(_)) => {
-                return Verdict::bad(
-                    c,
-                    Status::Error,
-                    format!("{} has no MX record", tenant.domain),
-                    "publish the MX records, or retire the policy if the domain takes no mail"
-                        .into(),
-                );
-            }
-            Ok(None) => {
-                return Verdict::bad(
-                    c,
-                    Status::Error,
-                    format!("{} has a null MX (takes no mail)", tenant.domain),
-                    "retire the policy: a domain without mail needs none".into(),
-                );
-            }
-            Err(e) => {
-                return Verdict::bad(
-                    c,
-                    Status::Error,
-                    e,
-                    "check the DNS of the domain; retry".into(),
-                );
-            }
-        };
-        mx_verdict(tenant, &hosts)
+        let d = &tenant.domain;
+        match lookup::mx(&self.resolver, d).await {
+            Ok(Some(hosts)) if !hosts.is_empty() => mx_verdict(tenant, &hosts),
+            Ok(Some(_)) => Verdict::error(
+                c,
+                format!("{d} has no MX record"),
+                "publish the MX records, or retire the policy if the domain takes no mail",
+            ),
+            Ok(None) => Verdict::error(
+                c,
+                format!("{d} has a null MX (it takes no mail)"),
+                "retire the policy: a domain without mail needs none",
+            ),
+            Err(e) => Verdict::error(c, e, RETRY),
+        }
+    }
+}
+
+/// The policy-host verdict from the CNAME chain and addresses found.
+fn host_verdict(s: &Settings, host: &str, chain: &[String], addresses: &[IpAddr]) -> Verdict {
+    let c = Check::PolicyHost;
+    let ips = if addresses.is_empty() {
+        "no address".into()
+    } else {
+        list_ips(addresses)
+    };
+    let observed = format!("{} ({ips})", chain_text(host, chain));
+    let here = s
+        .public_hostname
+        .as_ref()
+        .is_some_and(|h| chain.contains(h))
+        || addresses.iter().any(|ip| s.public_addresses.contains(ip));
+    let ours = list_ips(&s.public_addresses);
+    let wanted = match (&s.public_hostname, s.public_addresses.is_empty()) {
+        (Some(h), true) => format!("a CNAME {host} → {h}"),
+        (Some(h), false) => format!("a CNAME {host} → {h} or an address among {ours}"),
+        (None, false) => format!("an A/AAAA record of {host} among {ours}"),
+        (None, true) => String::new(),
+    };
+    if here {
+        Verdict::ok(c, observed)
+    } else if wanted.is_empty() {
+        Verdict::warning(
+            c,
+            observed,
+            "set public_hostname or public_addresses in the server file so this can be checked",
+        )
+    } else if chain.is_empty() && addresses.is_empty() {
+        Verdict::error(
+            c,
+            format!("{host} does not resolve"),
+            format!("create {wanted}"),
+        )
+    } else {
+        Verdict::error(
+            c,
+            format!("points elsewhere: {observed}"),
+            format!("replace it with {wanted}"),
+        )
+    }
+}
+
+/// The `_mta-sts` verdict from the records at the end of `chain`; a chain whose first
+/// target is the tenant's name in the delegated `zone` is reported as delegated.
+fn sts_verdict(
+    tenant: &Tenant,
+    name: &str,
+    chain: &[String],
+    txts: &[String],
+    zone: Option<&str>,
+) -> Verdict {
+    let c = Check::StsRecord;
+    let served = sts_id(tenant);
+    let want = format!("v=STSv1; id={served}");
+    let delegated = zone
+        .is_some_and(|zone| chain.first() == Some(&format!("{}._mta-sts.{zone}", tenant.domain)));
+    let via = match (delegated, chain.is_empty()) {
+        (true, _) => format!(" (delegated: {})", chain_text(name, chain)),
+        (false, true) => String::new(),
+        (false, false) => format!(" (via {})", chain_text(name, chain)),
+    };
+    let sts: Vec<&String> = txts.iter().filter(|t| t.starts_with("v=STSv1")).collect();
+    let one = match sts.as_slice() {
+        [] => {
+            let observed = format!("no v=STSv1 record at {name}{via}");
+            return Verdict::error(c, observed, format!("publish {name} TXT \"{want}\""));
+        }
+        [one] => one,
+        many => {
+            let observed = format!(
+                "{} v=STSv1 records at {name}{via}: {}",
+                many.len(),
+                quoted(many)
+            );
+            let action =
+                format!("keep exactly one: \"{want}\" (with several, senders see no policy)");
+            return Verdict::error(c, observed, action);
+        }
+    };
+    match records::sts_id(one) {
+        Err(why) => Verdict::error(
+            c,
+            format!("{one:?} {why}{via}"),
+            format!("replace it with \"{want}\""),
+        ),
+        Ok(id) if id == served => Verdict::ok(c, format!("{one}{via}")),
+        Ok(id) => {
+            let observed =
+                format!("stale id: DNS has id={id}, the served policy has id={served}{via}");
+            let action = if delegated {
+                "the built-in zone answers the new id once the policy is served with a valid certificate: see `mta-stsd certs`".to_owned()
+            } else {
+                format!(
+                    "publish {name} TXT \"{want}\" (senders holding the old id never fetch the new policy)"
+                )
+            };
+            Verdict::error(c, observed, action)
+        }
+    }
+}
+
+/// The `_smtp._tls` verdict from the TXT records found, what `mta-stsd dns` prints for the
+/// tenant and this server's endpoint when it publishes one.
+fn tlsrpt_verdict(
+    name: &str,
+    txts: &[String],
+    expected: Option<&Record>,
+    endpoint: Option<&str>,
+) -> Verdict {
+    let c = Check::TlsRptRecord;
+    let publish = |what: &str| match expected {
+        Some(r) => format!("{what} {name} TXT \"{}\"", r.value),
+        None => {
+            "add tlsrpt.rua addresses to the tenant and publish the record `mta-stsd dns` prints"
+                .into()
+        }
+    };
+    let rpt: Vec<&String> = txts
+        .iter()
+        .filter(|t| t.starts_with("v=TLSRPTv1"))
+        .collect();
+    let one = match rpt.as_slice() {
+        [] if expected.is_none() => {
+            let observed = format!("no v=TLSRPTv1 record at {name}: senders send no TLS reports");
+            return Verdict::warning(c, observed, publish("publish"));
+        }
+        [] => {
+            return Verdict::error(
+                c,
+                format!("no v=TLSRPTv1 record at {name}"),
+                publish("publish"),
+            );
+        }
+        [one] => one,
+        many => {
+            let observed = format!(
+                "{} v=TLSRPTv1 records at {name} (senders use none): {}",
+                many.len(),
+                quoted(many)
+            );
+            return Verdict::error(c, observed, publish("keep exactly one:"));
+        }
+    };
+    match (records::tlsrpt_rua(one), endpoint) {
+        (Err(why), _) => Verdict::error(c, format!("{one:?} {why}"), publish("replace it with")),
+        (Ok(rua), Some(ep)) if !rua.iter().any(|u| u.eq_ignore_ascii_case(ep)) => Verdict::warning(
+            c,
+            format!("{one} lacks this server's endpoint {ep}"),
+            publish("publish"),
+        ),
+        (Ok(_), _) => Verdict::ok(c, one.to_string()),
     }
 }
 
@@ -352,119 +313,106 @@ fn mx_verdict(tenant: &Tenant, hosts: &[String]) -> Verdict {
         hosts.join(", "),
         patterns.join(", ")
     );
-    if !drift.uncovered.is_empty() {
-        let hosts = drift.uncovered.join(", ");
-        let (status, consequence) = match tenant.policy.mode {
-            Mode::Enforce => (
-                Status::Error,
-                format!("senders enforcing the policy refuse to deliver to {hosts}"),
-            ),
-            Mode::Testing => (
-                Status::Error,
-                format!(
-                    "in enforce mode, senders would refuse to deliver to {hosts}; do not switch to enforce"
-                ),
-            ),
-            Mode::None => (
-                Status::Warning,
-                format!("a testing or enforce policy would not cover {hosts}"),
-            ),
-        };
-        let unused = if drift.unused.is_empty() {
-            String::new()
-        } else {
-            format!("; unused patterns: {}", drift.unused.join(", "))
-        };
-        return Verdict::bad(
+    if drift.uncovered.is_empty() && drift.unused.is_empty() {
+        return Verdict::ok(c, observed);
+    }
+    if drift.uncovered.is_empty() {
+        let unused = drift.unused.join(", ");
+        return Verdict::warning(
             c,
-            status,
-            format!("not covered: {hosts}{unused} ({observed})"),
-            format!(
-                "{consequence}: add a matching mx: pattern to the tenant, or fix the MX records"
-            ),
+            format!("patterns matching no MX: {unused} ({observed})"),
+            "remove the stale mx: patterns from the tenant, or add the MX records they name",
         );
     }
-    if !drift.unused.is_empty() {
-        return Verdict::bad(
-            c,
+    let hosts = drift.uncovered.join(", ");
+    let (status, consequence) = match tenant.policy.mode {
+        Mode::Enforce => (
+            Status::Error,
+            format!("senders enforcing the policy refuse to deliver to {hosts}"),
+        ),
+        Mode::Testing => (
+            Status::Error,
+            format!(
+                "in enforce mode senders would refuse to deliver to {hosts}: do not switch to enforce yet"
+            ),
+        ),
+        Mode::None => (
             Status::Warning,
-            format!(
-                "patterns matching no MX: {} ({observed})",
-                drift.unused.join(", ")
-            ),
-            "remove the stale mx: patterns from the tenant, or add the MX records they name".into(),
-        );
-    }
-    Verdict::ok(c, observed)
+            format!("a testing or enforce policy would not cover {hosts}"),
+        ),
+    };
+    let unused = if drift.unused.is_empty() {
+        String::new()
+    } else {
+        format!("; unused patterns: {}", drift.unused.join(", "))
+    };
+    let action =
+        format!("{consequence}; add a matching mx: pattern to the tenant, or fix the MX records");
+    Verdict::bad(
+        c,
+        status,
+        format!("not covered: {hosts}{unused} ({observed})"),
+        action,
+    )
 }
 
 /// The fetch verdict from what the server answered.
-fn fetched_verdict(tenant: &Tenant, f: &super::fetch::Fetched) -> Verdict {
+fn fetched_verdict(tenant: &Tenant, f: &Fetched) -> Verdict {
     let c = Check::PolicyFetch;
     let at = format!("from {}", f.addr);
-    if (300..400).contains(&f.status) {
-        return Verdict::bad(
-            c,
-            Status::Error,
-            format!(
-                "HTTP {} redirect to {} {at}",
-                f.status,
-                f.location.as_deref().unwrap_or("?")
-            ),
-            "serve the policy itself: senders do not follow redirects (RFC 8461 §3.3)".into(),
-        );
-    }
-    if f.status != 200 {
-        return Verdict::bad(
-            c,
-            Status::Error,
-            format!("HTTP {} {at}", f.status),
-            format!(
-                "serve the policy at https://{}/.well-known/mta-sts.txt with status 200",
-                tenant.host
-            ),
-        );
-    }
-    let media = f
-        .content_type
-        .as_deref()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if media != "text/plain" {
-        return Verdict::bad(
-            c,
-            Status::Error,
-            format!(
-                "Content-Type {:?} {at}",
-                f.content_type.as_deref().unwrap_or("(none)")
-            ),
-            "serve the policy as text/plain".into(),
-        );
-    }
-    let Some(body) = &f.body else {
-        return Verdict::bad(
-            c,
-            Status::Error,
-            format!("body over {MAX_BODY_BYTES} bytes {at}"),
-            "serve the policy body; senders refuse one this long".into(),
-        );
+    let body = match checked_body(tenant, f) {
+        Ok(body) => body,
+        Err((observed, action)) => return Verdict::error(c, format!("{observed} {at}"), action),
     };
     if body[..] != tenant.policy.body[..] {
         let id = crate::policy::policy_id(body);
-        return Verdict::bad(c, Status::Error,
-            format!("the body {at} (id {id}) is not the policy configured (id {})", tenant.policy.id),
-            "reload the daemon (`mta-stsd` SIGHUP or POST /reload), or check that the policy host points at this server".into());
+        return Verdict::error(
+            c,
+            format!(
+                "the body {at} (id {id}) is not the policy configured (id {})",
+                tenant.policy.id
+            ),
+            "reload the daemon (SIGHUP or POST /reload), or check that the policy host points at this server",
+        );
     }
-    Verdict::ok(
-        c,
-        format!(
-            "200 text/plain, {} bytes, id {} {at}",
-            body.len(),
-            tenant.policy.id
-        ),
-    )
+    let observed = format!(
+        "200 text/plain, {} bytes, id {} {at}",
+        body.len(),
+        tenant.policy.id
+    );
+    Verdict::ok(c, observed)
+}
+
+/// The body of a response a sender accepts, or (observed, action) of what is wrong.
+fn checked_body<'f>(tenant: &Tenant, f: &'f Fetched) -> Result<&'f bytes::Bytes, (String, String)> {
+    if (300..400).contains(&f.status) {
+        let to = f.location.as_deref().unwrap_or("(no Location)");
+        return Err((
+            format!("HTTP {} redirect to {to}", f.status),
+            "serve the policy itself: senders do not follow redirects (RFC 8461 §3.3)".into(),
+        ));
+    }
+    if f.status != 200 {
+        return Err((
+            format!("HTTP {}", f.status),
+            format!(
+                "serve https://{}/.well-known/mta-sts.txt with status 200",
+                tenant.host
+            ),
+        ));
+    }
+    let content_type = f.content_type.as_deref().unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("text/plain") {
+        return Err((
+            format!("Content-Type {content_type:?}"),
+            "serve the policy as text/plain (RFC 8461 §3.2)".into(),
+        ));
+    }
+    f.body.as_ref().ok_or_else(|| {
+        (
+            format!("body over {MAX_BODY_BYTES} bytes"),
+            "shorten the policy: senders refuse a body this long".into(),
+        )
+    })
 }

@@ -34,6 +34,7 @@ pub enum Check {
     /// `_mta-sts.<domain>`: one valid `v=STSv1` record with the served id.
     StsRecord,
     /// `_smtp._tls.<domain>`: one valid `v=TLSRPTv1` record.
+    #[serde(rename = "tlsrpt-record")]
     TlsRptRecord,
     /// The MX hosts against the policy's `mx:` patterns.
     Mx,
@@ -116,6 +117,14 @@ impl Verdict {
             observed,
             action: Some(action),
         }
+    }
+
+    fn error(check: Check, observed: String, action: impl Into<String>) -> Verdict {
+        Verdict::bad(check, Status::Error, observed, action.into())
+    }
+
+    fn warning(check: Check, observed: String, action: impl Into<String>) -> Verdict {
+        Verdict::bad(check, Status::Warning, observed, action.into())
     }
 }
 
@@ -215,6 +224,21 @@ impl Validator {
             domain: tenant.domain.clone(),
             checks: vec![host.verdict, fetch, sts, tlsrpt, mx],
             checked_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_names_are_the_same_in_json_and_labels() {
+        for c in Check::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+        for s in [Status::Ok, Status::Warning, Status::Error] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
     }
 }

@@ -8,6 +8,7 @@ mod bind;
 mod daemon;
 mod fixtures;
 mod https;
+mod testdns;
 
 use std::time::Duration;
 
@@ -20,6 +21,11 @@ pub use daemon::{Running, run_daemon, start};
 pub use fixtures::{BASE_SERVER_YAML, TestConfig, gzip, report_json, report_mail, tlsrpt_fixture};
 #[allow(unused_imports)]
 pub use https::{Client, Fetched};
+pub use testdns::{TestDns, TestRecord};
+/// Record builders of the test DNS.
+pub mod rr {
+    pub use super::testdns::{a, cname, mx, txt};
+}
 
 /// Installs the process-wide crypto provider once (tests share one process).
 pub fn init_crypto() {
