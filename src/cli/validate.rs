@@ -85,6 +85,9 @@ fn settings(server: &ServerConfig, args: &ValidateArgs) -> Settings {
     if let Some(port) = args.https_port {
         settings.https_port = port;
     }
+    if let Some(port) = args.smtp_port {
+        settings.smtp_port = port;
+    }
     if let Some(file) = &args.ca_file {
         settings.ca_file = Some(file.clone());
     }

@@ -110,3 +110,74 @@ pub(super) fn compile_validation(
         ca_file: raw.ca_file.as_deref().map(|f| resolve(dir, f)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse_server_config;
+    use std::path::Path;
+
+    const BASE: &str = "listen: \"127.0.0.1:443\"\nstate_dir: s\nissuer: internal\n";
+
+    #[test]
+    fn absent_means_the_defaults() {
+        let cfg = parse_server_config(Path::new("/c"), BASE).unwrap();
+        assert_eq!(cfg.validation, super::ValidationConfig::default());
+        assert!(cfg.public_addresses.is_empty());
+    }
+
+    #[test]
+    fn every_key_is_read_and_paths_resolve_against_the_directory() {
+        let yaml = format!(
+            "{BASE}public_addresses: [\"192.0.2.1\", \"2001:db8::1\"]\nvalidation:\n  enabled: false\n  interval: 2h\n  timeout: 3s\n  max_concurrent: 2\n  nameservers: [\"127.0.0.1:5353\", \"10.0.0.1\"]\n  https_port: 8443\n  smtp_port: 2525\n  ca_file: roots.pem\n"
+        );
+        let cfg = parse_server_config(Path::new("/c"), &yaml).unwrap();
+        let v = &cfg.validation;
+        assert!(!v.enabled);
+        assert_eq!(v.interval.as_secs(), 7200);
+        assert_eq!(v.timeout.as_secs(), 3);
+        assert_eq!(v.max_concurrent, 2);
+        assert_eq!(v.nameservers.len(), 2);
+        assert_eq!(v.nameservers[1].port(), 53);
+        assert_eq!((v.https_port, v.smtp_port), (8443, 2525));
+        assert_eq!(v.ca_file.as_deref(), Some(Path::new("/c/roots.pem")));
+        assert_eq!(cfg.public_addresses.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_are_errors_at_their_field() {
+        let yaml = format!(
+            "{BASE}public_addresses: [\"mta\"]\nvalidation:\n  max_concurrent: 0\n  https_port: 0\n"
+        );
+        let errs: Vec<String> = parse_server_config(Path::new("/c"), &yaml)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(
+            errs[0].contains(":4:") && errs[0].contains("public_addresses[0]"),
+            "{errs:#?}"
+        );
+        assert!(
+            errs[0].contains("\"mta\" is not an IP address"),
+            "{errs:#?}"
+        );
+        assert!(errs[1].contains("validation.max_concurrent"), "{errs:#?}");
+        assert!(errs[2].contains("validation.https_port"), "{errs:#?}");
+    }
+
+    #[test]
+    fn top_level_addresses_also_satisfy_the_acme_preflight() {
+        let yaml = "listen: \"127.0.0.1:443\"\nstate_dir: s\nissuer: acme\npublic_addresses: [\"192.0.2.1\"]\nacme:\n  directory: https://ca.example/dir\n  contact: [\"mailto:a@example.com\"]\n  preflight:\n    public_addresses: [\"192.0.2.2\"]\n";
+        let cfg = parse_server_config(Path::new("/c"), yaml).unwrap_or_else(|e| panic!("{e:#?}"));
+        let crate::config::IssuerConfig::Acme(acme) = &cfg.issuer else {
+            panic!("acme");
+        };
+        let ips = |v: &[std::net::IpAddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            ips(&acme.preflight.public_addresses),
+            ["192.0.2.2", "192.0.2.1"]
+        );
+        assert_eq!(ips(&cfg.public_addresses), ["192.0.2.1", "192.0.2.2"]);
+    }
+}

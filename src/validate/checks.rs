@@ -416,3 +416,88 @@ fn checked_body<'f>(tenant: &Tenant, f: &'f Fetched) -> Result<&'f bytes::Bytes,
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(mode: &str) -> Tenant {
+        let yaml = format!("domain: example.com\nmode: {mode}\nmx: [\"*.example.com\"]\n");
+        let file = crate::config::parse_tenants(std::path::Path::new("t.yaml"), &yaml);
+        file.tenants.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn a_cname_into_the_delegated_zone_is_named_and_a_stale_id_there_waits_for_the_certificate() {
+        let t = tenant("testing");
+        let chain = vec!["example.com._mta-sts.sts.op.example".to_owned()];
+        let good = vec![format!("v=STSv1; id={}", t.policy.id)];
+        let zone = Some("sts.op.example");
+        let v = sts_verdict(&t, "_mta-sts.example.com", &chain, &good, zone);
+        assert_eq!(v.status, Status::Ok);
+        assert!(
+            v.observed.contains(
+                "(delegated: _mta-sts.example.com → example.com._mta-sts.sts.op.example)"
+            ),
+            "{v:?}"
+        );
+        let stale = vec!["v=STSv1; id=old".to_owned()];
+        let v = sts_verdict(&t, "_mta-sts.example.com", &chain, &stale, zone);
+        assert!(v.observed.starts_with("stale id: DNS has id=old"), "{v:?}");
+        assert!(v.action.unwrap().contains("valid certificate"));
+        let v = sts_verdict(&t, "_mta-sts.example.com", &chain, &stale, None);
+        assert!(v.observed.contains("(via "), "{v:?}");
+    }
+
+    #[test]
+    fn records_not_starting_with_the_version_are_ignored_and_a_bad_one_is_an_error() {
+        let t = tenant("testing");
+        let noise = vec!["google-site-verification=x".to_owned()];
+        let v = sts_verdict(&t, "_mta-sts.example.com", &[], &noise, None);
+        assert_eq!(v.status, Status::Error);
+        assert!(v.observed.starts_with("no v=STSv1 record"), "{v:?}");
+        let bad = vec!["v=STSv1; id=has-dash".to_owned()];
+        let v = sts_verdict(&t, "_mta-sts.example.com", &[], &bad, None);
+        assert!(v.observed.contains("not 1 to 32 letters"), "{v:?}");
+    }
+
+    #[test]
+    fn the_report_endpoint_missing_from_rua_is_a_warning() {
+        let name = "_smtp._tls.example.com";
+        let ep = "https://r.op.example/tlsrpt/example.com";
+        let only_mail = vec!["v=TLSRPTv1; rua=mailto:r@example.com".to_owned()];
+        let v = tlsrpt_verdict(name, &only_mail, None, Some(ep));
+        assert_eq!(v.status, Status::Warning);
+        assert!(v.observed.contains("lacks this server's endpoint"), "{v:?}");
+        let both = vec![format!("v=TLSRPTv1; rua=mailto:r@example.com,{ep}")];
+        assert_eq!(
+            tlsrpt_verdict(name, &both, None, Some(ep)).status,
+            Status::Ok
+        );
+        assert_eq!(
+            tlsrpt_verdict(name, &[], None, None).status,
+            Status::Warning
+        );
+        let two = vec![both[0].clone(), both[0].clone()];
+        assert_eq!(tlsrpt_verdict(name, &two, None, None).status, Status::Error);
+    }
+
+    #[test]
+    fn an_uncovered_mx_is_an_error_in_testing_and_enforce_and_a_warning_in_none() {
+        let hosts = vec!["a.b.example.com".to_owned()];
+        for (mode, status) in [
+            ("testing", Status::Error),
+            ("enforce", Status::Error),
+            ("none", Status::Warning),
+        ] {
+            let v = mx_verdict(&tenant(mode), &hosts);
+            assert_eq!(v.status, status, "{mode}: {v:?}");
+            assert!(
+                v.observed.starts_with("not covered: a.b.example.com"),
+                "{v:?}"
+            );
+        }
+        let ok = mx_verdict(&tenant("enforce"), &["mx1.example.com".to_owned()]);
+        assert_eq!(ok.status, Status::Ok);
+    }
+}

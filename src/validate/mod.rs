@@ -163,6 +163,8 @@ pub struct Settings {
     pub nameservers: Vec<SocketAddr>,
     /// Port the policy is fetched from.
     pub https_port: u16,
+    /// Port of the MX STARTTLS probe (`validation.smtp_port`, `--smtp-port`).
+    pub smtp_port: u16,
     /// Limit of each network step.
     pub timeout: Duration,
     /// Extra roots (only those are trusted when set).
@@ -186,6 +188,7 @@ impl Settings {
             delegated_zone: server.dns.as_ref().map(|z| z.zone.clone()),
             nameservers,
             https_port: v.https_port,
+            smtp_port: v.smtp_port,
             timeout: v.timeout,
             ca_file: v.ca_file.clone(),
         }
