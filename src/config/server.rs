@@ -83,7 +83,8 @@ pub enum PerTenant {
     /// Every tenant: a million tenants make a scrape of hundreds of megabytes.
     All,
     /// Only tenants that need attention: not ready, certificate not valid or expiring within
-    /// [`PROBLEM_EXPIRY_DAYS`], TLS-RPT failures in the window. Aggregates cover the rest.
+    /// [`PROBLEM_EXPIRY_DAYS`], TLS-RPT failures in the window, a validation check in error.
+    /// Aggregates cover the rest.
     #[default]
     Problems,
     /// No per-tenant series; aggregates only.
@@ -348,6 +349,12 @@ impl ServerConfig {
         cmp(self.dns != next.dns, "dns");
         // The publisher is built once at start with its keys, like the DNS server.
         cmp(self.dns_update != next.dns_update, "dns_update");
+        // The watchdog is started once with its resolver and roots.
+        cmp(self.validation != next.validation, "validation");
+        cmp(
+            self.public_addresses != next.public_addresses,
+            "public_addresses",
+        );
         fields
     }
 }

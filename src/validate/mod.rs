@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod lookup;
 pub mod mx;
 pub mod records;
+pub mod watchdog;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -19,6 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
+
+pub use watchdog::Board;
 
 use crate::config::{ServerConfig, Tenant};
 use crate::publish::Publishing;

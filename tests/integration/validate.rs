@@ -345,3 +345,92 @@ async fn a_daemon_certificate_from_an_untrusted_ca_is_an_error() {
         "{v:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_publishes_verdicts_in_the_api_and_metrics() {
+    init_crypto();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let records_for = |good_id: &str, bad_id: &str| {
+        let mut r = vec![a("sts.op.test", LOCAL)];
+        r.extend(correct_records("good.test", good_id));
+        let mut bad = correct_records("bad.test", bad_id);
+        bad[3] = mx("bad.test", 10, "mail.bad.test");
+        r.extend(bad);
+        r
+    };
+    // The ids are known once the tenants are loaded; the DNS must be up before the daemon.
+    let cfg = TestConfig::new();
+    tenant(&cfg, "good.test", &["mx.good.test"]);
+    tenant(&cfg, "bad.test", &["mx.bad.test"]);
+    let (_, set) = mta_stsd::reload::load(cfg.path()).unwrap();
+    let id = |d: &str| {
+        set.tenants
+            .iter()
+            .find(|t| t.domain == d)
+            .unwrap()
+            .policy
+            .id
+            .clone()
+    };
+    let dns = TestDns::start("test", &records_for(&id("good.test"), &id("bad.test"))).await;
+    std::fs::write(
+        cfg.path().join("mta-stsd.yaml"),
+        format!(
+            "{}public_hostname: sts.op.test\nvalidation:\n  interval: 10s\n  timeout: 2s\n  nameservers: [\"{}\"]\n  https_port: {port}\n  ca_file: state/ca/ca.crt\n",
+            crate::common::BASE_SERVER_YAML,
+            dns.addr
+        ),
+    )
+    .unwrap();
+    let daemon = mta_stsd::daemon::Daemon::build(cfg.path()).expect("daemon builds");
+    let running = crate::common::run_daemon(daemon, listener, cfg.ca_der()).await;
+    let admin = running.admin_addr;
+    let validation = |d: &'static str| async move {
+        let r = crate::common::admin_get(admin, &format!("/api/v1/tenants/{d}")).await;
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        v["validation"].clone()
+    };
+    let both = crate::common::eventually(std::time::Duration::from_secs(60), || async {
+        !validation("good.test").await.is_null() && !validation("bad.test").await.is_null()
+    })
+    .await;
+    assert!(both, "the watchdog did not report both tenants");
+    let good = validation("good.test").await;
+    assert!(
+        good["checked_at"].as_str().unwrap().ends_with('Z'),
+        "{good:#}"
+    );
+    let checks = good["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 5, "{good:#}");
+    assert!(checks.iter().all(|c| c["status"] == "ok"), "{good:#}");
+    let bad = validation("bad.test").await;
+    let mx = bad["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "mx")
+        .unwrap();
+    assert_eq!(mx["status"], "error", "{bad:#}");
+
+    let metrics = crate::common::admin_get(admin, "/metrics").await;
+    let text = metrics.body;
+    assert!(
+        text.contains("mta_stsd_validation{domain=\"bad.test\",check=\"mx\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mta_stsd_validation{domain=\"bad.test\",check=\"sts-record\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mta_stsd_validation_errors{check=\"mx\"} 1"),
+        "{text}"
+    );
+    // metrics.per_tenant defaults to problems: a tenant that passes has no series of its own.
+    assert!(
+        !text.contains("mta_stsd_validation{domain=\"good.test\""),
+        "{text}"
+    );
+    running.stop().await;
+}
