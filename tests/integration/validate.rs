@@ -434,3 +434,100 @@ async fn the_watchdog_publishes_verdicts_in_the_api_and_metrics() {
     );
     running.stop().await;
 }
+
+/// A server that accepts TLS and then says nothing.
+async fn silent_https(tls: Arc<rustls::ServerConfig>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                held.push(tls);
+            }
+        }
+    });
+    addr
+}
+
+/// What a sender refuses besides redirects: a body over 64 KiB, another media type, a body
+/// that is not the policy configured, a server that never answers (within the timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_mistyped_foreign_and_silent_answers_are_errors() {
+    init_crypto();
+    let cfg = TestConfig::with_server(&format!(
+        "{}public_addresses: [\"127.0.0.1\"]\nvalidation:\n  timeout: 1s\n",
+        crate::common::BASE_SERVER_YAML
+    ));
+    let cases = ["big.test", "html.test", "foreign.test", "silent.test"];
+    let mut records = Vec::new();
+    for d in cases {
+        tenant(&cfg, d, &[&format!("mx.{d}")]);
+        let mut own = correct_records(d, "x");
+        own[0] = a(&format!("mta-sts.{d}"), LOCAL);
+        records.extend(own);
+    }
+    let dns = TestDns::start("test", &records).await;
+    let ca = TestCa::new();
+    let ca_file = cfg.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let big: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n{}",
+            "x".repeat(70_000)
+        )
+        .into_boxed_str(),
+    );
+    let answers = [
+        ("big.test", big, "body over 65536 bytes"),
+        (
+            "html.test",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+            "Content-Type \"text/html\"",
+        ),
+        (
+            "foreign.test",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 40\r\nConnection: close\r\n\r\nversion: STSv1\r\nmode: none\r\nmax_age: 1\r\n",
+            "is not the policy configured",
+        ),
+    ];
+    for (d, answer, seen) in answers {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        fake_https(addr, ca.server_config(&format!("mta-sts.{d}")), answer).await;
+        let (code, out, err) = validate(
+            cfg.path(),
+            dns.addr,
+            addr.port(),
+            &ca_file,
+            &["--json", "--domain", d],
+        )
+        .await;
+        assert_eq!(code, 3, "{out}\n{err}");
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let v = verdict(&json, d, "policy-fetch");
+        assert_eq!(v["status"], "error", "{v:#}");
+        assert!(v["observed"].as_str().unwrap().contains(seen), "{d}: {v:#}");
+    }
+    let addr = silent_https(ca.server_config("mta-sts.silent.test")).await;
+    let (code, out, err) = validate(
+        cfg.path(),
+        dns.addr,
+        addr.port(),
+        &ca_file,
+        &["--json", "--domain", "silent.test"],
+    )
+    .await;
+    assert_eq!(code, 3, "{out}\n{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = verdict(&json, "silent.test", "policy-fetch");
+    assert!(
+        v["observed"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within"),
+        "{v:#}"
+    );
+}
