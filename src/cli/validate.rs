@@ -60,9 +60,13 @@ fn select(
 ) -> anyhow::Result<Vec<Arc<Tenant>>> {
     let mut tenants = tenants.to_vec();
     if !domains.is_empty() {
+        // U-labels, any case, a trailing dot: as `reports --domain` takes them.
         let wanted: Vec<String> = domains
             .iter()
-            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .map(|d| {
+                let d = d.strip_suffix('.').unwrap_or(d);
+                crate::config::normalize_hostname(d).unwrap_or_else(|_| d.to_lowercase())
+            })
             .collect();
         if let Some(d) = wanted
             .iter()
