@@ -455,9 +455,7 @@ fn encode_validation(
             .iter()
             .map(|(c, n)| ([("check", c.as_str())], count_gauge(*n))),
     )?;
-    let mut reports = board.all();
-    reports.retain(|r| chosen.has(&r.domain));
-    reports.sort_by(|a, b| a.domain.cmp(&b.domain));
+    let reports = board.picked(|d| chosen.has(d));
     family(
         enc,
         "mta_stsd_validation",

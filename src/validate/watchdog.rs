@@ -50,9 +50,16 @@ impl Board {
         crate::util::hash::shrink_sparse(&mut map);
     }
 
-    /// Every report, in no order (for the metrics).
-    pub fn all(&self) -> Vec<Arc<TenantReport>> {
-        self.lock().values().cloned().collect()
+    /// The reports of the domains `pick` accepts, in domain order (for the metrics).
+    pub fn picked(&self, pick: impl Fn(&str) -> bool) -> Vec<Arc<TenantReport>> {
+        let mut out: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|(d, _)| pick(d))
+            .map(|(_, r)| r.clone())
+            .collect();
+        out.sort_by(|a, b| a.domain.cmp(&b.domain));
+        out
     }
 
     /// The domains with at least one check in error.
@@ -138,4 +145,53 @@ async fn round(
     }
     tokio::time::sleep_until(next).await;
     while running.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::Verdict;
+
+    fn report(domain: &str, mx: Status) -> TenantReport {
+        let checks = Check::ALL
+            .iter()
+            .map(|&check| Verdict {
+                check,
+                status: if check == Check::Mx { mx } else { Status::Ok },
+                observed: String::new(),
+                action: None,
+            })
+            .collect();
+        TenantReport {
+            domain: domain.into(),
+            checks,
+            checked_at: "1970-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn the_board_keeps_the_latest_counts_errors_and_forgets_removed_tenants() {
+        let board = Board::new();
+        assert_eq!(board.set(report("a.example", Status::Ok)), None);
+        assert_eq!(board.set(report("b.example", Status::Error)), None);
+        assert_eq!(board.set(report("c.example", Status::Warning)), None);
+        assert_eq!(
+            board.set(report("a.example", Status::Error)),
+            Some(Status::Ok)
+        );
+        let failing = board.failing();
+        assert!(failing.contains("a.example") && failing.contains("b.example"));
+        assert_eq!(failing.len(), 2);
+        let counts = board.errors_by_check();
+        assert_eq!(counts[4], (Check::Mx, 2));
+        assert!(counts[..4].iter().all(|(_, n)| *n == 0));
+        board.retain(|d| d != "b.example");
+        assert!(board.get("b.example").is_none());
+        let picked: Vec<String> = board
+            .picked(|d| d != "c.example")
+            .iter()
+            .map(|r| r.domain.clone())
+            .collect();
+        assert_eq!(picked, ["a.example"]);
+    }
 }
