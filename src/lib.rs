@@ -16,7 +16,9 @@
 //!    files, ACME), [`tlsrpt`] (reports: decoding, the `ReportStore` trait, HTTPS and mail
 //!    intake through one accept path, summaries and the verdict).
 //! 3. [`publish`] (the one builder of DNS records, readiness), [`http`] (routing a policy
-//!    request), [`reload`] (the one tenant loader, watching, SIGHUP, one swap per changed file).
+//!    request), [`reload`] (the one tenant loader, watching, SIGHUP, one swap per changed file),
+//!    [`validate`] (each tenant checked from the outside as a sender sees it: `mta-stsd
+//!    validate` and the daemon's watchdog).
 //! 4. [`server`] (TCP accept, TLS with SNI checked first, HTTP/1.1 or h2 by ALPN, one handler
 //!    per connection), [`metrics`] (the one reader of `stats`; per-tenant series made at
 //!    scrape time), [`admin`] (the loopback admin listener).

@@ -101,6 +101,28 @@ mod tests {
         assert!(sts_id("v=STSv1; garbage").is_err());
     }
 
+    proptest::proptest! {
+        /// Any text from DNS is read without a panic, and what mta-stsd publishes reads back.
+        #[test]
+        fn any_record_is_read_and_our_own_read_back(
+            text in "\\PC{0,200}",
+            mx in "[a-z]{1,10}",
+        ) {
+            let _ = sts_id(&text);
+            let _ = tlsrpt_rua(&text);
+            let mode = crate::policy::Mode::Testing;
+            let policy = crate::policy::Policy::new(mode, vec![format!("{mx}.example")], 86400);
+            let txt = policy.txt_value();
+            proptest::prop_assert_eq!(sts_id(&txt), Ok(policy.id.as_str()));
+            let rua = vec![
+                format!("mailto:{mx}@example.com"),
+                format!("https://{mx}.example/r"),
+            ];
+            let value = crate::policy::tlsrpt_txt_value(&rua).unwrap();
+            proptest::prop_assert_eq!(tlsrpt_rua(&value).unwrap().len(), 2);
+        }
+    }
+
     #[test]
     fn tlsrpt_records_need_a_valid_rua() {
         assert_eq!(
