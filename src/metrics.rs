@@ -461,14 +461,17 @@ fn encode_validation(
         "mta_stsd_validation",
         "1 when the tenant's last validation passed this check (ok or warning), 0 when it is an error",
         MetricType::Gauge,
-        reports.iter().flat_map(|r| {
-            r.checks.iter().map(|v| {
-                let passed = v.status != crate::validate::Status::Error;
-                (
-                    [("domain", r.domain.as_str()), ("check", v.check.as_str())],
-                    ConstGauge::new(i64::from(passed)),
-                )
-            })
+        reports.iter().flat_map(|(domain, statuses)| {
+            crate::validate::Check::ALL
+                .iter()
+                .zip(statuses)
+                .map(move |(check, status)| {
+                    let passed = *status != crate::validate::Status::Error;
+                    (
+                        [("domain", domain.as_str()), ("check", check.as_str())],
+                        ConstGauge::new(i64::from(passed)),
+                    )
+                })
         }),
     )
 }
