@@ -18,7 +18,9 @@
 //!    of one MX host, answering with the TLS-RPT result-type a sender would report).
 //! 3. [`publish`] (the one builder of DNS records, readiness), [`http`] (routing a policy
 //!    request), [`reload`] (the one tenant loader, watching, SIGHUP, one swap per changed file),
-//!    [`pgstore`] (cluster mode's PostgreSQL store behind the report and certificate traits).
+//!    [`validate`] (each tenant checked from the outside as a sender sees it: `mta-stsd
+//!    validate` and the daemon's watchdog), [`pgstore`] (cluster mode's PostgreSQL store
+//!    behind the report and certificate traits).
 //! 4. [`server`] (TCP accept, TLS with SNI checked first, HTTP/1.1 or h2 by ALPN, one handler
 //!    per connection), [`metrics`] (the one reader of `stats`; per-tenant series made at
 //!    scrape time), [`admin`] (the loopback admin listener).
@@ -58,3 +60,4 @@ pub mod server;
 pub mod stats;
 pub mod tlsrpt;
 pub mod util;
+pub mod validate;

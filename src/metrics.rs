@@ -74,6 +74,8 @@ pub struct Sources {
     pub reloader: Arc<Reloader>,
     /// TLS-RPT intake counters and stored reports, when the daemon has them.
     pub tlsrpt: Option<Arc<crate::tlsrpt::TlsRpt>>,
+    /// The watchdog's validation results, when the daemon has them.
+    pub validation: Option<Arc<crate::validate::Board>>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -279,8 +281,13 @@ impl Collector for StateCollector {
         let totals = s.tlsrpt.as_deref().map(window_totals).unwrap_or_default();
         let per_tenant = s.reloader.running().metrics.per_tenant;
         let report_host = s.reloader.running().tlsrpt.report_host.as_deref();
+        let failing = s
+            .validation
+            .as_ref()
+            .map(|v| v.failing())
+            .unwrap_or_default();
         let chosen = s.board.with_all(|certs| {
-            let chosen = Chosen::new(per_tenant, tenants, certs, &totals, now);
+            let chosen = Chosen::new(per_tenant, tenants, certs, &totals, now, &failing);
             encode_requests(&mut enc, &s.stats, chosen.per_domain_requests())?;
             encode_tenants_by_mode(&mut enc, tenants)?;
             encode_policy_info(&mut enc, &chosen.tenants)?;
@@ -295,6 +302,9 @@ impl Collector for StateCollector {
             encode_tlsrpt_intake(&mut enc, tlsrpt)?;
             let totals: Vec<_> = totals.iter().filter(|t| chosen.has(&t.tenant)).collect();
             encode_tlsrpt_window(&mut enc, tlsrpt, &totals)?;
+        }
+        if let Some(validation) = &s.validation {
+            encode_validation(&mut enc, validation, &chosen)?;
         }
         Ok(())
     }
@@ -424,6 +434,44 @@ fn encode_policy_info(
                 ("id", crate::publish::sts_id(t)),
             ];
             (labels, ConstGauge::new(1i64))
+        }),
+    )
+}
+
+/// The watchdog's verdicts: per check, how many tenants fail it (every tenant), and per chosen
+/// tenant and check 1 (ok or warning) or 0 (error).
+fn encode_validation(
+    enc: &mut DescriptorEncoder,
+    board: &crate::validate::Board,
+    chosen: &Chosen<'_>,
+) -> Result<(), std::fmt::Error> {
+    let counts = board.errors_by_check();
+    family(
+        enc,
+        "mta_stsd_validation_errors",
+        "Tenants whose last validation has this check in error",
+        MetricType::Gauge,
+        counts
+            .iter()
+            .map(|(c, n)| ([("check", c.as_str())], count_gauge(*n))),
+    )?;
+    let reports = board.picked(|d| chosen.has(d));
+    family(
+        enc,
+        "mta_stsd_validation",
+        "1 when the tenant's last validation passed this check (ok or warning), 0 when it is an error",
+        MetricType::Gauge,
+        reports.iter().flat_map(|(domain, statuses)| {
+            crate::validate::Check::ALL
+                .iter()
+                .zip(statuses)
+                .map(move |(check, status)| {
+                    let passed = *status != crate::validate::Status::Error;
+                    (
+                        [("domain", domain.as_str()), ("check", check.as_str())],
+                        ConstGauge::new(i64::from(passed)),
+                    )
+                })
         }),
     )
 }

@@ -65,6 +65,8 @@ pub struct AdminState {
     pub dns: Option<Arc<crate::dns::DnsZone>>,
     /// The RFC 2136 publisher, once the daemon started it (`dns_update:`).
     pub dns_update: std::sync::OnceLock<Arc<crate::dnsupdate::Publisher>>,
+    /// The watchdog's latest validation per tenant.
+    pub validation: Arc<crate::validate::Board>,
 }
 
 /// Reads a token file: the first line, trimmed; an empty token is refused (it would look
@@ -438,6 +440,11 @@ fn tenant_json(
         v["dns_update"] = dns_update_json(publisher, &tenant.domain);
     }
     if with_body {
+        // `{checks: [...], checked_at}`, null until the watchdog has looked at the tenant.
+        v["validation"] = match state.validation.get(&tenant.domain) {
+            Some(r) => serde_json::json!({"checks": r.checks, "checked_at": r.checked_at}),
+            None => serde_json::Value::Null,
+        };
         v["body"] = serde_json::Value::String(String::from_utf8_lossy(&tenant.policy.body).into());
     }
     if let Some(dns) = &state.dns {

@@ -1,10 +1,11 @@
-//! The command line: `serve`, `check`, `dns`, `certs`, `ingest-mail`, `reports`.
+//! The command line: `serve`, `check`, `dns`, `certs`, `ingest-mail`, `reports`, `validate`.
 
 mod admin_client;
 mod certs;
 mod check;
 mod dns;
 mod reports;
+mod validate;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -129,6 +130,57 @@ pub enum Command {
     /// dns-not-ready), 3 when a certificate needs attention (error, backoff or expired), 1 when
     /// the command could not run, 2 on a command-line usage error.
     Certs(ConfigArg),
+    /// Check every tenant from the outside, as a sender sees it; one verdict per check.
+    ///
+    /// The checks: policy-host (`mta-sts.<domain>` is a CNAME to public_hostname or has an
+    /// address in public_addresses), policy-fetch (HTTPS to that address with SNI
+    /// `mta-sts.<domain>`, certificate verified, 200 without redirect, text/plain, at most
+    /// 64 KiB, the body configured now), sts-record (`_mta-sts.<domain>` after CNAMEs: exactly
+    /// one valid `v=STSv1` record with the served id), tlsrpt-record (`_smtp._tls.<domain>`:
+    /// exactly one `v=TLSRPTv1` with a valid rua, including this server's endpoint when
+    /// published) and mx (every MX host covered by an mx: pattern, every pattern matching an
+    /// MX host). Each verdict is ok, warning or error with what was seen and what to do.
+    ///
+    /// Exit status: 0 when no check is an error (warnings allowed), 3 when one is, 1 when the
+    /// command could not run, 2 on a command-line usage error.
+    Validate(ValidateArgs),
+}
+
+/// Options of `validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Configuration directory.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only this tenant domain; repeat for several. Default: every tenant.
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Vec<String>,
+    /// Print JSON (one object per tenant, every field) instead of one line per check.
+    #[arg(long)]
+    pub json: bool,
+    /// Ask this name server (repeatable) instead of validation.nameservers or the system's.
+    #[arg(long, value_name = "IP[:PORT]", value_parser = parse_nameserver)]
+    pub nameserver: Vec<std::net::SocketAddr>,
+    /// Fetch policies from this port instead of validation.https_port (443); for tests.
+    #[arg(long, value_name = "N")]
+    pub https_port: Option<u16>,
+    /// Port of the MX STARTTLS probe instead of validation.smtp_port (25).
+    #[arg(long, value_name = "N")]
+    pub smtp_port: Option<u16>,
+    /// Trust only the roots in this PEM file for the policy fetch (default: validation.ca_file,
+    /// else the system's roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `IP` (port 53) or `IP:PORT`.
+fn parse_nameserver(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse::<std::net::SocketAddr>()
+        .or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("{text:?} is not an IP address or IP:PORT"))
 }
 
 /// Options of `reports`.
@@ -232,5 +284,6 @@ pub fn run_offline(command: &Command, out: &mut dyn Write) -> anyhow::Result<Exi
             None => reports::reports(args, out),
         },
         Command::Certs(args) => certs::certs(&args.config, out),
+        Command::Validate(args) => validate::validate(args, out),
     }
 }

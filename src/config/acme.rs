@@ -231,6 +231,7 @@ impl Default for AcmeConfig {
 pub(super) fn compile(
     raw: &RawAcme,
     public_hostname: Option<&str>,
+    public_addresses: &[IpAddr],
     dir: &Path,
     d: &mut Diags,
 ) -> AcmeConfig {
@@ -242,7 +243,14 @@ pub(super) fn compile(
     let http_listen = compile_http_listen(raw, &challenges, d);
     // DNS-01 alone never needs the host to point here, only its challenge CNAME.
     let needed = challenges != [ChallengeKind::Dns01];
-    let preflight = compile_preflight(&raw.preflight, public_hostname, &raw.directory, needed, d);
+    let preflight = compile_preflight(
+        &raw.preflight,
+        public_hostname,
+        public_addresses,
+        &raw.directory,
+        needed,
+        d,
+    );
     let schedule = compile_schedule(&raw.schedule, d);
     AcmeConfig {
         directory,
@@ -403,22 +411,26 @@ fn compile_http_listen(
 fn compile_preflight(
     raw: &RawPreflight,
     public_hostname: Option<&str>,
+    top_level_addresses: &[IpAddr],
     directory: &Spanned<String>,
     needed: bool,
     d: &mut Diags,
 ) -> Preflight {
+    let mut public_addresses = d.list(
+        &raw.public_addresses,
+        "acme.preflight.public_addresses",
+        super::server::ip_address,
+    );
+    // The top-level `public_addresses` means the same for every check of "points here".
+    for ip in top_level_addresses {
+        if !public_addresses.contains(ip) {
+            public_addresses.push(*ip);
+        }
+    }
     let preflight = Preflight {
         enabled: needed && raw.enabled.unwrap_or(true),
         public_hostname: public_hostname.map(str::to_owned),
-        public_addresses: d.list(
-            &raw.public_addresses,
-            "acme.preflight.public_addresses",
-            |text| {
-                text.trim()
-                    .parse::<IpAddr>()
-                    .map_err(|_| format!("{text:?} is not an IP address"))
-            },
-        ),
+        public_addresses,
         nameservers: d.list(&raw.nameservers, "acme.preflight.nameservers", nameserver),
         recheck: duration_or(raw.recheck, MIN_RECHECK, DEFAULT_PREFLIGHT_RECHECK),
     };
@@ -429,7 +441,7 @@ fn compile_preflight(
         d.error(
             &directory.referenced,
             "acme.preflight",
-            "DNS preflight needs public_hostname (top level) or acme.preflight.public_addresses \
+            "DNS preflight needs public_hostname or public_addresses (top level) or acme.preflight.public_addresses \
              to know what \"points here\" means; or set acme.preflight.enabled: false"
                 .into(),
         );

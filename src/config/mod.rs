@@ -13,6 +13,7 @@ mod names;
 mod server;
 mod tenant;
 mod tlsrpt;
+mod validation;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ pub use tlsrpt::{
     MailAuthPolicy, REPORT_PATH_PREFIX, ReportLimits, ReportQuota, TLSRPT_DATABASE, TlsRptConfig,
     report_uri,
 };
+pub use validation::{DEFAULT_VALIDATION_INTERVAL, DEFAULT_VALIDATION_TIMEOUT, ValidationConfig};
 
 /// How bad a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

@@ -1,6 +1,6 @@
 //! The server file, `mta-stsd.yaml`: listeners, state directory, certificate issuer, limits.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use super::dns_update::{RawUpdateTarget, UpdateTarget, compile_dns_update};
 use super::field::{Bounds, Diags, Dur, duration_or, resolve};
 use super::names::normalize_hostname;
 use super::tlsrpt::{RawTlsRpt, TlsRptConfig, compile_tlsrpt};
+use super::validation::{RawValidation, ValidationConfig, compile_validation};
 use super::{Diagnostic, yaml_diagnostic, yaml_options};
 
 /// Name of the server file inside the configuration directory.
@@ -62,6 +63,10 @@ struct RawServer {
     dns: Option<RawDns>,
     #[serde(default)]
     dns_update: Vec<RawUpdateTarget>,
+    #[serde(default)]
+    public_addresses: Vec<Spanned<String>>,
+    #[serde(default)]
+    validation: Option<RawValidation>,
 }
 
 #[derive(Default, Deserialize)]
@@ -78,7 +83,8 @@ pub enum PerTenant {
     /// Every tenant: a million tenants make a scrape of hundreds of megabytes.
     All,
     /// Only tenants that need attention: not ready, certificate not valid or expiring within
-    /// [`PROBLEM_EXPIRY_DAYS`], TLS-RPT failures in the window. Aggregates cover the rest.
+    /// [`PROBLEM_EXPIRY_DAYS`], TLS-RPT failures in the window, a validation check in error.
+    /// Aggregates cover the rest.
     #[default]
     Problems,
     /// No per-tenant series; aggregates only.
@@ -310,6 +316,11 @@ pub struct ServerConfig {
     pub dns: Option<DnsConfig>,
     /// RFC 2136 update targets (`dns_update:`); empty when the section is absent.
     pub dns_update: Vec<UpdateTarget>,
+    /// The addresses `mta-sts.<domain>` may resolve to instead of a CNAME to
+    /// `public_hostname` (top-level `public_addresses` and `acme.preflight.public_addresses`).
+    pub public_addresses: Vec<IpAddr>,
+    /// How tenants are validated from the outside (`validation:`).
+    pub validation: ValidationConfig,
     /// What the file says that works but is probably not meant (`check` prints these).
     pub warnings: Vec<Diagnostic>,
 }
@@ -338,6 +349,12 @@ impl ServerConfig {
         cmp(self.dns != next.dns, "dns");
         // The publisher is built once at start with its keys, like the DNS server.
         cmp(self.dns_update != next.dns_update, "dns_update");
+        // The watchdog is started once with its resolver and roots.
+        cmp(self.validation != next.validation, "validation");
+        cmp(
+            self.public_addresses != next.public_addresses,
+            "public_addresses",
+        );
         fields
     }
 }
@@ -393,7 +410,9 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
             .map_err(|why| d.error(&h.referenced, "public_hostname", why))
             .ok()
     });
-    let mut issuer = compile_issuer(raw, dir, public_hostname.as_deref(), d);
+    let public_addresses = d.list(&raw.public_addresses, "public_addresses", ip_address);
+    let mut issuer = compile_issuer(raw, dir, public_hostname.as_deref(), &public_addresses, d);
+    let public_addresses = with_preflight_addresses(public_addresses, &issuer);
     let limits = compile_limits(&raw.limits, d);
     let tls = TlsSettings {
         session_resumption: raw.tls.session_resumption.unwrap_or(true),
@@ -431,8 +450,30 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
         tlsrpt,
         dns,
         dns_update,
+        public_addresses,
+        validation: compile_validation(raw.validation.as_ref(), dir, d),
         warnings: Vec::new(),
     }
+}
+
+/// The top-level `public_addresses` and, with ACME, those of `acme.preflight` (which keeps
+/// working as before): both mean "this server" to every check.
+fn with_preflight_addresses(mut list: Vec<IpAddr>, issuer: &IssuerConfig) -> Vec<IpAddr> {
+    if let IssuerConfig::Acme(acme) = issuer {
+        for ip in &acme.preflight.public_addresses {
+            if !list.contains(ip) {
+                list.push(*ip);
+            }
+        }
+    }
+    list
+}
+
+/// An IP address item of `public_addresses`.
+pub(super) fn ip_address(text: &str) -> Result<IpAddr, String> {
+    text.trim()
+        .parse::<IpAddr>()
+        .map_err(|_| format!("{text:?} is not an IP address"))
 }
 
 /// The issuer named by `issuer:` from its section, and an error for an `acme:` section that
@@ -441,6 +482,7 @@ fn compile_issuer(
     raw: &RawServer,
     dir: &Path,
     public_hostname: Option<&str>,
+    public_addresses: &[IpAddr],
     d: &mut Diags,
 ) -> IssuerConfig {
     let issuer = match raw.issuer.value {
@@ -450,6 +492,7 @@ fn compile_issuer(
             Some(acme) => IssuerConfig::Acme(Box::new(super::acme::compile(
                 &acme.value,
                 public_hostname,
+                public_addresses,
                 dir,
                 d,
             ))),

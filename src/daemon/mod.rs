@@ -48,6 +48,8 @@ pub struct Daemon {
     dns: Option<Arc<crate::dns::DnsZone>>,
     /// Event counters (the RFC 2136 publisher counts its updates here).
     metrics: Arc<Metrics>,
+    /// The watchdog's latest validation per tenant, read by the admin API and `/metrics`.
+    validation: Arc<crate::validate::Board>,
 }
 
 /// The ACME scheduler and its optional HTTP-01 listener, started by [`Daemon::run`].
@@ -180,6 +182,7 @@ impl Daemon {
         let mut admin = admin_state(
             &config, &metrics, &registry, &board, &server, &reloader, &tlsrpt,
         )?;
+        let validation = admin.validation.clone();
         admin.dns = dns.clone();
         let admin = Arc::new(admin);
         Ok(Daemon {
@@ -196,6 +199,7 @@ impl Daemon {
             hup: Some(hup),
             dns,
             metrics,
+            validation,
         })
     }
 
@@ -316,7 +320,32 @@ impl Daemon {
         if let Some(acme) = self.acme.take() {
             start_acme(acme, tasks);
         }
+        self.start_validation(tasks);
         Ok(())
+    }
+
+    /// Starts the `validation` watchdog unless `validation.enabled` is false; a resolver that
+    /// cannot be set up is logged and leaves the daemon serving without it.
+    fn start_validation(&self, tasks: &mut Supervisor) {
+        if !self.config.validation.enabled {
+            return;
+        }
+        let settings = crate::validate::Settings::of(&self.config);
+        match crate::validate::Validator::new(settings) {
+            Ok(validator) => tasks.spawn(
+                "validation",
+                crate::validate::watchdog::run(
+                    Arc::new(validator),
+                    Arc::new(self.config.clone()),
+                    self.registry.clone(),
+                    self.validation.clone(),
+                    tasks.stop_signal(),
+                ),
+            ),
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "validation: cannot start the watchdog")
+            }
+        }
     }
 
     /// Starts the DNS task when the server file has a `dns:` section (its sockets were bound
@@ -452,6 +481,8 @@ fn admin_state(
     reloader: &Arc<Reloader>,
     tlsrpt: &Arc<TlsRpt>,
 ) -> anyhow::Result<AdminState> {
+    // Filled by the watchdog (`Daemon::start_validation`), read by the API and `/metrics`.
+    let validation = Arc::new(crate::validate::Board::new());
     let token = match config.admin.as_ref().and_then(|a| a.token_file.as_deref()) {
         Some(path) => Some(admin::AdminToken::load(path, reloader)?),
         None => None,
@@ -467,12 +498,14 @@ fn admin_state(
             stats: server.stats.clone(),
             reloader: reloader.clone(),
             tlsrpt: Some(tlsrpt.clone()),
+            validation: Some(validation.clone()),
         }),
         tlsrpt: tlsrpt.clone(),
         token,
         listening: AtomicBool::new(false),
         dns: None,
         dns_update: std::sync::OnceLock::new(),
+        validation: validation.clone(),
     })
 }
 

@@ -29,6 +29,7 @@ impl<'a> Chosen<'a> {
         certs: &FastMap<String, CertStatus>,
         totals: &[TenantWindowTotals],
         now: i64,
+        validation_failing: &FastSet<String>,
     ) -> Chosen<'a> {
         let tenants: Vec<&Arc<Tenant>> = match mode {
             PerTenant::All => sorted.iter().collect(),
@@ -42,7 +43,9 @@ impl<'a> Chosen<'a> {
                 sorted
                     .iter()
                     .filter(|t| {
-                        failing.contains(t.domain.as_str()) || cert_problem(certs.get(&t.host), now)
+                        failing.contains(t.domain.as_str())
+                            || validation_failing.contains(&t.domain)
+                            || cert_problem(certs.get(&t.host), now)
                     })
                     .collect()
             }
@@ -133,7 +136,14 @@ mod tests {
             failures_by_result_type: Vec::new(),
         }];
         let names = |mode| {
-            let chosen = Chosen::new(mode, snap.sorted(), &certs, &totals, now);
+            let chosen = Chosen::new(
+                mode,
+                snap.sorted(),
+                &certs,
+                &totals,
+                now,
+                &FastSet::default(),
+            );
             let names: Vec<String> = chosen.tenants.iter().map(|t| t.domain.clone()).collect();
             assert!(names.iter().all(|d| chosen.has(d)));
             (names, chosen.has("fine.example"))

@@ -26,3 +26,4 @@ mod tlsrpt_cli;
 mod tlsrpt_crash;
 mod tlsrpt_intake;
 mod tlsrpt_store;
+mod validate;

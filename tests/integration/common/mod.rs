@@ -10,6 +10,7 @@ mod fixtures;
 mod https;
 mod postgres;
 mod smtp;
+mod testdns;
 mod unbound;
 
 use std::time::Duration;
@@ -25,7 +26,12 @@ pub use fixtures::{BASE_SERVER_YAML, TestConfig, gzip, report_json, report_mail,
 pub use https::{Client, Fetched};
 pub use postgres::Postgres;
 pub use smtp::SmtpServer;
+pub use testdns::{TestDns, TestRecord};
 pub use unbound::{Unbound, free_dns_port, unbound_binary};
+/// Record builders of the test DNS.
+pub mod rr {
+    pub use super::testdns::{a, cname, mx, txt};
+}
 
 /// Installs the process-wide crypto provider once (tests share one process).
 pub fn init_crypto() {
