@@ -419,11 +419,7 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
     };
     let admin = raw.admin.as_ref().map(|a| compile_admin(&a.value, dir, d));
     let reload = compile_reload(&raw.reload);
-    let dns = raw.dns.as_ref().map(|raw| compile_dns(raw, d));
-    if let (IssuerConfig::Acme(acme), Some(raw_acme)) = (&mut issuer, &raw.acme) {
-        let zone = dns.as_ref().map(|z| z.zone.as_str());
-        super::acme::link_dns01(&raw_acme.value, acme, zone, d);
-    }
+    let dns = compile_zone(raw, &mut issuer, d);
     let dns_update = compile_dns_update(&raw.dns_update, dir, d);
     let tlsrpt = compile_tlsrpt(
         raw.tlsrpt.as_ref(),
@@ -454,6 +450,16 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
         validation: compile_validation(raw.validation.as_ref(), dir, d),
         warnings: Vec::new(),
     }
+}
+
+/// The built-in zone (`dns:`), which ACME's DNS-01 answers through.
+fn compile_zone(raw: &RawServer, issuer: &mut IssuerConfig, d: &mut Diags) -> Option<DnsConfig> {
+    let dns = raw.dns.as_ref().map(|raw| compile_dns(raw, d));
+    if let (IssuerConfig::Acme(acme), Some(raw_acme)) = (issuer, &raw.acme) {
+        let zone = dns.as_ref().map(|z| z.zone.as_str());
+        super::acme::link_dns01(&raw_acme.value, acme, zone, d);
+    }
+    dns
 }
 
 /// The top-level `public_addresses` and, with ACME, those of `acme.preflight` (which keeps
