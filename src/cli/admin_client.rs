@@ -25,6 +25,34 @@ pub(super) async fn admin_get(
     path: &str,
     token: Option<&str>,
 ) -> anyhow::Result<Vec<u8>> {
+    admin_call(http::Method::GET, base, path, token).await
+}
+
+/// [`admin_call`] from synchronous code, answered within `limit`.
+pub(super) fn call_blocking(
+    method: http::Method,
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+    limit: Duration,
+) -> anyhow::Result<Vec<u8>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        tokio::time::timeout(limit, admin_call(method, base, path, token))
+            .await
+            .map_err(|_| anyhow::anyhow!("{base}: no answer within {limit:?}"))?
+    })
+}
+
+/// A request without a body to a plain-HTTP admin URL; the body of a 2xx answer.
+pub(super) async fn admin_call(
+    method: http::Method,
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<Vec<u8>> {
     use http_body_util::BodyExt;
     let uri: http::Uri = base
         .parse()
@@ -45,7 +73,9 @@ pub(super) async fn admin_get(
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
     let prefix = uri.path().trim_end_matches('/');
-    let mut req = http::Request::get(format!("{prefix}{path}"))
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("{prefix}{path}"))
         .header(http::header::HOST, authority.as_str());
     if let Some(token) = token {
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));

@@ -25,6 +25,8 @@ pub const TENANTS_DIR: &str = "tenants";
 const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 /// Smallest request-head cap accepted: below it ordinary clients' requests would be refused.
 const MIN_HEADER_BYTES: usize = 8192;
+/// Default `retire_max_age`: a day, so senders drop a withdrawn policy within one.
+const RETIRE_MAX_AGE: Duration = Duration::from_secs(86_400);
 /// Default lifetime of an internal leaf, the same as an ACME certificate's.
 const DEFAULT_LEAF_VALIDITY_DAYS: u32 = 90;
 /// Longest internal leaf lifetime: 825 days is the most Apple's TLS clients accept.
@@ -62,6 +64,8 @@ struct RawServer {
     dns: Option<RawDns>,
     #[serde(default)]
     dns_update: Vec<RawUpdateTarget>,
+    #[serde(default)]
+    retire_max_age: Option<Dur>,
 }
 
 #[derive(Default, Deserialize)]
@@ -290,6 +294,8 @@ pub struct ServerConfig {
     pub state_dir: PathBuf,
     /// Folder of tenant files.
     pub tenants_dir: PathBuf,
+    /// `max_age` of the `mode: none` policy a retiring tenant serves (RFC 8461 §8.3), seconds.
+    pub retire_max_age: u64,
     /// The host customers point `mta-sts.<domain>` at with a CNAME, if any.
     pub public_hostname: Option<String>,
     /// Certificate source.
@@ -415,6 +421,8 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
         listen,
         state_dir,
         tenants_dir,
+        retire_max_age: duration_or(raw.retire_max_age, Duration::from_secs(1), RETIRE_MAX_AGE)
+            .as_secs(),
         public_hostname,
         issuer,
         limits,

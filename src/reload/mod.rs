@@ -26,10 +26,14 @@ use arc_swap::ArcSwap;
 
 mod cache;
 mod pool;
+pub mod retire;
 mod watch;
 
 use cache::{Applied, FileChange, Job};
-pub use cache::{Refresh, TenantCache, initial_load, load, load_server};
+pub use cache::{Refresh, TenantCache, initial_load, initial_load_with, load, load_server};
+pub use retire::Retirements;
+use retire::retire_gone;
+pub use retire::retire_task;
 pub use watch::{DirWatch, sighup_task, watch_task};
 
 use crate::certs::{CertBoard, CertProvider, HostChanges};
@@ -398,11 +402,27 @@ impl Reloader {
             return Vec::new();
         }
         let current = self.registry.load();
-        let served = served_changes(&mut state.claims, &current, &files);
+        let mut served = served_changes(&mut state.claims, &current, &files);
+        if let Some(store) = state.cache.retirements().cloned() {
+            retire_gone(&store, &current, &mut served, &self.publishing());
+            store.flush();
+        }
         let diagnostics = {
             let State { cache, claims, .. } = &*state;
             cache.diagnostics(claims.files_with_errors(), |f| claims.duplicates(f))
         };
+        self.swap_served(state, &current, served, diagnostics);
+        files.into_iter().map(|f| f.path).collect()
+    }
+
+    /// Swaps `served` into `current` and lets the provider and the record log follow.
+    fn swap_served(
+        &self,
+        state: MutexGuard<'_, State>,
+        current: &Snapshot,
+        served: Vec<Served>,
+        diagnostics: Vec<Diagnostic>,
+    ) {
         self.registry
             .swap(current.with_changes(&served, diagnostics));
         let snapshot = self.registry.load();
@@ -410,7 +430,78 @@ impl Reloader {
             .push_back(Follow::Swap { served, snapshot });
         drop(state);
         self.carry_out();
-        files.into_iter().map(|f| f.path).collect()
+    }
+
+    fn publishing(&self) -> crate::publish::Publishing<'_> {
+        crate::publish::Publishing::of(&self.running)
+    }
+
+    /// Ends the retirements due by now: a tenant no file defines leaves the table, one whose
+    /// file says `retire: true` is read again (and left out). Each is logged with the records
+    /// to remove. Called every second by the daemon; costs nothing while none is due.
+    pub fn expire_retirements(&self) {
+        let state = self.lock_state();
+        let Some(store) = state.cache.retirements().cloned() else {
+            return;
+        };
+        let now = crate::util::unix_now();
+        let due = store.take_due(now);
+        if due.is_empty() {
+            return;
+        }
+        let current = self.registry.load();
+        let (mut orphans, mut files) = (Vec::new(), BTreeSet::new());
+        for domain in &due {
+            let Some(t) = current.by_domain(domain) else {
+                continue;
+            };
+            match t.retiring {
+                Some(r) if r.orphan => orphans.push(Served {
+                    host: t.host.clone(),
+                    before: Some(t.clone()),
+                    after: None,
+                }),
+                Some(_) => {
+                    files.insert(t.source.to_path_buf());
+                }
+                None => continue,
+            }
+            retire::log_retired(t, &self.publishing());
+        }
+        let mut state = state;
+        for path in &files {
+            state.cache.invalidate(path);
+        }
+        if !orphans.is_empty() {
+            let diagnostics = current.diagnostics.clone();
+            self.swap_served(state, &current, orphans, diagnostics);
+        } else {
+            drop(state);
+        }
+        if !files.is_empty() {
+            self.reload_blocking_scoped(Trigger::Watch, Scope::Files(files));
+        }
+    }
+
+    /// Ends the retirement of `domain` at once (the operator confirmed the removal): `false`
+    /// when it is not retiring.
+    pub fn forget(&self, domain: &str) -> bool {
+        let state = self.lock_state();
+        let Some(store) = state.cache.retirements().cloned() else {
+            return false;
+        };
+        drop(state);
+        let forgotten = store.forget(domain, crate::util::unix_now());
+        store.flush();
+        if forgotten {
+            self.expire_retirements();
+        }
+        forgotten
+    }
+
+    /// The retirement state, when the daemon keeps one.
+    pub fn retirements(&self) -> Option<Arc<Retirements>> {
+        self.lock_state().cache.retirements().cloned()
     }
 
     /// Gives the provider the whole tenant list (explicit reloads: a renewed PEM file with
@@ -603,9 +694,10 @@ struct Attempt {
 fn served_changes(claims: &mut Claims, current: &Snapshot, files: &[FileChange]) -> Vec<Served> {
     let mut merged: std::collections::HashMap<String, Served> = std::collections::HashMap::new();
     for file in files {
+        // A retiring tenant no file defines is no file's claim.
         let lookup = |h: &str| match merged.get(h) {
             Some(s) => s.after.clone(),
-            None => current.get(h).cloned(),
+            None => current.get(h).filter(|t| !retire::is_orphan(t)).cloned(),
         };
         let changes = claims.redefine_file(&file.path, &file.old, &file.new, &lookup);
         for c in changes {

@@ -17,6 +17,7 @@ mod pebble;
 mod property;
 mod records;
 mod recursive_chain;
+mod retire;
 mod serve;
 mod tls;
 mod tlsrpt_cli;
