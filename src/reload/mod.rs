@@ -450,24 +450,28 @@ impl Reloader {
             return;
         }
         let current = self.registry.load();
-        let (mut orphans, mut files) = (Vec::new(), BTreeSet::new());
+        let (mut orphans, mut files, mut ended) = (Vec::new(), BTreeSet::new(), Vec::new());
         for domain in &due {
             let Some(t) = current.by_domain(domain) else {
                 continue;
             };
             match t.retiring {
-                Some(r) if r.orphan => orphans.push(Served {
-                    host: t.host.clone(),
-                    before: Some(t.clone()),
-                    after: None,
-                }),
+                Some(r) if r.orphan => {
+                    ended.push(t.clone());
+                    orphans.push(Served {
+                        host: t.host.clone(),
+                        before: Some(t.clone()),
+                        after: None,
+                    });
+                }
+                // Read again: the file's tenant leaves (and is logged) in that swap.
                 Some(_) => {
                     files.insert(t.source.to_path_buf());
                 }
-                None => continue,
+                None => {}
             }
-            retire::log_retired(t, &self.publishing());
         }
+        retire::log_retired(&ended, &self.publishing());
         let mut state = state;
         for path in &files {
             state.cache.invalidate(path);

@@ -467,24 +467,31 @@ pub fn retire_gone(
     publishing: &Publishing<'_>,
 ) {
     let now = crate::util::unix_now();
+    let (mut started, mut ended) = (Vec::new(), Vec::new());
     for change in served.iter_mut() {
         match (&change.before, &change.after) {
             (Some(gone), None) => {
                 change.after = store.orphan(gone, now).map(Arc::new);
                 match &change.after {
-                    Some(t) if gone.retiring.is_none() => log_retiring(t, true),
-                    Some(_) => {}
-                    None if gone.retiring.is_some() => log_retired(gone, publishing),
-                    None => {}
+                    Some(t) if gone.retiring.is_none() => started.push(t.clone()),
+                    None if gone.retiring.is_some() => ended.push(gone.clone()),
+                    _ => {}
                 }
             }
             (None, Some(_)) => change.before = current.get(&change.host).cloned(),
             _ => {}
         }
+        if let (Some(before), Some(t)) = (&change.before, &change.after)
+            && t.retiring.is_some()
+            && before.retiring.is_none()
+            && !t.retiring.is_some_and(|r| r.orphan)
+        {
+            started.push(t.clone());
+        }
         if let (None, Some(t)) = (&change.before, &change.after)
             && t.retiring.is_some()
         {
-            log_retiring(t, false);
+            started.push(t.clone());
         }
     }
     served.retain(|c| match (&c.before, &c.after) {
@@ -492,28 +499,54 @@ pub fn retire_gone(
         (None, None) => false,
         _ => true,
     });
+    log_retiring(&started);
+    log_retired(&ended, publishing);
 }
 
-/// The log line of a retirement beginning.
-pub fn log_retiring(t: &Tenant, orphan: bool) {
-    let Some(r) = t.retiring else { return };
-    let why = if orphan {
-        "its tenant file is gone; confirm an immediate removal with `mta-stsd forget`"
-    } else {
-        "retire: true"
-    };
-    tracing::warn!(domain = %t.domain, id = %t.policy.id, since = r.since, until = r.until, "retiring: serving mode none until the longest max_age served has passed ({why})");
+/// The log lines of retirements beginning: one per tenant, or one summary line for more
+/// than [`publish::LOG_EACH_LIMIT`].
+pub fn log_retiring(started: &[Arc<Tenant>]) {
+    if started.len() > publish::LOG_EACH_LIMIT {
+        tracing::warn!(
+            tenants = started.len(),
+            first = %started.first().map_or("", |t| t.domain.as_str()),
+            "{} tenants retiring: serving mode none until the longest max_age each served has passed (GET /api/v1/tenants/<domain> has each window)",
+            started.len()
+        );
+        return;
+    }
+    for t in started {
+        let Some(r) = t.retiring else { continue };
+        let why = if r.orphan {
+            "its tenant file is gone; `mta-stsd forget` confirms an immediate removal"
+        } else {
+            "retire: true"
+        };
+        tracing::warn!(domain = %t.domain, id = %t.policy.id, since = r.since, until = r.until, "retiring: serving mode none until the longest max_age served has passed ({why})");
+    }
 }
 
-/// The log line of a retirement that ended, with the records to remove.
-pub fn log_retired(t: &Tenant, publishing: &Publishing<'_>) {
-    let records = publish::tenant_records(t, *publishing);
-    let list: Vec<String> = records
-        .list()
-        .iter()
-        .map(publish::Record::console_line)
-        .collect();
-    tracing::warn!(domain = %t.domain, records = %list.join("; "), "retired: no longer served; remove these records");
+/// The log lines of retirements that ended, with the records to remove (a summary line for
+/// more than [`publish::LOG_EACH_LIMIT`]).
+pub fn log_retired(ended: &[Arc<Tenant>], publishing: &Publishing<'_>) {
+    if ended.len() > publish::LOG_EACH_LIMIT {
+        tracing::warn!(
+            tenants = ended.len(),
+            first = %ended.first().map_or("", |t| t.domain.as_str()),
+            "{} tenants retired: no longer served; remove their records (GET /api/v1/tenants/<domain> lists each)",
+            ended.len()
+        );
+        return;
+    }
+    for t in ended {
+        let records = publish::tenant_records(t, *publishing);
+        let list: Vec<String> = records
+            .list()
+            .iter()
+            .map(publish::Record::console_line)
+            .collect();
+        tracing::warn!(domain = %t.domain, records = %list.join("; "), "retired: no longer served; remove these records");
+    }
 }
 
 /// Ends retirements as they fall due: a look once a second (a set lookup while none is due).
