@@ -565,3 +565,173 @@ pub async fn retire_task(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> ServerConfig {
+        let text =
+            "listen: \"127.0.0.1:0\"\nstate_dir: state\nissuer: internal\nretire_max_age: 60\n";
+        crate::config::parse_server_config(dir, text).expect("server file")
+    }
+
+    fn tenant(yaml: &str) -> Tenant {
+        let file = crate::config::parse_tenants(Path::new("t.yaml"), yaml);
+        file.tenants.into_iter().next().expect("a tenant")
+    }
+
+    const ENFORCE: &str = "domain: a.example\nmode: enforce\nmx: [mx.a.example]\nmax_age: 1000\n";
+    const NONE: &str = "domain: n.example\nmode: none\nmax_age: 86400\n";
+
+    fn retire(yaml: &str) -> String {
+        format!("{yaml}retire: true\n")
+    }
+
+    #[test]
+    fn retire_true_serves_none_with_a_new_id_for_the_longest_max_age_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let (store, warnings) = Retirements::open(&cfg, true);
+        assert!(warnings.is_empty(), "a missing file is an empty state");
+        let served = store.transform(tenant(ENFORCE), 100).unwrap();
+        let shorter = ENFORCE.replace("1000", "500");
+        store.transform(tenant(&shorter), 110).unwrap();
+        let retiring = store.transform(tenant(&retire(&shorter)), 120).unwrap();
+        store.flush();
+        assert_eq!(retiring.policy.mode, Mode::None);
+        assert_eq!(retiring.policy.max_age, 60);
+        assert_ne!(retiring.policy.id, served.policy.id);
+        let r = retiring.retiring.unwrap();
+        assert_eq!(
+            (r.since, r.until, r.orphan),
+            (120, 1120, false),
+            "the longest max_age"
+        );
+
+        let (again, warnings) = Retirements::open(&cfg, true);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let same = again.transform(tenant(&retire(&shorter)), 500).unwrap();
+        assert_eq!(same, retiring, "the window and id survive a reopen");
+        assert_eq!(again.take_due(1119), Vec::<String>::new());
+        assert_eq!(again.take_due(1120), vec!["a.example".to_owned()]);
+        assert!(
+            again.transform(tenant(&retire(&shorter)), 1120).is_none(),
+            "ended"
+        );
+        assert!(matches!(
+            again.phase("a.example", 1120),
+            Some(Phase::Retired(_))
+        ));
+        assert!(again.last_served("a.example").is_some());
+
+        // Re-added: as written, under an id it never had.
+        let back = again.transform(tenant(ENFORCE), 2000).unwrap();
+        assert_eq!(back.policy.body, served.policy.body);
+        assert_ne!(back.policy.id, served.policy.id);
+        assert_ne!(back.policy.id, retiring.policy.id);
+        assert!(back.retiring.is_none());
+    }
+
+    #[test]
+    fn a_gone_tenant_is_retired_unless_it_only_served_none_and_forget_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let (store, _) = Retirements::open(&cfg, true);
+        let live = store.transform(tenant(ENFORCE), 100).unwrap();
+        let none = store.transform(tenant(NONE), 100).unwrap();
+        assert!(
+            store.orphan(&none, 200).is_none(),
+            "only ever none: goes at once"
+        );
+        let orphan = store.orphan(&live, 200).unwrap();
+        assert_eq!(orphan.policy.mode, Mode::None);
+        assert!(is_orphan(&orphan));
+        store.flush();
+
+        // A restart: still retiring although no file defines it.
+        let (again, _) = Retirements::open(&cfg, true);
+        let kept = again.orphans_at_start(&|_| false, true, 300);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].policy.id, orphan.policy.id);
+        assert!(again.forget("a.example", 400));
+        assert!(!again.forget("a.example", 401), "nothing left to forget");
+        assert_eq!(again.take_due(400), vec!["a.example".to_owned()]);
+        assert!(again.orphans_at_start(&|_| false, true, 500).is_empty());
+    }
+
+    #[test]
+    fn a_file_vanished_while_down_is_retired_unless_a_file_has_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let (store, _) = Retirements::open(&cfg, true);
+        store.transform(tenant(ENFORCE), 100).unwrap();
+        store.flush();
+        let (again, _) = Retirements::open(&cfg, false);
+        assert!(again.orphans_at_start(&|_| false, false, 200).is_empty());
+        let started = again.orphans_at_start(&|_| false, true, 200);
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0].retiring.unwrap().until, 1200);
+        assert_eq!(started[0].policy.mx, ["mx.a.example"]);
+    }
+
+    #[test]
+    fn a_corrupt_line_is_a_warning_and_every_other_line_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let (store, _) = Retirements::open(&cfg, true);
+        let orphan = {
+            let live = store.transform(tenant(ENFORCE), 100).unwrap();
+            store.orphan(&live, 200).unwrap()
+        };
+        store.flush();
+        let path = cfg.state_dir.join(STATE_FILE);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.insert_str(0, "{\"domain\": \"x.example\", \"longest\": \"no\"}\n");
+        text.push_str("{\"domain\": \"half"); // a crash in the middle of an append
+        std::fs::write(&path, &text).unwrap();
+        let (again, warnings) = Retirements::open(&cfg, true);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].contains(":1: line of the retirement state skipped"),
+            "{warnings:?}"
+        );
+        let kept = again.orphans_at_start(&|_| false, true, 300);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].policy.id, orphan.policy.id);
+        again.flush();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .starts_with(&text[..20]),
+            "not rewritten"
+        );
+
+        // A state file that cannot be read: a warning, an empty state, the load goes on.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let (empty, warnings) = Retirements::open(&cfg, true);
+        assert!(
+            warnings[0].contains("cannot read the retirement state"),
+            "{warnings:?}"
+        );
+        assert!(empty.transform(tenant(ENFORCE), 100).is_some());
+        empty.flush();
+    }
+
+    #[test]
+    fn the_file_is_compacted_when_it_holds_more_than_twice_the_lines_it_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let (store, _) = Retirements::open(&cfg, true);
+        for age in 1..=1100u64 {
+            store.transform(tenant(&ENFORCE.replace("1000", &age.to_string())), 100);
+        }
+        store.flush();
+        let path = cfg.state_dir.join(STATE_FILE);
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(lines, 1, "compacted to one line per tenant");
+        let (again, _) = Retirements::open(&cfg, true);
+        assert_eq!(again.entry("a.example").unwrap().longest, 1100);
+    }
+}
