@@ -2,30 +2,14 @@
 
 use std::time::Duration;
 
-/// [`admin_get`] from synchronous code, on a runtime of its own, answered within `limit`.
+/// A GET from synchronous code, on a runtime of its own, answered within `limit`.
 pub(super) fn get_blocking(
     base: &str,
     path: &str,
     token: Option<&str>,
     limit: Duration,
 ) -> anyhow::Result<Vec<u8>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        tokio::time::timeout(limit, admin_get(base, path, token))
-            .await
-            .map_err(|_| anyhow::anyhow!("{base}: no answer within {limit:?}"))?
-    })
-}
-
-/// A GET to a plain-HTTP admin URL (`http://host:port`); the body of a 200 answer.
-pub(super) async fn admin_get(
-    base: &str,
-    path: &str,
-    token: Option<&str>,
-) -> anyhow::Result<Vec<u8>> {
-    admin_call(http::Method::GET, base, path, token).await
+    call_blocking(http::Method::GET, base, path, token, limit)
 }
 
 /// [`admin_call`] from synchronous code, answered within `limit`.

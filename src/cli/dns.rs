@@ -49,6 +49,9 @@ fn json_list(
                 // Only the running daemon knows (see `--admin`).
                 "ready": null,
                 "records": tenant_records(t, publishing).list(),
+                "retirement": t.retiring.map(|r| serde_json::json!({
+                    "state": "retiring", "since": r.since, "until": r.until, "file_removed": r.orphan,
+                })),
             });
             if let Some(zone) = &server.dns {
                 entry["cnames"] = serde_json::json!(customer_cnames(
@@ -85,11 +88,22 @@ fn zone_lines(
         )?;
     }
     for t in tenants {
+        if let Some(r) = t.retiring {
+            writeln!(out, "{}", retiring_note(&t.domain, r.until))?;
+        }
         for r in tenant_records(t, publishing).list() {
             writeln!(out, "{}", r.zone_line())?;
         }
     }
     Ok(())
+}
+
+/// The comment before a retiring tenant's records (RFC 8461 §8.3).
+fn retiring_note(domain: &str, until: i64) -> String {
+    format!(
+        "; {domain}: retiring: serves mode none until {}; remove these records after that (mta-stsd forget {domain} ends it now)",
+        crate::util::format_unix(until)
+    )
 }
 
 /// Delegation mode: the parent zone's NS records once, then each customer's CNAMEs. The TXT
@@ -130,6 +144,9 @@ fn delegation_lines(
         )?;
     }
     for t in tenants {
+        if let Some(r) = t.retiring {
+            writeln!(out, "{}", retiring_note(&t.domain, r.until))?;
+        }
         for r in customer_cnames(&t.domain, &zone.zone, public_hostname) {
             writeln!(out, "{}", r.zone_line())?;
         }
@@ -187,6 +204,7 @@ pub(super) fn dns_from_admin(
                     "ready": t["ready"],
                     "records": t["records"],
                     "delegated": t["delegated"],
+                    "retirement": t["retirement"],
                 })
             })
             .collect();
@@ -200,6 +218,13 @@ pub(super) fn dns_from_admin(
         tenants.len()
     )?;
     for t in &tenants {
+        if let Some(until) = t["retirement"]["until"].as_i64() {
+            writeln!(
+                out,
+                "{}",
+                retiring_note(t["domain"].as_str().unwrap_or(""), until)
+            )?;
+        }
         if t["delegated"].is_object() {
             delegated_from_admin(url, t, out)?;
             continue;

@@ -94,6 +94,8 @@ fn load(dir: &Path) -> anyhow::Result<Loaded> {
     let (cache, tenants) = reload::initial_load_with(&config, Arc::new(retirements))
         .map_err(|d| anyhow::anyhow!("{d}"))?;
     reload::log_diagnostics(&tenants.diagnostics);
+    let retiring = tenants.tenants.iter().filter(|t| t.retiring.is_some());
+    reload::retire::log_retiring(&retiring.cloned().collect::<Vec<_>>());
     Ok(Loaded {
         config,
         cache,
@@ -244,8 +246,10 @@ impl Daemon {
             return;
         }
         let addr = listeners.https.local_addr().ok();
+        let snapshot = self.registry.load();
         tracing::info!(
-            tenants = self.registry.load().len(),
+            tenants = snapshot.len(),
+            retiring = snapshot.tenants().filter(|t| t.retiring.is_some()).count(),
             certificates = self.resolver.len(),
             https = %addr.map(|a| a.to_string()).unwrap_or_default(),
             issuer = self.config.issuer.name(),
