@@ -193,23 +193,7 @@ pub(super) fn dns_from_admin(
     let token = token_file.map(crate::admin::read_token).transpose()?;
     let tenants = all_tenants(url, token.as_deref())?;
     if json {
-        let out_list: Vec<_> = tenants
-            .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "domain": t["domain"],
-                    "policy_host": t["policy_host"],
-                    "mode": t["mode"],
-                    "id": t["id"],
-                    "ready": t["ready"],
-                    "records": t["records"],
-                    "delegated": t["delegated"],
-                    "retirement": t["retirement"],
-                })
-            })
-            .collect();
-        serde_json::to_writer_pretty(&mut *out, &out_list)?;
-        writeln!(out)?;
+        admin_json(&tenants, out)?;
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(
@@ -246,6 +230,28 @@ pub(super) fn dns_from_admin(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dns --admin --json`: the running state's records, one object per tenant.
+fn admin_json(tenants: &[serde_json::Value], out: &mut dyn Write) -> anyhow::Result<()> {
+    let out_list: Vec<_> = tenants
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "domain": t["domain"],
+                "policy_host": t["policy_host"],
+                "mode": t["mode"],
+                "id": t["id"],
+                "ready": t["ready"],
+                "records": t["records"],
+                "delegated": t["delegated"],
+                "retirement": t["retirement"],
+            })
+        })
+        .collect();
+    serde_json::to_writer_pretty(&mut *out, &out_list)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 /// One tenant of a daemon with a delegated zone: the customer's CNAMEs, and what the zone

@@ -333,6 +333,7 @@ impl ServerConfig {
         cmp(self.listen != next.listen, "listen");
         cmp(self.state_dir != next.state_dir, "state_dir");
         cmp(self.tenants_dir != next.tenants_dir, "tenants_dir");
+        cmp(self.retire_max_age != next.retire_max_age, "retire_max_age");
         cmp(self.issuer != next.issuer, "issuer");
         cmp(self.limits != next.limits, "limits");
         cmp(self.tls != next.tls, "tls");
