@@ -600,9 +600,24 @@ pub fn initial_load_with(
     config: &ServerConfig,
     store: Arc<super::Retirements>,
 ) -> Result<(TenantCache, TenantSet), Diagnostic> {
+    load_files(config, Some(store))
+}
+
+/// [`initial_load`] without retirement state (unit tests of the reloader's own rules).
+#[cfg(test)]
+pub(crate) fn initial_load_plain(
+    config: &ServerConfig,
+) -> Result<(TenantCache, TenantSet), Diagnostic> {
+    load_files(config, None)
+}
+
+fn load_files(
+    config: &ServerConfig,
+    store: Option<Arc<super::Retirements>>,
+) -> Result<(TenantCache, TenantSet), Diagnostic> {
     let started = std::time::Instant::now();
     let mut cache = TenantCache::new(config);
-    cache.retirements = Some(store.clone());
+    cache.retirements.clone_from(&store);
     let plan = cache.plan(&config.tenants_dir, &Scope::All)?;
     let planned = started.elapsed();
     let files = plan.jobs.len();
@@ -614,15 +629,10 @@ pub fn initial_load_with(
     }
     let applied = started.elapsed();
     let mut set = cache.assemble();
-    let defined: FastSet<&str> = cache.tenants().map(|t| t.domain.as_str()).collect();
-    let may_start = !cache
-        .files
-        .values()
-        .any(|f| f.diagnostics.iter().any(Diagnostic::is_error));
-    let orphans =
-        store.orphans_at_start(&|d| defined.contains(d), may_start, crate::util::unix_now());
-    set.tenants.extend(orphans.into_iter().map(Arc::new));
-    store.flush();
+    if let Some(store) = &store {
+        set.tenants.extend(orphans_at_start(&cache, store));
+        store.flush();
+    }
     tracing::debug!(
         files,
         tenants = set.tenants.len(),
@@ -633,6 +643,17 @@ pub fn initial_load_with(
         "first load"
     );
     Ok((cache, set))
+}
+
+/// The tenants retiring at start that no file defines (see
+/// [`super::Retirements::orphans_at_start`]).
+fn orphans_at_start(cache: &TenantCache, store: &super::Retirements) -> Vec<Arc<Tenant>> {
+    let defined: FastSet<&str> = cache.tenants().map(|t| t.domain.as_str()).collect();
+    let has_errors = |f: &CachedFile| f.diagnostics.iter().any(Diagnostic::is_error);
+    let may_start = !cache.files.values().any(has_errors);
+    let now = crate::util::unix_now();
+    let orphans = store.orphans_at_start(&|d| defined.contains(d), may_start, now);
+    orphans.into_iter().map(Arc::new).collect()
 }
 
 /// Loads the server file of `dir`; its errors, one per line, are the error.

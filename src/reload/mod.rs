@@ -783,7 +783,7 @@ mod tests {
     /// A reloader over `dir` (server file and `tenants/` already written).
     fn reloader(dir: &Path, recorder: Arc<Recorder>) -> Reloader {
         let config = config::load_server_config(dir).expect("server file");
-        let (cache, set) = initial_load(&config).expect("tenants");
+        let (cache, set) = cache::initial_load_plain(&config).expect("tenants");
         let registry = Arc::new(Registry::new(Snapshot::new(set.tenants, set.diagnostics)));
         let parts = Parts {
             config,
@@ -794,6 +794,58 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
         };
         Reloader::new(parts, cache)
+    }
+
+    /// [`reloader`] with the retirement state of the state directory.
+    fn retiring_reloader(dir: &Path) -> Reloader {
+        let config = config::load_server_config(dir).expect("server file");
+        let (store, _) = Retirements::open(&config, true);
+        let (cache, set) = initial_load_with(&config, Arc::new(store)).expect("tenants");
+        let registry = Arc::new(Registry::new(Snapshot::new(set.tenants, set.diagnostics)));
+        let parts = Parts {
+            config,
+            registry,
+            board: Arc::new(CertBoard::new()),
+            provider: Arc::new(Recorder::default()),
+            stats: Arc::new(Stats::default()),
+            metrics: Arc::new(Metrics::new()),
+        };
+        Reloader::new(parts, cache)
+    }
+
+    #[test]
+    fn a_retiring_tenant_defined_again_in_another_file_is_no_duplicate() {
+        let (_tmp, tenants) = setup();
+        std::fs::write(tenants.join("a.yaml"), tenant("a.example", "enforce")).unwrap();
+        let r = retiring_reloader(tenants.parent().unwrap());
+        let first = r.registry.load().by_domain("a.example").unwrap().clone();
+        std::fs::remove_file(tenants.join("a.yaml")).unwrap();
+        r.reload_blocking(Trigger::Api);
+        let retiring = r.registry.load().by_domain("a.example").unwrap().clone();
+        assert!(retire::is_orphan(&retiring));
+        assert_eq!(retiring.policy.mode, crate::policy::Mode::None);
+
+        std::fs::write(tenants.join("b.yaml"), tenant("a.example", "testing")).unwrap();
+        let outcome = r.reload_blocking(Trigger::Api);
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        let back = r.registry.load().by_domain("a.example").unwrap().clone();
+        assert_eq!(back.policy.mode, crate::policy::Mode::Testing);
+        assert!(back.retiring.is_none());
+        assert_ne!(back.policy.id, first.policy.id);
+
+        std::fs::remove_file(tenants.join("b.yaml")).unwrap();
+        r.reload_blocking(Trigger::Api);
+        assert!(
+            r.registry
+                .load()
+                .by_domain("a.example")
+                .unwrap()
+                .retiring
+                .is_some()
+        );
+        assert!(r.forget("a.example"));
+        assert!(r.registry.load().by_domain("a.example").is_none());
+        assert_eq!(r.registry.load().len(), 0);
     }
 
     fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -928,7 +980,7 @@ mod tests {
     /// Domain → (file, mode) served, and the error lines, as a first load gives them.
     fn fresh(config_dir: &Path) -> (BTreeMap<String, (PathBuf, String)>, Vec<String>) {
         let config = config::load_server_config(config_dir).unwrap();
-        let (_, set) = initial_load(&config).unwrap();
+        let (_, set) = cache::initial_load_plain(&config).unwrap();
         let snap = Snapshot::new(set.tenants, set.diagnostics);
         view(&snap)
     }
