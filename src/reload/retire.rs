@@ -147,8 +147,17 @@ impl Retirements {
     /// tenant is served as written (a retirement ends: it was re-added) with an id of its
     /// generation, and what it serves is remembered.
     pub fn transform(&self, mut t: Tenant, now: i64) -> Option<Tenant> {
-        let domain = t.domain.clone();
         let mut inner = self.lock();
+        // The common case (a restart, an edit of another tenant): nothing to remember.
+        if let Some(generation) = inner.unchanged(&t) {
+            drop(inner);
+            if generation > 0 {
+                let p = &t.policy;
+                t.policy = Policy::with_generation(p.mode, p.mx.clone(), p.max_age, generation);
+            }
+            return Some(t);
+        }
+        let domain = t.domain.clone();
         let before = inner.entries.get(&t.domain).cloned();
         let mut next = before.clone().unwrap_or_default();
         let served = if t.retire {
@@ -350,6 +359,20 @@ impl Retirements {
 }
 
 impl Inner {
+    /// The generation of `t` when serving it as written changes nothing remembered.
+    fn unchanged(&self, t: &Tenant) -> Option<u32> {
+        if t.retire {
+            return None;
+        }
+        let Some(e) = self.entries.get(&t.domain) else {
+            return (t.policy.mode == Mode::None).then_some(0);
+        };
+        let p = &t.policy;
+        let same =
+            p.mode == Mode::None || (e.longest >= p.max_age && e.mx == p.mx && e.rua == t.rua);
+        (e.window.is_none() && same).then_some(e.generation)
+    }
+
     /// Keeps `next` for `domain` and queues its line when it changed.
     fn record(&mut self, domain: &str, before: Option<Entry>, next: Entry) {
         if before.as_ref() == Some(&next) || (before.is_none() && next == Entry::default()) {

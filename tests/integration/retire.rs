@@ -211,6 +211,22 @@ async fn a_deleted_enforcing_tenant_is_retired_and_a_none_tenant_goes_at_once() 
     let retiring = daemon.shows("live.example", "state", "retiring").await;
     assert_eq!(retiring["retirement"]["file_removed"], true);
     assert_ne!(retiring["id"], id);
+    // `dns`, from the running daemon and from the configuration and state directory, says so.
+    let admin = format!("http://{}", daemon.admin);
+    let (code, out, err) = run_binary(&["dns".as_ref(), "--admin".as_ref(), admin.as_ref()], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("; live.example: retiring: serves mode none until"),
+        "{out}"
+    );
+    let config = setup.cwd.path().join("config");
+    let (_, out, err) = run_binary(&["dns".as_ref(), "-c".as_ref(), config.as_os_str()], b"");
+    assert!(
+        out.contains("; live.example: retiring: serves mode none until"),
+        "{out}{err}"
+    );
+    let id_line = format!("id={}", retiring["id"].as_str().unwrap());
+    assert!(out.contains(&id_line), "the state directory's id: {out}");
     daemon.gone("none.example").await;
     drop(daemon);
 
