@@ -313,6 +313,9 @@ impl Reloader {
         );
         attempt.changed_files.extend(applied.into_iter().flatten());
         attempt.changed_files.sort();
+        if let Some(store) = self.lock_state().cache.retirements() {
+            store.settle();
+        }
         let changed = !attempt.changed_files.is_empty();
         if trigger.explicit() {
             self.sync_all();
@@ -811,6 +814,26 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
         };
         Reloader::new(parts, cache)
+    }
+
+    #[test]
+    fn a_tenant_moved_to_another_file_in_one_reload_is_not_retired() {
+        let (_tmp, tenants) = setup();
+        std::fs::write(tenants.join("a.yaml"), tenant("a.example", "enforce")).unwrap();
+        let r = retiring_reloader(tenants.parent().unwrap());
+        let first = r.registry.load().by_domain("a.example").unwrap().clone();
+        std::fs::rename(tenants.join("a.yaml"), tenants.join("b.yaml")).unwrap();
+        let outcome = r.reload_blocking(Trigger::Api);
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        let moved = r.registry.load().by_domain("a.example").unwrap().clone();
+        assert!(moved.retiring.is_none());
+        assert_eq!(
+            moved.policy.id, first.policy.id,
+            "the same id: it never retired"
+        );
+        let store = r.retirements().unwrap();
+        assert_eq!(store.entry("a.example").unwrap().generation, 0);
+        assert!(store.take_due(i64::MAX).is_empty(), "no window left open");
     }
 
     #[test]

@@ -102,6 +102,10 @@ struct Inner {
     pending: String,
     /// Whether the file was read cleanly (only then may it be rewritten).
     clean: bool,
+    /// What was remembered before each retirement [`Retirements::orphan`] began since the last
+    /// [`Retirements::settle`]: a tenant moved to another file is gone from one and defined
+    /// in the other in the same reload, and is then no retirement at all.
+    begun: FastMap<String, Option<Entry>>,
 }
 
 impl Retirements {
@@ -170,6 +174,9 @@ impl Retirements {
             next.rua.clone_from(&t.rua);
             (now < window.until).then(|| self.retiring_tenant(t, &next, window))
         } else {
+            if let Some(moved) = inner.begun.remove(&domain) {
+                next = moved.unwrap_or_default();
+            }
             next.window = None;
             if t.policy.mode != Mode::None {
                 next.longest = next.longest.max(t.policy.max_age);
@@ -199,6 +206,7 @@ impl Retirements {
             Some(_) => return None,
             None if next.longest == 0 && gone.policy.mode == Mode::None => return None,
             None => {
+                inner.begun.insert(gone.domain.clone(), before.clone());
                 next.mx.clone_from(&gone.policy.mx);
                 next.rua.clone_from(&gone.rua);
                 start(&mut next, gone, now)
@@ -262,6 +270,12 @@ impl Retirements {
         next.window = Some(Window { until: now, ..w });
         inner.record(domain, Some(before), next);
         true
+    }
+
+    /// Ends a reload: a retirement begun in it is one from now on, even if the tenant is
+    /// defined again later (it then comes back under a new id).
+    pub fn settle(&self) {
+        self.lock().begun.clear();
     }
 
     /// The retirements whose window ended by `now`, each once.
