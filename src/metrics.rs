@@ -414,6 +414,15 @@ fn encode_tenants_by_mode(
             let n = tenants.iter().filter(|t| t.policy.mode == mode).count();
             ([("mode", mode.as_str())], count_gauge(n))
         }),
+    )?;
+    // One series, no domain label: which tenants are retiring is in the API.
+    let retiring = tenants.iter().filter(|t| t.retiring.is_some()).count();
+    single(
+        enc,
+        "mta_stsd_tenants_retiring",
+        "Tenants being retired (RFC 8461 §8.3): serving mode none until the longest max_age served has passed",
+        MetricType::Gauge,
+        count_gauge(retiring),
     )
 }
 

@@ -76,6 +76,19 @@ impl Policy {
         }
     }
 
+    /// [`Policy::new`] with the id derived from the body and `generation` (the number of times
+    /// the tenant was retired, RFC 8461 §8.3): a tenant re-added after a retirement gets an id
+    /// it never had, even with the same body. Generation 0 is [`Policy::new`].
+    pub fn with_generation(mode: Mode, mx: Vec<String>, max_age: u64, generation: u32) -> Policy {
+        let mut policy = Policy::new(mode, mx, max_age);
+        if generation > 0 {
+            let mut salted = policy.body.to_vec();
+            salted.extend_from_slice(format!("generation: {generation}\r\n").as_bytes());
+            policy.id = policy_id(&salted);
+        }
+        policy
+    }
+
     /// The value of the `_mta-sts.<domain>` TXT record.
     pub fn txt_value(&self) -> String {
         format!("v=STSv1; id={}", self.id)

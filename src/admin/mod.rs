@@ -247,6 +247,7 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
             let raw = &p["/api/v1/tenants/".len()..p.len() - "/tlsrpt".len()];
             tlsrpt_summary(&state, raw, req.uri().query()).await
         }
+        (Method::POST, p) if p.starts_with("/api/v1/tenants/") => forget(&state, p).await,
         (Method::GET, p) if p.starts_with("/api/v1/tenants/") => {
             match tenant_detail(&state, &p["/api/v1/tenants/".len()..]) {
                 Some(v) => json(StatusCode::OK, &v),
@@ -436,6 +437,17 @@ fn tenant_json(
         "last_error": file_errors.first().map(|d| d.to_string()),
         "errors": file_errors,
     });
+    v["state"] = serde_json::json!(if tenant.retiring.is_some() {
+        "retiring"
+    } else {
+        "serving"
+    });
+    v["retirement"] = serde_json::json!(tenant.retiring.map(|r| serde_json::json!({
+        "state": "retiring",
+        "since": r.since,
+        "until": r.until,
+        "file_removed": r.orphan,
+    })));
     if let Some(publisher) = state.dns_update.get() {
         v["dns_update"] = dns_update_json(publisher, &tenant.domain);
     }
@@ -555,10 +567,60 @@ fn no_such_tenant() -> Response<Full<Bytes>> {
     )
 }
 
+/// `POST /api/v1/tenants/<domain>/forget`: the operator confirms the removal of a tenant
+/// being retired; it stops being served at once.
+async fn forget(state: &Arc<AdminState>, path: &str) -> Response<Full<Bytes>> {
+    let Some(raw) = path
+        .strip_prefix("/api/v1/tenants/")
+        .and_then(|p| p.strip_suffix("/forget"))
+    else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let Some(domain) = path_domain(raw) else {
+        return no_such_tenant();
+    };
+    let reloader = state.reloader.clone();
+    let d = domain.clone();
+    match tokio::task::spawn_blocking(move || reloader.forget(&d)).await {
+        Ok(true) => json(
+            StatusCode::OK,
+            &serde_json::json!({"domain": domain, "state": "retired"}),
+        ),
+        Ok(false) => json(
+            StatusCode::CONFLICT,
+            &serde_json::json!({"domain": domain, "error": "not being retired (remove its tenant file first, or set retire: true)"}),
+        ),
+        Err(err) => json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &serde_json::json!({"error": err.to_string()}),
+        ),
+    }
+}
+
+/// A tenant no longer served whose retirement ended: what to remove from DNS.
+fn retired_json(state: &AdminState, domain: &str) -> Option<serde_json::Value> {
+    let store = state.reloader.retirements()?;
+    let now = crate::util::unix_now();
+    let Some(crate::reload::retire::Phase::Retired(w)) = store.phase(domain, now) else {
+        return None;
+    };
+    let last = store.last_served(domain)?;
+    let records = records(state, &last);
+    Some(serde_json::json!({
+        "domain": domain,
+        "state": "retired",
+        "retirement": {"state": "retired", "since": w.since, "until": w.until, "file_removed": w.orphan},
+        "remove_records": records.list(),
+        "remove": records.list().iter().map(crate::publish::Record::console_line).collect::<Vec<_>>(),
+    }))
+}
+
 fn tenant_detail(state: &AdminState, raw: &str) -> Option<serde_json::Value> {
     let domain = path_domain(raw)?;
     let snapshot = state.registry.load();
-    let tenant = snapshot.by_domain(&domain)?.clone();
+    let Some(tenant) = snapshot.by_domain(&domain).cloned() else {
+        return retired_json(state, &domain);
+    };
     let status = state.reloader.status();
     let stale = status.stale_tenants.contains(&domain);
     let errors = errors_by_file(&snapshot);

@@ -2,8 +2,19 @@
 
 use std::time::Duration;
 
-/// [`admin_get`] from synchronous code, on a runtime of its own, answered within `limit`.
+/// A GET from synchronous code, on a runtime of its own, answered within `limit`.
 pub(super) fn get_blocking(
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+    limit: Duration,
+) -> anyhow::Result<Vec<u8>> {
+    call_blocking(http::Method::GET, base, path, token, limit)
+}
+
+/// [`admin_call`] from synchronous code, answered within `limit`.
+pub(super) fn call_blocking(
+    method: http::Method,
     base: &str,
     path: &str,
     token: Option<&str>,
@@ -13,14 +24,15 @@ pub(super) fn get_blocking(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        tokio::time::timeout(limit, admin_get(base, path, token))
+        tokio::time::timeout(limit, admin_call(method, base, path, token))
             .await
             .map_err(|_| anyhow::anyhow!("{base}: no answer within {limit:?}"))?
     })
 }
 
-/// A GET to a plain-HTTP admin URL (`http://host:port`); the body of a 200 answer.
-pub(super) async fn admin_get(
+/// A request without a body to a plain-HTTP admin URL; the body of a 2xx answer.
+pub(super) async fn admin_call(
+    method: http::Method,
     base: &str,
     path: &str,
     token: Option<&str>,
@@ -45,7 +57,9 @@ pub(super) async fn admin_get(
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
     let prefix = uri.path().trim_end_matches('/');
-    let mut req = http::Request::get(format!("{prefix}{path}"))
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("{prefix}{path}"))
         .header(http::header::HOST, authority.as_str());
     if let Some(token) = token {
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));

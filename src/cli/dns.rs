@@ -49,6 +49,9 @@ fn json_list(
                 // Only the running daemon knows (see `--admin`).
                 "ready": null,
                 "records": tenant_records(t, publishing).list(),
+                "retirement": t.retiring.map(|r| serde_json::json!({
+                    "state": "retiring", "since": r.since, "until": r.until, "file_removed": r.orphan,
+                })),
             });
             if server.dns.is_some() {
                 entry["cnames"] = serde_json::json!(customer_cnames(server, &t.domain));
@@ -81,11 +84,22 @@ fn zone_lines(
         )?;
     }
     for t in tenants {
+        if let Some(r) = t.retiring {
+            writeln!(out, "{}", retiring_note(&t.domain, r.until))?;
+        }
         for r in tenant_records(t, publishing).list() {
             writeln!(out, "{}", r.zone_line())?;
         }
     }
     Ok(())
+}
+
+/// The comment before a retiring tenant's records (RFC 8461 §8.3).
+fn retiring_note(domain: &str, until: i64) -> String {
+    format!(
+        "; {domain}: retiring: serves mode none until {}; remove these records after that (mta-stsd forget {domain} ends it now)",
+        crate::util::format_unix(until)
+    )
 }
 
 /// Delegation mode: the parent zone's NS records once, then each customer's CNAMEs. The TXT
@@ -132,6 +146,9 @@ fn delegation_lines(
         )?;
     }
     for t in tenants {
+        if let Some(r) = t.retiring {
+            writeln!(out, "{}", retiring_note(&t.domain, r.until))?;
+        }
         for r in customer_cnames(server, &t.domain) {
             writeln!(out, "{}", r.zone_line())?;
         }
@@ -178,22 +195,7 @@ pub(super) fn dns_from_admin(
     let token = token_file.map(crate::admin::read_token).transpose()?;
     let tenants = all_tenants(url, token.as_deref())?;
     if json {
-        let out_list: Vec<_> = tenants
-            .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "domain": t["domain"],
-                    "policy_host": t["policy_host"],
-                    "mode": t["mode"],
-                    "id": t["id"],
-                    "ready": t["ready"],
-                    "records": t["records"],
-                    "delegated": t["delegated"],
-                })
-            })
-            .collect();
-        serde_json::to_writer_pretty(&mut *out, &out_list)?;
-        writeln!(out)?;
+        admin_json(&tenants, out)?;
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(
@@ -202,6 +204,13 @@ pub(super) fn dns_from_admin(
         tenants.len()
     )?;
     for t in &tenants {
+        if let Some(until) = t["retirement"]["until"].as_i64() {
+            writeln!(
+                out,
+                "{}",
+                retiring_note(t["domain"].as_str().unwrap_or(""), until)
+            )?;
+        }
         if t["delegated"].is_object() {
             delegated_from_admin(url, t, out)?;
             continue;
@@ -223,6 +232,28 @@ pub(super) fn dns_from_admin(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dns --admin --json`: the running state's records, one object per tenant.
+fn admin_json(tenants: &[serde_json::Value], out: &mut dyn Write) -> anyhow::Result<()> {
+    let out_list: Vec<_> = tenants
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "domain": t["domain"],
+                "policy_host": t["policy_host"],
+                "mode": t["mode"],
+                "id": t["id"],
+                "ready": t["ready"],
+                "records": t["records"],
+                "delegated": t["delegated"],
+                "retirement": t["retirement"],
+            })
+        })
+        .collect();
+    serde_json::to_writer_pretty(&mut *out, &out_list)?;
+    writeln!(out)?;
+    Ok(())
 }
 
 /// One tenant of a daemon with a delegated zone: the customer's CNAMEs, and what the zone

@@ -5,6 +5,7 @@ mod certs;
 mod check;
 mod dns;
 mod reports;
+mod retire;
 mod validate;
 
 use std::io::Write;
@@ -81,6 +82,19 @@ pub enum Command {
         #[arg(long, value_name = "URL", env = "MTA_STSD_ADMIN_URL")]
         admin: Option<String>,
         /// File holding the admin bearer token (with `--admin`).
+        #[arg(long, value_name = "FILE", env = "MTA_STSD_ADMIN_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+    },
+    /// Confirm the immediate removal of a tenant being retired (its file was deleted, or it
+    /// says `retire: true`): the running daemon stops serving it at once instead of at the
+    /// end of its retirement window, and prints the records to remove.
+    Forget {
+        /// The tenant's domain.
+        domain: String,
+        /// The running daemon's admin listener, e.g. `http://127.0.0.1:9180`.
+        #[arg(long, value_name = "URL", env = "MTA_STSD_ADMIN_URL")]
+        admin: String,
+        /// File holding the admin bearer token.
         #[arg(long, value_name = "FILE", env = "MTA_STSD_ADMIN_TOKEN_FILE")]
         token_file: Option<PathBuf>,
     },
@@ -270,6 +284,11 @@ pub fn run_offline(command: &Command, out: &mut dyn Write) -> anyhow::Result<Exi
             ..
         } => dns::dns_from_admin(url, token_file.as_deref(), *json, out),
         Command::Dns { config, json, .. } => dns::dns(&config.config, *json, out),
+        Command::Forget {
+            domain,
+            admin,
+            token_file,
+        } => retire::forget(admin, token_file.as_deref(), domain, out),
         Command::IngestMail { config, maildir } => Ok(reports::ingest_mail(
             &config.config,
             maildir.as_deref(),

@@ -28,7 +28,7 @@ pub use server::{
     load_server_config, parse_server_config,
 };
 pub use tenant::{
-    Claims, FileTenants, Served, Tenant, TenantSet, assemble, assemble_shared, file_kind,
+    Claims, FileTenants, Retiring, Served, Tenant, TenantSet, assemble, assemble_shared, file_kind,
     is_tenant_file_name, load_tenant_file, parse_tenants,
 };
 pub use tlsrpt::{

@@ -26,6 +26,8 @@ pub const TENANTS_DIR: &str = "tenants";
 const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 /// Smallest request-head cap accepted: below it ordinary clients' requests would be refused.
 const MIN_HEADER_BYTES: usize = 8192;
+/// Default `retire_max_age`: a day, so senders drop a withdrawn policy within one.
+const RETIRE_MAX_AGE: Duration = Duration::from_secs(86_400);
 /// Default lifetime of an internal leaf, the same as an ACME certificate's.
 const DEFAULT_LEAF_VALIDITY_DAYS: u32 = 90;
 /// Longest internal leaf lifetime: 825 days is the most Apple's TLS clients accept.
@@ -67,6 +69,7 @@ struct RawServer {
     public_addresses: Vec<Spanned<String>>,
     #[serde(default)]
     validation: Option<RawValidation>,
+    retire_max_age: Option<Dur>,
 }
 
 #[derive(Default, Deserialize)]
@@ -296,6 +299,8 @@ pub struct ServerConfig {
     pub state_dir: PathBuf,
     /// Folder of tenant files.
     pub tenants_dir: PathBuf,
+    /// `max_age` of the `mode: none` policy a retiring tenant serves (RFC 8461 §8.3), seconds.
+    pub retire_max_age: u64,
     /// The host customers point `mta-sts.<domain>` at with a CNAME, if any.
     pub public_hostname: Option<String>,
     /// Certificate source.
@@ -338,6 +343,7 @@ impl ServerConfig {
         cmp(self.listen != next.listen, "listen");
         cmp(self.state_dir != next.state_dir, "state_dir");
         cmp(self.tenants_dir != next.tenants_dir, "tenants_dir");
+        cmp(self.retire_max_age != next.retire_max_age, "retire_max_age");
         cmp(self.issuer != next.issuer, "issuer");
         cmp(self.limits != next.limits, "limits");
         cmp(self.tls != next.tls, "tls");
@@ -434,6 +440,8 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
         listen,
         state_dir,
         tenants_dir,
+        retire_max_age: duration_or(raw.retire_max_age, Duration::from_secs(1), RETIRE_MAX_AGE)
+            .as_secs(),
         public_hostname,
         issuer,
         limits,

@@ -35,6 +35,8 @@ struct RawTenant {
     max_age: Option<Spanned<MaxAge>>,
     #[serde(default)]
     tlsrpt: Option<Spanned<RawTlsRpt>>,
+    #[serde(default)]
+    retire: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +164,22 @@ pub struct Tenant {
     pub line: u64,
     /// The column of the tenant's `domain` value.
     pub column: u64,
+    /// `retire: true` in the file: withdraw the policy (RFC 8461 §8.3).
+    pub retire: bool,
+    /// Set while the tenant is being retired: `policy` is then the `mode: none` policy served
+    /// until the window ends (see `reload::retire`).
+    pub retiring: Option<Retiring>,
+}
+
+/// The window of a tenant being retired, Unix seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retiring {
+    /// When the `mode: none` policy was first served.
+    pub since: i64,
+    /// When the tenant stops being served: `since` plus the longest `max_age` it served.
+    pub until: i64,
+    /// No tenant file defines it any more (its file was removed): kept from the state directory.
+    pub orphan: bool,
 }
 
 /// What one file yielded: the tenants that validated and every diagnostic.
@@ -325,6 +343,8 @@ fn compile(
         source: source.clone(),
         line: raw.domain.referenced.line(),
         column: raw.domain.referenced.column(),
+        retire: raw.retire.unwrap_or(false),
+        retiring: None,
     })
 }
 

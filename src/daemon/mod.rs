@@ -89,11 +89,15 @@ fn load(dir: &Path) -> anyhow::Result<Loaded> {
     let config = reload::load_server(&dir)?;
     // The reloader's per-file cache is filled by the first load, so the first change only
     // re-reads the file that changed.
-    let (cache, tenants) = reload::initial_load(&config).map_err(|d| anyhow::anyhow!("{d}"))?;
-    reload::log_diagnostics(&tenants.diagnostics);
     crate::fsutil::create_private_dir(&config.state_dir)
         .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
     tighten_state_dir(&config.state_dir)?;
+    let (retirements, _) = reload::Retirements::open(&config, true);
+    let (cache, tenants) = reload::initial_load_with(&config, Arc::new(retirements))
+        .map_err(|d| anyhow::anyhow!("{d}"))?;
+    reload::log_diagnostics(&tenants.diagnostics);
+    let retiring = tenants.tenants.iter().filter(|t| t.retiring.is_some());
+    reload::retire::log_retiring(&retiring.cloned().collect::<Vec<_>>());
     Ok(Loaded {
         config,
         cache,
@@ -251,8 +255,10 @@ impl Daemon {
             return;
         }
         let addr = listeners.https.local_addr().ok();
+        let snapshot = self.registry.load();
         tracing::info!(
-            tenants = self.registry.load().len(),
+            tenants = snapshot.len(),
+            retiring = snapshot.tenants().filter(|t| t.retiring.is_some()).count(),
             certificates = self.resolver.len(),
             https = %addr.map(|a| a.to_string()).unwrap_or_default(),
             issuer = self.config.issuer.name(),
@@ -313,6 +319,10 @@ impl Daemon {
                 crate::tlsrpt::service::reopen_task(self.tlsrpt.clone(), tasks.stop_signal()),
             );
         }
+        tasks.spawn(
+            "retirements",
+            reload::retire_task(self.reloader.clone(), tasks.stop_signal()),
+        );
         tasks.spawn_until_stopped(
             "tlsrpt-retention",
             crate::tlsrpt::service::retention_task(self.tlsrpt.clone()),

@@ -102,6 +102,7 @@ impl Gate {
     /// Every tenant of a new snapshot: TLS-RPT values follow the configuration at once (they
     /// name no policy), ids that differ join the pending set.
     fn walk(&mut self, snapshot: &Snapshot, publishing: Publishing<'_>, out: &mut Vec<Update>) {
+        self.drop_gone(snapshot, out);
         for tenant in snapshot.tenants() {
             if self.published.get(&tenant.domain) != Some(&tenant.policy.id) {
                 self.pending.insert(tenant.host.clone());
@@ -120,6 +121,28 @@ impl Gate {
                 value,
             });
         }
+    }
+
+    /// The records of tenants no longer in `snapshot` (a retirement that ended, RFC 8461 §8.3)
+    /// leave the zone: one removal per record that was answered.
+    fn drop_gone(&mut self, snapshot: &Snapshot, out: &mut Vec<Update>) {
+        let gone = |d: &String| snapshot.by_domain(d).is_none();
+        let sts: Vec<String> = self.published.keys().filter(|d| gone(d)).cloned().collect();
+        let tlsrpt: Vec<String> = self.tlsrpt.keys().filter(|d| gone(d)).cloned().collect();
+        for (kind, domains) in [(Kind::Sts, sts), (Kind::TlsRpt, tlsrpt)] {
+            for domain in domains {
+                match kind {
+                    Kind::Sts => self.published.remove(&domain),
+                    _ => self.tlsrpt.remove(&domain),
+                };
+                out.push(Update {
+                    kind,
+                    domain,
+                    value: None,
+                });
+            }
+        }
+        self.pending.retain(|host| snapshot.get(host).is_some());
     }
 }
 
@@ -213,17 +236,39 @@ mod tests {
     }
 
     #[test]
-    fn a_removed_tenant_keeps_its_records_and_leaves_the_pending_set() {
+    fn a_removed_tenant_leaves_the_zone_and_the_pending_set() {
+        // Removed from the snapshot means its retirement ended (or it only served none):
+        // every record it had in the zone goes.
         let registry = Registry::new(Snapshot::from_yaml(A_TESTING));
         let board = CertBoard::new();
         let mut gate = Gate::new();
+        valid(&board, "mta-sts.a.example");
         gate.refresh(&registry.load(), &board, Publishing::default(), 1000);
-        assert_eq!(gate.pending(), 1);
+        assert!(gate.published_id("a.example").is_some());
         registry.swap(Snapshot::from_yaml(
             "domain: b.example\nmode: testing\nmx: [mx.b.example]\n",
         ));
         let gone = gate.refresh(&registry.load(), &board, Publishing::default(), 1000);
-        assert!(gone.iter().all(|u| u.domain != "a.example"), "{gone:?}");
+        let removed: Vec<(Kind, &str)> = gone
+            .iter()
+            .filter(|u| u.domain == "a.example")
+            .map(|u| (u.kind, u.domain.as_str()))
+            .collect();
+        assert_eq!(
+            removed,
+            [(Kind::Sts, "a.example"), (Kind::TlsRpt, "a.example")]
+        );
+        assert!(
+            gone.iter()
+                .filter(|u| u.domain == "a.example")
+                .all(|u| u.value.is_none())
+        );
+        assert_eq!(gate.published_id("a.example"), None);
         assert_eq!(gate.pending(), 1, "only b.example waits");
+        let again = gate.refresh(&registry.load(), &board, Publishing::default(), 1000);
+        assert!(
+            again.iter().all(|u| u.domain != "a.example"),
+            "once: {again:?}"
+        );
     }
 }

@@ -294,6 +294,8 @@ pub struct TenantCache {
     reading: FastMap<FileKey, (u64, Stamp)>,
     tickets: u64,
     confinement: Confinement,
+    /// Retirement state: tenants pass through it as they are taken in (none in unit tests).
+    retirements: Option<Arc<super::Retirements>>,
 }
 
 impl TenantCache {
@@ -451,6 +453,7 @@ impl TenantCache {
         }
         self.reading.remove(key);
         let previous = self.files.get(key);
+        let parsed = self.retire(parsed);
         let next = CachedFile::merge(previous, parsed, job.stamp);
         let changed = previous.is_none_or(|p| !p.same_result(&next));
         let old = previous.map(|p| p.tenants.clone()).unwrap_or_default();
@@ -469,6 +472,32 @@ impl TenantCache {
             old,
             new,
         })
+    }
+
+    /// `parsed`'s tenants as they are served: a retiring one serves `mode: none`, a retired
+    /// one is left out (see [`super::Retirements::transform`]).
+    fn retire(&self, mut parsed: FileTenants) -> FileTenants {
+        if let Some(store) = &self.retirements {
+            let now = crate::util::unix_now();
+            parsed.tenants = std::mem::take(&mut parsed.tenants)
+                .into_iter()
+                .filter_map(|t| store.transform(t, now))
+                .collect();
+        }
+        parsed
+    }
+
+    /// The retirement state this cache takes tenants in with.
+    pub fn retirements(&self) -> Option<&Arc<super::Retirements>> {
+        self.retirements.as_ref()
+    }
+
+    /// Makes the next plan read `path` again although it did not change (a retirement that
+    /// ended must leave the served table).
+    pub fn invalidate(&mut self, path: &Path) {
+        if let Some(file) = self.files.get_mut(path.as_os_str()) {
+            file.stamp = Stamp::default();
+        }
     }
 
     /// Forgets a file that is gone; its tenants are no longer served.
@@ -559,9 +588,36 @@ impl TenantCache {
 
 /// The first load: the tenant cache of `config.tenants_dir` and its table.
 /// Files are parsed in parallel, one thread per core.
+/// The CLI's: the retirement state is read, never written.
 pub fn initial_load(config: &ServerConfig) -> Result<(TenantCache, TenantSet), Diagnostic> {
+    let (store, _) = super::Retirements::open(config, false);
+    initial_load_with(config, Arc::new(store))
+}
+
+/// [`initial_load`] with the retirement state `store` (the daemon's, written to): tenants
+/// still retiring whose file is gone are part of the table.
+pub fn initial_load_with(
+    config: &ServerConfig,
+    store: Arc<super::Retirements>,
+) -> Result<(TenantCache, TenantSet), Diagnostic> {
+    load_files(config, Some(store))
+}
+
+/// [`initial_load`] without retirement state (unit tests of the reloader's own rules).
+#[cfg(test)]
+pub(crate) fn initial_load_plain(
+    config: &ServerConfig,
+) -> Result<(TenantCache, TenantSet), Diagnostic> {
+    load_files(config, None)
+}
+
+fn load_files(
+    config: &ServerConfig,
+    store: Option<Arc<super::Retirements>>,
+) -> Result<(TenantCache, TenantSet), Diagnostic> {
     let started = std::time::Instant::now();
     let mut cache = TenantCache::new(config);
+    cache.retirements.clone_from(&store);
     let plan = cache.plan(&config.tenants_dir, &Scope::All)?;
     let planned = started.elapsed();
     let files = plan.jobs.len();
@@ -572,7 +628,11 @@ pub fn initial_load(config: &ServerConfig) -> Result<(TenantCache, TenantSet), D
         cache.apply(&job, file);
     }
     let applied = started.elapsed();
-    let set = cache.assemble();
+    let mut set = cache.assemble();
+    if let Some(store) = &store {
+        set.tenants.extend(orphans_at_start(&cache, store));
+        store.flush();
+    }
     tracing::debug!(
         files,
         tenants = set.tenants.len(),
@@ -583,6 +643,17 @@ pub fn initial_load(config: &ServerConfig) -> Result<(TenantCache, TenantSet), D
         "first load"
     );
     Ok((cache, set))
+}
+
+/// The tenants retiring at start that no file defines (see
+/// [`super::Retirements::orphans_at_start`]).
+fn orphans_at_start(cache: &TenantCache, store: &super::Retirements) -> Vec<Arc<Tenant>> {
+    let defined: FastSet<&str> = cache.tenants().map(|t| t.domain.as_str()).collect();
+    let has_errors = |f: &CachedFile| f.diagnostics.iter().any(Diagnostic::is_error);
+    let may_start = !cache.files.values().any(has_errors);
+    let now = crate::util::unix_now();
+    let orphans = store.orphans_at_start(&|d| defined.contains(d), may_start, now);
+    orphans.into_iter().map(Arc::new).collect()
 }
 
 /// Loads the server file of `dir`; its errors, one per line, are the error.

@@ -26,10 +26,14 @@ use arc_swap::ArcSwap;
 
 mod cache;
 mod pool;
+pub mod retire;
 mod watch;
 
 use cache::{Applied, FileChange, Job};
-pub use cache::{Refresh, TenantCache, initial_load, load, load_server};
+pub use cache::{Refresh, TenantCache, initial_load, initial_load_with, load, load_server};
+pub use retire::Retirements;
+use retire::retire_gone;
+pub use retire::retire_task;
 pub use watch::{DirWatch, sighup_task, watch_task};
 
 use crate::certs::{CertBoard, CertProvider, HostChanges};
@@ -309,6 +313,9 @@ impl Reloader {
         );
         attempt.changed_files.extend(applied.into_iter().flatten());
         attempt.changed_files.sort();
+        if let Some(store) = self.lock_state().cache.retirements() {
+            store.settle();
+        }
         let changed = !attempt.changed_files.is_empty();
         if trigger.explicit() {
             self.sync_all();
@@ -398,11 +405,27 @@ impl Reloader {
             return Vec::new();
         }
         let current = self.registry.load();
-        let served = served_changes(&mut state.claims, &current, &files);
+        let mut served = served_changes(&mut state.claims, &current, &files);
+        if let Some(store) = state.cache.retirements().cloned() {
+            retire_gone(&store, &current, &mut served, &self.publishing());
+            store.flush();
+        }
         let diagnostics = {
             let State { cache, claims, .. } = &*state;
             cache.diagnostics(claims.files_with_errors(), |f| claims.duplicates(f))
         };
+        self.swap_served(state, &current, served, diagnostics);
+        files.into_iter().map(|f| f.path).collect()
+    }
+
+    /// Swaps `served` into `current` and lets the provider and the record log follow.
+    fn swap_served(
+        &self,
+        state: MutexGuard<'_, State>,
+        current: &Snapshot,
+        served: Vec<Served>,
+        diagnostics: Vec<Diagnostic>,
+    ) {
         self.registry
             .swap(current.with_changes(&served, diagnostics));
         let snapshot = self.registry.load();
@@ -410,7 +433,82 @@ impl Reloader {
             .push_back(Follow::Swap { served, snapshot });
         drop(state);
         self.carry_out();
-        files.into_iter().map(|f| f.path).collect()
+    }
+
+    fn publishing(&self) -> crate::publish::Publishing<'_> {
+        crate::publish::Publishing::of(&self.running)
+    }
+
+    /// Ends the retirements due by now: a tenant no file defines leaves the table, one whose
+    /// file says `retire: true` is read again (and left out). Each is logged with the records
+    /// to remove. Called every second by the daemon; costs nothing while none is due.
+    pub fn expire_retirements(&self) {
+        let state = self.lock_state();
+        let Some(store) = state.cache.retirements().cloned() else {
+            return;
+        };
+        let now = crate::util::unix_now();
+        let due = store.take_due(now);
+        if due.is_empty() {
+            return;
+        }
+        let current = self.registry.load();
+        let (mut orphans, mut files, mut ended) = (Vec::new(), BTreeSet::new(), Vec::new());
+        for domain in &due {
+            let Some(t) = current.by_domain(domain) else {
+                continue;
+            };
+            match t.retiring {
+                Some(r) if r.orphan => {
+                    ended.push(t.clone());
+                    orphans.push(Served {
+                        host: t.host.clone(),
+                        before: Some(t.clone()),
+                        after: None,
+                    });
+                }
+                // Read again: the file's tenant leaves (and is logged) in that swap.
+                Some(_) => {
+                    files.insert(t.source.to_path_buf());
+                }
+                None => {}
+            }
+        }
+        retire::log_retired(&ended, &self.publishing());
+        let mut state = state;
+        for path in &files {
+            state.cache.invalidate(path);
+        }
+        if !orphans.is_empty() {
+            let diagnostics = current.diagnostics.clone();
+            self.swap_served(state, &current, orphans, diagnostics);
+        } else {
+            drop(state);
+        }
+        if !files.is_empty() {
+            self.reload_blocking_scoped(Trigger::Watch, Scope::Files(files));
+        }
+    }
+
+    /// Ends the retirement of `domain` at once (the operator confirmed the removal): `false`
+    /// when it is not retiring.
+    pub fn forget(&self, domain: &str) -> bool {
+        let state = self.lock_state();
+        let Some(store) = state.cache.retirements().cloned() else {
+            return false;
+        };
+        drop(state);
+        let forgotten = store.forget(domain, crate::util::unix_now());
+        store.flush();
+        if forgotten {
+            self.expire_retirements();
+        }
+        forgotten
+    }
+
+    /// The retirement state, when the daemon keeps one.
+    pub fn retirements(&self) -> Option<Arc<Retirements>> {
+        self.lock_state().cache.retirements().cloned()
     }
 
     /// Gives the provider the whole tenant list (explicit reloads: a renewed PEM file with
@@ -603,9 +701,10 @@ struct Attempt {
 fn served_changes(claims: &mut Claims, current: &Snapshot, files: &[FileChange]) -> Vec<Served> {
     let mut merged: std::collections::HashMap<String, Served> = std::collections::HashMap::new();
     for file in files {
+        // A retiring tenant no file defines is no file's claim.
         let lookup = |h: &str| match merged.get(h) {
             Some(s) => s.after.clone(),
-            None => current.get(h).cloned(),
+            None => current.get(h).filter(|t| !retire::is_orphan(t)).cloned(),
         };
         let changes = claims.redefine_file(&file.path, &file.old, &file.new, &lookup);
         for c in changes {
@@ -687,7 +786,7 @@ mod tests {
     /// A reloader over `dir` (server file and `tenants/` already written).
     fn reloader(dir: &Path, recorder: Arc<Recorder>) -> Reloader {
         let config = config::load_server_config(dir).expect("server file");
-        let (cache, set) = initial_load(&config).expect("tenants");
+        let (cache, set) = cache::initial_load_plain(&config).expect("tenants");
         let registry = Arc::new(Registry::new(Snapshot::new(set.tenants, set.diagnostics)));
         let parts = Parts {
             config,
@@ -698,6 +797,78 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
         };
         Reloader::new(parts, cache)
+    }
+
+    /// [`reloader`] with the retirement state of the state directory.
+    fn retiring_reloader(dir: &Path) -> Reloader {
+        let config = config::load_server_config(dir).expect("server file");
+        let (store, _) = Retirements::open(&config, true);
+        let (cache, set) = initial_load_with(&config, Arc::new(store)).expect("tenants");
+        let registry = Arc::new(Registry::new(Snapshot::new(set.tenants, set.diagnostics)));
+        let parts = Parts {
+            config,
+            registry,
+            board: Arc::new(CertBoard::new()),
+            provider: Arc::new(Recorder::default()),
+            stats: Arc::new(Stats::default()),
+            metrics: Arc::new(Metrics::new()),
+        };
+        Reloader::new(parts, cache)
+    }
+
+    #[test]
+    fn a_tenant_moved_to_another_file_in_one_reload_is_not_retired() {
+        let (_tmp, tenants) = setup();
+        std::fs::write(tenants.join("a.yaml"), tenant("a.example", "enforce")).unwrap();
+        let r = retiring_reloader(tenants.parent().unwrap());
+        let first = r.registry.load().by_domain("a.example").unwrap().clone();
+        std::fs::rename(tenants.join("a.yaml"), tenants.join("b.yaml")).unwrap();
+        let outcome = r.reload_blocking(Trigger::Api);
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        let moved = r.registry.load().by_domain("a.example").unwrap().clone();
+        assert!(moved.retiring.is_none());
+        assert_eq!(
+            moved.policy.id, first.policy.id,
+            "the same id: it never retired"
+        );
+        let store = r.retirements().unwrap();
+        assert_eq!(store.entry("a.example").unwrap().generation, 0);
+        assert!(store.take_due(i64::MAX).is_empty(), "no window left open");
+    }
+
+    #[test]
+    fn a_retiring_tenant_defined_again_in_another_file_is_no_duplicate() {
+        let (_tmp, tenants) = setup();
+        std::fs::write(tenants.join("a.yaml"), tenant("a.example", "enforce")).unwrap();
+        let r = retiring_reloader(tenants.parent().unwrap());
+        let first = r.registry.load().by_domain("a.example").unwrap().clone();
+        std::fs::remove_file(tenants.join("a.yaml")).unwrap();
+        r.reload_blocking(Trigger::Api);
+        let retiring = r.registry.load().by_domain("a.example").unwrap().clone();
+        assert!(retire::is_orphan(&retiring));
+        assert_eq!(retiring.policy.mode, crate::policy::Mode::None);
+
+        std::fs::write(tenants.join("b.yaml"), tenant("a.example", "testing")).unwrap();
+        let outcome = r.reload_blocking(Trigger::Api);
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        let back = r.registry.load().by_domain("a.example").unwrap().clone();
+        assert_eq!(back.policy.mode, crate::policy::Mode::Testing);
+        assert!(back.retiring.is_none());
+        assert_ne!(back.policy.id, first.policy.id);
+
+        std::fs::remove_file(tenants.join("b.yaml")).unwrap();
+        r.reload_blocking(Trigger::Api);
+        assert!(
+            r.registry
+                .load()
+                .by_domain("a.example")
+                .unwrap()
+                .retiring
+                .is_some()
+        );
+        assert!(r.forget("a.example"));
+        assert!(r.registry.load().by_domain("a.example").is_none());
+        assert_eq!(r.registry.load().len(), 0);
     }
 
     fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -832,7 +1003,7 @@ mod tests {
     /// Domain → (file, mode) served, and the error lines, as a first load gives them.
     fn fresh(config_dir: &Path) -> (BTreeMap<String, (PathBuf, String)>, Vec<String>) {
         let config = config::load_server_config(config_dir).unwrap();
-        let (_, set) = initial_load(&config).unwrap();
+        let (_, set) = cache::initial_load_plain(&config).unwrap();
         let snap = Snapshot::new(set.tenants, set.diagnostics);
         view(&snap)
     }

@@ -149,7 +149,7 @@ fn rua_rules() {
 fn unknown_and_duplicate_keys_are_errors() {
     assert_eq!(
         one("domain: example.com\nmode: testing\nmxx: [mx.example.com]\n"),
-        "tenants/t.yaml:3:1: error: mxx: unknown field `mxx`, expected one of domain, mode, mx, max_age, tlsrpt"
+        "tenants/t.yaml:3:1: error: mxx: unknown field `mxx`, expected one of domain, mode, mx, max_age, tlsrpt, retire"
     );
     assert_eq!(
         one("domain: example.com\nmode: testing\nmx: [mx.example.com]\nmode: enforce\n"),
@@ -343,7 +343,7 @@ fn parser_messages_quote_only_a_short_excerpt_and_never_a_pem_block() {
     let shadow = "root:$y$j9T$SALTSALTSALTSALT$HASHHASHHASHHASHHASHHASH:19000:0:99999:7:::\n";
     assert_eq!(
         one(shadow),
-        "tenants/t.yaml:1:1: error: unknown field (not a key name; not shown), expected one of domain, mode, mx, max_age, tlsrpt"
+        "tenants/t.yaml:1:1: error: unknown field (not a key name; not shown), expected one of domain, mode, mx, max_age, tlsrpt, retire"
     );
 }
 
@@ -363,5 +363,28 @@ fn server_file_durations_take_days_and_weeks() {
     assert_eq!(
         cfg.limits.idle_timeout,
         std::time::Duration::from_secs(604_800)
+    );
+}
+
+#[test]
+fn retire_is_a_boolean_and_retire_max_age_a_duration() {
+    assert!(tenant(&format!("{OK}retire: true\n")).retire);
+    assert!(!tenant(OK).retire);
+    assert_eq!(
+        one(&format!("{OK}retire: maybe\n")),
+        "tenants/t.yaml:5:9: error: retire: invalid boolean"
+    );
+    let dir = Path::new("/etc/mta-stsd");
+    let base = "listen: \"127.0.0.1:0\"\nstate_dir: s\nissuer: internal\n";
+    let parse = |extra: &str| mta_stsd::config::parse_server_config(dir, &format!("{base}{extra}"));
+    assert_eq!(parse("").unwrap().retire_max_age, 86_400);
+    assert_eq!(parse("retire_max_age: 2h\n").unwrap().retire_max_age, 7_200);
+    let errors = parse("retire_max_age: soon\n").unwrap_err();
+    assert!(
+        errors[0]
+            .to_string()
+            .ends_with("4:17: error: retire_max_age: \"soon\" is not a duration (use e.g. \"10s\", \"500ms\", \"5m\", \"7d\")"),
+        "{}",
+        errors[0]
     );
 }

@@ -604,3 +604,44 @@ async fn a_flood_from_one_source_is_slipped_to_tcp_over_udp() {
     );
     running.stop().await;
 }
+
+/// Retirement (RFC 8461 §8.3) in the zone: the `mode: none` id is answered while the tenant
+/// retires, and both its records leave the zone once the window has passed.
+#[tokio::test]
+async fn a_retiring_tenant_answers_the_none_id_then_leaves_the_zone() {
+    let server = format!("{}retire_max_age: 1\n", server_yaml("issuer: internal\n"));
+    let cfg = TestConfig::with_server(&server);
+    let yaml = "domain: r.example\nmode: enforce\nmx: [mx.r.example]\nmax_age: 8\ntlsrpt: {rua: [\"mailto:tls@r.example\"]}\n";
+    let file = cfg.tenant("r.yaml", yaml);
+    let running = start_internal(&cfg).await;
+    let dns = running.dns_addr.expect("the DNS server is bound");
+    let first = served_id(&running, "r.example");
+    let sts = sts_target("r.example");
+    assert!(eventually_txt(dns, &sts, &format!("v=STSv1; id={first}")).await);
+    assert!(
+        !txt(&ask(dns, &tlsrpt_target("r.example"), RecordType::TXT, Via::Udp).await).is_empty()
+    );
+
+    std::fs::write(&file, format!("{yaml}retire: true\n")).unwrap();
+    let retiring = eventually(Duration::from_secs(20), || async {
+        let snapshot = running.registry.load();
+        snapshot
+            .by_domain("r.example")
+            .is_some_and(|t| t.retiring.is_some())
+    })
+    .await;
+    assert!(retiring);
+    let none = served_id(&running, "r.example");
+    assert_ne!(none, first);
+    assert!(eventually_txt(dns, &sts, &format!("v=STSv1; id={none}")).await);
+
+    let gone = eventually(Duration::from_secs(30), || async {
+        let sts = txt(&ask(dns, &sts, RecordType::TXT, Via::Udp).await);
+        let tlsrpt = ask(dns, &tlsrpt_target("r.example"), RecordType::TXT, Via::Udp).await;
+        sts.is_empty() && txt(&tlsrpt).is_empty()
+    })
+    .await;
+    assert!(gone, "the records stay in the zone after the window");
+    assert!(running.registry.load().by_domain("r.example").is_none());
+    running.stop().await;
+}

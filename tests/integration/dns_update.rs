@@ -195,6 +195,28 @@ async fn records_follow_the_ready_gate_survive_a_restart_and_go_with_the_tenant(
         .unwrap();
     std::fs::remove_file(cfg.tenant("nocert.yaml", &tenant("nocert.example.test", "testing")))
         .unwrap();
+    // Their files are gone while they served testing and enforce: retired (RFC 8461 §8.3), the
+    // zone gets the mode-none id; the operator confirms the removal, and the records go.
+    let ready_now = bind.txt("_mta-sts.ready.example.test");
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let now = bind.txt("_mta-sts.ready.example.test");
+            !now.is_empty() && now != ready_now
+        })
+        .await,
+        "{}",
+        bind.log()
+    );
+    let admin = admin_addr(&daemon);
+    for domain in ["ready.example.test", "nocert.example.test"] {
+        let path = format!("/api/v1/tenants/{domain}/forget");
+        let forgotten = eventually(Duration::from_secs(30), || async {
+            let resp = crate::common::admin_request(admin, http::Method::POST, &path, &[]).await;
+            resp.status == http::StatusCode::OK
+        })
+        .await;
+        assert!(forgotten, "{domain}");
+    }
     assert!(eventually_txt(&bind, "_mta-sts.ready.example.test", &[]).await);
     assert!(eventually_txt(&bind, "_smtp._tls.ready.example.test", &[]).await);
     assert!(eventually_txt(&bind, "_mta-sts.nocert.example.test", &[]).await);

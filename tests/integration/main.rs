@@ -20,6 +20,7 @@ mod probe;
 mod property;
 mod records;
 mod recursive_chain;
+mod retire;
 mod serve;
 mod tls;
 mod tlsrpt_cli;
