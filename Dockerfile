@@ -19,6 +19,8 @@ RUN apt-get update \
  && mkdir -p /etc/mta-stsd/tenants /var/lib/mta-stsd \
  && chown mta-stsd:mta-stsd /var/lib/mta-stsd && chmod 0700 /var/lib/mta-stsd
 COPY --from=build /src/target/release/mta-stsd /usr/local/bin/mta-stsd
+# The licence and the notices of what the binary bundles travel with it.
+COPY LICENSE NOTICE /usr/share/doc/mta-stsd/
 COPY deploy/docker/mta-stsd.yaml /etc/mta-stsd/mta-stsd.yaml
 COPY config/tenants/ /etc/mta-stsd/tenants/
 USER mta-stsd

@@ -219,3 +219,68 @@ async fn health_gives_up_on_a_listener_that_never_answers() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no answer within 300ms"), "{err}");
 }
+
+/// The crates linked into the release binary for `target`, as `name vX.Y.Z: licence` (the
+/// licence from each crate's Cargo.toml), without the package itself and without procedural
+/// macros and what only they use (they run in the compiler only).
+fn linked_crates(target: &str) -> Vec<String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["tree", "-e", "normal,no-proc-macro", "--prefix", "none"])
+        .args(["--locked", "--offline"])
+        .args(["--format", "{p}|{l}", "--target", target, "--manifest-path"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("mta-stsd "))
+        .map(|l| l.replace(" (*)", "").replacen('|', ": ", 1))
+        .collect()
+}
+
+#[test]
+fn notice_lists_every_crate_the_release_binary_links() {
+    let notice =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("NOTICE"))
+            .unwrap();
+    let listed: std::collections::BTreeSet<&str> = notice
+        .split_once("BEGIN CRATES\n")
+        .and_then(|(_, rest)| rest.split_once("END CRATES"))
+        .expect("NOTICE has a BEGIN CRATES … END CRATES block")
+        .0
+        .lines()
+        .collect();
+    // The targets deny.toml checks, which the Dockerfile builds for.
+    let mut linked = std::collections::BTreeSet::new();
+    for target in ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"] {
+        linked.extend(linked_crates(target));
+    }
+    let linked: std::collections::BTreeSet<&str> = linked.iter().map(String::as_str).collect();
+    assert!(linked.len() > 100, "{linked:?}");
+    let missing: Vec<_> = linked.difference(&listed).collect();
+    let stale: Vec<_> = listed.difference(&linked).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "NOTICE is out of date: add {missing:#?}, remove {stale:#?}"
+    );
+    // The C code compiled in is named with its licence.
+    for bundled in [
+        "AWS-LC",
+        "SQLite",
+        "public domain",
+        "mimalloc",
+        "MIT License",
+    ] {
+        assert!(
+            notice.contains(bundled),
+            "NOTICE does not mention {bundled}"
+        );
+    }
+}
