@@ -227,7 +227,7 @@ fn linked_crates(target: &str) -> Vec<String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
         .args(["tree", "-e", "normal,no-proc-macro", "--prefix", "none"])
-        .args(["--locked", "--offline"])
+        .arg("--locked")
         .args(["--format", "{p}|{l}", "--target", target, "--manifest-path"])
         .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
         .output()
