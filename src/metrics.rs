@@ -37,15 +37,10 @@ use crate::util::hash::FastMap;
 use select::Chosen;
 
 /// The version and commit this binary was built from (`build.rs` embeds the commit).
-const BUILD: [(&str, &str); 2] = [
-    ("version", env!("CARGO_PKG_VERSION")),
-    (
-        "commit",
-        match option_env!("MTA_STSD_COMMIT") {
-            Some(commit) => commit,
-            None => "unknown",
-        },
-    ),
+const BUILD: [(&str, &str); 3] = [
+    ("version", crate::util::build::VERSION),
+    ("commit", crate::util::build::COMMIT),
+    ("dirty", crate::util::build::DIRTY_LABEL),
 ];
 
 /// `Content-Type` of the OpenMetrics text exposition.
@@ -100,7 +95,7 @@ impl Exporter {
         );
         registry.register(
             "mta_stsd_build",
-            "The version and commit mta-stsd was built from (always 1)",
+            "The version and commit mta-stsd was built from, and whether the tree had uncommitted changes (always 1)",
             prometheus_client::metrics::info::Info::new(BUILD),
         );
         if sources.reloader.running().dns.is_some() {

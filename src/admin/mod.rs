@@ -264,10 +264,15 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
     }
 }
 
-/// `GET /api/v1/status`: the reload status plus `tlsrpt_store` (`up`, `error`).
+/// `GET /api/v1/status`: the reload status plus `tlsrpt_store` (`up`, `error`) and what the
+/// binary was built from (`version`, `commit`, `dirty`, as in `mta_stsd_build_info`).
 fn status(state: &AdminState) -> serde_json::Value {
     let mut value = serde_json::to_value(&*state.reloader.status()).unwrap_or_default();
     if let Some(map) = value.as_object_mut() {
+        use crate::util::build;
+        map.insert("version".into(), build::VERSION.into());
+        map.insert("commit".into(), build::COMMIT.into());
+        map.insert("dirty".into(), build::DIRTY.into());
         map.insert(
             "tlsrpt_store".into(),
             serde_json::to_value(state.tlsrpt.store_status()).unwrap_or_default(),

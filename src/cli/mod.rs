@@ -1,9 +1,12 @@
-//! The command line: `serve`, `check`, `dns`, `certs`, `ingest-mail`, `reports`, `validate`.
+//! The command line: `serve`, `check`, `dns`, `certs`, `ingest-mail`, `reports`, `validate`,
+//! `forget`, and around them `health`, `completions`, `man`.
 
 mod admin_client;
 mod certs;
 mod check;
 mod dns;
+mod generate;
+mod health;
 mod reports;
 mod retire;
 mod validate;
@@ -16,6 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::logging::LogFormat;
 use crate::tlsrpt::VerdictStatus;
+pub use health::{HealthArgs, Probe};
 
 /// Exit status of `reports` and `certs` when something shown needs attention. Not 2: clap
 /// exits 2 on a usage error, and a script must tell "fix me" from "called wrongly".
@@ -24,7 +28,11 @@ pub const EXIT_NEEDS_ATTENTION: u8 = 3;
 /// Hosted MTA-STS policy server: serves `https://mta-sts.<domain>/.well-known/mta-sts.txt` for
 /// many tenant domains, with a certificate per tenant, and tells you the DNS records to publish.
 #[derive(Debug, Parser)]
-#[command(name = "mta-stsd", version, propagate_version = true)]
+#[command(
+    name = "mta-stsd",
+    version = crate::util::build::LONG_VERSION,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Log format: human-readable lines or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "MTA_STSD_LOG_FORMAT")]
@@ -158,6 +166,29 @@ pub enum Command {
     /// Exit status: 0 when no check is an error (warnings allowed), 3 when one is, 1 when the
     /// command could not run, 2 on a command-line usage error.
     Validate(ValidateArgs),
+    /// Ask a running daemon's admin listener whether it serves (for container health checks).
+    ///
+    /// GET `/readyz` (or `/healthz` with `--probe live`) on the admin listener. Exit status 0
+    /// when it answers 200, 1 when it answers otherwise, nothing listens or no answer comes
+    /// within `--timeout`; the reason goes to stderr.
+    Health(HealthArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    ///
+    /// bash: `mta-stsd completions bash > /usr/share/bash-completion/completions/mta-stsd`;
+    /// zsh: into a directory of `$fpath` as `_mta-stsd`; fish:
+    /// `~/.config/fish/completions/mta-stsd.fish` or `/usr/share/fish/vendor_completions.d/`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page mta-stsd(1) as roff to stdout (`mta-stsd man | man -l -`).
+    Man {
+        /// Write mta-stsd.1 and one page per subcommand (mta-stsd-serve.1, …) into this
+        /// directory instead, e.g. `/usr/local/share/man/man1`.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Options of `validate`.
@@ -304,5 +335,8 @@ pub fn run_offline(command: &Command, out: &mut dyn Write) -> anyhow::Result<Exi
         },
         Command::Certs(args) => certs::certs(&args.config, out),
         Command::Validate(args) => validate::validate(args, out),
+        Command::Health(args) => health::health(args, out),
+        Command::Completions { shell } => generate::completions(*shell, out),
+        Command::Man { dir } => generate::man(dir.as_deref(), out),
     }
 }

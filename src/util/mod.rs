@@ -1,5 +1,6 @@
 //! Small helpers shared by several modules.
 
+pub mod build;
 pub mod dns;
 pub mod hash;
 pub mod http;

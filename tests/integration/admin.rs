@@ -384,8 +384,9 @@ async fn metrics_pass_promtool_and_an_openmetrics_parser() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_else(|| "unknown".into());
     let build = format!(
-        "mta_stsd_build_info{{version=\"{}\",commit=\"{commit}\"}} 1",
-        env!("CARGO_PKG_VERSION")
+        "mta_stsd_build_info{{version=\"{}\",commit=\"{commit}\",dirty=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        mta_stsd::util::build::DIRTY
     );
     assert!(body.contains(&build), "missing {build:?} in\n{body}");
 

@@ -554,3 +554,86 @@ fn kubernetes_configmaps_pass_mta_stsd_check() {
         "{out}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Docker
+
+const DOCKER_SERVER: &str = "deploy/docker/mta-stsd.yaml";
+
+/// The exec-form arguments of the Dockerfile's `HEALTHCHECK ... CMD [...]` (continued lines
+/// joined).
+fn healthcheck_args() -> Vec<String> {
+    let dockerfile = read("Dockerfile").replace("\\\n", " ");
+    let line = dockerfile
+        .lines()
+        .find(|l| l.starts_with("HEALTHCHECK"))
+        .expect("the Dockerfile has a HEALTHCHECK");
+    let exec = line
+        .split_once(" CMD ")
+        .unwrap_or_else(|| panic!("no CMD in {line:?}"))
+        .1;
+    serde_json::from_str(exec.trim()).unwrap_or_else(|e| panic!("not exec form ({e}): {line:?}"))
+}
+
+#[test]
+fn docker_server_file_checks_clean_with_the_admin_listener_on_loopback() {
+    let server = read(DOCKER_SERVER);
+    let parsed: Value = serde_saphyr::from_str(&server).unwrap();
+    let admin = addr_of(&parsed["admin"]["listen"], "admin.listen");
+    // Without a token file nothing but the address guards the admin API.
+    assert!(
+        admin.ip().is_loopback() || parsed["admin"]["token_file"].is_string(),
+        "{DOCKER_SERVER}: an admin listener on {admin} without token_file"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mta-stsd.yaml"), &server).unwrap();
+    std::fs::create_dir(dir.path().join("tenants")).unwrap();
+    let (ok, out) = check(dir.path());
+    assert!(ok, "{out}");
+    // `check` warns about a non-loopback admin listener without a token: none here.
+    assert!(out.contains("0 error(s), 0 warning(s)"), "{out}");
+}
+
+#[tokio::test]
+async fn dockerfile_healthcheck_asks_the_image_admin_listener_with_the_binary() {
+    let args = healthcheck_args();
+    assert_eq!(args[..2], ["mta-stsd", "health"], "{args:?}");
+    let dockerfile = read("Dockerfile");
+    assert!(
+        dockerfile.contains("/usr/local/bin/mta-stsd"),
+        "the HEALTHCHECK's bare name needs the binary on PATH"
+    );
+    let at = args.iter().position(|a| a == "--admin").expect("--admin");
+    let url = &args[at + 1];
+    let parsed: Value = serde_saphyr::from_str(&read(DOCKER_SERVER)).unwrap();
+    let admin = addr_of(&parsed["admin"]["listen"], "admin.listen");
+    assert_eq!(
+        url.as_str(),
+        format!("http://{admin}"),
+        "HEALTHCHECK and {DOCKER_SERVER} name one address"
+    );
+    // The same arguments against a running daemon's admin listener pass; against a port whose
+    // daemon has stopped, they fail.
+    let cfg = crate::common::TestConfig::new();
+    cfg.simple_tenant("example.com");
+    let running = crate::common::start(&cfg).await;
+    let run = |url: String| {
+        let mut args = args.clone();
+        args[at + 1] = url;
+        tokio::task::spawn_blocking(move || {
+            Command::new(binary()).args(&args[1..]).output().unwrap()
+        })
+    };
+    let ok = run(format!("http://{}", running.admin_addr)).await.unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    running.stop().await;
+    let dead = crate::common::start(&cfg).await;
+    let gone = format!("http://{}", dead.admin_addr);
+    dead.stop().await;
+    let failed = run(gone).await.unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+}

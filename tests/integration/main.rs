@@ -14,6 +14,7 @@ mod dns_update;
 mod hostile;
 mod live;
 mod observability;
+mod packaging;
 mod pebble;
 mod pg_store;
 mod probe;
