@@ -210,7 +210,7 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
     }
     let token = state.token.as_ref().map(|t| t.get(&state.reloader));
     if !authorized(token.as_deref(), &req) {
-        let mut resp = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+        let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         resp.headers_mut().insert(
             WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"mta-stsd admin\""),
@@ -258,10 +258,18 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
             }
         }
         (_, "/metrics" | "/reload" | "/api/v1/status" | "/api/v1/tenants") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        (_, p) if p.starts_with("/api/v1/tenants/") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+/// An error answer: `{"error": …}` on every path, so API clients parse one shape.
+fn error(status: StatusCode, why: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": why }))
 }
 
 /// `GET /api/v1/status`: the reload status plus `tlsrpt_store` (`up`, `error`) and what the
@@ -579,7 +587,7 @@ async fn forget(state: &Arc<AdminState>, path: &str) -> Response<Full<Bytes>> {
         .strip_prefix("/api/v1/tenants/")
         .and_then(|p| p.strip_suffix("/forget"))
     else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
+        return error(StatusCode::NOT_FOUND, "not found");
     };
     let Some(domain) = path_domain(raw) else {
         return no_such_tenant();

@@ -99,11 +99,46 @@ async fn health_and_api_shapes() {
     let missing = admin_get(addr, "/api/v1/tenants/example.org").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.json()["error"], "no such tenant");
-    assert_eq!(admin_get(addr, "/nope").await.status, StatusCode::NOT_FOUND);
-    assert_eq!(
-        admin_get(addr, "/reload").await.status,
-        StatusCode::METHOD_NOT_ALLOWED
-    );
+    // Every error is JSON with an `error`, whatever the path or method.
+    for (method, path, status) in [
+        (Method::GET, "/nope", StatusCode::NOT_FOUND),
+        (Method::GET, "/reload", StatusCode::METHOD_NOT_ALLOWED),
+        (
+            Method::DELETE,
+            "/api/v1/tenants/example.com",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/tenants",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::POST,
+            "/api/v1/tenants/example.com/nope",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/api/v1/tenants/example.org",
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let resp = admin_request(addr, method.clone(), path, &[]).await;
+        assert_eq!(resp.status, status, "{method} {path}");
+        assert_eq!(
+            resp.headers
+                .get("content-type")
+                .map(|v| v.to_str().unwrap()),
+            Some("application/json"),
+            "{method} {path}"
+        );
+        assert!(
+            resp.json()["error"].is_string(),
+            "{method} {path}: {}",
+            resp.body
+        );
+    }
 
     let reload = admin_request(addr, Method::POST, "/reload", &[]).await;
     assert_eq!(reload.status, StatusCode::OK, "{}", reload.body);
@@ -133,6 +168,7 @@ async fn token_is_required_when_configured() {
         let resp = admin_get(addr, path).await;
         assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "{path}");
         assert!(resp.headers.contains_key("www-authenticate"));
+        assert!(resp.json()["error"].is_string(), "{}", resp.body);
         let wrong = admin_request(
             addr,
             Method::GET,
