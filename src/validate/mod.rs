@@ -12,6 +12,7 @@ mod checks;
 pub mod fetch;
 pub mod lookup;
 pub mod mx;
+pub mod readiness;
 pub mod records;
 mod starttls;
 pub mod watchdog;
@@ -227,8 +228,9 @@ pub struct Validator {
     settings: Settings,
     resolver: TokioResolver,
     tls: Arc<rustls::ClientConfig>,
-    /// The STARTTLS prober and its latest outcomes; `None` when the probe is off.
-    probes: Option<starttls::Probes>,
+    /// The STARTTLS prober and its latest outcomes; `None` when the probe is off, `Err` when
+    /// it could not be set up (no trusted roots: the other checks still run).
+    probes: Result<Option<starttls::Probes>, String>,
 }
 
 impl Validator {
@@ -237,7 +239,7 @@ impl Validator {
         Ok(Validator {
             resolver: lookup::resolver(&settings.nameservers, settings.timeout)?,
             tls: fetch::tls_config(settings.ca_file.as_deref())?,
-            probes: starttls::Probes::new(&settings)?,
+            probes: starttls::Probes::new(&settings).map_err(|e| format!("{e:#}")),
             settings,
         })
     }

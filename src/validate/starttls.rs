@@ -116,7 +116,17 @@ impl Validator {
     /// Check 6: every MX host in `hosts` (from check 5) probed with STARTTLS.
     pub(super) async fn mx_starttls(&self, hosts: &[String]) -> Verdict {
         let c = Check::MxStarttls;
-        let Some(probes) = &self.probes else {
+        let probes = match &self.probes {
+            Ok(probes) => probes,
+            Err(e) => {
+                return Verdict::warning(
+                    c,
+                    format!("not probed: {e}"),
+                    "give the probe trusted roots (validation.ca_file, or the system's CA bundle)",
+                );
+            }
+        };
+        let Some(probes) = probes else {
             return Verdict::ok(
                 c,
                 "not probed: the STARTTLS probe is off (validation.starttls: false, or --no-starttls)"
