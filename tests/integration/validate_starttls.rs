@@ -141,3 +141,100 @@ async fn each_mx_certificate_problem_names_the_result_type_a_sender_reports() {
     expect("closed.test", "warning", "no verdict (connect)");
     expect("closed.test", "warning", &format!("port {port}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watchdog_probes_mx_hosts_and_a_failing_certificate_blocks_enforce() {
+    init_crypto();
+    const OK_MX: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 31);
+    const BAD_MX: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 32);
+    let cfg = TestConfig::new();
+    let mut records = Vec::new();
+    for (d, ip) in [("good.test", OK_MX), ("expired.test", BAD_MX)] {
+        tenant(&cfg, d);
+        records.push(mx(d, 10, &format!("mx.{d}")));
+        records.push(a(&format!("mx.{d}"), ip));
+    }
+    let dns = TestDns::start("test", &records).await;
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let good_pem = ca.leaf(&["mx.good.test"], -1, 30);
+    let good = tls_mx(dir.path(), "mx.good.test", &good_pem, (OK_MX, 0).into()).await;
+    let port = good.addr.port();
+    let expired_pem = ca.leaf(&["mx.expired.test"], -30, -1);
+    let _bad = tls_mx(
+        dir.path(),
+        "mx.expired.test",
+        &expired_pem,
+        (BAD_MX, port).into(),
+    )
+    .await;
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    std::fs::write(
+        cfg.path().join("mta-stsd.yaml"),
+        format!(
+            "{}validation:\n  interval: 10s\n  timeout: 2s\n  nameservers: [\"{}\"]\n  smtp_port: {port}\n  ca_file: {}\n  ehlo_name: watchdog.op.test\n",
+            crate::common::BASE_SERVER_YAML,
+            dns.addr,
+            ca_file.display()
+        ),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let daemon = mta_stsd::daemon::Daemon::build(cfg.path()).expect("daemon builds");
+    let running = crate::common::run_daemon(daemon, listener, cfg.ca_der()).await;
+    let admin = running.admin_addr;
+    let get = |path: String| async move {
+        let r = crate::common::admin_get(admin, &path).await;
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()
+    };
+    let both = crate::common::eventually(std::time::Duration::from_secs(60), || async {
+        let good = get("/api/v1/tenants/good.test".into()).await;
+        let bad = get("/api/v1/tenants/expired.test".into()).await;
+        !good["validation"].is_null() && !bad["validation"].is_null()
+    })
+    .await;
+    assert!(both, "the watchdog did not report both tenants");
+    let check6 = |v: &serde_json::Value| {
+        v["validation"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "mx-starttls")
+            .cloned()
+            .unwrap_or_else(|| panic!("no mx-starttls in {v:#}"))
+    };
+    let good_v = check6(&get("/api/v1/tenants/good.test".into()).await);
+    assert_eq!(good_v["status"], "ok", "{good_v:#}");
+    let bad_v = check6(&get("/api/v1/tenants/expired.test".into()).await);
+    assert_eq!(bad_v["status"], "error", "{bad_v:#}");
+    assert!(
+        bad_v["action"]
+            .as_str()
+            .unwrap()
+            .contains("certificate-expired for mx.expired.test"),
+        "{bad_v:#}"
+    );
+
+    // The verdict: both are testing without reports (not ready either way); only the tenant
+    // whose MX certificate fails has that blocker among its reasons.
+    let reasons = |d: &'static str| async move {
+        let s = get(format!("/api/v1/tenants/{d}/tlsrpt")).await;
+        assert_eq!(s["verdict"]["status"], "not-ready", "{s:#}");
+        s["verdict"]["reasons"].to_string()
+    };
+    let bad_reasons = reasons("expired.test").await;
+    assert!(
+        bad_reasons.contains("an MX host's STARTTLS certificate fails (mx-starttls: "),
+        "{bad_reasons}"
+    );
+    let good_reasons = reasons("good.test").await;
+    assert!(!good_reasons.contains("mx-starttls"), "{good_reasons}");
+
+    let metrics = crate::common::admin_get(admin, "/metrics").await.body;
+    assert!(
+        metrics.contains("mta_stsd_validation{domain=\"expired.test\",check=\"mx-starttls\"} 0"),
+        "{metrics}"
+    );
+    running.stop().await;
+}
