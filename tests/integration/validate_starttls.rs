@@ -16,6 +16,8 @@ const EXPIRED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 22);
 const MISMATCH: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 23);
 const PLAIN: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 24);
 const CLOSED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 25);
+/// One MX host of two tenants, where a listener counts connections and closes each at once.
+const SHARED: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 26);
 
 fn tenant(cfg: &TestConfig, domain: &str) {
     cfg.tenant(
@@ -68,6 +70,14 @@ async fn each_mx_certificate_problem_names_the_result_type_a_sender_reports() {
         records.push(mx(d, 10, &format!("mx.{d}")));
         records.push(a(&format!("mx.{d}"), ip));
     }
+    for d in ["one.test", "two.test"] {
+        cfg.tenant(
+            &format!("{d}.yaml"),
+            &format!("domain: {d}\nmode: testing\nmx: [mx.shared.test]\nmax_age: 86400\n"),
+        );
+        records.push(mx(d, 10, "mx.shared.test"));
+    }
+    records.push(a("mx.shared.test", SHARED));
     let dns = TestDns::start("test", &records).await;
 
     let ca = TestCa::new();
@@ -93,6 +103,15 @@ async fn each_mx_certificate_problem_names_the_result_type_a_sender_reports() {
     )
     .await;
     let _plain = SmtpServer::start_on("mx.plain.test", None, (PLAIN, port).into()).await;
+    let shared = std::net::TcpListener::bind((SHARED, port)).unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in shared.incoming() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(conn);
+        }
+    });
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.pem).unwrap();
 
@@ -140,6 +159,18 @@ async fn each_mx_certificate_problem_names_the_result_type_a_sender_reports() {
     );
     expect("closed.test", "warning", "no verdict (connect)");
     expect("closed.test", "warning", &format!("port {port}"));
+    // Two tenants, one MX host: one probe, one outcome for both.
+    expect(
+        "one.test",
+        "warning",
+        "mx.shared.test: no verdict (greeting)",
+    );
+    expect(
+        "two.test",
+        "warning",
+        "mx.shared.test: no verdict (greeting)",
+    );
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
