@@ -355,9 +355,21 @@ async fn tlsrpt_summary(
         },
         None => now - state.tlsrpt.metrics_window(),
     };
-    let tlsrpt = state.tlsrpt.clone();
-    let result =
-        tokio::task::spawn_blocking(move || tlsrpt.tenant_summary_json(&domain, since)).await;
+    let (tlsrpt, board) = (state.tlsrpt.clone(), state.validation.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        let now = time::OffsetDateTime::now_utc();
+        // The watchdog's blockers (MX not covered, stale id, …) count in the verdict.
+        let gate = |mut s: crate::tlsrpt::TenantSummary| {
+            let report = board.get(&s.tenant);
+            let not_run = crate::validate::readiness::NOT_RUN_YET;
+            crate::validate::readiness::gate(&mut s.verdict, report.as_deref(), not_run);
+            serde_json::to_value(&s).unwrap_or_default()
+        };
+        tlsrpt
+            .tenant_summary(&domain, since, now)
+            .map(|summary| summary.map(gate))
+    })
+    .await;
     match result {
         Ok(Ok(Some(summary))) => json(StatusCode::OK, &summary),
         Ok(Ok(None)) => no_such_tenant(),
