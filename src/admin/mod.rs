@@ -243,27 +243,34 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
                 &serde_json::json!({ "error": why }),
             ),
         },
-        (Method::GET, p) if p.starts_with("/api/v1/tenants/") && p.ends_with("/tlsrpt") => {
-            let raw = &p["/api/v1/tenants/".len()..p.len() - "/tlsrpt".len()];
-            tlsrpt_summary(&state, raw, req.uri().query()).await
-        }
-        (Method::POST, p) if p.starts_with("/api/v1/tenants/") => forget(&state, p).await,
-        (Method::GET, p) if p.starts_with("/api/v1/tenants/") => {
-            match tenant_detail(&state, &p["/api/v1/tenants/".len()..]) {
-                Some(v) => json(StatusCode::OK, &v),
-                None => json(
-                    StatusCode::NOT_FOUND,
-                    &serde_json::json!({"error": "no such tenant"}),
-                ),
-            }
+        (method, p) if p.starts_with("/api/v1/tenants/") => {
+            one_tenant(&state, method, p, req.uri().query()).await
         }
         (_, "/metrics" | "/reload" | "/api/v1/status" | "/api/v1/tenants") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
-        (_, p) if p.starts_with("/api/v1/tenants/") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
         _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// `/api/v1/tenants/<domain>[/tlsrpt|/forget]`.
+async fn one_tenant(
+    state: &Arc<AdminState>,
+    method: Method,
+    p: &str,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
+    match method {
+        Method::GET if p.ends_with("/tlsrpt") => {
+            let raw = &p["/api/v1/tenants/".len()..p.len() - "/tlsrpt".len()];
+            tlsrpt_summary(state, raw, query).await
+        }
+        Method::POST => forget(state, p).await,
+        Method::GET => match tenant_detail(state, &p["/api/v1/tenants/".len()..]) {
+            Some(v) => json(StatusCode::OK, &v),
+            None => no_such_tenant(),
+        },
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
     }
 }
 
