@@ -272,17 +272,11 @@ pub(super) fn link_dns01(raw: &RawAcme, acme: &mut AcmeConfig, zone: Option<&str
     }
     match zone {
         Some(zone) => acme.dns01_zone = Some(zone.to_owned()),
-        None => {
-            let at = raw
-                .challenges
-                .as_ref()
-                .map_or(raw.directory.referenced, |c| c.referenced);
-            d.error(
-                &at,
-                "acme.challenges",
-                "dns-01 is answered by the built-in DNS zone: it needs a dns: section".into(),
-            );
-        }
+        None => challenge_error(
+            raw,
+            "dns-01 is answered by the built-in DNS zone: it needs a dns: section",
+            d,
+        ),
     }
 }
 
@@ -382,6 +376,15 @@ fn compile_challenges(
     challenges
 }
 
+/// An error about `acme.challenges`, at its line (or the section's when it is not set).
+fn challenge_error(raw: &RawAcme, why: &str, d: &mut Diags) {
+    let at = raw
+        .challenges
+        .as_ref()
+        .map_or(raw.directory.referenced, |c| c.referenced);
+    d.error(&at, "acme.challenges", why.into());
+}
+
 /// The HTTP-01 listener, which HTTP-01 cannot do without.
 fn compile_http_listen(
     raw: &RawAcme,
@@ -393,14 +396,10 @@ fn compile_http_listen(
         .as_ref()
         .and_then(|l| d.address(l, "acme.http_listen", "\"0.0.0.0:80\""));
     if challenges.contains(&ChallengeKind::Http01) && raw.http_listen.is_none() {
-        let at = raw
-            .challenges
-            .as_ref()
-            .map_or(raw.directory.referenced, |c| c.referenced);
-        d.error(
-            &at,
-            "acme.challenges",
-            "http-01 needs acme.http_listen (e.g. \"0.0.0.0:80\")".into(),
+        challenge_error(
+            raw,
+            "http-01 needs acme.http_listen (e.g. \"0.0.0.0:80\")",
+            d,
         );
     }
     http_listen

@@ -4,7 +4,6 @@
 //! the zone mta-stsd answers. Pebble asks a real recursive resolver (unbound) that serves the
 //! customers' zones and reaches the delegated zone through a stub zone, as a CA would.
 
-use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -14,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::acme::all_valid;
 use crate::common::{
-    Client, Unbound, admin_get, eventually, free_dns_port, init_crypto, run_binary, run_daemon,
+    Client, Unbound, admin_get, dns_json, eventually, free_dns_port, init_crypto, run_daemon,
 };
 use crate::pebble::{Pebble, Targets, free_port};
 
@@ -36,15 +35,7 @@ fn customer_zone(origin: &str, extra: &str) -> String {
 
 /// The `_acme-challenge` CNAME `mta-stsd dns --json` prints for `domain`.
 fn printed_challenge_cname(config: &Path, domain: &str) -> String {
-    let args = [
-        OsStr::new("dns"),
-        OsStr::new("--config"),
-        config.as_os_str(),
-        OsStr::new("--json"),
-    ];
-    let (code, out, err) = run_binary(&args, b"");
-    assert_eq!(code, 0, "{err}");
-    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let list = dns_json(config);
     let entry = list
         .as_array()
         .unwrap()

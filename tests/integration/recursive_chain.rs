@@ -4,7 +4,6 @@
 //! from the real binary. The id it sees in DNS must always belong to a body the daemon serves.
 
 use std::cell::Cell;
-use std::ffi::OsStr;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -14,8 +13,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 
 use crate::common::{
-    Client, ServeProcess, Unbound, eventually, free_dns_port as free_port, run_binary,
-    unbound_binary,
+    Client, ServeProcess, Unbound, eventually, free_dns_port as free_port, unbound_binary,
 };
 
 const ZONE: &str = "sts.operator.test";
@@ -118,16 +116,7 @@ async fn fetch_body(client: &Client) -> String {
 
 /// `mta-stsd dns --json` for the config dir: the tenant's entry.
 fn printed_records(config: &Path) -> serde_json::Value {
-    let args = [
-        OsStr::new("dns"),
-        OsStr::new("--config"),
-        config.as_os_str(),
-        OsStr::new("--json"),
-    ];
-    let (code, out, err) = run_binary(&args, b"");
-    assert_eq!(code, 0, "{err}");
-    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
-    list.as_array().unwrap()[0].clone()
+    crate::common::dns_json(config).as_array().unwrap()[0].clone()
 }
 
 /// The value of the printed `name`/`type` entry in `list`.

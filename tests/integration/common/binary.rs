@@ -217,3 +217,16 @@ pub fn run_binary(args: &[&std::ffi::OsStr], stdin: &[u8]) -> (i32, String, Stri
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// What `mta-stsd dns --config <config> --json` prints (the real binary; it must succeed).
+pub fn dns_json(config: &std::path::Path) -> serde_json::Value {
+    let args = [
+        std::ffi::OsStr::new("dns"),
+        std::ffi::OsStr::new("--config"),
+        config.as_os_str(),
+        std::ffi::OsStr::new("--json"),
+    ];
+    let (code, out, err) = run_binary(&args, b"");
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}

@@ -18,7 +18,7 @@ use std::time::Duration;
 // The whole former `common` surface, including types no test names yet.
 #[allow(unused_imports)]
 pub use admin::{AdminResponse, admin_get, admin_request};
-pub use binary::{ServeProcess, binary, run_binary};
+pub use binary::{ServeProcess, binary, dns_json, run_binary};
 pub use bind::{Bind, TsigKey};
 pub use daemon::{Running, run_daemon, start};
 pub use fixtures::{BASE_SERVER_YAML, TestConfig, gzip, report_json, report_mail, tlsrpt_fixture};
