@@ -33,31 +33,46 @@ const DEFAULT_LEAF_VALIDITY_DAYS: u32 = 90;
 /// Longest internal leaf lifetime: 825 days is the most Apple's TLS clients accept.
 const MAX_LEAF_VALIDITY_DAYS: u32 = 825;
 
-#[derive(Deserialize)]
+/// The JSON Schema of the server file, from the types it is parsed with.
+pub(super) fn raw_schema() -> schemars::Schema {
+    schemars::SchemaGenerator::default().into_root_schema_for::<RawServer>()
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Server")]
 struct RawServer {
+    #[schemars(with = "String")]
     listen: Spanned<String>,
+    #[schemars(with = "String")]
     state_dir: Spanned<String>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     tenants_dir: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     public_hostname: Option<Spanned<String>>,
+    #[schemars(with = "IssuerKind")]
     issuer: Spanned<IssuerKind>,
     #[serde(default)]
     internal: Option<RawInternal>,
     #[serde(default)]
+    #[schemars(with = "Option<RawFiles>")]
     files: Option<Spanned<RawFiles>>,
     #[serde(default)]
+    #[schemars(with = "Option<RawAcme>")]
     acme: Option<Spanned<RawAcme>>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
     tls: RawTls,
     #[serde(default)]
+    #[schemars(with = "Option<RawAdmin>")]
     admin: Option<Spanned<RawAdmin>>,
     #[serde(default)]
     reload: RawReload,
     #[serde(default)]
+    #[schemars(with = "Option<RawTlsRpt>")]
     tlsrpt: Option<Spanned<RawTlsRpt>>,
     #[serde(default)]
     metrics: RawMetrics,
@@ -66,13 +81,14 @@ struct RawServer {
     #[serde(default)]
     dns_update: Vec<RawUpdateTarget>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     public_addresses: Vec<Spanned<String>>,
     #[serde(default)]
     validation: Option<RawValidation>,
     retire_max_age: Option<Dur>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     #[serde(default)]
@@ -80,7 +96,7 @@ struct RawMetrics {
 }
 
 /// Which tenants get their own series in `/metrics` (`metrics.per_tenant`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PerTenant {
     /// Every tenant: a million tenants make a scrape of hundreds of megabytes.
@@ -105,22 +121,23 @@ pub struct MetricsConfig {
     pub per_tenant: PerTenant,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     listen: Option<Spanned<String>>,
     #[serde(default)]
     token_file: Option<String>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawTls {
     session_resumption: Option<bool>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawReload {
     #[serde(default)]
@@ -129,7 +146,7 @@ struct RawReload {
     debounce: Option<Dur>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 enum IssuerKind {
     Internal,
@@ -137,14 +154,15 @@ enum IssuerKind {
     Acme,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawInternal {
     #[serde(default)]
+    #[schemars(with = "Option<u32>")]
     leaf_validity_days: Option<Spanned<u32>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawFiles {
     dir: String,
@@ -154,14 +172,16 @@ struct RawFiles {
     key_file: Option<String>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
+    #[schemars(with = "Option<usize>")]
     max_connections: Option<Spanned<usize>>,
     handshake_timeout: Option<Dur>,
     header_read_timeout: Option<Dur>,
     idle_timeout: Option<Dur>,
     max_connection_age: Option<Dur>,
+    #[schemars(with = "Option<usize>")]
     max_header_bytes: Option<Spanned<usize>>,
     shutdown_grace: Option<Dur>,
 }
