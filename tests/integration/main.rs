@@ -22,6 +22,7 @@ mod property;
 mod records;
 mod recursive_chain;
 mod retire;
+mod schema;
 mod serve;
 mod tls;
 mod tlsrpt_cli;
