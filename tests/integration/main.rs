@@ -2,6 +2,7 @@
 
 mod acme;
 mod admin;
+mod admin_api;
 mod certs_files;
 mod cli;
 mod common;
