@@ -243,27 +243,34 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
                 &serde_json::json!({ "error": why }),
             ),
         },
-        (Method::GET, p) if p.starts_with("/api/v1/tenants/") && p.ends_with("/tlsrpt") => {
-            let raw = &p["/api/v1/tenants/".len()..p.len() - "/tlsrpt".len()];
-            tlsrpt_summary(&state, raw, req.uri().query()).await
-        }
-        (Method::POST, p) if p.starts_with("/api/v1/tenants/") => forget(&state, p).await,
-        (Method::GET, p) if p.starts_with("/api/v1/tenants/") => {
-            match tenant_detail(&state, &p["/api/v1/tenants/".len()..]) {
-                Some(v) => json(StatusCode::OK, &v),
-                None => json(
-                    StatusCode::NOT_FOUND,
-                    &serde_json::json!({"error": "no such tenant"}),
-                ),
-            }
+        (method, p) if p.starts_with("/api/v1/tenants/") => {
+            one_tenant(&state, method, p, req.uri().query()).await
         }
         (_, "/metrics" | "/reload" | "/api/v1/status" | "/api/v1/tenants") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
-        (_, p) if p.starts_with("/api/v1/tenants/") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
         _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// `/api/v1/tenants/<domain>[/tlsrpt|/forget]`.
+async fn one_tenant(
+    state: &Arc<AdminState>,
+    method: Method,
+    p: &str,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
+    match method {
+        Method::GET if p.ends_with("/tlsrpt") => {
+            let raw = &p["/api/v1/tenants/".len()..p.len() - "/tlsrpt".len()];
+            tlsrpt_summary(state, raw, query).await
+        }
+        Method::POST => forget(state, p).await,
+        Method::GET => match tenant_detail(state, &p["/api/v1/tenants/".len()..]) {
+            Some(v) => json(StatusCode::OK, &v),
+            None => no_such_tenant(),
+        },
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
     }
 }
 
@@ -355,9 +362,21 @@ async fn tlsrpt_summary(
         },
         None => now - state.tlsrpt.metrics_window(),
     };
-    let tlsrpt = state.tlsrpt.clone();
-    let result =
-        tokio::task::spawn_blocking(move || tlsrpt.tenant_summary_json(&domain, since)).await;
+    let (tlsrpt, board) = (state.tlsrpt.clone(), state.validation.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        let now = time::OffsetDateTime::now_utc();
+        // The watchdog's blockers (MX not covered, stale id, …) count in the verdict.
+        let gate = |mut s: crate::tlsrpt::TenantSummary| {
+            let report = board.get(&s.tenant);
+            let not_run = crate::validate::readiness::NOT_RUN_YET;
+            crate::validate::readiness::gate(&mut s.verdict, report.as_deref(), not_run);
+            serde_json::to_value(&s).unwrap_or_default()
+        };
+        tlsrpt
+            .tenant_summary(&domain, since, now)
+            .map(|summary| summary.map(gate))
+    })
+    .await;
     match result {
         Ok(Ok(Some(summary))) => json(StatusCode::OK, &summary),
         Ok(Ok(None)) => no_such_tenant(),

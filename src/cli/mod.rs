@@ -160,8 +160,9 @@ pub enum Command {
     /// 64 KiB, the body configured now), sts-record (`_mta-sts.<domain>` after CNAMEs: exactly
     /// one valid `v=STSv1` record with the served id), tlsrpt-record (`_smtp._tls.<domain>`:
     /// exactly one `v=TLSRPTv1` with a valid rua, including this server's endpoint when
-    /// published) and mx (every MX host covered by an mx: pattern, every pattern matching an
-    /// MX host). Each verdict is ok, warning or error with what was seen and what to do.
+    /// published), mx (every MX host covered by an mx: pattern, every pattern matching an
+    /// MX host) and mx-starttls (each MX host probed on --smtp-port with STARTTLS: an error
+    /// names the TLS-RPT result-type a sender would report, no answer is a warning). Each verdict is ok, warning or error with what was seen and what to do.
     ///
     /// Exit status: 0 when no check is an error (warnings allowed), 3 when one is, 1 when the
     /// command could not run, 2 on a command-line usage error.
@@ -232,6 +233,10 @@ pub struct ValidateArgs {
     /// Port of the MX STARTTLS probe instead of validation.smtp_port (25).
     #[arg(long, value_name = "N")]
     pub smtp_port: Option<u16>,
+    /// Do not probe the MX hosts with STARTTLS (check mx-starttls), whatever
+    /// validation.starttls says.
+    #[arg(long)]
+    pub no_starttls: bool,
     /// Trust only the roots in this PEM file for the policy fetch (default: validation.ca_file,
     /// else the system's roots).
     #[arg(long, value_name = "FILE")]

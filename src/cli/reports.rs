@@ -82,6 +82,11 @@ pub(super) fn reports(args: &ReportsArgs, out: &mut dyn Write) -> anyhow::Result
             &verdict,
         )?);
     }
+    // Offline there is no validation to combine with: say so rather than imply it passed.
+    for s in &mut summaries {
+        let not_run = crate::validate::readiness::NOT_RUN_OFFLINE;
+        crate::validate::readiness::gate(&mut s.verdict, None, not_run);
+    }
     if !args.verdict.is_empty() {
         summaries.retain(|s| args.verdict.iter().any(|v| v.status() == s.verdict.status));
     }

@@ -95,6 +95,9 @@ fn settings(server: &ServerConfig, args: &ValidateArgs) -> Settings {
     if let Some(file) = &args.ca_file {
         settings.ca_file = Some(file.clone());
     }
+    if args.no_starttls {
+        settings.starttls = false;
+    }
     settings
 }
 

@@ -37,6 +37,8 @@ pub(super) struct RawValidation {
     #[schemars(with = "Option<u16>")]
     smtp_port: Option<Spanned<u16>>,
     ca_file: Option<String>,
+    starttls: Option<bool>,
+    ehlo_name: Option<Spanned<String>>,
 }
 
 /// Validation settings (`validation:`), shared by `mta-stsd validate` and the watchdog.
@@ -56,8 +58,13 @@ pub struct ValidationConfig {
     pub https_port: u16,
     /// Port of the STARTTLS probe (25).
     pub smtp_port: u16,
-    /// PEM file of extra trusted roots for the policy fetch (private CAs, tests).
+    /// PEM file of extra trusted roots for the policy fetch and the STARTTLS probe (private
+    /// CAs, tests).
     pub ca_file: Option<PathBuf>,
+    /// Whether the watchdog probes each MX host with STARTTLS (check `mx-starttls`).
+    pub starttls: bool,
+    /// The name the probe says in EHLO; `None` means `public_hostname`, else the host name.
+    pub ehlo_name: Option<String>,
 }
 
 impl Default for ValidationConfig {
@@ -71,6 +78,8 @@ impl Default for ValidationConfig {
             https_port: 443,
             smtp_port: 25,
             ca_file: None,
+            starttls: true,
+            ehlo_name: None,
         }
     }
 }
@@ -112,7 +121,24 @@ pub(super) fn compile_validation(
             def.smtp_port,
         ),
         ca_file: raw.ca_file.as_deref().map(|f| resolve(dir, f)),
+        starttls: raw.starttls.unwrap_or(def.starttls),
+        ehlo_name: raw.ehlo_name.as_ref().and_then(|n| ehlo_name(n, d)),
     }
+}
+
+/// `validation.ehlo_name`: a domain name or address literal, as EHLO takes (RFC 5321 §4.1.1.1).
+fn ehlo_name(name: &Spanned<String>, d: &mut Diags) -> Option<String> {
+    let text = name.value.trim();
+    let ok = !text.is_empty() && text.len() <= 255 && text.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        return Some(text.to_owned());
+    }
+    d.error(
+        &name.referenced,
+        "validation.ehlo_name",
+        format!("{text:?} is not a domain name or address literal"),
+    );
+    None
 }
 
 #[cfg(test)]
@@ -132,7 +158,7 @@ mod tests {
     #[test]
     fn every_key_is_read_and_paths_resolve_against_the_directory() {
         let yaml = format!(
-            "{BASE}public_addresses: [\"192.0.2.1\", \"2001:db8::1\"]\nvalidation:\n  enabled: false\n  interval: 2h\n  timeout: 3s\n  max_concurrent: 2\n  nameservers: [\"127.0.0.1:5353\", \"10.0.0.1\"]\n  https_port: 8443\n  smtp_port: 2525\n  ca_file: roots.pem\n"
+            "{BASE}public_addresses: [\"192.0.2.1\", \"2001:db8::1\"]\nvalidation:\n  enabled: false\n  interval: 2h\n  timeout: 3s\n  max_concurrent: 2\n  nameservers: [\"127.0.0.1:5353\", \"10.0.0.1\"]\n  https_port: 8443\n  smtp_port: 2525\n  ca_file: roots.pem\n  starttls: false\n  ehlo_name: probe.example.net\n"
         );
         let cfg = parse_server_config(Path::new("/c"), &yaml).unwrap();
         let v = &cfg.validation;
@@ -145,6 +171,8 @@ mod tests {
         assert_eq!((v.https_port, v.smtp_port), (8443, 2525));
         assert_eq!(v.ca_file.as_deref(), Some(Path::new("/c/roots.pem")));
         assert_eq!(cfg.public_addresses.len(), 2);
+        assert!(!v.starttls);
+        assert_eq!(v.ehlo_name.as_deref(), Some("probe.example.net"));
     }
 
     #[test]

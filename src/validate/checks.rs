@@ -1,4 +1,4 @@
-//! The five checks, one method each on [`Validator`]: each asks DNS (or fetches), then a pure
+//! The first five checks (the STARTTLS probe is in `starttls`), one method each on [`Validator`]: each asks DNS (or fetches), then a pure
 //! function turns what it found into the verdict.
 
 use std::net::IpAddr;
@@ -127,23 +127,31 @@ impl Validator {
     }
 
     /// Check 5: every MX host is covered by a policy pattern and every pattern matches one.
-    pub(super) async fn mx(&self, tenant: &Tenant) -> Verdict {
-        let c = Check::Mx;
+    /// Also returns the MX hosts found, for check 6.
+    pub(super) async fn mx(&self, tenant: &Tenant) -> (Verdict, Vec<String>) {
         let d = &tenant.domain;
         match lookup::mx(&self.resolver, d).await {
-            Ok(Some(hosts)) if !hosts.is_empty() => mx_verdict(tenant, &hosts),
-            Ok(Some(_)) => Verdict::error(
-                c,
-                format!("{d} has no MX record"),
-                "publish the MX records, or retire the policy if the domain takes no mail",
-            ),
-            Ok(None) => Verdict::error(
-                c,
-                format!("{d} has a null MX (it takes no mail)"),
-                "retire the policy: a domain without mail needs none",
-            ),
-            Err(e) => Verdict::error(c, e, RETRY),
+            Ok(Some(hosts)) if !hosts.is_empty() => (mx_verdict(tenant, &hosts), hosts),
+            other => (mx_missing(d, other), Vec::new()),
         }
+    }
+}
+
+/// The MX verdict when no MX host was found (or DNS failed).
+fn mx_missing(d: &str, found: Result<Option<Vec<String>>, String>) -> Verdict {
+    let c = Check::Mx;
+    match found {
+        Ok(Some(_)) => Verdict::error(
+            c,
+            format!("{d} has no MX record"),
+            "publish the MX records, or retire the policy if the domain takes no mail",
+        ),
+        Ok(None) => Verdict::error(
+            c,
+            format!("{d} has a null MX (it takes no mail)"),
+            "retire the policy: a domain without mail needs none",
+        ),
+        Err(e) => Verdict::error(c, e, RETRY),
     }
 }
 

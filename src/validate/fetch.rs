@@ -37,14 +37,7 @@ pub fn tls_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientCo
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(file) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
-                .with_context(|| format!("reading {}", file.display()))?
-                .collect::<Result<_, _>>()
-                .with_context(|| format!("reading {}", file.display()))?;
-            if certs.is_empty() {
-                anyhow::bail!("{}: no certificate in it", file.display());
-            }
-            for cert in certs {
+            for cert in read_roots(file)? {
                 roots.add(cert).context("adding a trusted root")?;
             }
         }
@@ -60,6 +53,18 @@ pub fn tls_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientCo
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The certificates of a PEM file of trusted roots; none is an error.
+pub fn read_roots(file: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading {}", file.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{}: no certificate in it", file.display());
+    }
+    Ok(certs)
 }
 
 /// GET `https://<host>/.well-known/mta-sts.txt` from `ip:port`, every step within `limit`.

@@ -4,14 +4,17 @@
 //! do): the policy host points here ([`Check::PolicyHost`]), the policy fetched over HTTPS is
 //! the one served ([`Check::PolicyFetch`]), `_mta-sts` names the served id
 //! ([`Check::StsRecord`]), `_smtp._tls` is valid ([`Check::TlsRptRecord`]) and the MX hosts
-//! match the policy ([`Check::Mx`]). `mta-stsd validate` prints them; the daemon's watchdog
-//! runs them on a schedule.
+//! match the policy ([`Check::Mx`]), and every MX host passes the STARTTLS probe a sender
+//! enforcing the policy makes ([`Check::MxStarttls`]). `mta-stsd validate` prints them; the
+//! daemon's watchdog runs them on a schedule.
 
 mod checks;
 pub mod fetch;
 pub mod lookup;
 pub mod mx;
+pub mod readiness;
 pub mod records;
+mod starttls;
 pub mod watchdog;
 
 use std::net::{IpAddr, SocketAddr};
@@ -41,19 +44,23 @@ pub enum Check {
     TlsRptRecord,
     /// The MX hosts against the policy's `mx:` patterns.
     Mx,
+    /// Each MX host's STARTTLS and certificate, as a sender enforcing the policy sees them.
+    MxStarttls,
 }
 
 impl Check {
     /// Every check, in the order they run and print.
-    pub const ALL: [Check; 5] = [
+    pub const ALL: [Check; COUNT] = [
         Check::PolicyHost,
         Check::PolicyFetch,
         Check::StsRecord,
         Check::TlsRptRecord,
         Check::Mx,
+        Check::MxStarttls,
     ];
 
-    /// The label: `policy-host`, `policy-fetch`, `sts-record`, `tlsrpt-record`, `mx`.
+    /// The label: `policy-host`, `policy-fetch`, `sts-record`, `tlsrpt-record`, `mx`,
+    /// `mx-starttls`.
     pub fn as_str(self) -> &'static str {
         match self {
             Check::PolicyHost => "policy-host",
@@ -61,9 +68,13 @@ impl Check {
             Check::StsRecord => "sts-record",
             Check::TlsRptRecord => "tlsrpt-record",
             Check::Mx => "mx",
+            Check::MxStarttls => "mx-starttls",
         }
     }
 }
+
+/// How many checks there are.
+pub const COUNT: usize = 6;
 
 /// How a check came out.
 #[derive(
@@ -172,6 +183,13 @@ pub struct Settings {
     pub timeout: Duration,
     /// Extra roots (only those are trusted when set).
     pub ca_file: Option<PathBuf>,
+    /// Whether MX hosts are probed with STARTTLS (`validation.starttls`, `--no-starttls`).
+    pub starttls: bool,
+    /// The probe's EHLO name: `validation.ehlo_name`, else `public_hostname`, else the
+    /// system's host name.
+    pub ehlo_name: String,
+    /// An MX host is probed at most once per this (the watchdog's interval).
+    pub probe_interval: Duration,
 }
 
 impl Settings {
@@ -194,6 +212,13 @@ impl Settings {
             smtp_port: v.smtp_port,
             timeout: v.timeout,
             ca_file: v.ca_file.clone(),
+            starttls: v.starttls,
+            ehlo_name: v
+                .ehlo_name
+                .clone()
+                .or_else(|| server.public_hostname.clone())
+                .unwrap_or_else(starttls::system_host_name),
+            probe_interval: v.interval,
         }
     }
 }
@@ -203,6 +228,9 @@ pub struct Validator {
     settings: Settings,
     resolver: TokioResolver,
     tls: Arc<rustls::ClientConfig>,
+    /// The STARTTLS prober and its latest outcomes; `None` when the probe is off, `Err` when
+    /// it could not be set up (no trusted roots: the other checks still run).
+    probes: Result<Option<starttls::Probes>, String>,
 }
 
 impl Validator {
@@ -211,6 +239,7 @@ impl Validator {
         Ok(Validator {
             resolver: lookup::resolver(&settings.nameservers, settings.timeout)?,
             tls: fetch::tls_config(settings.ca_file.as_deref())?,
+            probes: starttls::Probes::new(&settings).map_err(|e| format!("{e:#}")),
             settings,
         })
     }
@@ -220,15 +249,16 @@ impl Validator {
     pub async fn tenant(&self, tenant: &Tenant, publishing: Publishing<'_>) -> TenantReport {
         let checked_at = crate::util::format_unix(crate::util::unix_now());
         let host = self.policy_host(tenant).await;
-        let (fetch, sts, tlsrpt, mx) = tokio::join!(
+        let (fetch, sts, tlsrpt, (mx, hosts)) = tokio::join!(
             self.policy_fetch(tenant, host.addresses.clone()),
             self.sts_record(tenant),
             self.tlsrpt_record(tenant, publishing),
             self.mx(tenant),
         );
+        let starttls = self.mx_starttls(&hosts).await;
         TenantReport {
             domain: tenant.domain.clone(),
-            checks: vec![host.verdict, fetch, sts, tlsrpt, mx],
+            checks: vec![host.verdict, fetch, sts, tlsrpt, mx, starttls],
             checked_at,
         }
     }

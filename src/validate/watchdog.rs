@@ -34,7 +34,7 @@ impl Entry {
     }
 
     /// The status of each check, in [`Check::ALL`] order.
-    fn statuses(&self) -> [Status; 5] {
+    fn statuses(&self) -> [Status; super::COUNT] {
         Check::ALL.map(|c| match self {
             Entry::AllOk(_) => Status::Ok,
             Entry::Report(r) => r
@@ -102,7 +102,7 @@ impl Board {
     }
 
     /// Each check's status for the domains `pick` accepts, in domain order (for the metrics).
-    pub fn picked(&self, pick: impl Fn(&str) -> bool) -> Vec<(String, [Status; 5])> {
+    pub fn picked(&self, pick: impl Fn(&str) -> bool) -> Vec<(String, [Status; super::COUNT])> {
         let mut out: Vec<_> = self
             .lock()
             .iter()
@@ -123,7 +123,7 @@ impl Board {
     }
 
     /// How many tenants have each check in error, in [`Check::ALL`] order.
-    pub fn errors_by_check(&self) -> [(Check, usize); 5] {
+    pub fn errors_by_check(&self) -> [(Check, usize); super::COUNT] {
         let mut counts = Check::ALL.map(|c| (c, 0));
         for e in self.lock().values() {
             for (slot, status) in counts.iter_mut().zip(e.statuses()) {

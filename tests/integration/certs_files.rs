@@ -13,6 +13,8 @@ use crate::common::{Client, TestConfig, binary, start};
 pub(crate) struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     pub(crate) der: CertificateDer<'static>,
+    /// The CA certificate as PEM, for a `--ca-file`.
+    pub(crate) pem: String,
 }
 
 impl TestCa {
@@ -23,6 +25,7 @@ impl TestCa {
         let cert = params.self_signed(&key).unwrap();
         TestCa {
             der: cert.der().clone(),
+            pem: cert.pem(),
             issuer: Issuer::new(params, key),
         }
     }

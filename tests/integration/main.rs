@@ -31,3 +31,4 @@ mod tlsrpt_crash;
 mod tlsrpt_intake;
 mod tlsrpt_store;
 mod validate;
+mod validate_starttls;

@@ -298,7 +298,7 @@ async fn each_failure_class_is_named_and_a_correct_tenant_passes() {
         dns.addr,
         port,
         &ca_file,
-        &["--domain", "good.test"],
+        &["--domain", "good.test", "--no-starttls"],
     )
     .await;
     assert_eq!(code, 0, "{out}\n{err}");
@@ -306,7 +306,11 @@ async fn each_failure_class_is_named_and_a_correct_tenant_passes() {
         .lines()
         .filter(|l| l.starts_with("good.test "))
         .collect();
-    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(lines.len(), 6, "{out}");
+    assert!(
+        lines[5].contains("mx-starttls ok: not probed: the STARTTLS probe is off"),
+        "{out}"
+    );
     assert!(lines.iter().all(|l| l.contains(" ok: ")), "{out}");
     drop(daemon);
 }
@@ -377,7 +381,7 @@ async fn the_watchdog_publishes_verdicts_in_the_api_and_metrics() {
     std::fs::write(
         cfg.path().join("mta-stsd.yaml"),
         format!(
-            "{}public_hostname: sts.op.test\nvalidation:\n  interval: 10s\n  timeout: 2s\n  nameservers: [\"{}\"]\n  https_port: {port}\n  ca_file: state/ca/ca.crt\n",
+            "{}public_hostname: sts.op.test\nvalidation:\n  interval: 10s\n  timeout: 2s\n  nameservers: [\"{}\"]\n  https_port: {port}\n  ca_file: state/ca/ca.crt\n  starttls: false\n",
             crate::common::BASE_SERVER_YAML,
             dns.addr
         ),
@@ -402,7 +406,7 @@ async fn the_watchdog_publishes_verdicts_in_the_api_and_metrics() {
         "{good:#}"
     );
     let checks = good["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 5, "{good:#}");
+    assert_eq!(checks.len(), 6, "{good:#}");
     assert!(checks.iter().all(|c| c["status"] == "ok"), "{good:#}");
     let bad = validation("bad.test").await;
     let mx = bad["checks"]

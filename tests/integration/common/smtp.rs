@@ -9,8 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// Binds port 0 itself, prints the port once listening, then serves until killed.
-/// Arguments: hostname, `tls`, `refuse` or `plain`, then certificate and key files.
+/// Binds the address and port given (port 0: one it picks, no port race), prints the port
+/// once listening, then serves until killed. Arguments: hostname, `tls`, `refuse` or `plain`,
+/// address, port, then certificate and key files.
 /// `require_starttls` is aiosmtpd's default when TLS is on: commands other than EHLO,
 /// STARTTLS and QUIT are refused before TLS, as on a strict MX. `refuse` advertises STARTTLS
 /// and answers it with 454, as a server whose TLS setup is broken does.
@@ -24,16 +25,16 @@ class Refusing(SMTP):
         await self.push("454 4.7.0 TLS not available due to temporary reason")
 
 async def main():
-    hostname, mode = sys.argv[1], sys.argv[2]
+    hostname, mode, host, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     ctx = None
     if mode != "plain":
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+        ctx.load_cert_chain(sys.argv[5], sys.argv[6])
     cls = Refusing if mode == "refuse" else SMTP
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: cls(Sink(), hostname=hostname, tls_context=ctx, require_starttls=ctx is not None),
-        host="127.0.0.1", port=0)
+        host=host, port=port)
     print(server.sockets[0].getsockname()[1], flush=True)
     await server.serve_forever()
 
@@ -51,20 +52,33 @@ impl SmtpServer {
     /// aiosmtpd greeting as `hostname`, offering STARTTLS with `tls` = (certificate chain
     /// PEM file, key PEM file), or no STARTTLS at all with `None`.
     pub async fn start(hostname: &str, tls: Option<(&Path, &Path)>) -> SmtpServer {
+        Self::start_on(hostname, tls, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// [`SmtpServer::start`] on `addr` (several loopback addresses can share one port, as
+    /// MX hosts probed on one `--smtp-port` do).
+    pub async fn start_on(
+        hostname: &str,
+        tls: Option<(&Path, &Path)>,
+        addr: SocketAddr,
+    ) -> SmtpServer {
         match tls {
-            Some((cert, key)) => Self::run(hostname, "tls", &[cert, key]).await,
-            None => Self::run(hostname, "plain", &[]).await,
+            Some((cert, key)) => Self::run(hostname, "tls", addr, &[cert, key]).await,
+            None => Self::run(hostname, "plain", addr, &[]).await,
         }
     }
 
     /// aiosmtpd advertising STARTTLS but answering it with `454 4.7.0`.
     pub async fn start_refusing_starttls(hostname: &str, cert: &Path, key: &Path) -> SmtpServer {
-        Self::run(hostname, "refuse", &[cert, key]).await
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::run(hostname, "refuse", addr, &[cert, key]).await
     }
 
-    async fn run(hostname: &str, mode: &str, files: &[&Path]) -> SmtpServer {
+    async fn run(hostname: &str, mode: &str, addr: SocketAddr, files: &[&Path]) -> SmtpServer {
         let mut cmd = Command::new("/usr/bin/python3");
-        cmd.args(["-c", SERVER, hostname, mode]).args(files);
+        let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
+        cmd.args(["-c", SERVER, hostname, mode, &ip, &port])
+            .args(files);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -82,7 +96,7 @@ impl SmtpServer {
         let server = match line.trim().parse::<u16>() {
             Ok(port) => SmtpServer {
                 child,
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                addr: SocketAddr::new(addr.ip(), port),
             },
             Err(_) => {
                 let _ = child.kill();
