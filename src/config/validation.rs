@@ -38,6 +38,7 @@ pub(super) struct RawValidation {
     smtp_port: Option<Spanned<u16>>,
     ca_file: Option<String>,
     starttls: Option<bool>,
+    #[schemars(with = "Option<String>")]
     ehlo_name: Option<Spanned<String>>,
 }
 
