@@ -24,23 +24,30 @@ const WARN_MAX_AGE_ENFORCE: u64 = 604_800;
 /// Largest tenant file read: a bulk file of 400 000 tenants is about 35 MB.
 const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// One tenant: a mail domain and the MTA-STS policy served for it.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Tenant")]
 struct RawTenant {
+    /// The mail domain; the policy host is `mta-sts.<domain>`.
     #[schemars(with = "String")]
     domain: Spanned<String>,
+    /// `enforce`, `testing`, or `none` (withdraw the policy).
     #[schemars(with = "Mode")]
     mode: Spanned<Mode>,
+    /// One pattern per MX host; `*.` covers exactly one label. Required unless mode is `none`.
     #[serde(default)]
     #[schemars(with = "Option<MxList>")]
     mx: Option<Spanned<MxList>>,
+    /// Policy lifetime: seconds or a duration (`7d`, `1w`); at most 31557600; default 604800.
     #[serde(default)]
     #[schemars(with = "Option<MaxAge>")]
     max_age: Option<Spanned<MaxAge>>,
+    /// TLS-RPT addresses for the `_smtp._tls` record.
     #[serde(default)]
     #[schemars(with = "Option<RawTlsRpt>")]
     tlsrpt: Option<Spanned<RawTlsRpt>>,
+    /// `true`: withdraw the policy (RFC 8461 §8.3) before the tenant is removed.
     #[serde(default)]
     retire: Option<bool>,
 }
@@ -49,6 +56,7 @@ struct RawTenant {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "TenantTlsRpt")]
 struct RawTlsRpt {
+    /// `mailto:` or `https:` report URIs.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     rua: Vec<Spanned<String>>,
