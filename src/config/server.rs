@@ -42,49 +42,68 @@ pub(super) fn raw_schema() -> schemars::Schema {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Server")]
 struct RawServer {
+    /// HTTPS address, e.g. `"0.0.0.0:443"` or `"[::]:443"`.
     #[schemars(with = "String")]
     listen: Spanned<String>,
+    /// CA, certificates, report database; relative to the configuration directory.
     #[schemars(with = "String")]
     state_dir: Spanned<String>,
+    /// Folder of tenant files (relative to the configuration directory); default `tenants`.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     tenants_dir: Option<Spanned<String>>,
+    /// The host customers CNAME `mta-sts.<domain>` to.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     public_hostname: Option<Spanned<String>>,
+    /// Where certificates come from: `internal`, `files` or `acme`.
     #[schemars(with = "IssuerKind")]
     issuer: Spanned<IssuerKind>,
+    /// The internal CA (`issuer: internal`).
     #[serde(default)]
     internal: Option<RawInternal>,
+    /// Certificates from files, one folder per policy host (`issuer: files`).
     #[serde(default)]
     #[schemars(with = "Option<RawFiles>")]
     files: Option<Spanned<RawFiles>>,
+    /// An ACME CA such as Let's Encrypt (`issuer: acme`).
     #[serde(default)]
     #[schemars(with = "Option<RawAcme>")]
     acme: Option<Spanned<RawAcme>>,
+    /// Connection limits and timeouts of the HTTPS listener.
     #[serde(default)]
     limits: RawLimits,
+    /// TLS settings of the HTTPS listener.
     #[serde(default)]
     tls: RawTls,
+    /// The admin listener (plain HTTP): API, probes, metrics.
     #[serde(default)]
     #[schemars(with = "Option<RawAdmin>")]
     admin: Option<Spanned<RawAdmin>>,
+    /// Watching the configuration for changes.
     #[serde(default)]
     reload: RawReload,
+    /// TLS-RPT (RFC 8460) report intake and storage.
     #[serde(default)]
     #[schemars(with = "Option<RawTlsRpt>")]
     tlsrpt: Option<Spanned<RawTlsRpt>>,
+    /// What `/metrics` exports.
     #[serde(default)]
     metrics: RawMetrics,
+    /// The built-in authoritative DNS zone (delegated DNS).
     #[serde(default)]
     dns: Option<RawDns>,
+    /// RFC 2136 primaries that the tenants' records are kept at.
     #[serde(default)]
     dns_update: Vec<RawUpdateTarget>,
+    /// The addresses policy hosts must resolve to (validation, ACME preflight).
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     public_addresses: Vec<Spanned<String>>,
+    /// The outside checks of `mta-stsd validate` and the watchdog.
     #[serde(default)]
     validation: Option<RawValidation>,
+    /// `max_age` of the `mode: none` policy a retiring tenant serves; default `1d`.
     retire_max_age: Option<Dur>,
 }
 
