@@ -19,7 +19,17 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const ID_LEN: usize = 32;
 
 /// The policy mode (RFC 8461 §5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Senders refuse delivery that fails validation.

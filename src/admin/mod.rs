@@ -324,9 +324,9 @@ async fn metrics(state: &Arc<AdminState>, accept: Option<String>) -> Response<Fu
     let Ok((body, content_type)) =
         tokio::task::spawn_blocking(move || render.exporter.render(accept.as_deref())).await
     else {
-        return text(
+        return error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "metrics rendering failed\n",
+            "metrics rendering failed",
         );
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -384,7 +384,7 @@ async fn tlsrpt_summary(
             StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             &serde_json::json!({ "error": err.to_string() }),
         ),
-        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "summary failed\n"),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "summary failed"),
     }
 }
 

@@ -1,5 +1,6 @@
-//! `mta-stsd completions SHELL` and `mta-stsd man`: shell completion scripts and man pages
-//! generated from the same clap definitions the binary parses, so they cannot drift from it.
+//! `mta-stsd completions SHELL`, `mta-stsd man` and `mta-stsd schema`: shell completion
+//! scripts, man pages and the configuration files' JSON Schemas, generated from the same
+//! definitions the binary parses with, so they cannot drift from it.
 
 use std::io::Write;
 use std::path::Path;
@@ -40,5 +41,18 @@ pub(super) fn man(dir: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<Exi
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the JSON Schema of a tenant file or of the server file to `out`, pretty-printed
+/// with a final newline (the files under `schema/` are this output).
+pub(super) fn schema(kind: super::SchemaKind, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let schema = match kind {
+        super::SchemaKind::Tenant => crate::config::tenant_schema(),
+        super::SchemaKind::Server => crate::config::server_schema(),
+    };
+    serde_json::to_writer_pretty(&mut *out, &schema)?;
+    writeln!(out)?;
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -190,6 +190,26 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Print the JSON Schema (draft 2020-12) of a tenant file or of the server file.
+    ///
+    /// Generated from the types the daemon parses with; the same files are in the
+    /// repository's `schema/` directory. Editors with the YAML language server validate and
+    /// complete a tenant file whose first line is
+    /// `# yaml-language-server: $schema=<URL or path of tenant.schema.json>`.
+    Schema {
+        /// Which file's schema.
+        #[arg(value_enum)]
+        kind: SchemaKind,
+    },
+}
+
+/// The files `schema` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    /// A tenant file (`tenants/*.yaml`): one tenant or a list of tenants.
+    Tenant,
+    /// The server file (`mta-stsd.yaml`).
+    Server,
 }
 
 /// Options of `validate`.
@@ -343,5 +363,6 @@ pub fn run_offline(command: &Command, out: &mut dyn Write) -> anyhow::Result<Exi
         Command::Health(args) => health::health(args, out),
         Command::Completions { shell } => generate::completions(*shell, out),
         Command::Man { dir } => generate::man(dir.as_deref(), out),
+        Command::Schema { kind } => generate::schema(*kind, out),
     }
 }

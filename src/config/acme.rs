@@ -43,19 +43,25 @@ const DEFAULT_RENEW_FRACTION: f64 = 2.0 / 3.0;
 /// [`DEFAULT_RENEW_FRACTION`] in billionths.
 const DEFAULT_FRACTION: Fraction = Fraction((DEFAULT_RENEW_FRACTION * 1e9) as u64);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAcme {
+    #[schemars(with = "String")]
     directory: Spanned<String>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     contact: Vec<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<RawEab>")]
     eab: Option<Spanned<RawEab>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     trusted_roots: Vec<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<Vec<ChallengeKind>>")]
     challenges: Option<Spanned<Vec<Spanned<ChallengeKind>>>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     http_listen: Option<Spanned<String>>,
     #[serde(default)]
     preflight: RawPreflight,
@@ -63,38 +69,43 @@ pub(super) struct RawAcme {
     schedule: RawSchedule,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawEab {
     key_id: String,
     hmac_key: String,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawPreflight {
     enabled: Option<bool>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     public_addresses: Vec<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     nameservers: Vec<Spanned<String>>,
     recheck: Option<Dur>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawSchedule {
+    #[schemars(with = "Option<usize>")]
     max_concurrent: Option<Spanned<usize>>,
+    #[schemars(with = "Option<u32>")]
     orders_per_window: Option<Spanned<u32>>,
     window: Option<Dur>,
     backoff_base: Option<Dur>,
     backoff_cap: Option<Dur>,
+    #[schemars(with = "Option<f64>")]
     renew_fraction: Option<Spanned<f64>>,
     order_timeout: Option<Dur>,
 }
 
 /// An ACME challenge type mta-stsd can answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema)]
 pub enum ChallengeKind {
     /// RFC 8737, answered on the HTTPS listener itself.
     #[serde(rename = "tls-alpn-01")]

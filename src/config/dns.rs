@@ -15,25 +15,32 @@ pub const DEFAULT_DNS_TTL: u32 = 300;
 /// Longest tenant TXT TTL accepted: a day; longer would hold a stale id past any policy edit.
 const MAX_DNS_TTL: u32 = 86_400;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDns {
+    #[schemars(with = "String")]
     listen: Spanned<String>,
+    #[schemars(with = "String")]
     zone: Spanned<String>,
+    #[schemars(with = "Vec<String>")]
     nameservers: Spanned<Vec<Spanned<String>>>,
+    #[schemars(with = "String")]
     hostmaster: Spanned<String>,
     #[serde(default)]
+    #[schemars(with = "Option<u32>")]
     ttl: Option<Spanned<u32>>,
     #[serde(default)]
     rate_limit: Option<RawRateLimit>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRateLimit {
     #[serde(default)]
+    #[schemars(with = "Option<u32>")]
     per_second: Option<Spanned<u32>>,
     #[serde(default)]
+    #[schemars(with = "Option<u32>")]
     burst: Option<Spanned<u32>>,
 }
 

@@ -23,13 +23,18 @@ pub enum TsigAlg {
     HmacSha512,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpdateTarget {
+    #[schemars(with = "String")]
     server: Spanned<String>,
+    #[schemars(with = "Vec<String>")]
     zones: Spanned<Vec<Spanned<String>>>,
+    #[schemars(with = "String")]
     key_name: Spanned<String>,
+    #[schemars(with = "String")]
     algorithm: Spanned<String>,
+    #[schemars(with = "String")]
     secret_file: Spanned<String>,
     #[serde(default)]
     tlsrpt: bool,

@@ -40,6 +40,24 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// What [`crate::util::parse_duration`] accepts, as a JSON Schema `pattern`.
+pub(super) const DURATION_PATTERN: &str = r"^\s*[0-9]+\s*(ms|s|m|h|d|w)?\s*$";
+
+impl schemars::JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "seconds (30) or a duration with a unit: ms, s, m, h, d, w (\"500ms\", \"5m\", \"1d\")",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": DURATION_PATTERN }
+            ]
+        })
+    }
+}
+
 /// An optional duration, `default` when absent. Values below `floor` are raised to it
 /// silently: a zero timer would fire at once, which no setting means.
 pub(super) fn duration_or(value: Option<Dur>, floor: Duration, default: Duration) -> Duration {

@@ -38,6 +38,27 @@ pub use tlsrpt::{
 };
 pub use validation::{DEFAULT_VALIDATION_INTERVAL, DEFAULT_VALIDATION_TIMEOUT, ValidationConfig};
 
+/// The JSON Schema (draft 2020-12) of a tenant file, generated from the types it is parsed
+/// with (`mta-stsd schema tenant`, `schema/tenant.schema.json`).
+pub fn tenant_schema() -> serde_json::Value {
+    titled(tenant::raw_schema(), "mta-stsd tenant file")
+}
+
+/// The JSON Schema (draft 2020-12) of the server file `mta-stsd.yaml`
+/// (`mta-stsd schema server`, `schema/server.schema.json`).
+pub fn server_schema() -> serde_json::Value {
+    titled(server::raw_schema(), "mta-stsd server file (mta-stsd.yaml)")
+}
+
+/// The schema as JSON with an operator's title instead of the Rust type's name.
+fn titled(schema: schemars::Schema, title: &str) -> serde_json::Value {
+    let mut value = schema.to_value();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("title".into(), title.into());
+    }
+    value
+}
+
 /// How bad a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

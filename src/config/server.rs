@@ -33,46 +33,81 @@ const DEFAULT_LEAF_VALIDITY_DAYS: u32 = 90;
 /// Longest internal leaf lifetime: 825 days is the most Apple's TLS clients accept.
 const MAX_LEAF_VALIDITY_DAYS: u32 = 825;
 
-#[derive(Deserialize)]
+/// The JSON Schema of the server file, from the types it is parsed with.
+pub(super) fn raw_schema() -> schemars::Schema {
+    schemars::SchemaGenerator::default().into_root_schema_for::<RawServer>()
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Server")]
 struct RawServer {
+    /// HTTPS address, e.g. `"0.0.0.0:443"` or `"[::]:443"`.
+    #[schemars(with = "String")]
     listen: Spanned<String>,
+    /// CA, certificates, report database; relative to the configuration directory.
+    #[schemars(with = "String")]
     state_dir: Spanned<String>,
+    /// Folder of tenant files (relative to the configuration directory); default `tenants`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     tenants_dir: Option<Spanned<String>>,
+    /// The host customers CNAME `mta-sts.<domain>` to.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     public_hostname: Option<Spanned<String>>,
+    /// Where certificates come from: `internal`, `files` or `acme`.
+    #[schemars(with = "IssuerKind")]
     issuer: Spanned<IssuerKind>,
+    /// The internal CA (`issuer: internal`).
     #[serde(default)]
     internal: Option<RawInternal>,
+    /// Certificates from files, one folder per policy host (`issuer: files`).
     #[serde(default)]
+    #[schemars(with = "Option<RawFiles>")]
     files: Option<Spanned<RawFiles>>,
+    /// An ACME CA such as Let's Encrypt (`issuer: acme`).
     #[serde(default)]
+    #[schemars(with = "Option<RawAcme>")]
     acme: Option<Spanned<RawAcme>>,
+    /// Connection limits and timeouts of the HTTPS listener.
     #[serde(default)]
     limits: RawLimits,
+    /// TLS settings of the HTTPS listener.
     #[serde(default)]
     tls: RawTls,
+    /// The admin listener (plain HTTP): API, probes, metrics.
     #[serde(default)]
+    #[schemars(with = "Option<RawAdmin>")]
     admin: Option<Spanned<RawAdmin>>,
+    /// Watching the configuration for changes.
     #[serde(default)]
     reload: RawReload,
+    /// TLS-RPT (RFC 8460) report intake and storage.
     #[serde(default)]
+    #[schemars(with = "Option<RawTlsRpt>")]
     tlsrpt: Option<Spanned<RawTlsRpt>>,
+    /// What `/metrics` exports.
     #[serde(default)]
     metrics: RawMetrics,
+    /// The built-in authoritative DNS zone (delegated DNS).
     #[serde(default)]
     dns: Option<RawDns>,
+    /// RFC 2136 primaries that the tenants' records are kept at.
     #[serde(default)]
     dns_update: Vec<RawUpdateTarget>,
+    /// The addresses policy hosts must resolve to (validation, ACME preflight).
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     public_addresses: Vec<Spanned<String>>,
+    /// The outside checks of `mta-stsd validate` and the watchdog.
     #[serde(default)]
     validation: Option<RawValidation>,
+    /// `max_age` of the `mode: none` policy a retiring tenant serves; default `1d`.
     retire_max_age: Option<Dur>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     #[serde(default)]
@@ -80,7 +115,7 @@ struct RawMetrics {
 }
 
 /// Which tenants get their own series in `/metrics` (`metrics.per_tenant`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PerTenant {
     /// Every tenant: a million tenants make a scrape of hundreds of megabytes.
@@ -105,22 +140,23 @@ pub struct MetricsConfig {
     pub per_tenant: PerTenant,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     listen: Option<Spanned<String>>,
     #[serde(default)]
     token_file: Option<String>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawTls {
     session_resumption: Option<bool>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawReload {
     #[serde(default)]
@@ -129,7 +165,7 @@ struct RawReload {
     debounce: Option<Dur>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 enum IssuerKind {
     Internal,
@@ -137,14 +173,15 @@ enum IssuerKind {
     Acme,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawInternal {
     #[serde(default)]
+    #[schemars(with = "Option<u32>")]
     leaf_validity_days: Option<Spanned<u32>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawFiles {
     dir: String,
@@ -154,14 +191,16 @@ struct RawFiles {
     key_file: Option<String>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
+    #[schemars(with = "Option<usize>")]
     max_connections: Option<Spanned<usize>>,
     handshake_timeout: Option<Dur>,
     header_read_timeout: Option<Dur>,
     idle_timeout: Option<Dur>,
     max_connection_age: Option<Dur>,
+    #[schemars(with = "Option<usize>")]
     max_header_bytes: Option<Spanned<usize>>,
     shutdown_grace: Option<Dur>,
 }

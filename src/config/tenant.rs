@@ -24,25 +24,41 @@ const WARN_MAX_AGE_ENFORCE: u64 = 604_800;
 /// Largest tenant file read: a bulk file of 400 000 tenants is about 35 MB.
 const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
-#[derive(Deserialize)]
+/// One tenant: a mail domain and the MTA-STS policy served for it.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Tenant")]
 struct RawTenant {
+    /// The mail domain; the policy host is `mta-sts.<domain>`.
+    #[schemars(with = "String")]
     domain: Spanned<String>,
+    /// `enforce`, `testing`, or `none` (withdraw the policy).
+    #[schemars(with = "Mode")]
     mode: Spanned<Mode>,
+    /// One pattern per MX host; `*.` covers exactly one label. Required unless mode is `none`.
     #[serde(default)]
+    #[schemars(with = "Option<MxList>")]
     mx: Option<Spanned<MxList>>,
+    /// Policy lifetime: seconds or a duration (`7d`, `1w`); at most 31557600; default 604800.
     #[serde(default)]
+    #[schemars(with = "Option<MaxAge>")]
     max_age: Option<Spanned<MaxAge>>,
+    /// TLS-RPT addresses for the `_smtp._tls` record.
     #[serde(default)]
+    #[schemars(with = "Option<RawTlsRpt>")]
     tlsrpt: Option<Spanned<RawTlsRpt>>,
+    /// `true`: withdraw the policy (RFC 8461 §8.3) before the tenant is removed.
     #[serde(default)]
     retire: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "TenantTlsRpt")]
 struct RawTlsRpt {
+    /// `mailto:` or `https:` report URIs.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     rua: Vec<Spanned<String>>,
 }
 
@@ -144,6 +160,54 @@ impl<'de> Deserialize<'de> for RawDoc {
         }
         d.deserialize_any(Visitor)
     }
+}
+
+impl schemars::JsonSchema for MxList {
+    fn schema_name() -> Cow<'static, str> {
+        "MxList".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "MX patterns (`mail.example.com`, `*.example.net`), or one pattern alone",
+            "anyOf": [
+                { "type": "string" },
+                { "type": "array", "items": { "type": "string" } }
+            ]
+        })
+    }
+}
+
+impl schemars::JsonSchema for MaxAge {
+    fn schema_name() -> Cow<'static, str> {
+        "MaxAge".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "seconds (604800) or a duration such as \"1d\" or \"1w\"",
+            "anyOf": [
+                { "type": "integer", "minimum": 0, "maximum": MAX_AGE_LIMIT },
+                { "type": "string", "pattern": super::field::DURATION_PATTERN }
+            ]
+        })
+    }
+}
+
+impl schemars::JsonSchema for RawDoc {
+    fn schema_name() -> Cow<'static, str> {
+        "TenantFile".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let one = g.subschema_for::<RawTenant>();
+        schemars::json_schema!({
+            "description": "A tenant file: one tenant, or a list of tenants",
+            "oneOf": [one, { "type": "array", "items": one }]
+        })
+    }
+}
+
+/// The JSON Schema of a tenant file, from the types it is parsed with.
+pub(super) fn raw_schema() -> schemars::Schema {
+    schemars::SchemaGenerator::default().into_root_schema_for::<RawDoc>()
 }
 
 /// A validated tenant, ready to serve.

@@ -101,41 +101,52 @@ impl Default for MailAuthPolicy {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTlsRpt {
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     report_host: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<bool>")]
     publish_endpoint: Option<Spanned<bool>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     database: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<usize>")]
     max_compressed_bytes: Option<Spanned<usize>>,
     #[serde(default)]
+    #[schemars(with = "Option<usize>")]
     max_decompressed_bytes: Option<Spanned<usize>>,
     #[serde(default)]
+    #[schemars(with = "Option<usize>")]
     tenant_bytes_per_day: Option<Spanned<usize>>,
     #[serde(default)]
+    #[schemars(with = "Option<usize>")]
     total_bytes_per_day: Option<Spanned<usize>>,
     #[serde(default)]
+    #[schemars(with = "Option<u32>")]
     retention_days: Option<Spanned<u32>>,
     #[serde(default)]
+    #[schemars(with = "Option<u32>")]
     min_days_for_enforce: Option<Spanned<u32>>,
     #[serde(default)]
     mail: Option<RawTlsRptMail>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawTlsRptMail {
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     trusted_authserv_ids: Vec<Spanned<String>>,
     #[serde(default)]
     require_dkim_pass: Option<bool>,
     #[serde(default)]
     verify_dkim: Option<bool>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     dns_servers: Vec<Spanned<String>>,
 }
 

@@ -21,19 +21,24 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 /// Default number of tenants validated at once by the watchdog.
 const DEFAULT_MAX_CONCURRENT: usize = 4;
 
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawValidation {
     enabled: Option<bool>,
     interval: Option<Dur>,
     timeout: Option<Dur>,
+    #[schemars(with = "Option<usize>")]
     max_concurrent: Option<Spanned<usize>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     nameservers: Vec<Spanned<String>>,
+    #[schemars(with = "Option<u16>")]
     https_port: Option<Spanned<u16>>,
+    #[schemars(with = "Option<u16>")]
     smtp_port: Option<Spanned<u16>>,
     ca_file: Option<String>,
     starttls: Option<bool>,
+    #[schemars(with = "Option<String>")]
     ehlo_name: Option<Spanned<String>>,
 }
 

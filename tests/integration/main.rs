@@ -2,6 +2,7 @@
 
 mod acme;
 mod admin;
+mod admin_api;
 mod certs_files;
 mod cli;
 mod common;
@@ -22,6 +23,7 @@ mod property;
 mod records;
 mod recursive_chain;
 mod retire;
+mod schema;
 mod serve;
 mod tls;
 mod tlsrpt_cli;
