@@ -127,7 +127,11 @@ async fn validate(
 }
 
 /// The verdict of `check` for `domain` in the JSON output.
-fn verdict<'a>(json: &'a serde_json::Value, domain: &str, check: &str) -> &'a serde_json::Value {
+pub(crate) fn verdict<'a>(
+    json: &'a serde_json::Value,
+    domain: &str,
+    check: &str,
+) -> &'a serde_json::Value {
     let tenant = json
         .as_array()
         .unwrap()

@@ -39,18 +39,7 @@ async fn tls_mx(dir: &Path, name: &str, pem: &(String, String), addr: SocketAddr
 
 /// The `mx-starttls` verdict of `domain` in `validate --json` output.
 fn starttls<'a>(json: &'a serde_json::Value, domain: &str) -> &'a serde_json::Value {
-    let tenant = json
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["domain"] == domain)
-        .unwrap_or_else(|| panic!("{domain} missing in {json:#}"));
-    tenant["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["check"] == "mx-starttls")
-        .unwrap_or_else(|| panic!("{domain}: no mx-starttls in {tenant:#}"))
+    crate::validate::verdict(json, domain, "mx-starttls")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
