@@ -237,3 +237,17 @@ impl ResolvesServerCert for CertResolver {
         self.get(&name).map(|entry| entry.key.clone())
     }
 }
+
+/// Marks `host` valid (until t = 10 000) on `board`: the readiness rules' tests need a
+/// certificate that counts as served.
+#[cfg(test)]
+pub(crate) fn mark_valid_for_tests(board: &CertBoard, host: &str) {
+    let mut status = CertStatus::new(CertState::Valid, "internal");
+    status.cert = Some(CertInfo {
+        issuer: "ca".into(),
+        serial: "01".into(),
+        not_before: 0,
+        not_after: 10_000,
+    });
+    board.set(host, status);
+}

@@ -149,21 +149,14 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::{CertInfo, CertState, CertStatus};
+    use crate::certs::{CertState, CertStatus};
     use crate::registry::Registry;
 
     const A_TESTING: &str = "domain: a.example\nmode: testing\nmx: [mx.a.example]\ntlsrpt: {rua: [\"mailto:r@a.example\"]}\n";
     const A_ENFORCE: &str = "domain: a.example\nmode: enforce\nmx: [mx.a.example]\ntlsrpt: {rua: [\"mailto:r@a.example\"]}\n";
 
     fn valid(board: &CertBoard, host: &str) {
-        let mut status = CertStatus::new(CertState::Valid, "internal");
-        status.cert = Some(CertInfo {
-            issuer: "ca".into(),
-            serial: "01".into(),
-            not_before: 0,
-            not_after: 10_000,
-        });
-        board.set(host, status);
+        crate::certs::mark_valid_for_tests(board, host);
     }
 
     fn sts(updates: &[Update]) -> Vec<&str> {

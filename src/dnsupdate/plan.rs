@@ -283,7 +283,6 @@ pub fn result_label(text: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::{CertInfo, CertState, CertStatus};
     use crate::config::{TsigAlg, TsigSecret};
     use crate::registry::Registry;
 
@@ -299,14 +298,7 @@ mod tests {
     }
 
     fn valid(board: &CertBoard, host: &str) {
-        let mut status = CertStatus::new(CertState::Valid, "internal");
-        status.cert = Some(CertInfo {
-            issuer: "ca".into(),
-            serial: "01".into(),
-            not_before: 0,
-            not_after: 10_000,
-        });
-        board.set(host, status);
+        crate::certs::mark_valid_for_tests(board, host);
     }
 
     const A: &str = "domain: a.example.com\nmode: testing\nmx: [mx.a.example.com]\ntlsrpt: {rua: [\"mailto:r@a.example.com\"]}\n";

@@ -338,6 +338,14 @@ fn certificates_are_shared_by_replicas_and_announced_when_saved() {
     assert!(err.to_string().contains("mta-sts.b.example"), "{err}");
 }
 
+/// [`Db::connect`] (which blocks) from an async test.
+async fn connect(url: &str) -> Arc<Db> {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || Arc::new(Db::connect(&url).unwrap()))
+        .await
+        .unwrap()
+}
+
 /// One replica's session: its role, its change feed, and its own stop (dropping it ends the
 /// session as a process exit would).
 struct Replica {
@@ -378,12 +386,7 @@ fn leaders(replicas: &[Replica]) -> Vec<usize> {
 async fn one_replica_leads_and_another_takes_over_when_it_dies() {
     let pg = Postgres::start();
     let url = pg.database();
-    let store = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || PgCertStore::new(Arc::new(Db::connect(&url).unwrap()))
-    })
-    .await
-    .unwrap();
+    let store = PgCertStore::new(connect(&url).await);
     let mut group = replicas(&url, 3);
     let settled = eventually(Duration::from_secs(10), || async {
         leaders(&group).len() == 1
@@ -471,12 +474,7 @@ async fn a_published_challenge_reaches_every_replica_and_expires() {
     use mta_stsd::pgstore::challenges::{Pending, PgChallenges};
     let pg = Postgres::start();
     let url = pg.database();
-    let leader = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || PgChallenges::new(Arc::new(Db::connect(&url).unwrap()))
-    })
-    .await
-    .unwrap();
+    let leader = PgChallenges::new(connect(&url).await);
     let mut group = replicas(&url, 2);
     for r in &mut group {
         let up = tokio::time::timeout(Duration::from_secs(10), r.events.recv()).await;

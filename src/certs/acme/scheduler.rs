@@ -177,22 +177,24 @@ impl AcmeProvider {
             return Ok(configured.clone());
         };
         let target = dns01::target(host, zone);
-        let cname = checker
+        let missing = match checker
             .cname_to(&dns01::challenge_name(host), &target)
-            .await;
-        if cname.is_ok() {
-            tracing::info!(%domain, host, %target, "DNS-01 challenge CNAME in place");
-            return Ok(vec![ChallengeKind::Dns01]);
-        }
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(%domain, host, %target, "DNS-01 challenge CNAME in place");
+                return Ok(vec![ChallengeKind::Dns01]);
+            }
+            Err(why) => why,
+        };
         let rest: Vec<ChallengeKind> = configured
             .iter()
             .copied()
             .filter(|c| *c != ChallengeKind::Dns01)
             .collect();
         if rest.is_empty() {
-            let why = cname.unwrap_err();
-            tracing::warn!(%domain, host, %why, "DNS-01 challenge CNAME missing; no order placed");
-            return Err(why);
+            tracing::warn!(%domain, host, why = %missing, "DNS-01 challenge CNAME missing; no order placed");
+            return Err(missing);
         }
         self.preflight(host, domain).await?;
         Ok(rest)
