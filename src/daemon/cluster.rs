@@ -10,6 +10,7 @@ use crate::certs::CertBoard;
 use crate::config::PostgresConfig;
 use crate::pgstore::cluster::{ClusterStatus, GateSync};
 use crate::pgstore::session::{self, Event, Role};
+use crate::pgstore::tls::Endpoint;
 use crate::pgstore::{Db, DbError};
 use crate::registry::{ClusterGate, Registry};
 
@@ -21,7 +22,7 @@ pub(super) const RECONCILE_EVERY: std::time::Duration = std::time::Duration::fro
 pub(super) struct Cluster {
     /// The pool the stores share.
     pub db: Arc<Db>,
-    url: String,
+    endpoint: Endpoint,
     /// Role and replicas, for the API and metrics.
     pub status: Arc<ClusterStatus>,
     role: watch::Sender<Role>,
@@ -33,7 +34,8 @@ pub(super) struct Cluster {
 /// no certificates to serve, so this fails the start with the reason; one that loses it later
 /// keeps serving from memory.
 pub(super) fn open(config: &PostgresConfig) -> anyhow::Result<Cluster> {
-    let db = Db::connect(&config.url.0).map_err(|e| match e {
+    let endpoint = Endpoint::new(&config.url.0, config.ca_file.as_deref())?;
+    let db = Db::connect(endpoint.clone()).map_err(|e| match e {
         DbError::Schema(why) => anyhow::anyhow!("store.postgres: {why}"),
         other => anyhow::anyhow!("store.postgres: cannot start without the database: {other}"),
     })?;
@@ -42,7 +44,7 @@ pub(super) fn open(config: &PostgresConfig) -> anyhow::Result<Cluster> {
     tracing::info!(replica = %config.replica_name, schema = crate::pgstore::known_version(), "cluster mode: PostgreSQL store open");
     Ok(Cluster {
         db: Arc::new(db),
-        url: config.url.0.clone(),
+        endpoint,
         status,
         role,
         gate: Arc::new(ClusterGate::new()),
@@ -77,7 +79,7 @@ impl Cluster {
         tasks.spawn(
             "cluster-session",
             session::run(
-                self.url.clone(),
+                self.endpoint.clone(),
                 self.role.clone(),
                 events_tx,
                 tasks.stop_signal(),
