@@ -93,7 +93,7 @@ fn reads(store: &dyn ReportStore) -> Vec<String> {
 #[test]
 fn the_postgres_report_store_answers_as_the_sqlite_store_does() {
     let pg = Postgres::start();
-    let db = Arc::new(Db::connect(&pg.database()).expect("connects and migrates"));
+    let db = Arc::new(Db::connect(pg.database()).expect("connects and migrates"));
     let postgres = PgReportStore::new(db.clone());
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::open(&dir.path().join("r.sqlite3")).unwrap();
@@ -203,7 +203,7 @@ fn a_newer_schema_is_refused_with_a_clear_error() {
 #[test]
 fn an_outage_is_temporary_and_the_store_comes_back_by_itself() {
     let pg = Postgres::start();
-    let store = PgReportStore::new(Arc::new(Db::connect(&pg.database()).unwrap()));
+    let store = PgReportStore::new(Arc::new(Db::connect(pg.database()).unwrap()));
     let day = date!(2026 - 11 - 18);
     let first = stored(
         "a.example",
