@@ -45,6 +45,7 @@ struct World {
     _dns: Dns,
     pebble: Pebble,
     tls_port: u16,
+    http_port: u16,
 }
 
 impl World {
@@ -53,10 +54,10 @@ impl World {
         let pg = Postgres::start();
         let url = pg.database();
         let dns = Dns::start().await;
-        let tls_port = free_port();
+        let (tls_port, http_port) = (free_port(), free_port());
         let mut pebble = Pebble::prepare(Targets {
             tls_port,
-            http_port: free_port(),
+            http_port,
             dns: dns.addr,
         });
         pebble.start().await;
@@ -66,6 +67,7 @@ impl World {
             _dns: dns,
             pebble,
             tls_port,
+            http_port,
         }
     }
 
@@ -308,6 +310,49 @@ async fn only_the_leader_orders_and_the_follower_answers_the_ca_and_serves_the_r
         "{}",
         world.pebble.log_text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http01_token_published_by_the_leader_is_answered_by_the_follower() {
+    let world = World::start().await;
+    let http01 = || {
+        let mut cfg = world.config(10);
+        cfg.challenges = vec![ChallengeKind::Http01];
+        cfg
+    };
+    let shared = |c: Arc<PgChallenges>| c as Arc<dyn ChallengeBoard>;
+    let leader = Replica::start(&world, http01(), true, shared).await;
+    let follower = Replica::start(&world, http01(), false, shared).await;
+    // Only the follower's HTTP-01 listener is where Pebble validates.
+    let listener = TcpListener::bind(("127.0.0.1", world.http_port))
+        .await
+        .unwrap();
+    tokio::spawn(mta_stsd::certs::acme::http01::run(
+        listener,
+        follower.acme.tokens.clone(),
+        follower.stop.subscribe(),
+    ));
+    follower.follow(&world.url);
+    leader.want(&["alpha.test"]);
+    follower.want(&["alpha.test"]);
+    let served = eventually(ISSUE_LIMIT, || async {
+        follower.serial("alpha.test").is_some()
+    })
+    .await;
+    assert!(
+        served,
+        "issued through the follower's token answer: {:?}\n{}",
+        leader.board.get(&host("alpha.test")),
+        world.pebble.log_text()
+    );
+    assert_eq!(follower.serial("alpha.test"), leader.serial("alpha.test"));
+    assert!(follower.acme.recent_orders().is_empty());
+    assert_eq!(world.pebble.orders_received(), 1);
+    let withdrawn = eventually(Duration::from_secs(5), || async {
+        follower.pending().await.is_empty() && follower.acme.tokens.is_empty()
+    })
+    .await;
+    assert!(withdrawn, "the token is withdrawn on both");
 }
 
 /// The shared challenges, stopping each publish until the test has said go (it uses the
