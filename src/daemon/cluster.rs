@@ -67,6 +67,16 @@ impl Cluster {
         rx
     }
 
+    /// The issuer's part: order only while leading, share challenges through the database.
+    pub fn issuer(&self) -> crate::certs::acme::cluster::Cluster {
+        crate::certs::acme::cluster::Cluster {
+            may_order: self.may_order(),
+            challenges: Arc::new(crate::pgstore::challenges::PgChallenges::new(
+                self.db.clone(),
+            )),
+        }
+    }
+
     /// Starts the session, the gate sync and the change feed's consumer.
     pub fn start(
         &self,
@@ -132,5 +142,15 @@ async fn feed(
         };
         let handler = on_event.clone();
         let _ = tokio::task::spawn_blocking(move || handler(&event)).await;
+    }
+}
+
+/// What a change in the database means for the issuer: re-read what changed, or everything
+/// after a (re)connection. Blocking: each reads the store.
+pub(super) fn apply(acme: &crate::certs::acme::AcmeProvider, event: &Event) {
+    match event {
+        Event::Connected => acme.reconcile(),
+        Event::Cert(host) => acme.cert_changed(host),
+        Event::Challenge(_) => acme.challenges_changed(),
     }
 }
