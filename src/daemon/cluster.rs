@@ -71,8 +71,9 @@ impl Cluster {
     pub fn issuer(&self) -> crate::certs::acme::cluster::Cluster {
         crate::certs::acme::cluster::Cluster {
             may_order: self.may_order(),
-            challenges: Arc::new(crate::pgstore::challenges::PgChallenges::new(
+            challenges: Arc::new(crate::pgstore::challenges::PgChallenges::for_replica(
                 self.db.clone(),
+                &self.status.replica,
             )),
         }
     }

@@ -37,12 +37,24 @@ fn kind_of(name: &str) -> Result<ChallengeKind, DbError> {
 #[derive(Debug, Clone)]
 pub struct PgChallenges {
     db: Arc<Db>,
+    /// This replica's name in `cluster_replicas`, for acknowledgements.
+    replica: Option<String>,
 }
 
 impl PgChallenges {
-    /// The challenges of the database `db` is connected to.
+    /// The challenges of the database `db` is connected to, without acknowledgements (the
+    /// issuer then waits a fixed moment after publishing).
     pub fn new(db: Arc<Db>) -> Self {
-        PgChallenges { db }
+        PgChallenges { db, replica: None }
+    }
+
+    /// The challenges as replica `name` (its `replica_name`) sees them: it records what it
+    /// answers, and as leader waits for every other live replica to answer.
+    pub fn for_replica(db: Arc<Db>, name: &str) -> Self {
+        PgChallenges {
+            db,
+            replica: Some(name.to_owned()),
+        }
     }
 }
 
@@ -126,5 +138,57 @@ impl ChallengeBoard for PgChallenges {
             })
             .collect::<Result<_, DbError>>()
             .map_err(io_error)
+    }
+
+    fn acknowledge(&self, answered: &[Shared]) -> io::Result<()> {
+        let Some(replica) = self.replica.clone() else {
+            return Ok(());
+        };
+        let hosts: Vec<String> = answered.iter().map(|c| c.host.clone()).collect();
+        let kinds: Vec<String> = answered.iter().map(|c| kind_name(c.kind).into()).collect();
+        let tokens: Vec<String> = answered.iter().map(|c| c.token.clone()).collect();
+        self.db
+            .run(move |pool| async move {
+                let client = pool.get().await?;
+                // Only challenges still pending: one withdrawn meanwhile has no row to refer to.
+                client
+                    .execute(
+                        "INSERT INTO acme_challenge_acks (host, kind, token, replica)
+                         SELECT c.host, c.kind, c.token, $4 FROM acme_challenges c
+                         JOIN unnest($1::text[], $2::text[], $3::text[]) AS a(host, kind, token)
+                           USING (host, kind, token)
+                         ON CONFLICT DO NOTHING",
+                        &[&hosts, &kinds, &tokens, &replica],
+                    )
+                    .await?;
+                Ok(())
+            })
+            .map_err(io_error)
+    }
+
+    fn unanswered(&self, c: &Shared) -> io::Result<Option<u64>> {
+        let Some(replica) = self.replica.clone() else {
+            return Ok(None);
+        };
+        let c = c.clone();
+        let live = super::cluster::LIVE_FOR.as_secs_f64();
+        let count = self
+            .db
+            .run(move |pool| async move {
+                let client = pool.get().await?;
+                let row = client
+                    .query_one(
+                        "SELECT count(*) FROM cluster_replicas r
+                         WHERE r.name <> $4 AND r.last_seen > now() - make_interval(secs => $5)
+                           AND NOT EXISTS (SELECT 1 FROM acme_challenge_acks a
+                             WHERE a.host = $1 AND a.kind = $2 AND a.token = $3
+                               AND a.replica = r.name)",
+                        &[&c.host, &kind_name(c.kind), &c.token, &replica, &live],
+                    )
+                    .await?;
+                Ok(row.get::<_, i64>(0))
+            })
+            .map_err(io_error)?;
+        Ok(Some(u64::try_from(count).unwrap_or(0)))
     }
 }

@@ -130,6 +130,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (host, replica)
     );
     CREATE INDEX cluster_served_replica ON cluster_served (replica);",
+    // 5: which replicas answer each shared challenge, so the leader asks the CA to validate
+    // only once every live replica can answer it.
+    "CREATE TABLE acme_challenge_acks (
+        host TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        token TEXT NOT NULL,
+        replica TEXT NOT NULL,
+        PRIMARY KEY (host, kind, token, replica),
+        FOREIGN KEY (host, kind, token) REFERENCES acme_challenges ON DELETE CASCADE
+    );",
 ];
 
 /// Why a store call failed.

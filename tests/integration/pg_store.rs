@@ -566,3 +566,51 @@ fn tls_to_the_server_is_verified_against_ca_file() {
         "{bad}"
     );
 }
+
+/// The leader learns when every other live replica answers a challenge: a replica that
+/// acknowledged it is not waited for, one that stopped heartbeating is not either, and the
+/// acknowledgements go with the withdrawal.
+#[test]
+fn a_challenge_counts_the_live_replicas_not_answering_it() {
+    use mta_stsd::certs::acme::cluster::ChallengeBoard;
+    use mta_stsd::config::ChallengeKind;
+    use mta_stsd::pgstore::challenges::{PgChallenges, Shared};
+    let pg = Postgres::start();
+    let url = pg.database();
+    let db = Arc::new(Db::connect(url.clone()).unwrap());
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    let (a, b) = (
+        PgChallenges::for_replica(db.clone(), "a"),
+        PgChallenges::for_replica(db.clone(), "b"),
+    );
+    pg.sql(
+        &name,
+        "INSERT INTO cluster_replicas (name, last_seen, started) VALUES
+         ('a', now(), now()), ('b', now(), now()), ('c', now() - interval '1 hour', now())",
+    );
+    let c = Shared {
+        host: "mta-sts.a.example".into(),
+        kind: ChallengeKind::Http01,
+        token: "tok".into(),
+        key_authorization: "tok.thumb".into(),
+    };
+    let now = mta_stsd::util::unix_now();
+    a.publish(&c, now + 60).unwrap();
+    assert_eq!(a.unanswered(&c).unwrap(), Some(1), "b has not answered");
+    b.acknowledge(std::slice::from_ref(&c)).unwrap();
+    assert_eq!(
+        a.unanswered(&c).unwrap(),
+        Some(0),
+        "b answers; c is not alive"
+    );
+    a.withdraw(&c).unwrap();
+    let acks = pg.sql(&name, "SELECT count(*) FROM acme_challenge_acks");
+    assert_eq!(acks, "0");
+    // Acknowledging a challenge withdrawn meanwhile is no error and records nothing.
+    b.acknowledge(std::slice::from_ref(&c)).unwrap();
+    assert_eq!(
+        pg.sql(&name, "SELECT count(*) FROM acme_challenge_acks"),
+        "0"
+    );
+    assert_eq!(PgChallenges::new(db).unanswered(&c).unwrap(), None);
+}

@@ -33,10 +33,15 @@ use super::{AcmeProvider, dns01, issue};
 use crate::config::ChallengeKind;
 use crate::util::hash::FastMap;
 
-/// Pause between publishing a challenge through the board and telling the CA to validate:
-/// the board returns once the answer is committed, but the other replicas learn of it by a
-/// notification and a read of their own, which takes a moment.
+/// Pause between publishing a challenge through the board and telling the CA to validate,
+/// when the board cannot say who answers it: the board returns once the answer is committed,
+/// but the other replicas learn of it by a notification and a read of their own.
 pub const SHARE_SETTLE: Duration = Duration::from_millis(500);
+/// Longest wait for every live replica to answer a shared challenge; past it the CA is asked
+/// anyway (a replica that cannot answer fails only the validations that reach it).
+pub const SHARE_WAIT: Duration = Duration::from_secs(5);
+/// How often the leader asks whether every replica answers.
+const SHARE_POLL: Duration = Duration::from_millis(50);
 
 /// Longest wait for the withdrawals when the scheduler stops.
 const WITHDRAW_ON_STOP: Duration = Duration::from_secs(3);
@@ -69,6 +74,15 @@ pub trait ChallengeBoard: Send + Sync {
     fn withdraw(&self, c: &Shared) -> io::Result<()>;
     /// Every challenge not expired at `now` (Unix seconds).
     fn pending(&self, now: i64) -> io::Result<Vec<Shared>>;
+    /// Records that this replica answers `answered` (each still pending).
+    fn acknowledge(&self, _answered: &[Shared]) -> io::Result<()> {
+        Ok(())
+    }
+    /// How many other live replicas do not answer `c` yet; `None` when the board cannot tell
+    /// (then the issuer waits [`SHARE_SETTLE`] instead).
+    fn unanswered(&self, _c: &Shared) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// What the issuer needs to take part in a cluster.
@@ -103,7 +117,8 @@ pub(super) struct Joined {
 }
 
 impl Joined {
-    /// Publishes `c` through the board (on a blocking thread) and waits [`SHARE_SETTLE`].
+    /// Publishes `c` through the board (on a blocking thread) and waits until every live
+    /// replica answers it (at most [`SHARE_WAIT`]).
     pub(super) async fn share(&self, c: Shared) -> io::Result<()> {
         lock(&self.published)
             .entry(c.host.clone())
@@ -112,14 +127,39 @@ impl Joined {
         let guard = self.calls.clone().lock_owned().await;
         let board = self.board.clone();
         let expires = crate::util::unix_now() + self.ttl;
+        let published = c.clone();
         tokio::task::spawn_blocking(move || {
             let _serialized = guard;
-            board.publish(&c, expires)
+            board.publish(&published, expires)
         })
         .await
         .map_err(io::Error::other)??;
-        tokio::time::sleep(SHARE_SETTLE).await;
+        self.wait_answered(c).await;
         Ok(())
+    }
+
+    /// Waits until no other live replica lacks the answer to `c`, at most [`SHARE_WAIT`].
+    async fn wait_answered(&self, c: Shared) {
+        let deadline = tokio::time::Instant::now() + SHARE_WAIT;
+        let c = Arc::new(c);
+        loop {
+            let (board, asked) = (self.board.clone(), c.clone());
+            let left = tokio::task::spawn_blocking(move || board.unanswered(&asked)).await;
+            match left {
+                Ok(Ok(None)) => return tokio::time::sleep(SHARE_SETTLE).await,
+                Ok(Ok(Some(0))) => return,
+                Ok(Ok(Some(n))) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(host = %c.host, challenge = ?c.kind, replicas = n, "replicas not answering the challenge yet; asking the CA anyway");
+                    return;
+                }
+                Ok(Err(e)) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(host = %c.host, error = %e, "cannot tell which replicas answer the challenge; asking the CA anyway");
+                    return;
+                }
+                Err(_) => return,
+                _ => tokio::time::sleep(SHARE_POLL).await,
+            }
+        }
     }
 
     /// Withdraws every challenge this replica published for `host`. A failure is logged: the
@@ -321,6 +361,13 @@ impl AcmeProvider {
                     tracing::warn!(host = %c.host, challenge = ?c.kind, error = %e, "cannot answer a shared challenge");
                 }
             }
+        }
+        let answered: Vec<Shared> = installed.keys().cloned().collect();
+        drop(installed);
+        if !answered.is_empty()
+            && let Err(e) = joined.board.acknowledge(&answered)
+        {
+            tracing::warn!(error = %e, "cannot record the challenges answered here; the leader waits for them");
         }
     }
 
