@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 
 use crate::common::cluster::{
-    Cluster, ClusterOptions, ISSUE_LIMIT, NAMES, REPORT_HOST, policy_host, serial,
+    Cluster, ClusterOptions, ISSUE_LIMIT, NAMES, REPORT_HOST, policy_host,
 };
 use crate::common::{Client, admin_get, eventually, report_json};
 
@@ -56,7 +56,11 @@ async fn ten_tenants_make_ten_orders_and_every_replica_serves_every_certificate(
         .await
         .unwrap_or_else(|e| panic!("not served everywhere: {e}{}", c.logs()));
     let distinct: BTreeSet<&String> = serials.iter().collect();
-    assert_eq!(distinct.len(), 10, "one certificate per tenant: {serials:?}");
+    assert_eq!(
+        distinct.len(),
+        10,
+        "one certificate per tenant: {serials:?}"
+    );
     for i in c.alive() {
         for d in &tenants {
             let (_, got) = c.fetch_policy(i, d).await.unwrap();
@@ -69,16 +73,15 @@ async fn ten_tenants_make_ten_orders_and_every_replica_serves_every_certificate(
         for (d, s) in tenants.iter().zip(&serials) {
             let t = c.tenant(i, d).await;
             assert_eq!(t["certificate"]["state"], "valid", "{} {d}: {t}", NAMES[i]);
-            assert_eq!(t["certificate"]["cert"]["serial"].as_str(), Some(s.as_str()));
+            assert_eq!(
+                t["certificate"]["cert"]["serial"].as_str(),
+                Some(s.as_str())
+            );
         }
     }
     let orders = c.orders();
     let issued = c.issued();
-    let placed: Vec<usize> = c
-        .replicas
-        .iter()
-        .map(|r| r.orders_placed().len())
-        .collect();
+    let placed: Vec<usize> = c.replicas.iter().map(|r| r.orders_placed().len()).collect();
     println!(
         "cluster figures: 10 tenants on 3 replicas -> {orders} orders at Pebble, {issued} \
          certificates issued; orders placed per replica (a, b, c): {placed:?}"
@@ -110,7 +113,11 @@ async fn check_cluster_status(c: &Cluster, leader: usize) {
         for r in ["leader", "follower", "disconnected"] {
             let v = u8::from(r == role);
             let series = format!("mta_stsd_cluster_role{{role=\"{r}\"}} {v}");
-            assert!(metrics.contains(&series), "{} lacks {series}:\n{metrics}", NAMES[i]);
+            assert!(
+                metrics.contains(&series),
+                "{} lacks {series}:\n{metrics}",
+                NAMES[i]
+            );
         }
     }
 }
@@ -209,13 +216,18 @@ async fn killing_the_leader_hands_over_and_the_new_leader_renews_once() {
     assert_eq!(c.replica(new_leader).orders_placed(), [host.clone()]);
     let third = c.others(new_leader);
     assert!(
-        third.iter().all(|i| c.replica(*i).orders_placed().is_empty()),
+        third
+            .iter()
+            .all(|i| c.replica(*i).orders_placed().is_empty()),
         "only the leaders ordered"
     );
 }
 
 fn yesterday() -> time::Date {
-    time::OffsetDateTime::now_utc().date().previous_day().unwrap()
+    time::OffsetDateTime::now_utc()
+        .date()
+        .previous_day()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -303,7 +315,9 @@ async fn postgres_down_for_ten_seconds_keeps_policies_served_and_loses_no_report
     let paused = Instant::now();
     down.store(true, Ordering::SeqCst);
     let pg = c.pg.clone();
-    tokio::task::spawn_blocking(move || pg.pause()).await.unwrap();
+    tokio::task::spawn_blocking(move || pg.pause())
+        .await
+        .unwrap();
     let disconnected = eventually(ROLE_LIMIT, || async {
         c.roles().await.iter().all(|(_, r)| r == "disconnected")
     })
@@ -322,10 +336,22 @@ async fn postgres_down_for_ten_seconds_keeps_policies_served_and_loses_no_report
     let recovered = Instant::now();
     // Intake recovers on every replica (the sender keeps going meanwhile).
     for (i, client) in clients.iter().enumerate() {
-        let json = report_json("Probe", &format!("probe-{i}"), "one.test", yesterday(), 1, &[]);
+        let json = report_json(
+            "Probe",
+            &format!("probe-{i}"),
+            "one.test",
+            yesterday(),
+            1,
+            &[],
+        );
         let ok = eventually(ROLE_LIMIT, || async {
             client
-                .post_report(REPORT_HOST, "one.test", "application/tlsrpt+json", json.clone())
+                .post_report(
+                    REPORT_HOST,
+                    "one.test",
+                    "application/tlsrpt+json",
+                    json.clone(),
+                )
                 .await
                 .is_ok_and(|r| r.status == StatusCode::OK)
         })
@@ -367,8 +393,15 @@ async fn postgres_down_for_ten_seconds_keeps_policies_served_and_loses_no_report
         "failed policy fetches: {:?}",
         fetches.failures
     );
-    assert!(fetches.ok_while_down > 0, "fetched while PostgreSQL was down");
-    assert!(posts.errors.is_empty(), "report posts failed: {:?}", posts.errors);
+    assert!(
+        fetches.ok_while_down > 0,
+        "fetched while PostgreSQL was down"
+    );
+    assert!(
+        posts.errors.is_empty(),
+        "report posts failed: {:?}",
+        posts.errors
+    );
     let odd: Vec<_> = posts
         .answers
         .iter()
@@ -483,7 +516,8 @@ async fn an_edit_applied_on_two_replicas_of_three_is_not_ready_until_the_third()
     );
 
     // The edit reaches a and b; c has not applied it yet.
-    let edited = "domain: gate.test\nmode: testing\nmx: [mx.gate.test, mx2.gate.test]\nmax_age: 86400\n";
+    let edited =
+        "domain: gate.test\nmode: testing\nmx: [mx.gate.test, mx2.gate.test]\nmax_age: 86400\n";
     for i in [0, 1] {
         c.replica(i).cfg.tenant("gate.test.yaml", edited);
         c.reload(i).await;
@@ -520,5 +554,9 @@ async fn an_edit_applied_on_two_replicas_of_three_is_not_ready_until_the_third()
         }
         v
     };
-    assert!(ready, "ready once all three serve it: {states:?}{}", c.logs());
+    assert!(
+        ready,
+        "ready once all three serve it: {states:?}{}",
+        c.logs()
+    );
 }

@@ -260,10 +260,7 @@ impl Cluster {
         for r in &self.replicas {
             out.push_str(&format!("\n===== replica {} =====\n{}", r.name, r.log()));
         }
-        out.push_str(&format!(
-            "\n===== pebble =====\n{}",
-            self.pebble.log_text()
-        ));
+        out.push_str(&format!("\n===== pebble =====\n{}", self.pebble.log_text()));
         out
     }
 
@@ -313,8 +310,7 @@ impl Cluster {
                 "two leaders at once: {roles:?}{}",
                 self.logs()
             );
-            if leaders.len() == 1 && roles.iter().all(|(_, r)| r == "leader" || r == "follower")
-            {
+            if leaders.len() == 1 && roles.iter().all(|(_, r)| r == "leader" || r == "follower") {
                 return leaders[0];
             }
             assert!(
@@ -361,7 +357,13 @@ impl Cluster {
     /// `POST /reload` on replica `index`; it must succeed.
     pub async fn reload(&self, index: usize) {
         let got = admin_request(self.replicas[index].admin, Method::POST, "/reload", &[]).await;
-        assert_eq!(got.status, StatusCode::OK, "reload on {}: {}", index, got.body);
+        assert_eq!(
+            got.status,
+            StatusCode::OK,
+            "reload on {}: {}",
+            index,
+            got.body
+        );
     }
 
     /// `GET /api/v1/tenants/<domain>` of replica `index`.
@@ -419,7 +421,10 @@ impl Cluster {
         drop(tls);
         let got = client.get_policy(&host).await?;
         if got.status != StatusCode::OK {
-            return Err(format!("policy for {host} at {}: {}", client.addr, got.status));
+            return Err(format!(
+                "policy for {host} at {}: {}",
+                client.addr, got.status
+            ));
         }
         Ok((leaf, got))
     }
