@@ -148,7 +148,7 @@ async fn a_follower_answers_the_challenge_of_the_leaders_order() {
         c.orders()
     );
     assert_eq!(c.orders(), 1);
-    assert_eq!(c.replica(leader).orders_placed(), [host.clone()]);
+    assert_eq!(c.replica(leader).orders_placed(), vec![host.clone()]);
     assert!(c.replica(follower).orders_placed().is_empty());
     let pebble = c.pebble.log_text();
     assert!(
@@ -212,8 +212,8 @@ async fn killing_the_leader_hands_over_and_the_new_leader_renews_once() {
     );
     assert_eq!(orders, 2, "no duplicate order{}", c.logs());
     assert_eq!(c.issued(), 2);
-    assert_eq!(c.replica(leader).orders_placed(), [host.clone()]);
-    assert_eq!(c.replica(new_leader).orders_placed(), [host.clone()]);
+    assert_eq!(c.replica(leader).orders_placed(), vec![host.clone()]);
+    assert_eq!(c.replica(new_leader).orders_placed(), vec![host.clone()]);
     let third = c.others(new_leader);
     assert!(
         third

@@ -158,14 +158,25 @@ impl Cluster {
             replicas: Vec::new(),
             root,
         };
+        cluster.configure(&options);
+        cluster.launch();
+        // Only now do the first hosts point at a replica, the leader: a test that needs the
+        // challenge answered elsewhere says so, the others do not depend on it.
+        let leader = cluster.leader(Duration::from_secs(30)).await;
+        cluster.point_first_hosts(&options, Some(leader));
+        cluster
+    }
+
+    /// Writes each replica's configuration directory.
+    fn configure(&mut self, options: &ClusterOptions) {
         for (i, name) in NAMES.iter().enumerate() {
             let ip = Ipv4Addr::new(127, 0, 0, u8::try_from(i + 1).unwrap());
             let admin = SocketAddr::new(IpAddr::V4(ip), free_port_on(ip));
-            let cfg = TestConfig::with_server(&cluster.server_yaml(name, ip, admin, &options));
+            let cfg = TestConfig::with_server(&self.server_yaml(name, ip, admin, options));
             for d in &options.tenants {
                 cfg.simple_tenant(d);
             }
-            cluster.replicas.push(Replica {
+            self.replicas.push(Replica {
                 name,
                 ip,
                 admin,
@@ -175,41 +186,40 @@ impl Cluster {
             });
         }
         // Until the leader is known, the first hosts point nowhere (preflight fails, rechecks).
-        let nowhere = Answer::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
-        for d in &options.tenants {
-            cluster.dns.set(&policy_host(d), nowhere.clone());
-        }
+        self.point_first_hosts(options, None);
+    }
+
+    /// Points the tenants and report host of `options` at replica `at` (nowhere with `None`).
+    fn point_first_hosts(&self, options: &ClusterOptions, at: Option<usize>) {
+        let ip = at.map_or(Ipv4Addr::new(192, 0, 2, 1), |i| self.replicas[i].ip);
+        let mut hosts: Vec<String> = options.tenants.iter().map(|d| policy_host(d)).collect();
         if options.report_host {
-            cluster.dns.set(REPORT_HOST, nowhere);
+            hosts.push(REPORT_HOST.to_owned());
         }
-        // Started together, as a rollout would: the election and the migrations race.
-        let starting: Vec<_> = cluster
+        for host in hosts {
+            self.dns.set(&host, Answer::Ip(IpAddr::V4(ip)));
+        }
+    }
+
+    /// Starts the three processes together, as a rollout would (the election and the
+    /// migrations race), and waits until each serves where it was told.
+    fn launch(&mut self) {
+        let starting: Vec<_> = self
             .replicas
             .iter()
             .map(|r| ServeProcess::spawn(None, r.cfg.path()))
             .collect();
-        for (replica, starting) in cluster.replicas.iter_mut().zip(starting) {
+        for (replica, starting) in self.replicas.iter_mut().zip(starting) {
             let process = starting.serving();
             assert_eq!(
                 process.addr,
-                SocketAddr::new(IpAddr::V4(replica.ip), port),
+                SocketAddr::new(IpAddr::V4(replica.ip), self.port),
                 "replica {} serves where it was told",
                 replica.name
             );
             replica.lines = process.log.clone();
             replica.process = Some(process);
         }
-        // Only now do the first hosts point at a replica, the leader: a test that needs the
-        // challenge answered elsewhere says so, the others do not depend on it.
-        let leader = cluster.leader(Duration::from_secs(30)).await;
-        for d in &options.tenants {
-            cluster.point(d, leader);
-        }
-        if options.report_host {
-            let ip = IpAddr::V4(cluster.replicas[leader].ip);
-            cluster.dns.set(REPORT_HOST, Answer::Ip(ip));
-        }
-        cluster
     }
 
     fn server_yaml(
