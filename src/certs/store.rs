@@ -76,6 +76,38 @@ pub trait CertStore: Send + Sync {
     fn load_status(&self, host: &str) -> io::Result<Option<StatusRecord>>;
     /// Records the status of `host`.
     fn save_status(&self, host: &str, status: &StatusRecord) -> io::Result<()>;
+
+    /// Every stored certificate's host and [`CertMeta::issued_at`]: what a replica compares
+    /// with the certificates it holds to read only the changed ones. This default reads every
+    /// certificate; a shared store answers from an index.
+    fn issued(&self) -> io::Result<Vec<(String, i64)>> {
+        let mut out = Vec::new();
+        for host in self.hosts()? {
+            if let Some(cert) = self.load_cert(&host)? {
+                out.push((host, cert.meta.issued_at));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every stored status, by host (read by a replica that becomes the issuer).
+    fn statuses(&self) -> io::Result<Vec<(String, StatusRecord)>> {
+        let mut out = Vec::new();
+        for host in self.hosts()? {
+            if let Some(status) = self.load_status(&host)? {
+                out.push((host, status));
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the orders placed since `since` (Unix seconds) were placed, as far as the store
+    /// can tell, so a new issuer in a cluster counts them against `orders_per_window`. A store
+    /// only one process uses keeps none (that process knows its own): the default is empty.
+    fn recent_orders(&self, since: i64) -> io::Result<Vec<i64>> {
+        let _ = since;
+        Ok(Vec::new())
+    }
 }
 
 /// [`CertStore`] on the local file system under the state directory.

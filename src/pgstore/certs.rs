@@ -13,7 +13,8 @@ use crate::certs::store::{CertMeta, CertStore, StatusRecord, StoredCert};
 /// The notification channel of saved certificates; the payload is the host.
 pub const CERT_CHANNEL: &str = "mta_stsd_cert";
 
-fn io_error(e: DbError) -> io::Error {
+/// A store error as the traits report it (an outage as `TimedOut`).
+pub(super) fn io_error(e: DbError) -> io::Error {
     let kind = match e {
         DbError::Unavailable(_) => io::ErrorKind::TimedOut,
         DbError::Schema(_) => io::ErrorKind::InvalidData,
@@ -153,5 +154,41 @@ impl CertStore for PgCertStore {
              ON CONFLICT (host) DO UPDATE SET record = $2, updated = $3",
             vec![Box::new(host.to_owned()), Box::new(record), Box::new(now())],
         )
+    }
+
+    /// One query instead of one per host: every replica compares these every minute.
+    fn issued(&self) -> io::Result<Vec<(String, i64)>> {
+        let rows = self.rows("SELECT host, issued_at FROM certificates", vec![])?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn statuses(&self) -> io::Result<Vec<(String, StatusRecord)>> {
+        let rows = self.rows("SELECT host, record FROM cert_status", vec![])?;
+        rows.iter()
+            .map(|r| {
+                let host: String = r.get(0);
+                let text: &str = r.get(1);
+                let record = serde_json::from_str(text).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("status of {host}: {e}"))
+                })?;
+                Ok((host, record))
+            })
+            .collect()
+    }
+
+    /// From what is stored, without an order log: each certificate issued since `since`
+    /// (one successful order), and each host whose last status since then is a backoff
+    /// (a failed order counts against the CA's limits too). A host that failed and then
+    /// succeeded within the window counts once, and a backoff without an order (the account
+    /// could not be made) counts as one: close enough to keep a new issuer under the limit.
+    fn recent_orders(&self, since: i64) -> io::Result<Vec<i64>> {
+        let rows = self.rows(
+            "SELECT issued_at FROM certificates WHERE issued_at >= $1
+             UNION ALL
+             SELECT updated FROM cert_status
+             WHERE updated >= $1 AND (record::jsonb ->> 'state') = 'backoff'",
+            vec![Box::new(since)],
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }

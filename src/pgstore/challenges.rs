@@ -1,29 +1,20 @@
 //! The ACME challenges in flight, shared by every replica: the leader publishes one before
 //! telling the CA to validate, and every replica answers it (the CA may connect to any of
 //! them behind the load balancer). Each change is announced on [`CHALLENGE_CHANNEL`]; a
-//! replica reads [`PgChallenges::pending`] at start, on each announcement and after a
-//! reconnect.
+//! replica reads [`ChallengeBoard::pending`] at start, on each announcement and after a
+//! reconnect. The rows are the issuer's [`Shared`] challenges.
 
+use std::io;
 use std::sync::Arc;
 
+use super::certs::io_error;
 use super::{Db, DbError};
+use crate::certs::acme::cluster::ChallengeBoard;
+pub use crate::certs::acme::cluster::Shared;
 use crate::config::ChallengeKind;
 
 /// The notification channel of challenge changes; the payload is the host.
 pub const CHALLENGE_CHANNEL: &str = "mta_stsd_challenge";
-
-/// One challenge in flight.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pending {
-    /// The host being validated.
-    pub host: String,
-    /// The challenge type.
-    pub kind: ChallengeKind,
-    /// The challenge token (the HTTP-01 path; kept for the others to tell orders apart).
-    pub token: String,
-    /// The key authorization every answer is derived from.
-    pub key_authorization: String,
-}
 
 fn kind_name(kind: ChallengeKind) -> &'static str {
     match kind {
@@ -53,77 +44,87 @@ impl PgChallenges {
     pub fn new(db: Arc<Db>) -> Self {
         PgChallenges { db }
     }
+}
 
-    /// Publishes `c` until [`PgChallenges::withdraw`] or `expires` (Unix seconds), then
-    /// announces it; returns after the commit, so every replica can answer once it returns.
-    pub fn publish(&self, c: &Pending, expires: i64) -> Result<(), DbError> {
+impl ChallengeBoard for PgChallenges {
+    /// Publishes `c` until [`ChallengeBoard::withdraw`] or `expires` (Unix seconds), then
+    /// announces it; returns after the commit, so every replica can read it once it returns.
+    fn publish(&self, c: &Shared, expires: i64) -> io::Result<()> {
         let c = c.clone();
-        self.db.run(move |pool| async move {
-            let mut client = pool.get().await?;
-            let tx = client.transaction().await?;
-            tx.execute(
-                "INSERT INTO acme_challenges (host, kind, token, key_authorization, expires)
+        self.db
+            .run(move |pool| async move {
+                let mut client = pool.get().await?;
+                let tx = client.transaction().await?;
+                tx.execute(
+                    "INSERT INTO acme_challenges (host, kind, token, key_authorization, expires)
                  VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (host, kind, token) DO UPDATE SET key_authorization = $4,
                     expires = $5",
-                &[
-                    &c.host,
-                    &kind_name(c.kind),
-                    &c.token,
-                    &c.key_authorization,
-                    &expires,
-                ],
-            )
-            .await?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHALLENGE_CHANNEL, &c.host])
+                    &[
+                        &c.host,
+                        &kind_name(c.kind),
+                        &c.token,
+                        &c.key_authorization,
+                        &expires,
+                    ],
+                )
                 .await?;
-            tx.commit().await?;
-            Ok(())
-        })
+                tx.execute("SELECT pg_notify($1, $2)", &[&CHALLENGE_CHANNEL, &c.host])
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            })
+            .map_err(io_error)
     }
 
     /// Removes `c` (the order is done, whatever the outcome) and announces it.
-    pub fn withdraw(&self, c: &Pending) -> Result<(), DbError> {
+    fn withdraw(&self, c: &Shared) -> io::Result<()> {
         let c = c.clone();
-        self.db.run(move |pool| async move {
-            let mut client = pool.get().await?;
-            let tx = client.transaction().await?;
-            tx.execute(
-                "DELETE FROM acme_challenges WHERE host = $1 AND kind = $2 AND token = $3",
-                &[&c.host, &kind_name(c.kind), &c.token],
-            )
-            .await?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&CHALLENGE_CHANNEL, &c.host])
+        self.db
+            .run(move |pool| async move {
+                let mut client = pool.get().await?;
+                let tx = client.transaction().await?;
+                tx.execute(
+                    "DELETE FROM acme_challenges WHERE host = $1 AND kind = $2 AND token = $3",
+                    &[&c.host, &kind_name(c.kind), &c.token],
+                )
                 .await?;
-            tx.commit().await?;
-            Ok(())
-        })
+                tx.execute("SELECT pg_notify($1, $2)", &[&CHALLENGE_CHANNEL, &c.host])
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            })
+            .map_err(io_error)
     }
 
     /// Every challenge not expired at `now`; expired rows are deleted on the way.
-    pub fn pending(&self, now: i64) -> Result<Vec<Pending>, DbError> {
-        let rows = self.db.run(move |pool| async move {
-            let client = pool.get().await?;
-            client
-                .execute("DELETE FROM acme_challenges WHERE expires <= $1", &[&now])
-                .await?;
-            Ok(client
-                .query(
-                    "SELECT host, kind, token, key_authorization FROM acme_challenges
+    fn pending(&self, now: i64) -> io::Result<Vec<Shared>> {
+        let rows = self
+            .db
+            .run(move |pool| async move {
+                let client = pool.get().await?;
+                client
+                    .execute("DELETE FROM acme_challenges WHERE expires <= $1", &[&now])
+                    .await?;
+                Ok(client
+                    .query(
+                        "SELECT host, kind, token, key_authorization FROM acme_challenges
                      ORDER BY host, kind, token",
-                    &[],
-                )
-                .await?)
-        })?;
+                        &[],
+                    )
+                    .await?)
+            })
+            .map_err(io_error)?;
         rows.iter()
             .map(|r| {
-                Ok(Pending {
+                Ok(Shared {
                     host: r.get(0),
                     kind: kind_of(r.get(1))?,
                     token: r.get(2),
                     key_authorization: r.get(3),
                 })
             })
-            .collect()
+            .collect::<Result<_, DbError>>()
+            .map_err(io_error)
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests: one test crate (one link step) with a module per area.
 
 mod acme;
+mod acme_cluster;
 mod admin;
 mod admin_api;
 mod certs_files;

@@ -470,8 +470,9 @@ async fn one_replica_leads_and_another_takes_over_when_it_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_challenge_reaches_every_replica_and_expires() {
+    use mta_stsd::certs::acme::cluster::ChallengeBoard;
     use mta_stsd::config::ChallengeKind;
-    use mta_stsd::pgstore::challenges::{Pending, PgChallenges};
+    use mta_stsd::pgstore::challenges::{PgChallenges, Shared};
     let pg = Postgres::start();
     let url = pg.database();
     let leader = PgChallenges::new(connect(&url).await);
@@ -480,14 +481,14 @@ async fn a_published_challenge_reaches_every_replica_and_expires() {
         let up = tokio::time::timeout(Duration::from_secs(10), r.events.recv()).await;
         assert_eq!(up.ok().flatten(), Some(Event::Connected));
     }
-    let challenge = Pending {
+    let challenge = Shared {
         host: "mta-sts.a.example".into(),
         kind: ChallengeKind::TlsAlpn01,
         token: "tok-1".into(),
         key_authorization: "tok-1.thumbprint".into(),
     };
     let now = 1_900_000_000;
-    type Step = Box<dyn FnOnce(&PgChallenges) -> Vec<Pending> + Send>;
+    type Step = Box<dyn FnOnce(&PgChallenges) -> Vec<Shared> + Send>;
     let run = |f: Step| {
         let store = leader.clone();
         tokio::task::spawn_blocking(move || f(&store))

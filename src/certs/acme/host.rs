@@ -37,6 +37,9 @@ pub(super) struct Host {
     pub cert: Option<Arc<CertEntry>>,
     /// Directory of the CA that issued `cert`.
     pub cert_directory: String,
+    /// When `cert` was stored (`CertMeta::issued_at`, Unix seconds): in a cluster, a stored
+    /// certificate issued later than this one replaces it.
+    pub issued_at: i64,
     /// When `cert` should be replaced, Unix seconds (fraction of the lifetime, or ARI).
     pub renew_due: i64,
     /// When the scheduler next looks at this host.
@@ -62,6 +65,7 @@ impl Host {
             wanted: false,
             cert: None,
             cert_directory: String::new(),
+            issued_at: 0,
             renew_due: 0,
             due: Instant::now(),
             failures: 0,
@@ -87,6 +91,22 @@ impl Host {
             && let Some(next) = record.next_attempt
         {
             h.due = h.due.max(now.instant_at(next));
+            h.last_error = record.last_error.clone();
+        }
+        h
+    }
+
+    /// The host as the previous issuer of a cluster left it (`record`, stored by it): a
+    /// backoff or a preflight re-check it had scheduled still holds, so a change of leader
+    /// does not send the CA (or the DNS) an attempt early.
+    pub fn take_over(&self, record: &StatusRecord, now: &Now) -> Host {
+        let mut h = self.clone();
+        if matches!(record.state, CertState::Backoff | CertState::DnsNotReady)
+            && let Some(next) = record.next_attempt
+            && next > now.unix
+        {
+            h.due = h.due.max(now.instant_at(next));
+            h.state = record.state;
             h.last_error = record.last_error.clone();
         }
         h
@@ -121,7 +141,12 @@ pub(super) enum Outcome {
         cert: Arc<CertEntry>,
         /// Its order, for logs.
         order_url: String,
+        /// When it was stored (`CertMeta::issued_at`).
+        issued_at: i64,
     },
+    /// This replica stopped being a cluster's issuer while the attempt ran, and dropped it:
+    /// the host is looked at again once it leads again.
+    Abandoned,
     /// The preflight found the host pointing elsewhere; no order was placed.
     DnsNotReady(PreflightError),
     /// Our own order limit is used up until then; no order was placed.
@@ -240,8 +265,20 @@ impl Rules<'_> {
         h.in_flight = false;
         let retried = std::mem::take(&mut h.account_retry);
         match outcome {
-            Outcome::Issued { cert, .. } => {
-                return self.adopt(&h, cert.clone(), self.directory.to_owned(), now);
+            Outcome::Issued {
+                cert, issued_at, ..
+            } => {
+                let mut h = self.adopt(&h, cert.clone(), self.directory.to_owned(), now);
+                h.issued_at = *issued_at;
+                return h;
+            }
+            Outcome::Abandoned => {
+                h.state = if h.cert.is_some() {
+                    CertState::Valid
+                } else {
+                    CertState::Pending
+                };
+                h.due = now.at;
             }
             Outcome::DnsNotReady(why) => {
                 h.state = CertState::DnsNotReady;
@@ -406,11 +443,13 @@ mod tests {
         let issued = Outcome::Issued {
             cert: c.clone(),
             order_url: "https://ca.test/order/1".into(),
+            issued_at: now.unix - 5,
         };
         let after = rules(&s, false).next(&h, &issued, &now);
         assert_eq!(after.state, CertState::Valid);
         assert!(Arc::ptr_eq(after.cert.as_ref().unwrap(), &c));
         assert_eq!(after.cert_directory, DIRECTORY);
+        assert_eq!(after.issued_at, now.unix - 5);
         assert_eq!(after.failures, 0);
         assert_eq!(after.last_error, None);
         assert!(!after.in_flight);
@@ -676,6 +715,50 @@ mod tests {
         let resumed = h.resume(&valid, &now);
         assert_eq!(resumed.due, h.due);
         assert_eq!(resumed.last_error, None);
+    }
+
+    #[test]
+    fn a_new_issuer_keeps_the_backoff_and_recheck_of_the_previous_one() {
+        let now = now();
+        let record = |state, next: i64| StatusRecord {
+            state,
+            last_error: Some("refused".into()),
+            next_attempt: Some(now.unix + next),
+            updated: now.unix - 10,
+        };
+        let h = Host::new("a.test".into());
+        let backoff = h.take_over(&record(CertState::Backoff, 120), &now);
+        assert_eq!(backoff.due, now.at + Duration::from_secs(120));
+        assert_eq!(backoff.state, CertState::Backoff);
+        assert_eq!(backoff.last_error.as_deref(), Some("refused"));
+        let dns = h.take_over(&record(CertState::DnsNotReady, 30), &now);
+        assert_eq!(dns.due, now.at + Duration::from_secs(30));
+        assert_eq!(dns.state, CertState::DnsNotReady);
+        // A wait already over, or a state that schedules nothing, changes nothing.
+        for r in [
+            record(CertState::Backoff, -5),
+            record(CertState::Renewing, 60),
+        ] {
+            let same = h.take_over(&r, &now);
+            assert_eq!((same.due, same.state), (h.due, h.state));
+        }
+    }
+
+    #[test]
+    fn an_abandoned_attempt_leaves_the_host_as_it_was_and_due() {
+        let s = schedule();
+        let now = now();
+        let mut h = valid(&now);
+        h.state = CertState::Renewing;
+        let after = rules(&s, true).next(&h, &Outcome::Abandoned, &now);
+        assert_eq!(after.state, CertState::Valid);
+        assert_eq!(after.failures, 0);
+        assert_eq!(after.due, now.at);
+        assert!(!after.in_flight);
+        assert!(after.cert.is_some());
+        assert_eq!(Outcome::Abandoned.order_result(), None);
+        let fresh = rules(&s, true).next(&pending(), &Outcome::Abandoned, &now);
+        assert_eq!(fresh.state, CertState::Pending);
     }
 
     #[test]

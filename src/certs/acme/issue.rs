@@ -14,6 +14,7 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
 use super::client::AccountError;
+use super::cluster::{Joined, Shared};
 use super::dns01::{self, Answers};
 use super::http01::Tokens;
 use crate::certs::{CertError, CertResolver};
@@ -42,6 +43,8 @@ pub struct Responders<'a> {
     pub dns01: &'a Answers,
     /// `dns.zone`, when DNS-01 is configured.
     pub dns01_zone: Option<&'a str>,
+    /// In a cluster: where every answer is also shared, so any replica can answer the CA.
+    pub(super) cluster: Option<&'a Joined>,
 }
 
 /// Removes a published challenge answer when the order is done, whatever the outcome.
@@ -137,6 +140,19 @@ async fn answer_challenges<'r>(
             .challenge(acme_type(kind))
             .ok_or(IssueError::ChallengeGone)?;
         answers.push(publish_answer(&challenge, kind, host, responders)?);
+        if let Some(cluster) = responders.cluster {
+            let shared = Shared {
+                host: host.to_owned(),
+                kind,
+                token: challenge.token.clone(),
+                key_authorization: challenge.key_authorization().as_str().to_owned(),
+            };
+            // The CA may ask any replica: it is told to validate only once all can answer.
+            cluster.share(shared).await.map_err(|e| IssueError::Share {
+                host: host.to_owned(),
+                error: e.to_string(),
+            })?;
+        }
         tracing::debug!(host, challenge = ?kind, "challenge answer published");
         challenge.set_ready().await?;
     }
@@ -215,7 +231,10 @@ async fn failed_challenge_detail(order: &mut instant_acme::Order) -> Option<Issu
 /// critical acmeIdentifier extension holding the SHA-256 of the key authorization. Served
 /// through the resolver as a `CertifiedKey` built without rustls's key-consistency check,
 /// which parses the certificate with webpki and rejects the critical extension.
-fn challenge_certificate(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, IssueError> {
+pub(super) fn challenge_certificate(
+    host: &str,
+    digest: &[u8],
+) -> Result<Arc<CertifiedKey>, IssueError> {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(IssueError::Key)?;
     let mut params = CertificateParams::new(vec![host.to_owned()]).map_err(IssueError::Key)?;
     params.distinguished_name = DistinguishedName::new();
@@ -261,6 +280,15 @@ pub enum IssueError {
     /// DNS-01 was chosen without a built-in zone to answer it (the configuration forbids it).
     #[error("dns-01 needs the built-in DNS zone (dns:)")]
     NoZone,
+    /// In a cluster, the challenge answer could not be shared with the other replicas; the
+    /// CA was not asked to validate.
+    #[error("cannot share the challenge answer for {host} with the other replicas: {error}")]
+    Share {
+        /// The host ordered.
+        host: String,
+        /// The store's error.
+        error: String,
+    },
     /// The chosen challenge vanished from the authorization.
     #[error("challenge disappeared")]
     ChallengeGone,

@@ -20,6 +20,7 @@
 //!   backoff (exponential with jitter, or until the CA's Retry-After).
 
 pub mod client;
+pub mod cluster;
 pub mod dns01;
 mod host;
 pub mod http01;
@@ -91,6 +92,8 @@ pub struct AcmeProvider {
     orders: Mutex<VecDeque<(String, Instant)>>,
     /// Where finished orders are counted (`mta_stsd_acme_orders_total{result}`).
     metrics: Arc<Metrics>,
+    /// Set when the provider is one replica of a cluster ([`AcmeProvider::join_cluster`]).
+    cluster: cluster::ClusterSlot,
 }
 
 impl AcmeProvider {
@@ -147,6 +150,7 @@ impl AcmeProvider {
             wake: Notify::new(),
             orders: Mutex::default(),
             metrics,
+            cluster: cluster::ClusterSlot::new(),
             cfg,
         };
         provider.list_cache(inline_limit);
@@ -194,8 +198,9 @@ impl AcmeProvider {
     fn load_one(&self, host: &str) {
         let now = Now::current();
         let mut entry = Host::new(host.trim_start_matches("mta-sts.").to_owned());
-        if let Some((cert, directory)) = self.cached_cert(host, now.unix) {
+        if let Some((cert, directory, issued_at)) = self.cached_cert(host, now.unix) {
             entry = self.rules().adopt(&entry, cert, directory, &now);
+            entry.issued_at = issued_at;
         }
         if let Ok(Some(status)) = self.store.load_status(host) {
             entry = entry.resume(&status, &now);
@@ -230,8 +235,9 @@ impl AcmeProvider {
         );
     }
 
-    /// The stored certificate of `host` and the directory of its CA, while it is valid.
-    fn cached_cert(&self, host: &str, now: i64) -> Option<(Arc<CertEntry>, String)> {
+    /// The stored certificate of `host`, the directory of its CA and when it was issued
+    /// (the store's time), while it is valid.
+    fn cached_cert(&self, host: &str, now: i64) -> Option<(Arc<CertEntry>, String, i64)> {
         let stored = match self.store.load_cert(host) {
             Ok(Some(stored)) => stored,
             Ok(None) => return None,
@@ -241,7 +247,9 @@ impl AcmeProvider {
             }
         };
         match CertEntry::from_pem(stored.chain_pem.as_bytes(), stored.key_pem.as_bytes()) {
-            Ok(cert) if cert.info.not_after > now => Some((Arc::new(cert), stored.meta.directory)),
+            Ok(cert) if cert.info.not_after > now => {
+                Some((Arc::new(cert), stored.meta.directory, stored.meta.issued_at))
+            }
             Ok(_) => {
                 tracing::info!(host, "cached certificate expired; ordering anew");
                 None

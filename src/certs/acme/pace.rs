@@ -47,6 +47,24 @@ impl OrderLimiter {
         }
     }
 
+    /// Counts orders placed elsewhere (`placed`: by the previous issuer of a cluster, as the
+    /// store knows them): the window holds whichever view has more orders in it, this
+    /// limiter's own or `placed`, so an order both know of is not counted twice and the limit
+    /// is never exceeded by forgetting one. How many the window holds now.
+    pub fn seed(&mut self, placed: &[Instant], now: Instant) -> usize {
+        self.prune(now);
+        let mut theirs: Vec<Instant> = placed
+            .iter()
+            .copied()
+            .filter(|&at| at <= now && now.duration_since(at) < self.window)
+            .collect();
+        if theirs.len() > self.placed.len() {
+            theirs.sort();
+            self.placed = theirs.into();
+        }
+        self.placed.len()
+    }
+
     /// Takes one order slot, or says when one frees up.
     pub fn try_take(&mut self, now: Instant) -> Result<(), Instant> {
         let at = self.available_at(now);
@@ -98,6 +116,24 @@ mod tests {
             l.available_at(t0 + Duration::from_secs(10)),
             t0 + Duration::from_secs(11)
         );
+    }
+
+    #[test]
+    fn seeding_keeps_the_fuller_view_of_the_window() {
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let window = Duration::from_secs(60);
+        let mut l = OrderLimiter::new(2, window);
+        assert!(l.try_take(t0).is_ok());
+        // Two orders the store knows of (one outside the window): one counts, and the own
+        // view (one order) is as full, so it stays.
+        let stored = [t0 - Duration::from_secs(90), t0 - Duration::from_secs(10)];
+        assert_eq!(l.seed(&stored, t0), 1);
+        assert!(l.try_take(t0).is_ok());
+        // A new issuer that knows nothing itself takes the store's view: the limit holds.
+        let mut fresh = OrderLimiter::new(2, window);
+        let stored = [t0 - Duration::from_secs(30), t0 - Duration::from_secs(10)];
+        assert_eq!(fresh.seed(&stored, t0), 2);
+        assert_eq!(fresh.try_take(t0), Err(t0 + Duration::from_secs(30)));
     }
 
     #[test]

@@ -45,18 +45,48 @@ impl AcmeProvider {
         // must not look like one without a certificate.
         self.read_stored(&stop).await;
         let mut attempts = JoinSet::new();
+        let mut lead = Leadership::new(self.joined().map(|j| j.may_order.clone()));
         loop {
-            let wake_at = self.start_due(&mut attempts);
+            if lead.changed_to_leader() && !self.start_leading().await {
+                lead.retry_later();
+            }
+            let wake_at = if lead.leading() {
+                self.start_due(&mut attempts)
+            } else {
+                lead.retry_at()
+            };
             tokio::select! {
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
                 _ = self.wake.notified() => {}
                 Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
                 _ = tokio::time::sleep_until(wake_at) => {}
+                () = lead.next_change() => {}
             }
         }
         attempts.abort_all();
         while attempts.join_next().await.is_some() {}
+        if let Some(joined) = self.joined() {
+            // The aborted attempts could not withdraw their shared challenges themselves.
+            joined.withdraw_all().await;
+        }
         tracing::info!("ACME scheduler stopped");
+    }
+
+    /// Reads what the previous issuer left before this replica orders (on a blocking thread:
+    /// the store blocks). Whether it could.
+    async fn start_leading(self: &Arc<Self>) -> bool {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.take_over()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the previous issuer's state; not ordering yet");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading the previous issuer's state failed");
+                false
+            }
+        }
     }
 
     /// The rules of [`Rules::next`] as configured, with what is known about ARI now.
@@ -115,11 +145,34 @@ impl AcmeProvider {
             host.in_flight = true;
             let this = self.clone();
             attempts.spawn(async move {
-                let outcome = this.attempt(&name).await;
+                let outcome = this.attempt_while_leading(&name).await;
                 this.finish(&name, outcome);
             });
         }
         wake_at
+    }
+
+    /// [`AcmeProvider::attempt`], dropped when this replica stops being a cluster's issuer.
+    ///
+    /// Dropped rather than let finish: the lock has passed to another replica, which reads
+    /// the store and may order the same host at once; two issuers' orders for one host would
+    /// race (and each replica holds one TLS-ALPN-01 answer per host, so one validation would
+    /// fail). Dropping the future removes the local answers (their guards); the shared ones
+    /// are withdrawn below, after any publish still committing (see `Joined::share`).
+    async fn attempt_while_leading(&self, host: &str) -> Outcome {
+        let Some(joined) = self.joined() else {
+            return self.attempt(host).await;
+        };
+        let mut may_order = joined.may_order.clone();
+        let outcome = tokio::select! {
+            outcome = self.attempt(host) => outcome,
+            _ = may_order.wait_for(|leads| !*leads) => {
+                tracing::info!(host, "no longer the issuer; the attempt in flight is dropped");
+                Outcome::Abandoned
+            }
+        };
+        joined.withdraw_host(host).await;
+        outcome
     }
 
     /// One look at one host: ARI while its certificate is not due, otherwise preflight,
@@ -148,7 +201,11 @@ impl AcmeProvider {
             return Outcome::RateLimited(at);
         }
         match self.order(&account, host, &look, &challenges).await {
-            Ok((cert, order_url)) => Outcome::Issued { cert, order_url },
+            Ok((cert, order_url, issued_at)) => Outcome::Issued {
+                cert,
+                order_url,
+                issued_at,
+            },
             Err(error) => self.failed(error),
         }
     }
@@ -228,7 +285,7 @@ impl AcmeProvider {
         host: &str,
         look: &Look,
         challenges: &[ChallengeKind],
-    ) -> Result<(Arc<CertEntry>, String), IssueError> {
+    ) -> Result<(Arc<CertEntry>, String, i64), IssueError> {
         // The order counts from when it is sent (what the CA's own limits measure).
         let sent_at = Instant::now();
         let state = if look.renewal {
@@ -243,6 +300,7 @@ impl AcmeProvider {
             tokens: &self.tokens,
             dns01: &self.dns01,
             dns01_zone: self.cfg.dns01_zone.as_deref(),
+            cluster: self.joined(),
         };
         let placed = |url: &str| self.log_order(host, &look.domain, url, look.renewal, sent_at);
         let order = issue::issue(account, host, challenges, timeout, responders, placed);
@@ -251,8 +309,8 @@ impl AcmeProvider {
             .map_err(|_| IssueError::Timeout)??;
         let cert = CertEntry::from_pem(issued.chain_pem.as_bytes(), issued.key_pem.as_bytes())
             .map_err(IssueError::BadCertificate)?;
-        let order_url = self.keep(host, &look.domain, issued);
-        Ok((Arc::new(cert), order_url))
+        let (order_url, issued_at) = self.keep(host, &look.domain, issued);
+        Ok((Arc::new(cert), order_url, issued_at))
     }
 
     /// Remembers a new order for [`AcmeProvider::recent_orders`].
@@ -265,22 +323,23 @@ impl AcmeProvider {
         tracing::info!(%domain, host, order = url, renewal, "ACME order placed");
     }
 
-    /// Stores a new certificate; returns its order URL.
-    fn keep(&self, host: &str, domain: &str, issued: Issued) -> String {
+    /// Stores a new certificate; returns its order URL and the time stored with it.
+    fn keep(&self, host: &str, domain: &str, issued: Issued) -> (String, i64) {
+        let issued_at = crate::util::unix_now();
         let stored = StoredCert {
             chain_pem: issued.chain_pem,
             key_pem: issued.key_pem,
             meta: CertMeta {
                 directory: self.cfg.directory.clone(),
                 order_url: Some(issued.order_url.clone()),
-                issued_at: crate::util::unix_now(),
+                issued_at,
             },
         };
         if let Err(e) = self.store.save_cert(host, &stored) {
             // Serve it anyway: the next start orders again rather than serving nothing now.
             tracing::error!(%domain, host, error = %e, "cannot store the new certificate");
         }
-        issued.order_url
+        (issued.order_url, issued_at)
     }
 
     /// Asks the CA's renewal information (RFC 9773) when to renew; falls back to the lifetime
@@ -365,6 +424,10 @@ impl AcmeProvider {
                 return;
             }
             self.board.set(host, h.status());
+            if matches!(outcome, Outcome::Abandoned) {
+                // Not the issuer any more: the status in the store is the new leader's.
+                return;
+            }
             h.record()
         };
         if let Err(e) = self.store.save_status(host, &record) {
@@ -381,7 +444,9 @@ impl AcmeProvider {
             self.metrics.acme_order(result);
         }
         match outcome {
-            Outcome::Issued { cert, order_url } => {
+            Outcome::Issued {
+                cert, order_url, ..
+            } => {
                 tracing::info!(
                     domain = %h.domain, host, order = order_url,
                     serial = %cert.info.serial,
@@ -416,7 +481,10 @@ impl AcmeProvider {
             Outcome::AriWindow { .. } => {
                 tracing::info!(domain = %h.domain, host, renew_at = %crate::util::format_unix(h.renew_due), "ARI renewal window");
             }
-            Outcome::DnsNotReady(_) | Outcome::NotDue | Outcome::AriUnavailable => {}
+            Outcome::DnsNotReady(_)
+            | Outcome::NotDue
+            | Outcome::AriUnavailable
+            | Outcome::Abandoned => {}
         }
     }
 
@@ -429,5 +497,110 @@ impl AcmeProvider {
                 self.board.set(host, h.status());
             }
         }
+    }
+}
+
+/// Whether this replica may order, as the scheduler loop follows it. Alone (no cluster) it
+/// always may.
+struct Leadership {
+    may_order: Option<watch::Receiver<bool>>,
+    /// Acting as the issuer: told so, and the previous issuer's state is read.
+    leading: bool,
+    /// Told to lead but the store could not be read: try again then.
+    retry: Option<Instant>,
+}
+
+/// Wait before trying again to read the previous issuer's state.
+const TAKE_OVER_RETRY: Duration = Duration::from_secs(5);
+
+impl Leadership {
+    fn new(may_order: Option<watch::Receiver<bool>>) -> Self {
+        Leadership {
+            leading: may_order.is_none(),
+            may_order,
+            retry: None,
+        }
+    }
+
+    fn leading(&self) -> bool {
+        self.leading
+    }
+
+    /// Follows the latest value; true when this replica was just told to lead (or a retry
+    /// is due): the caller reads the previous issuer's state, then orders.
+    fn changed_to_leader(&mut self) -> bool {
+        let Some(rx) = &mut self.may_order else {
+            return false;
+        };
+        let told = *rx.borrow_and_update();
+        if !told {
+            self.leading = false;
+            self.retry = None;
+            return false;
+        }
+        if self.leading || self.retry.is_some_and(|at| at > Instant::now()) {
+            return false;
+        }
+        self.leading = true;
+        self.retry = None;
+        true
+    }
+
+    /// The previous issuer's state could not be read: not leading, again in a moment.
+    fn retry_later(&mut self) {
+        self.leading = false;
+        self.retry = Some(Instant::now() + TAKE_OVER_RETRY);
+    }
+
+    /// When to look again while not ordering.
+    fn retry_at(&self) -> Instant {
+        self.retry
+            .unwrap_or_else(|| Instant::now() + IDLE_WAKE)
+            .max(Instant::now() + Duration::from_millis(10))
+    }
+
+    /// Returns when `may_order` changes; never without a cluster, or once its sender is gone
+    /// (the daemon is stopping: the last value holds, as false).
+    async fn next_change(&mut self) {
+        match &mut self.may_order {
+            Some(rx) => {
+                if rx.changed().await.is_err() {
+                    self.may_order = Some(watch::channel(false).1);
+                    self.leading = false;
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn leadership_follows_may_order_and_reads_the_store_once_per_term() {
+        assert!(Leadership::new(None).leading(), "alone, it always orders");
+        let (tx, rx) = watch::channel(false);
+        let mut lead = Leadership::new(Some(rx));
+        assert!(!lead.changed_to_leader());
+        assert!(!lead.leading());
+        tx.send_replace(true);
+        assert!(
+            lead.changed_to_leader(),
+            "told to lead: read the store first"
+        );
+        assert!(lead.leading());
+        assert!(!lead.changed_to_leader(), "once per term");
+        tx.send_replace(false);
+        assert!(!lead.changed_to_leader());
+        assert!(!lead.leading());
+        tx.send_replace(true);
+        assert!(lead.changed_to_leader(), "a new term reads the store again");
+        lead.retry_later();
+        assert!(!lead.leading());
+        assert!(!lead.changed_to_leader(), "not before the retry is due");
+        assert!(lead.retry_at() > Instant::now() + Duration::from_secs(4));
     }
 }
