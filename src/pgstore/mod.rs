@@ -14,6 +14,7 @@
 
 pub mod certs;
 pub mod challenges;
+pub mod cluster;
 pub mod reports;
 pub mod session;
 
@@ -113,6 +114,21 @@ const MIGRATIONS: &[&str] = &[
         expires BIGINT NOT NULL,
         PRIMARY KEY (host, kind, token)
     );",
+    // 4: the cluster-wide ready gate: the replicas alive (heartbeat in database time, so
+    // replicas' clocks do not matter) and which policy id each serves per host.
+    "CREATE TABLE cluster_replicas (
+        name TEXT PRIMARY KEY,
+        last_seen TIMESTAMPTZ NOT NULL,
+        started TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE cluster_served (
+        replica TEXT NOT NULL,
+        host TEXT NOT NULL,
+        policy_id TEXT NOT NULL,
+        cert_ok BOOLEAN NOT NULL,
+        PRIMARY KEY (host, replica)
+    );
+    CREATE INDEX cluster_served_replica ON cluster_served (replica);",
 ];
 
 /// Why a store call failed.

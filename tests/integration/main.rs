@@ -7,6 +7,7 @@ mod admin_api;
 mod certs_files;
 mod cli;
 mod cluster;
+mod cluster_wiring;
 mod common;
 mod config;
 mod delegated_dns;
