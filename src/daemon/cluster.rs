@@ -10,6 +10,7 @@ use crate::certs::CertBoard;
 use crate::config::PostgresConfig;
 use crate::pgstore::cluster::{ClusterStatus, GateSync};
 use crate::pgstore::session::{self, Event, Role};
+use crate::pgstore::tls::Endpoint;
 use crate::pgstore::{Db, DbError};
 use crate::registry::{ClusterGate, Registry};
 
@@ -21,7 +22,7 @@ pub(super) const RECONCILE_EVERY: std::time::Duration = std::time::Duration::fro
 pub(super) struct Cluster {
     /// The pool the stores share.
     pub db: Arc<Db>,
-    url: String,
+    endpoint: Endpoint,
     /// Role and replicas, for the API and metrics.
     pub status: Arc<ClusterStatus>,
     role: watch::Sender<Role>,
@@ -33,7 +34,8 @@ pub(super) struct Cluster {
 /// no certificates to serve, so this fails the start with the reason; one that loses it later
 /// keeps serving from memory.
 pub(super) fn open(config: &PostgresConfig) -> anyhow::Result<Cluster> {
-    let db = Db::connect(&config.url.0).map_err(|e| match e {
+    let endpoint = Endpoint::new(&config.url.0, config.ca_file.as_deref())?;
+    let db = Db::connect(endpoint.clone()).map_err(|e| match e {
         DbError::Schema(why) => anyhow::anyhow!("store.postgres: {why}"),
         other => anyhow::anyhow!("store.postgres: cannot start without the database: {other}"),
     })?;
@@ -42,7 +44,7 @@ pub(super) fn open(config: &PostgresConfig) -> anyhow::Result<Cluster> {
     tracing::info!(replica = %config.replica_name, schema = crate::pgstore::known_version(), "cluster mode: PostgreSQL store open");
     Ok(Cluster {
         db: Arc::new(db),
-        url: config.url.0.clone(),
+        endpoint,
         status,
         role,
         gate: Arc::new(ClusterGate::new()),
@@ -65,6 +67,16 @@ impl Cluster {
         rx
     }
 
+    /// The issuer's part: order only while leading, share challenges through the database.
+    pub fn issuer(&self) -> crate::certs::acme::cluster::Cluster {
+        crate::certs::acme::cluster::Cluster {
+            may_order: self.may_order(),
+            challenges: Arc::new(crate::pgstore::challenges::PgChallenges::new(
+                self.db.clone(),
+            )),
+        }
+    }
+
     /// Starts the session, the gate sync and the change feed's consumer.
     pub fn start(
         &self,
@@ -77,7 +89,7 @@ impl Cluster {
         tasks.spawn(
             "cluster-session",
             session::run(
-                self.url.clone(),
+                self.endpoint.clone(),
                 self.role.clone(),
                 events_tx,
                 tasks.stop_signal(),
@@ -130,5 +142,15 @@ async fn feed(
         };
         let handler = on_event.clone();
         let _ = tokio::task::spawn_blocking(move || handler(&event)).await;
+    }
+}
+
+/// What a change in the database means for the issuer: re-read what changed, or everything
+/// after a (re)connection. Blocking: each reads the store.
+pub(super) fn apply(acme: &crate::certs::acme::AcmeProvider, event: &Event) {
+    match event {
+        Event::Connected => acme.reconcile(),
+        Event::Cert(host) => acme.cert_changed(host),
+        Event::Challenge(_) => acme.challenges_changed(),
     }
 }

@@ -344,8 +344,11 @@ impl Daemon {
             crate::tlsrpt::service::retention_task(self.tlsrpt.clone(), prunes),
         );
         if let Some(cluster) = &self.cluster {
-            cluster.start(tasks, &self.registry, &self.board, |event| {
-                tracing::debug!(?event, "cluster change");
+            let acme = self.acme.as_ref().map(|a| a.provider.clone());
+            cluster.start(tasks, &self.registry, &self.board, move |event| {
+                if let Some(acme) = &acme {
+                    cluster::apply(acme, event);
+                }
             });
         }
     }
@@ -607,6 +610,9 @@ fn make_provider(
             AcmeProvider::new((**acme).clone(), store, resolver, board, metrics)
                 .context("setting up the ACME issuer")?,
         );
+        if let Some(cluster) = cluster {
+            provider.join_cluster(cluster.issuer());
+        }
         let http_listener = match acme.http_listen {
             Some(addr) => {
                 let listener = std::net::TcpListener::bind(addr)

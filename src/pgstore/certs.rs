@@ -162,18 +162,23 @@ impl CertStore for PgCertStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// A row that does not parse is logged and skipped: the others still count.
     fn statuses(&self) -> io::Result<Vec<(String, StatusRecord)>> {
         let rows = self.rows("SELECT host, record FROM cert_status", vec![])?;
-        rows.iter()
-            .map(|r| {
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
                 let host: String = r.get(0);
                 let text: &str = r.get(1);
-                let record = serde_json::from_str(text).map_err(|e| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("status of {host}: {e}"))
-                })?;
-                Ok((host, record))
+                match serde_json::from_str(text) {
+                    Ok(record) => Some((host, record)),
+                    Err(e) => {
+                        tracing::warn!(host, error = %e, "stored certificate status unreadable; skipped");
+                        None
+                    }
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// From what is stored, without an order log: each certificate issued since `since`
@@ -181,12 +186,14 @@ impl CertStore for PgCertStore {
     /// (a failed order counts against the CA's limits too). A host that failed and then
     /// succeeded within the window counts once, and a backoff without an order (the account
     /// could not be made) counts as one: close enough to keep a new issuer under the limit.
+    /// The state is matched as text (`save_status` writes compact JSON), so one unreadable
+    /// row cannot fail the query and keep a new leader from ordering.
     fn recent_orders(&self, since: i64) -> io::Result<Vec<i64>> {
         let rows = self.rows(
             "SELECT issued_at FROM certificates WHERE issued_at >= $1
              UNION ALL
              SELECT updated FROM cert_status
-             WHERE updated >= $1 AND (record::jsonb ->> 'state') = 'backoff'",
+             WHERE updated >= $1 AND record LIKE '%\"state\":\"backoff\"%'",
             vec![Box::new(since)],
         )?;
         Ok(rows.iter().map(|r| r.get(0)).collect())

@@ -17,6 +17,7 @@ pub mod challenges;
 pub mod cluster;
 pub mod reports;
 pub mod session;
+pub mod tls;
 
 use std::future::Future;
 use std::str::FromStr;
@@ -220,11 +221,12 @@ impl Drop for Db {
 }
 
 impl Db {
-    /// Connects to `url` (`postgresql://…` or `host=… user=…`) and brings the schema up to
-    /// date. Fails when the server cannot be reached within [`QUERY_TIMEOUT`].
-    pub fn connect(url: &str) -> Result<Db, DbError> {
+    /// Connects to `endpoint` (a URL `postgresql://…` or `host=… user=…`, and its TLS roots)
+    /// and brings the schema up to date. Fails when the server cannot be reached within [`QUERY_TIMEOUT`].
+    pub fn connect(endpoint: impl Into<tls::Endpoint>) -> Result<Db, DbError> {
+        let endpoint = endpoint.into();
         // The parser's message never repeats the URL, so a password cannot reach the log.
-        let config = tokio_postgres::Config::from_str(url)
+        let config = tokio_postgres::Config::from_str(&endpoint.url)
             .map_err(|e| DbError::Query(format!("the PostgreSQL URL is not valid: {e}")))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -234,7 +236,7 @@ impl Db {
             .map_err(|e| DbError::Unavailable(format!("starting the PostgreSQL runtime: {e}")))?;
         let manager = Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            endpoint.tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

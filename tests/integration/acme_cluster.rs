@@ -45,6 +45,7 @@ struct World {
     _dns: Dns,
     pebble: Pebble,
     tls_port: u16,
+    http_port: u16,
 }
 
 impl World {
@@ -53,10 +54,10 @@ impl World {
         let pg = Postgres::start();
         let url = pg.database();
         let dns = Dns::start().await;
-        let tls_port = free_port();
+        let (tls_port, http_port) = (free_port(), free_port());
         let mut pebble = Pebble::prepare(Targets {
             tls_port,
-            http_port: free_port(),
+            http_port,
             dns: dns.addr,
         });
         pebble.start().await;
@@ -66,6 +67,7 @@ impl World {
             _dns: dns,
             pebble,
             tls_port,
+            http_port,
         }
     }
 
@@ -235,7 +237,8 @@ async fn only_the_leader_orders_and_the_follower_answers_the_ca_and_serves_the_r
     leader.want(&["alpha.test"]);
 
     let served = eventually(ISSUE_LIMIT, || async {
-        follower.serial("alpha.test").is_some()
+        // The follower may hear of the stored certificate before the leader serves it.
+        follower.serial("alpha.test").is_some() && leader.serial("alpha.test").is_some()
     })
     .await;
     assert!(
@@ -308,6 +311,50 @@ async fn only_the_leader_orders_and_the_follower_answers_the_ca_and_serves_the_r
         "{}",
         world.pebble.log_text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http01_token_published_by_the_leader_is_answered_by_the_follower() {
+    let world = World::start().await;
+    let http01 = || {
+        let mut cfg = world.config(10);
+        cfg.challenges = vec![ChallengeKind::Http01];
+        cfg
+    };
+    let shared = |c: Arc<PgChallenges>| c as Arc<dyn ChallengeBoard>;
+    let leader = Replica::start(&world, http01(), true, shared).await;
+    let follower = Replica::start(&world, http01(), false, shared).await;
+    // Only the follower's HTTP-01 listener is where Pebble validates.
+    let listener = TcpListener::bind(("127.0.0.1", world.http_port))
+        .await
+        .unwrap();
+    tokio::spawn(mta_stsd::certs::acme::http01::run(
+        listener,
+        follower.acme.tokens.clone(),
+        follower.stop.subscribe(),
+    ));
+    follower.follow(&world.url);
+    leader.want(&["alpha.test"]);
+    follower.want(&["alpha.test"]);
+    let served = eventually(ISSUE_LIMIT, || async {
+        // The follower may hear of the stored certificate before the leader serves it.
+        follower.serial("alpha.test").is_some() && leader.serial("alpha.test").is_some()
+    })
+    .await;
+    assert!(
+        served,
+        "issued through the follower's token answer: {:?}\n{}",
+        leader.board.get(&host("alpha.test")),
+        world.pebble.log_text()
+    );
+    assert_eq!(follower.serial("alpha.test"), leader.serial("alpha.test"));
+    assert!(follower.acme.recent_orders().is_empty());
+    assert_eq!(world.pebble.orders_received(), 1);
+    let withdrawn = eventually(Duration::from_secs(5), || async {
+        follower.pending().await.is_empty() && follower.acme.tokens.is_empty()
+    })
+    .await;
+    assert!(withdrawn, "the token is withdrawn on both");
 }
 
 /// The shared challenges, stopping each publish until the test has said go (it uses the
@@ -389,4 +436,85 @@ async fn a_leader_that_steps_down_mid_order_drops_it_and_withdraws_its_challenge
             .is_none_or(|s| s.state != CertState::Backoff),
         "a dropped attempt is not the tenant's failure: {status:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_tells_a_new_leader_what_was_issued_and_ordered() {
+    use mta_stsd::certs::store::{CertMeta, StatusRecord, StoredCert};
+    let pg = Postgres::start();
+    let url = pg.database();
+    let db = tokio::task::spawn_blocking(move || Arc::new(Db::connect(&url).unwrap()))
+        .await
+        .unwrap();
+    let store = PgCertStore::new(db);
+    let now = mta_stsd::util::unix_now();
+    let cert = move |issued_at| StoredCert {
+        chain_pem: "chain".into(),
+        key_pem: "key".into(),
+        meta: CertMeta {
+            directory: "https://ca.test/dir".into(),
+            order_url: None,
+            issued_at,
+        },
+    };
+    let status = move |state| StatusRecord {
+        state,
+        last_error: None,
+        next_attempt: Some(now + 60),
+        updated: now,
+    };
+    let (orders, statuses, issued) = tokio::task::spawn_blocking(move || {
+        store
+            .save_cert("mta-sts.old.test", &cert(now - 7200))
+            .unwrap();
+        store
+            .save_cert("mta-sts.new.test", &cert(now - 10))
+            .unwrap();
+        store
+            .save_status("mta-sts.new.test", &status(CertState::Valid))
+            .unwrap();
+        store
+            .save_status("mta-sts.failed.test", &status(CertState::Backoff))
+            .unwrap();
+        store
+            .save_status("mta-sts.dns.test", &status(CertState::DnsNotReady))
+            .unwrap();
+        (
+            store.recent_orders(now - 3600).unwrap(),
+            store.statuses().unwrap(),
+            store.issued().unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    // The certificate issued within the hour and the failed order count; the old
+    // certificate, the valid status and the DNS re-check do not.
+    assert_eq!(orders.len(), 2, "{orders:?}");
+    assert!(orders.contains(&(now - 10)));
+    assert_eq!(statuses.len(), 3);
+    let mut issued = issued;
+    issued.sort();
+    assert_eq!(
+        issued,
+        [
+            ("mta-sts.new.test".to_owned(), now - 10),
+            ("mta-sts.old.test".to_owned(), now - 7200)
+        ]
+    );
+    // A status row nobody can read is skipped, not fatal to the take-over.
+    pg.sql(
+        "t0",
+        "INSERT INTO cert_status (host, record, updated) VALUES ('mta-sts.bad.test', 'not json', 0)",
+    );
+    let url = pg.url("t0");
+    let again = tokio::task::spawn_blocking(move || {
+        let store = PgCertStore::new(Arc::new(Db::connect(&url).unwrap()));
+        (
+            store.statuses().unwrap().len(),
+            store.recent_orders(0).unwrap().len(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(again, (3, 3));
 }

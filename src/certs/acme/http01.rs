@@ -49,6 +49,14 @@ impl Tokens {
             .remove(token);
     }
 
+    /// Whether no token is answered.
+    pub fn is_empty(&self) -> bool {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     fn get(&self, token: &str) -> Option<String> {
         self.map
             .read()
@@ -123,7 +131,9 @@ mod tests {
             assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
             assert!(resp.headers().get(header::LOCATION).is_none());
         }
+        assert!(!tokens.is_empty());
         tokens.remove("abc");
+        assert!(tokens.is_empty());
         let gone = respond(&tokens, "/.well-known/acme-challenge/abc");
         assert_eq!(gone.status(), StatusCode::NOT_FOUND);
     }

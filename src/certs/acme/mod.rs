@@ -18,6 +18,9 @@
 //!   Its outcome goes through the pure transition of `host.rs`, which decides the host's state:
 //!   the new certificate and its renewal time, the next ARI query, the preflight re-check, or a
 //!   backoff (exponential with jitter, or until the CA's Retry-After).
+//! - In a cluster ([`cluster`], [`AcmeProvider::join_cluster`]) only the leader runs attempts;
+//!   every answer is shared with the other replicas, which install it, and each replica
+//!   serves the certificates the leader stores once told of them.
 
 pub mod client;
 pub mod cluster;
