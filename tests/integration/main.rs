@@ -6,6 +6,7 @@ mod admin;
 mod admin_api;
 mod certs_files;
 mod cli;
+mod cluster;
 mod cluster_wiring;
 mod common;
 mod config;

@@ -5,6 +5,7 @@
 mod admin;
 mod binary;
 mod bind;
+pub mod cluster;
 mod daemon;
 mod fixtures;
 mod https;
