@@ -150,11 +150,6 @@ async fn a_follower_answers_the_challenge_of_the_leaders_order() {
     assert_eq!(c.orders(), 1);
     assert_eq!(c.replica(leader).orders_placed(), vec![host.clone()]);
     assert!(c.replica(follower).orders_placed().is_empty());
-    let pebble = c.pebble.log_text();
-    assert!(
-        pebble.contains("tls-alpn-01"),
-        "validated by TLS-ALPN-01:\n{pebble}"
-    );
 }
 
 #[tokio::test]
@@ -530,13 +525,15 @@ async fn an_edit_applied_on_two_replicas_of_three_is_not_ready_until_the_third()
     assert_eq!(c.tenant(1, "gate.test").await["id"], new_id.as_str());
     assert_eq!(c.tenant(2, "gate.test").await["id"], old_id.as_str());
     // Sampled for three seconds: a replica's record of what it serves takes milliseconds.
+    // c knows only the old id, already published, which stays ready there; what must not be
+    // ready is the new one.
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
-        for i in c.alive() {
+        for i in [0, 1] {
             let t = c.tenant(i, "gate.test").await;
             assert_eq!(
                 t["ready"], false,
-                "{} says ready while c serves the old id: {t}",
+                "{} says the new id is ready while c serves the old one: {t}",
                 NAMES[i]
             );
         }
