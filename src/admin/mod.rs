@@ -68,6 +68,19 @@ pub struct AdminState {
     pub dns_update: std::sync::OnceLock<Arc<crate::dnsupdate::Publisher>>,
     /// The watchdog's latest validation per tenant.
     pub validation: Arc<crate::validate::Board>,
+    /// Where the listeners are bound, once the daemon has them (a port 0 becomes a real one).
+    pub bound: std::sync::OnceLock<Bound>,
+}
+
+/// The addresses the daemon's listeners are bound to, for the status page and the links.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bound {
+    /// The HTTPS listener.
+    pub https: Option<SocketAddr>,
+    /// This admin listener.
+    pub admin: Option<SocketAddr>,
+    /// The built-in DNS server (`dns:`).
+    pub dns: Option<SocketAddr>,
 }
 
 /// Reads a token file: the first line, trimmed; an empty token is refused (it would look
@@ -507,7 +520,7 @@ fn tenant_json(
         "ready": crate::publish::is_ready(snapshot, &state.board, tenant, now),
         "certificate": cert,
         "source": {"file": &*tenant.source, "line": tenant.line},
-        "html_url": ui::tenant_url(&state.reloader.running().admin, &tenant.domain),
+        "html_url": ui::tenant_url(state, &tenant.domain),
         "stale": stale,
         "last_error": file_errors.first().map(|d| d.to_string()),
         "errors": file_errors,

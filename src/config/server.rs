@@ -746,6 +746,20 @@ mod tests {
     }
 
     #[test]
+    fn admin_external_url_is_an_http_url_kept_without_its_slash() {
+        let base = "listen: \"127.0.0.1:443\"\nstate_dir: s\nissuer: internal\nadmin:\n  listen: \"127.0.0.1:9180\"\n";
+        let admin = |extra: &str| load_acme(&format!("{base}{extra}")).map(|c| c.admin.unwrap());
+        assert_eq!(admin("").unwrap().base_url(), "http://127.0.0.1:9180");
+        let set = admin("  external_url: https://sts-admin.example/ops/\n").unwrap();
+        assert_eq!(set.base_url(), "https://sts-admin.example/ops");
+        for bad in ["ftp://x.example", "https://", "https://x.example/?a=1", "x.example"] {
+            let diags = admin(&format!("  external_url: \"{bad}\"\n")).unwrap_err();
+            assert_eq!(diags.len(), 1, "{bad}: {diags:?}");
+            assert_eq!((diags[0].line, diags[0].field.as_str()), (6, "admin.external_url"));
+        }
+    }
+
+    #[test]
     fn load_is_parse_of_the_file_and_names_it() {
         let yaml = "listen: \"127.0.0.1:443\"\nstate_dir: s\nissuer: internal\nlimits:\n  handshake_timeout: 1y\n";
         let dir = tempfile::tempdir().unwrap();

@@ -31,7 +31,6 @@ use http_body_util::Full;
 use maud::{Markup, html};
 
 use super::AdminState;
-use crate::config::AdminConfig;
 
 /// What every page handler answers.
 type Answer = Response<Full<Bytes>>;
@@ -52,14 +51,23 @@ pub fn is_ui_path(path: &str) -> bool {
     path == PREFIX || path.starts_with("/ui/")
 }
 
-/// The page of `domain` as operators reach it: `admin.external_url` (or the listener's
-/// address) followed by `/ui/tenants/<domain>`. The API's `html_url` and the alerts link here.
-pub fn tenant_url(admin: &Option<AdminConfig>, domain: &str) -> String {
-    let base = match admin {
-        Some(admin) => admin.base_url(),
-        None => format!("http://{}", crate::config::DEFAULT_ADMIN_LISTEN),
-    };
-    format!("{base}{PREFIX}/tenants/{domain}")
+/// The page of `domain` as operators reach it: `admin.external_url`, else the admin
+/// listener's address, followed by `/ui/tenants/<domain>`. The API's `html_url` links here.
+pub fn tenant_url(state: &AdminState, domain: &str) -> String {
+    format!("{}{PREFIX}/tenants/{domain}", base_url(state))
+}
+
+/// `admin.external_url`, or `http://` and the address the admin listener is bound to.
+fn base_url(state: &AdminState) -> String {
+    let admin = state.reloader.running().admin.as_ref();
+    if let Some(url) = admin.and_then(|a| a.external_url.clone()) {
+        return url;
+    }
+    match (state.bound.get().and_then(|b| b.admin), admin) {
+        (Some(addr), _) => format!("http://{addr}"),
+        (None, Some(a)) => a.base_url(),
+        (None, None) => format!("http://{}", crate::config::DEFAULT_ADMIN_LISTEN),
+    }
 }
 
 /// Routes one page request (already authorized).

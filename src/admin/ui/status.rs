@@ -91,18 +91,23 @@ fn listeners_section(config: &ServerConfig, state: &AdminState) -> Markup {
     } else {
         badge("bad", "not serving")
     };
+    let bound = state.bound.get().copied().unwrap_or_default();
+    let at = |bound: Option<std::net::SocketAddr>, configured: std::net::SocketAddr| {
+        bound.unwrap_or(configured).to_string()
+    };
     html! {
         section aria-labelledby="listeners" {
             h2 id="listeners" { "Listeners" }
             (facts(&[
-                ("HTTPS (policies)", html! { code { (config.listen) } " " (https) }),
+                ("HTTPS (policies)", html! { code { (at(bound.https, config.listen)) } " " (https) }),
                 ("Admin", html! { @match &config.admin {
-                    Some(a) => { code { (a.listen) } " (pages at " code { (a.base_url()) "/ui/" } ")" }
+                    Some(a) => { code { (at(bound.admin, a.listen)) }
+                        " (pages at " code { (super::base_url(state)) "/ui/" } ")" }
                     None => "–",
                 } }),
                 ("TLS-RPT report host", html! { (config.tlsrpt.report_host.as_deref().unwrap_or("–")) }),
                 ("DNS (delegated zone)", html! { @match &config.dns {
-                    Some(d) => { code { (d.listen) } " for " (d.zone) }
+                    Some(d) => { code { (at(bound.dns, d.listen)) } " for " (d.zone) }
                     None => "off",
                 } }),
                 ("Public hostname", html! { (config.public_hostname.as_deref().unwrap_or("–")) }),

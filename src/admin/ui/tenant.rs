@@ -35,6 +35,8 @@ struct View {
     history: Result<Option<(TenantSummary, WindowData)>, String>,
     since: OffsetDateTime,
     now: OffsetDateTime,
+    /// Whether the validation watchdog runs.
+    watchdog: bool,
 }
 
 /// `GET /ui/tenants/<domain>`.
@@ -77,6 +79,7 @@ fn view(state: &AdminState, domain: &str) -> Option<View> {
             .map_err(|e| e.to_string()),
         since,
         now,
+        watchdog: state.reloader.running().validation.enabled,
         tenant,
     })
 }
@@ -95,7 +98,7 @@ fn render(v: &View) -> Markup {
         (policy_section(v))
         (records_section(&v.records))
         (certificate_section(v.cert.as_ref(), v.now.unix_timestamp()))
-        (validation_section(v.validation.as_deref()))
+        (validation_section(v.validation.as_deref(), v.watchdog))
         (tlsrpt_section(v))
     };
     layout::page(&t.domain, Section::Tenants, body)
@@ -107,8 +110,8 @@ fn verdict_section(v: &View) -> Markup {
             h2 id="verdict" { "Verdict" }
             @match &v.verdict {
                 Ok(Some(s)) => {
-                    p { (verdict_badge(s)) " over the last " (s.days_covered) " day(s) with reports, "
-                        (s.reports) " report(s) since " (s.since.date()) "." }
+                    p { (verdict_badge(s)) ": " (s.reports) " report(s) since " (s.since.date())
+                        ", covering " (s.days_covered) " day(s)." }
                     @if !s.verdict.reasons.is_empty() {
                         ul class="reasons" { @for r in &s.verdict.reasons { li { (r) } } }
                     }
@@ -182,21 +185,22 @@ fn certificate_section(cert: Option<&CertStatus>, now: i64) -> Markup {
     }
 }
 
-fn validation_section(report: Option<&TenantReport>) -> Markup {
+fn validation_section(report: Option<&TenantReport>, watchdog: bool) -> Markup {
     html! {
         section aria-labelledby="validation" {
             h2 id="validation" { "Checks from the outside" }
             @match report {
-                None => p { (validation_badge(None)) " The watchdog has not checked this tenant yet (or is off)." },
+                None if watchdog => p { (validation_badge(None, true)) " The watchdog has not checked this tenant yet." },
+                None => p { (validation_badge(None, false)) " The watchdog is off (" code { "validation.enabled" } ")." },
                 Some(r) => {
-                    p { (validation_badge(Some(r.status()))) " checked at " (r.checked_at) }
+                    p { (validation_badge(Some(r.status()), true)) " checked at " (r.checked_at) }
                     div class="scroll" { table {
                         thead { tr { th scope="col" { "Check" } th scope="col" { "Status" }
                             th scope="col" { "Observed" } th scope="col" { "What to do" } } }
                         tbody { @for c in &r.checks {
                             tr {
                                 th scope="row" { (c.check.as_str()) }
-                                td { (validation_badge(Some(c.status))) }
+                                td { (validation_badge(Some(c.status), true)) }
                                 td { (c.observed) }
                                 td { (c.action.as_deref().unwrap_or("–")) }
                             }
@@ -260,7 +264,7 @@ pub(super) fn reports_table(reports: &[ReportSpan]) -> Markup {
                 @let link = format!("/ui/reports/{}?id={}", r.digest, encode(&r.report_id));
                 tr {
                     td { (r.organization) }
-                    td { (r.start.date()) " – " (r.end.date()) }
+                    td { (period(r)) }
                     td class="num" { (r.successful) }
                     td class="num" { (r.failed) }
                     td {
@@ -272,5 +276,14 @@ pub(super) fn reports_table(reports: &[ReportSpan]) -> Markup {
                 }
             } }
         } }
+    }
+}
+
+/// A daily report's day, or the first and last day of a longer one (the end is exclusive).
+fn period(r: &ReportSpan) -> String {
+    let last = (r.end - time::Duration::seconds(1)).date().max(r.start.date());
+    match last == r.start.date() {
+        true => r.start.date().to_string(),
+        false => format!("{} – {last}", r.start.date()),
     }
 }

@@ -157,6 +157,8 @@ struct Listing {
     prev: Option<String>,
     /// Why TLS-RPT numbers are missing, when the store is unavailable.
     store_error: Option<String>,
+    /// Whether the validation watchdog runs.
+    watchdog: bool,
 }
 
 /// `GET /ui/`.
@@ -252,6 +254,7 @@ fn listing(state: &AdminState, query: &PageQuery) -> Listing {
         next,
         prev,
         store_error,
+        watchdog: state.reloader.running().validation.enabled,
     }
 }
 
@@ -332,7 +335,7 @@ fn render(query: &PageQuery, listing: &Listing, now: i64) -> Markup {
                     th scope="col" { "Validation" } th scope="col" class="num" { "Sessions" }
                     th scope="col" class="num" { "Failure rate" } th scope="col" { "Verdict" }
                 } }
-                tbody { @for r in &listing.rows { (tenant_row(r, now)) } }
+                tbody { @for r in &listing.rows { (tenant_row(r, now, listing.watchdog)) } }
             }
         }
         nav class="pager" aria-label="Pages" {
@@ -372,7 +375,7 @@ fn filters(query: &PageQuery) -> Markup {
     }
 }
 
-fn tenant_row(r: &Row, now: i64) -> Markup {
+fn tenant_row(r: &Row, now: i64, watchdog: bool) -> Markup {
     let t = &r.tenant;
     html! {
         tr {
@@ -381,7 +384,7 @@ fn tenant_row(r: &Row, now: i64) -> Markup {
             td { @if r.ready { (badge("good", "ready")) } @else { (badge("bad", "not ready")) } }
             td { code { (t.policy.id) } }
             td { (cert_cell(r.cert.as_ref(), now)) }
-            td { (validation_badge(r.validation)) }
+            td { (validation_badge(r.validation, watchdog)) }
             @match &r.summary {
                 Ok(Some(s)) => {
                     td class="num" { (s.successful_sessions + s.failed_sessions) }
@@ -411,13 +414,14 @@ pub fn cert_cell(cert: Option<&CertStatus>, now: i64) -> Markup {
     }
 }
 
-/// ok / warning / error, or "not run" before the watchdog's first look.
-pub fn validation_badge(status: Option<Status>) -> Markup {
+/// ok / warning / error, "not run" before the watchdog's first look, "off" without one.
+pub fn validation_badge(status: Option<Status>, watchdog: bool) -> Markup {
     match status {
         Some(Status::Ok) => badge("good", "ok"),
         Some(Status::Warning) => badge("warn", "warning"),
         Some(Status::Error) => badge("bad", "error"),
-        None => badge("neutral", "not run"),
+        None if watchdog => badge("neutral", "not run"),
+        None => badge("neutral", "off"),
     }
 }
 
