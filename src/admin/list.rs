@@ -156,9 +156,7 @@ pub fn page_where<'a>(
         None => 0,
     };
     let passes = |t: &Arc<Tenant>| {
-        query.matches(t)
-            && query.ready.is_none_or(|r| ready(t) == r)
-            && keep.is_none_or(|k| k(t))
+        query.matches(t) && query.ready.is_none_or(|r| ready(t) == r) && keep.is_none_or(|k| k(t))
     };
     let unfiltered =
         query.mode.is_none() && query.ready.is_none() && query.q.is_none() && keep.is_none();

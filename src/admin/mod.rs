@@ -428,7 +428,11 @@ fn gated_summary(
 /// `basic` (the pages, for browsers), the token may also come as a Basic password.
 fn authorized<B>(token: Option<&str>, req: &Request<B>, basic: bool) -> bool {
     let Some(token) = token else { return true };
-    let Some(value) = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let given = match bearer_credentials(value) {
@@ -776,12 +780,28 @@ mod tests {
         };
         let ok = basic("admin:s3cret");
         assert!(authorized(Some("s3cret"), &req(Some(&ok)), true));
-        assert!(authorized(Some("s3cret"), &req(Some(&basic(":s3cret"))), true));
-        assert!(authorized(Some("s3cret"), &req(Some("Bearer s3cret")), true));
+        assert!(authorized(
+            Some("s3cret"),
+            &req(Some(&basic(":s3cret"))),
+            true
+        ));
+        assert!(authorized(
+            Some("s3cret"),
+            &req(Some("Bearer s3cret")),
+            true
+        ));
         // The API itself keeps to bearer tokens.
         assert!(!authorized(Some("s3cret"), &req(Some(&ok)), false));
-        for wrong in [basic("admin:s3cre"), basic("s3cret"), "Basic !!!".into(), basic("")] {
-            assert!(!authorized(Some("s3cret"), &req(Some(&wrong)), true), "{wrong}");
+        for wrong in [
+            basic("admin:s3cre"),
+            basic("s3cret"),
+            "Basic !!!".into(),
+            basic(""),
+        ] {
+            assert!(
+                !authorized(Some("s3cret"), &req(Some(&wrong)), true),
+                "{wrong}"
+            );
         }
     }
 
@@ -799,6 +819,10 @@ mod tests {
                 "{value}"
             );
         }
-        assert!(!authorized(Some("s3cret"), &req(Some("bearer S3CRET")), false));
+        assert!(!authorized(
+            Some("s3cret"),
+            &req(Some("bearer S3CRET")),
+            false
+        ));
     }
 }

@@ -752,10 +752,18 @@ mod tests {
         assert_eq!(admin("").unwrap().base_url(), "http://127.0.0.1:9180");
         let set = admin("  external_url: https://sts-admin.example/ops/\n").unwrap();
         assert_eq!(set.base_url(), "https://sts-admin.example/ops");
-        for bad in ["ftp://x.example", "https://", "https://x.example/?a=1", "x.example"] {
+        for bad in [
+            "ftp://x.example",
+            "https://",
+            "https://x.example/?a=1",
+            "x.example",
+        ] {
             let diags = admin(&format!("  external_url: \"{bad}\"\n")).unwrap_err();
             assert_eq!(diags.len(), 1, "{bad}: {diags:?}");
-            assert_eq!((diags[0].line, diags[0].field.as_str()), (6, "admin.external_url"));
+            assert_eq!(
+                (diags[0].line, diags[0].field.as_str()),
+                (6, "admin.external_url")
+            );
         }
     }
 

@@ -170,7 +170,11 @@ fn check_list(base: &str, addr: SocketAddr, out: &Path) {
     // Filters run on the server.
     let enforcing = dump_dom(&format!("{base}/ui/?mode=enforce"));
     assert!(enforcing.dom.contains(">example.net</a>"));
-    assert!(!enforcing.dom.contains(">example.com</a>"), "{}", enforcing.dom);
+    assert!(
+        !enforcing.dom.contains(">example.com</a>"),
+        "{}",
+        enforcing.dom
+    );
     let failing = dump_dom(&format!("{base}/ui/?show=failing&sort=failures"));
     assert!(failing.dom.contains(">example.com</a>"), "{}", failing.dom);
     assert!(!failing.dom.contains(">example.org</a>"), "{}", failing.dom);
@@ -198,7 +202,10 @@ fn check_tenant(base: &str, addr: SocketAddr, out: &Path, worst_day: time::Date)
         "<svg class=\"chart\"",
         "not ready",
     ] {
-        assert!(dom.contains(needle), "the tenant page lacks {needle}:\n{dom}");
+        assert!(
+            dom.contains(needle),
+            "the tenant page lacks {needle}:\n{dom}"
+        );
     }
     // The chart's tallest failed bar is on the day with 140 failed sessions.
     let bar = format!("data-day=\"{worst_day}\"");
@@ -208,7 +215,10 @@ fn check_tenant(base: &str, addr: SocketAddr, out: &Path, worst_day: time::Date)
     assert!(!dom.contains("<b>Evil</b>"), "{dom}");
     assert!(!dom.contains("<i>mx</i>"), "{dom}");
     assert!(dom.contains("&lt;b&gt;Evil&lt;/b&gt; Corp"), "{dom}");
-    assert!(dom.contains("<title>example.com · mta-stsd</title>"), "{dom}");
+    assert!(
+        dom.contains("<title>example.com · mta-stsd</title>"),
+        "{dom}"
+    );
     screenshot(&url, &out.join("tenant.png"), 1280, 2200);
     dom.split("href=\"/ui/reports/")
         .nth(1)
@@ -222,7 +232,10 @@ async fn check_report(base: &str, addr: SocketAddr, auth: &[(&str, &str)], link:
     let page = dump_dom(&format!("{base}/ui/reports/{link}"));
     stays_home(&page, addr);
     assert!(page.dom.contains("<pre class=\"json\""), "{}", page.dom);
-    assert!(page.dom.contains("<span class=\"k\">\"organization-name\"</span>"));
+    assert!(
+        page.dom
+            .contains("<span class=\"k\">\"organization-name\"</span>")
+    );
     let (digest, query) = link.split_once('?').unwrap();
     let download = admin_request(
         addr,
@@ -233,8 +246,15 @@ async fn check_report(base: &str, addr: SocketAddr, auth: &[(&str, &str)], link:
     .await;
     assert_eq!(download.status, StatusCode::OK);
     let disposition = download.headers["content-disposition"].to_str().unwrap();
-    assert!(disposition.starts_with("attachment; filename=\"tlsrpt-"), "{disposition}");
-    assert!(download.body.contains("\n  \"organization-name\": "), "{}", download.body);
+    assert!(
+        disposition.starts_with("attachment; filename=\"tlsrpt-"),
+        "{disposition}"
+    );
+    assert!(
+        download.body.contains("\n  \"organization-name\": "),
+        "{}",
+        download.body
+    );
     let _: serde_json::Value = serde_json::from_str(&download.body).unwrap();
 }
 
@@ -242,8 +262,18 @@ fn check_status(base: &str, addr: SocketAddr, out: &Path) {
     let url = format!("{base}/ui/status");
     let page = dump_dom(&url);
     stays_home(&page, addr);
-    for needle in ["Service status", "no errors", "internal CA", REPORT_HOST, ">up</span>"] {
-        assert!(page.dom.contains(needle), "/ui/status lacks {needle}:\n{}", page.dom);
+    for needle in [
+        "Service status",
+        "no errors",
+        "internal CA",
+        REPORT_HOST,
+        ">up</span>",
+    ] {
+        assert!(
+            page.dom.contains(needle),
+            "/ui/status lacks {needle}:\n{}",
+            page.dom
+        );
     }
     screenshot(&url, &out.join("status.png"), 1280, 900);
 }
@@ -280,8 +310,14 @@ async fn every_page_shows_the_daemons_state_in_a_real_browser() {
     // Pages only read.
     let post = admin_request(addr, http::Method::POST, "/ui/", &[]).await;
     assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(admin_get(addr, "/ui/tenants/nope.example").await.status, StatusCode::NOT_FOUND);
-    assert_eq!(admin_get(addr, "/ui/?sort=sideways").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        admin_get(addr, "/ui/tenants/nope.example").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        admin_get(addr, "/ui/?sort=sideways").await.status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]
@@ -306,10 +342,18 @@ async fn with_a_token_no_page_is_shown_without_it() {
         assert!(!bare.body.contains("example.com"), "{path}: {}", bare.body);
         let offered: Vec<_> = bare.headers.get_all("www-authenticate").iter().collect();
         assert!(
-            offered.iter().any(|v| v.to_str().unwrap().starts_with("Basic ")),
+            offered
+                .iter()
+                .any(|v| v.to_str().unwrap().starts_with("Basic ")),
             "{path}: {offered:?}"
         );
-        let wrong = admin_request(addr, http::Method::GET, path, &[("authorization", "Bearer nope")]).await;
+        let wrong = admin_request(
+            addr,
+            http::Method::GET,
+            path,
+            &[("authorization", "Bearer nope")],
+        )
+        .await;
         assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{path}");
     }
     let page = admin_request(addr, http::Method::GET, "/ui/", &auth).await;
@@ -320,10 +364,22 @@ async fn with_a_token_no_page_is_shown_without_it() {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("admin:{TOKEN}"))
     );
-    let page = admin_request(addr, http::Method::GET, "/ui/status", &[("authorization", &basic)]).await;
+    let page = admin_request(
+        addr,
+        http::Method::GET,
+        "/ui/status",
+        &[("authorization", &basic)],
+    )
+    .await;
     assert_eq!(page.status, StatusCode::OK);
     // The API itself keeps to bearer tokens.
-    let api = admin_request(addr, http::Method::GET, "/api/v1/status", &[("authorization", &basic)]).await;
+    let api = admin_request(
+        addr,
+        http::Method::GET,
+        "/api/v1/status",
+        &[("authorization", &basic)],
+    )
+    .await;
     assert_eq!(api.status, StatusCode::UNAUTHORIZED);
     // A browser without the token sees no tenant; with it (as the Basic password) it does.
     let bare = dump_dom(&format!("http://{addr}/ui/"));
@@ -339,7 +395,10 @@ fn example_config(dir: &Path) -> PathBuf {
     let dst = dir.join("config");
     std::fs::create_dir_all(dst.join("tenants")).unwrap();
     let server = std::fs::read_to_string(src.join("mta-stsd.yaml")).unwrap();
-    assert!(server.contains("listen: \"127.0.0.1:9180\""), "the README's admin address moved");
+    assert!(
+        server.contains("listen: \"127.0.0.1:9180\""),
+        "the README's admin address moved"
+    );
     let server = server
         .replace("listen: \"127.0.0.1:8443\"", "listen: \"127.0.0.1:0\"")
         .replace("listen: \"127.0.0.1:9180\"", "listen: \"127.0.0.1:0\"");
@@ -369,15 +428,29 @@ async fn the_example_configuration_shows_its_tenants() {
     stays_home(&list, addr);
     let tenants = ["example.com", "example.net", "example.org"];
     for t in tenants {
-        assert!(list.dom.contains(&format!(">{t}</a>")), "{t}:\n{}", list.dom);
+        assert!(
+            list.dom.contains(&format!(">{t}</a>")),
+            "{t}:\n{}",
+            list.dom
+        );
     }
     let out = match std::env::var_os("MTA_STSD_SCREENSHOTS") {
         Some(d) => Path::new(env!("CARGO_MANIFEST_DIR")).join(d),
         None => output_dir("example"),
     };
     screenshot(&format!("{base}/ui/"), &out.join("tenants.png"), 1280, 720);
-    screenshot(&format!("{base}/ui/tenants/example.com"), &out.join("tenant.png"), 1280, 2200);
-    screenshot(&format!("{base}/ui/status"), &out.join("status.png"), 1280, 1000);
+    screenshot(
+        &format!("{base}/ui/tenants/example.com"),
+        &out.join("tenant.png"),
+        1280,
+        2200,
+    );
+    screenshot(
+        &format!("{base}/ui/status"),
+        &out.join("status.png"),
+        1280,
+        1000,
+    );
     for file in ["tenants.png", "tenant.png", "status.png"] {
         let size = std::fs::metadata(out.join(file)).unwrap().len();
         assert!(size < 300 * 1024, "{file} is {size} bytes");

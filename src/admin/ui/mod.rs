@@ -78,7 +78,10 @@ pub async fn handle(
     query: Option<&str>,
 ) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
-        return html_answer(StatusCode::METHOD_NOT_ALLOWED, &problem("These pages only read."));
+        return html_answer(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &problem("These pages only read."),
+        );
     }
     let rest = path.strip_prefix(PREFIX).unwrap_or(path);
     match rest {
@@ -88,7 +91,9 @@ pub async fn handle(
         "/assets/style.css" => asset("text/css; charset=utf-8", STYLE),
         "/assets/app.js" => asset("text/javascript; charset=utf-8", SCRIPT),
         r if r.starts_with("/tenants/") => tenant::page(state, &r["/tenants/".len()..]).await,
-        r if r.starts_with("/reports/") => report::page(state, &r["/reports/".len()..], query).await,
+        r if r.starts_with("/reports/") => {
+            report::page(state, &r["/reports/".len()..], query).await
+        }
         _ => not_found("No such page."),
     }
 }
@@ -156,7 +161,11 @@ fn bad_request(why: &str) -> Response<Full<Bytes>> {
 /// dropped, as an empty form field means "any".
 fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_encoding::percent_decode_str(&raw.replace('+', " "))
             .decode_utf8()

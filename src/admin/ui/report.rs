@@ -52,8 +52,11 @@ pub async fn page(state: &Arc<AdminState>, rest: &str, query: Option<&str>) -> A
 fn parsed(record: &ReportRecord) -> serde_json::Value {
     // Stored reports were parsed as JSON on the way in; a row that no longer parses is shown
     // as the string it holds rather than not at all.
-    serde_json::from_slice(&record.raw_json)
-        .unwrap_or_else(|_| String::from_utf8_lossy(&record.raw_json).into_owned().into())
+    serde_json::from_slice(&record.raw_json).unwrap_or_else(|_| {
+        String::from_utf8_lossy(&record.raw_json)
+            .into_owned()
+            .into()
+    })
 }
 
 fn attachment(record: &ReportRecord) -> Answer {

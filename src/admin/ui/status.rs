@@ -51,7 +51,11 @@ fn build_section(status: &Value) -> Markup {
 
 fn reload_section(status: &Value) -> Markup {
     let list = |key: &str| status[key].as_array().cloned().unwrap_or_default();
-    let (errors, restart, stale) = (list("errors"), list("restart_required"), list("stale_tenants"));
+    let (errors, restart, stale) = (
+        list("errors"),
+        list("restart_required"),
+        list("stale_tenants"),
+    );
     html! {
         section aria-labelledby="reload" {
             h2 id="reload" { "Configuration" }
@@ -120,7 +124,10 @@ fn issuer_section(config: &ServerConfig) -> Markup {
     let rows: Vec<(&str, Markup)> = match &config.issuer {
         IssuerConfig::Internal { leaf_validity } => vec![
             ("Issuer", html! { "internal CA" }),
-            ("Leaf lifetime", html! { (leaf_validity.as_secs() / 86_400) " days" }),
+            (
+                "Leaf lifetime",
+                html! { (leaf_validity.as_secs() / 86_400) " days" },
+            ),
         ],
         IssuerConfig::Files { dir, .. } => vec![
             ("Issuer", html! { "PEM files" }),
@@ -129,9 +136,12 @@ fn issuer_section(config: &ServerConfig) -> Markup {
         IssuerConfig::Acme(acme) => vec![
             ("Issuer", html! { "ACME" }),
             ("Directory", html! { code { (acme.directory) } }),
-            ("Order window", html! { (acme.schedule.orders_per_window) " new orders per "
+            (
+                "Order window",
+                html! { (acme.schedule.orders_per_window) " new orders per "
                 (span_of(acme.schedule.window)) ", at most "
-                (acme.schedule.max_concurrent) " at once" }),
+                (acme.schedule.max_concurrent) " at once" },
+            ),
         ],
     };
     html! {

@@ -66,7 +66,11 @@ fn view(state: &AdminState, domain: &str) -> Option<View> {
     let verdict_since = now - state.tlsrpt.metrics_window();
     Some(View {
         ready: crate::publish::is_ready(&snapshot, &state.board, &tenant, unix),
-        stale: state.reloader.status().stale_tenants.contains(&tenant.domain),
+        stale: state
+            .reloader
+            .status()
+            .stale_tenants
+            .contains(&tenant.domain),
         errors,
         records: records(state, &tenant).list(),
         cert: state.board.get(&tenant.host),
@@ -238,7 +242,11 @@ fn tlsrpt_section(v: &View) -> Markup {
     }
 }
 
-fn counts_table(title: &str, what: &str, counts: &std::collections::BTreeMap<String, u64>) -> Markup {
+fn counts_table(
+    title: &str,
+    what: &str,
+    counts: &std::collections::BTreeMap<String, u64>,
+) -> Markup {
     html! {
         div { table {
             caption { (title) }
@@ -281,7 +289,9 @@ pub(super) fn reports_table(reports: &[ReportSpan]) -> Markup {
 
 /// A daily report's day, or the first and last day of a longer one (the end is exclusive).
 fn period(r: &ReportSpan) -> String {
-    let last = (r.end - time::Duration::seconds(1)).date().max(r.start.date());
+    let last = (r.end - time::Duration::seconds(1))
+        .date()
+        .max(r.start.date());
     match last == r.start.date() {
         true => r.start.date().to_string(),
         false => format!("{} – {last}", r.start.date()),

@@ -82,7 +82,9 @@ impl PageQuery {
                     return Err(format!("sort: {other:?} is not domain, expiry or failures"));
                 }
                 ("page", n) => {
-                    out.page = n.parse().map_err(|_| format!("page: {n:?} is not a number"))?;
+                    out.page = n
+                        .parse()
+                        .map_err(|_| format!("page: {n:?} is not a number"))?;
                 }
                 ("limit" | "cursor" | "mode" | "ready" | "q", _) => out.list.set(&key, value)?,
                 _ => return Err(format!("unknown parameter {key:?}")),
@@ -235,16 +237,18 @@ fn listing(state: &AdminState, query: &PageQuery) -> Listing {
         Sort::Domain => {
             let page = list::page_where(snapshot.sorted(), &query.list, &ready, keep_ref);
             let next = page.next_cursor.map(|c| query.link(&format!("cursor={c}")));
-            (page.tenants.into_iter().cloned().collect(), page.total, next, None)
+            (
+                page.tenants.into_iter().cloned().collect(),
+                page.total,
+                next,
+                None,
+            )
         }
         sort => ranked(state, &snapshot, query, sort, &totals, &|t| {
             query.list.matches(t) && query.list.ready.is_none_or(|r| ready(t) == r) && keep(t)
         }),
     };
-    let rows = tenants
-        .into_iter()
-        .map(|t| row(state, t, &ready))
-        .collect();
+    let rows = tenants.into_iter().map(|t| row(state, t, &ready)).collect();
     let first_error = |rows: &Vec<Row>| rows.iter().find_map(|r| r.summary.as_ref().err().cloned());
     let store_error = store_error.or_else(|| first_error(&rows));
     Listing {
@@ -291,8 +295,8 @@ fn ranked(
         .take(query.list.limit)
         .cloned()
         .collect();
-    let next = (start + query.list.limit < total)
-        .then(|| query.link(&format!("page={}", query.page + 1)));
+    let next =
+        (start + query.list.limit < total).then(|| query.link(&format!("page={}", query.page + 1)));
     let prev = (query.page > 0).then(|| query.link(&format!("page={}", query.page - 1)));
     (tenants, total, next, prev)
 }
@@ -347,7 +351,13 @@ fn render(query: &PageQuery, listing: &Listing, now: i64) -> Markup {
 }
 
 fn filters(query: &PageQuery) -> Markup {
-    let q = query.list.q.as_ref().and_then(|q| q.first()).cloned().unwrap_or_default();
+    let q = query
+        .list
+        .q
+        .as_ref()
+        .and_then(|q| q.first())
+        .cloned()
+        .unwrap_or_default();
     let mode = query.list.mode.map(|m| m.as_str()).unwrap_or("");
     let option = |value: &'static str, label: &'static str, current: &str| {
         html! { option value=(value) selected[value == current] { (label) } }
@@ -407,7 +417,10 @@ pub fn cert_cell(cert: Option<&CertStatus>, now: i64) -> Markup {
         CertState::Renewing | CertState::Pending | CertState::DnsNotReady => "warn",
         CertState::Backoff | CertState::Error => "bad",
     };
-    let days = c.cert.as_ref().map(|i| (i.not_after - now).div_euclid(86_400));
+    let days = c
+        .cert
+        .as_ref()
+        .map(|i| (i.not_after - now).div_euclid(86_400));
     html! {
         (badge(kind, c.state.as_str()))
         @if let Some(d) = days { " " span class="days" { (d) " days" } }
@@ -448,7 +461,10 @@ mod tests {
         assert_eq!(q.list.ready, Some(false));
         assert_eq!((q.sort, q.page, q.list.limit), (Sort::Expiry, 2, PAGE_SIZE));
         assert_eq!(q.list.mode, None, "an empty field means any");
-        assert_eq!(q.link("page=3"), "/ui/?q=ex&show=not-ready&sort=expiry&page=3");
+        assert_eq!(
+            q.link("page=3"),
+            "/ui/?q=ex&show=not-ready&sort=expiry&page=3"
+        );
         for (bad, needle) in [
             ("show=x", "show: \"x\""),
             ("sort=x", "sort: \"x\""),

@@ -32,7 +32,10 @@ fn record() -> ReportRecord {
 fn assert_inert(html: &str) {
     assert!(!html.contains("<script>"), "{html}");
     assert!(!html.contains("<img"), "{html}");
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
 }
 
 #[test]
@@ -41,7 +44,10 @@ fn a_report_page_shows_outsiders_markup_as_text() {
     assert_inert(&html);
     // The page's own script tag is the only one, and it is external.
     assert_eq!(html.matches("<script").count(), 1, "{html}");
-    assert!(html.contains("<script src=\"/ui/assets/app.js\" defer>"), "{html}");
+    assert!(
+        html.contains("<script src=\"/ui/assets/app.js\" defer>"),
+        "{html}"
+    );
     // The download link percent-encodes the report-id.
     assert!(
         html.contains("/ui/reports/ab12.json?id=%3Cscript%3Ealert%281%29"),
@@ -78,7 +84,15 @@ fn the_status_page_shows_a_cluster_only_when_the_status_has_one() {
             {"name": "replica-b", "generation": 7, "state": "leading"},
         ],
     }});
-    let html = super::status::cluster_section(&status).unwrap().into_string();
-    assert!(html.contains("Leader: <strong>replica-b</strong>"), "{html}");
-    assert!(html.contains("<td>replica-a</td><td>following</td>"), "{html}");
+    let html = super::status::cluster_section(&status)
+        .unwrap()
+        .into_string();
+    assert!(
+        html.contains("Leader: <strong>replica-b</strong>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td>replica-a</td><td>following</td>"),
+        "{html}"
+    );
 }
