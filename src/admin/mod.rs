@@ -2,7 +2,9 @@
 //!
 //! `GET /healthz` (process up) and `GET /readyz` (configuration loaded, HTTPS listener up) are
 //! open so probes need no secret; with a token configured, everything else (`/metrics`,
-//! `/api/v1/…`, `POST /reload`) answers 401 without `Authorization: Bearer <token>`.
+//! `/api/v1/…`, `POST /reload`, the pages under `/ui/`) answers 401 without
+//! `Authorization: Bearer <token>` (the pages, for browsers, also take it as a Basic password;
+//! see the `ui` module).
 //! Metrics and the API are unauthenticated without a token: keep the listener on loopback or
 //! a private network.
 
