@@ -1154,6 +1154,15 @@ mod tests {
             .map(|r| r.organization.as_str())
             .collect();
         assert!(orgs.contains(&"Google Inc.") && orgs.contains(&"Microsoft Corporation"));
+        // Each report carries its own sums (for the pages' report list and daily chart), its
+        // report-id and the digest that tells it from another report under that id.
+        let per_report: u64 = data.reports.iter().map(|r| r.successful).sum();
+        let failed: u64 = data.reports.iter().map(|r| r.failed).sum();
+        assert_eq!((per_report, failed), (161, 3));
+        for r in &data.reports {
+            let stored = store.get(&r.report_id).unwrap();
+            assert!(stored.iter().any(|s| s.digest == r.digest), "{r:?}");
+        }
         assert_eq!(
             data.totals,
             [
