@@ -1,9 +1,9 @@
 //! `/ui/status`: the service's own state, drawn from the JSON `/api/v1/status` serves (so the
 //! page and the API cannot disagree) and the running server file.
 //!
-//! Cluster mode hook: when that JSON carries a `cluster` object, [`cluster_section`] shows it
-//! (`leader`, and `replicas` as a table of whatever fields each replica has), so the page
-//! needs no change when the status learns about replicas.
+//! Cluster mode: when that JSON carries a `cluster` object (main's cluster wiring puts
+//! `replica`, `role`, `detail` and `replicas` there), [`cluster_section`] shows it, the
+//! replicas as a table of whatever fields each has, so new fields need no change here.
 
 use maud::{Markup, html};
 use serde_json::Value;
@@ -165,9 +165,11 @@ fn store_section(status: &Value) -> Markup {
 }
 
 /// The cluster's replicas and leader, when the status JSON has a `cluster` object (cluster
-/// mode); `None` otherwise.
+/// mode: `replica`, `role` of this replica, `detail`, `replicas` with whatever fields each
+/// has, and `leader` when the status names it); `None` otherwise.
 pub fn cluster_section(status: &Value) -> Option<Markup> {
     let cluster = status.get("cluster")?.as_object()?;
+    let field = |key: &str| cluster.get(key).map_or("–".into(), text);
     let replicas = cluster
         .get("replicas")
         .and_then(Value::as_array)
@@ -178,10 +180,24 @@ pub fn cluster_section(status: &Value) -> Option<Markup> {
         .and_then(Value::as_object)
         .map(|o| o.keys().cloned().collect())
         .unwrap_or_default();
+    let role = field("role");
+    let leader = match (cluster.get("leader"), role.as_str()) {
+        (Some(l), _) => text(l),
+        (None, "leader") => field("replica"),
+        (None, _) => "another replica".into(),
+    };
+    let kind = match role.as_str() {
+        "leader" | "follower" => "good",
+        _ => "bad",
+    };
     Some(html! {
         section aria-labelledby="cluster" {
             h2 id="cluster" { "Cluster" }
-            p { "Leader: " strong { (cluster.get("leader").map_or("–".into(), text)) } }
+            (facts(&[
+                ("This replica", html! { code { (field("replica")) } " " (badge(kind, &role)) }),
+                ("Leader", html! { strong { (leader) } }),
+                ("Detail", html! { (field("detail")) }),
+            ]))
             div class="scroll" { table class="replicas" {
                 caption { "Replicas" }
                 thead { tr { @for c in &columns { th scope="col" { (c) } } } }

@@ -77,22 +77,28 @@ fn the_report_list_shows_outsiders_markup_as_text() {
 #[test]
 fn the_status_page_shows_a_cluster_only_when_the_status_has_one() {
     assert!(super::status::cluster_section(&serde_json::json!({"generation": 1})).is_none());
+    // The shape cluster mode's status has: this replica, its role, the replicas seen.
     let status = serde_json::json!({"cluster": {
-        "leader": "replica-b",
+        "replica": "replica-b",
+        "role": "leader",
+        "detail": null,
         "replicas": [
-            {"name": "replica-a", "generation": 7, "state": "following"},
-            {"name": "replica-b", "generation": 7, "state": "leading"},
+            {"name": "replica-a", "seen_secs_ago": 2.5},
+            {"name": "replica-b", "seen_secs_ago": 0.1},
         ],
     }});
     let html = super::status::cluster_section(&status)
         .unwrap()
         .into_string();
     assert!(
-        html.contains("Leader: <strong>replica-b</strong>"),
+        html.contains("<dd><strong>replica-b</strong></dd>"),
         "{html}"
     );
-    assert!(
-        html.contains("<td>replica-a</td><td>following</td>"),
-        "{html}"
-    );
+    assert!(html.contains("<td>replica-a</td><td>2.5</td>"), "{html}");
+    let follower =
+        serde_json::json!({"cluster": {"replica": "a", "role": "follower", "replicas": []}});
+    let html = super::status::cluster_section(&follower)
+        .unwrap()
+        .into_string();
+    assert!(html.contains("<strong>another replica</strong>"), "{html}");
 }
