@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""mta-stsd at 10k / 100k / 1M tenants: start, memory, edits, reloads, scrapes, API pages.
+"""mta-stsd at 10k / 100k / 1M tenants: start, memory, edits, reloads, scrapes, API and UI pages.
 
 Run through benches/scale.sh (which builds the release binary); see its --help. Not a test:
 it prints figures and fails only when the daemon misbehaves (a fetch that never shows an
@@ -212,6 +212,9 @@ def measure(binary, root, kind, n, base_rss):
         row["scrape_bytes"], row["scrape_s"] = len(body), wall
         _, row["api_page_s"] = d.get("/api/v1/tenants?limit=100")
         _, row["api_search_s"] = d.get("/api/v1/tenants?q=t00000&limit=1000")
+        # The admin pages: a page of 50 in domain order, and one that filters and ranks all.
+        _, row["ui_page_s"] = d.get("/ui/")
+        _, row["ui_ranked_s"] = d.get("/ui/?show=expiring&sort=expiry")
     finally:
         d.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -373,13 +376,14 @@ def main():
 
 def report(rows, big, all_scrape, args, base):
     print(f"base RSS (no tenants): {base / 1024:.1f} MiB\n")
-    print("| layout | tenants | start → serving | all certificates | RSS | KiB/tenant | one-tenant edit served | reload (nothing changed) | /metrics (default) | API page (100) | API search |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| layout | tenants | start → serving | all certificates | RSS | KiB/tenant | one-tenant edit served | reload (nothing changed) | /metrics (default) | API page (100) | API search | /ui/ (50) | /ui/ expiring by expiry |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['layout']} | {r['tenants']:,} | {r['start_s']:.2f} s | {r['all_issued_s']:.1f} s | "
             f"{r['rss_mib']:.0f} MiB | {r['kib_per_tenant']:.2f} | {r['edit_s']:.2f} s | {r['reload_ms']:.0f} ms | "
-            f"{r['scrape_bytes']:,} B in {r['scrape_s'] * 1000:.0f} ms | {r['api_page_s'] * 1000:.0f} ms | {r['api_search_s'] * 1000:.0f} ms |"
+            f"{r['scrape_bytes']:,} B in {r['scrape_s'] * 1000:.0f} ms | {r['api_page_s'] * 1000:.0f} ms | {r['api_search_s'] * 1000:.0f} ms | "
+            f"{r['ui_page_s'] * 1000:.0f} ms | {r['ui_ranked_s'] * 1000:.0f} ms |"
         )
     if big:
         print(f"\nA {args.big_file:,}-tenant file added beside 10 small files:")

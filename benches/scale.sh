@@ -10,7 +10,7 @@
 #   - a one-tenant edit: the file rewritten (atomically, as editors and kubectl do), then the
 #     policy fetched over HTTPS every 5 ms until the new body is served (median of 3);
 #   - POST /reload with nothing changed, one /metrics scrape (default metrics.per_tenant), one
-#     API page and one API search;
+#     API page and one API search, one admin page (/ui/) and one that filters and ranks all;
 # then, beside 10 small files: a 200 000-tenant file added, a small file edited 0.3 s later
 # (how long the small edit waits while the big file is parsed), RSS before, with and 10 s
 # after removing it, and the log size; and one scrape with metrics.per_tenant: all.

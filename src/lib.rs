@@ -23,7 +23,7 @@
 //!    behind the report and certificate traits).
 //! 4. [`server`] (TCP accept, TLS with SNI checked first, HTTP/1.1 or h2 by ALPN, one handler
 //!    per connection), [`metrics`] (the one reader of `stats`; per-tenant series made at
-//!    scrape time), [`admin`] (the loopback admin listener).
+//!    scrape time), [`admin`] (the loopback admin listener: the API, and read-only HTML pages under `/ui/`).
 //! 5. [`daemon`] (wiring, one supervisor for every background task), [`cli`] (the command
 //!    line; `main.rs` only parses and dispatches).
 //!

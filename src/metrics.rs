@@ -35,6 +35,7 @@ mod select;
 
 use crate::util::hash::FastMap;
 use select::Chosen;
+pub use select::cert_problem;
 
 /// The version and commit this binary was built from (`build.rs` embeds the commit).
 const BUILD: [(&str, &str); 3] = [

@@ -61,7 +61,9 @@ impl ListQuery {
         Ok(out)
     }
 
-    fn set(&mut self, key: &str, value: String) -> Result<(), String> {
+    /// Sets one parameter; an error names it. The admin pages parse their own parameters
+    /// and hand these on.
+    pub(super) fn set(&mut self, key: &str, value: String) -> Result<(), String> {
         match key {
             "limit" => {
                 self.limit = value
@@ -99,7 +101,7 @@ impl ListQuery {
     }
 
     /// Whether `tenant` passes every filter but readiness, which costs a board lookup.
-    fn matches(&self, tenant: &Tenant) -> bool {
+    pub(super) fn matches(&self, tenant: &Tenant) -> bool {
         self.mode.is_none_or(|m| tenant.policy.mode == m)
             && self
                 .q
@@ -139,12 +141,26 @@ pub fn page<'a>(
     query: &ListQuery,
     ready: &dyn Fn(&Tenant) -> bool,
 ) -> Page<'a> {
+    page_where(sorted, query, ready, None)
+}
+
+/// [`page`] with one more filter, `keep` (the admin pages' "expiring" and "failing").
+pub fn page_where<'a>(
+    sorted: &'a [Arc<Tenant>],
+    query: &ListQuery,
+    ready: &dyn Fn(&Tenant) -> bool,
+    keep: Option<&dyn Fn(&Tenant) -> bool>,
+) -> Page<'a> {
     let start = match &query.cursor {
         Some(cursor) => sorted.partition_point(|t| t.domain.as_str() <= cursor.as_str()),
         None => 0,
     };
-    let passes = |t: &Arc<Tenant>| query.matches(t) && query.ready.is_none_or(|r| ready(t) == r);
-    let total = if query.mode.is_none() && query.ready.is_none() && query.q.is_none() {
+    let passes = |t: &Arc<Tenant>| {
+        query.matches(t) && query.ready.is_none_or(|r| ready(t) == r) && keep.is_none_or(|k| k(t))
+    };
+    let unfiltered =
+        query.mode.is_none() && query.ready.is_none() && query.q.is_none() && keep.is_none();
+    let total = if unfiltered {
         sorted.len()
     } else {
         sorted.iter().filter(|t| passes(t)).count()

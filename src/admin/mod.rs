@@ -2,7 +2,9 @@
 //!
 //! `GET /healthz` (process up) and `GET /readyz` (configuration loaded, HTTPS listener up) are
 //! open so probes need no secret; with a token configured, everything else (`/metrics`,
-//! `/api/v1/…`, `POST /reload`) answers 401 without `Authorization: Bearer <token>`.
+//! `/api/v1/…`, `POST /reload`, the pages under `/ui/`) answers 401 without
+//! `Authorization: Bearer <token>` (the pages, for browsers, also take it as a Basic password;
+//! see the `ui` module).
 //! Metrics and the API are unauthenticated without a token: keep the listener on loopback or
 //! a private network.
 
@@ -32,6 +34,7 @@ use crate::registry::{Registry, Snapshot};
 use crate::reload::{ReloadStatus, Reloader, Trigger};
 
 mod list;
+mod ui;
 pub use list::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT};
 
 /// Admin connections served at once: a scraper, an operator and a script or two.
@@ -69,6 +72,19 @@ pub struct AdminState {
     pub validation: Arc<crate::validate::Board>,
     /// Cluster mode's role and replicas (`store: postgres:`).
     pub cluster: Option<Arc<crate::pgstore::cluster::ClusterStatus>>,
+    /// Where the listeners are bound, once the daemon has them (a port 0 becomes a real one).
+    pub bound: std::sync::OnceLock<Bound>,
+}
+
+/// The addresses the daemon's listeners are bound to, for the status page and the links.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bound {
+    /// The HTTPS listener.
+    pub https: Option<SocketAddr>,
+    /// This admin listener.
+    pub admin: Option<SocketAddr>,
+    /// The built-in DNS server (`dns:`).
+    pub dns: Option<SocketAddr>,
 }
 
 /// Reads a token file: the first line, trimmed; an empty token is refused (it would look
@@ -211,15 +227,27 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Response<
         return resp;
     }
     let token = state.token.as_ref().map(|t| t.get(&state.reloader));
-    if !authorized(token.as_deref(), &req) {
+    let page = ui::is_ui_path(req.uri().path());
+    if !authorized(token.as_deref(), &req, page) {
         let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        resp.headers_mut().insert(
+        // A browser cannot send a bearer token by itself, but it asks for a password when
+        // offered Basic: the pages take the token as that password.
+        if page {
+            resp.headers_mut().append(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"mta-stsd admin\", charset=\"UTF-8\""),
+            );
+        }
+        resp.headers_mut().append(
             WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"mta-stsd admin\""),
         );
         return resp;
     }
     let path = req.uri().path().to_owned();
+    if page {
+        return ui::handle(&state, req.method(), &path, req.uri().query()).await;
+    }
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/metrics") => {
             let accept = req
@@ -385,16 +413,8 @@ async fn tlsrpt_summary(
     let (tlsrpt, board) = (state.tlsrpt.clone(), state.validation.clone());
     let result = tokio::task::spawn_blocking(move || {
         let now = time::OffsetDateTime::now_utc();
-        // The watchdog's blockers (MX not covered, stale id, …) count in the verdict.
-        let gate = |mut s: crate::tlsrpt::TenantSummary| {
-            let report = board.get(&s.tenant);
-            let not_run = crate::validate::readiness::NOT_RUN_YET;
-            crate::validate::readiness::gate(&mut s.verdict, report.as_deref(), not_run);
-            serde_json::to_value(&s).unwrap_or_default()
-        };
-        tlsrpt
-            .tenant_summary(&domain, since, now)
-            .map(|summary| summary.map(gate))
+        gated_summary(&tlsrpt, &board, &domain, since, now)
+            .map(|summary| summary.map(|s| serde_json::to_value(&s).unwrap_or_default()))
     })
     .await;
     match result {
@@ -408,18 +428,59 @@ async fn tlsrpt_summary(
     }
 }
 
-/// Whether `req` carries the bearer token (any case of the scheme, RFC 9110 §11.1).
-fn authorized<B>(token: Option<&str>, req: &Request<B>) -> bool {
+/// A tenant's TLS-RPT summary with the watchdog's blockers (MX not covered, stale id, …)
+/// counted in its verdict: what the API's `/tlsrpt` serves and the pages show. Blocking.
+fn gated_summary(
+    tlsrpt: &crate::tlsrpt::TlsRpt,
+    board: &crate::validate::Board,
+    domain: &str,
+    since: time::OffsetDateTime,
+    now: time::OffsetDateTime,
+) -> Result<Option<crate::tlsrpt::TenantSummary>, crate::tlsrpt::StoreError> {
+    let mut summary = tlsrpt.tenant_summary(domain, since, now)?;
+    if let Some(s) = summary.as_mut() {
+        let report = board.get(&s.tenant);
+        let not_run = crate::validate::readiness::NOT_RUN_YET;
+        crate::validate::readiness::gate(&mut s.verdict, report.as_deref(), not_run);
+    }
+    Ok(summary)
+}
+
+/// Whether `req` carries the bearer token (any case of the scheme, RFC 9110 §11.1); with
+/// `basic` (the pages, for browsers), the token may also come as a Basic password.
+fn authorized<B>(token: Option<&str>, req: &Request<B>, basic: bool) -> bool {
     let Some(token) = token else { return true };
-    let Some(given) = req
+    let Some(value) = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer_credentials)
     else {
         return false;
     };
-    same_token(given, token)
+    let given = match bearer_credentials(value) {
+        Some(given) => given.to_owned(),
+        None if basic => match basic_password(value) {
+            Some(password) => password,
+            None => return false,
+        },
+        None => return false,
+    };
+    same_token(&given, token)
+}
+
+/// The password of a `Basic` authorization value (the user name is ignored).
+fn basic_password(value: &str) -> Option<String> {
+    use base64::Engine;
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(password.to_owned())
 }
 
 /// The credentials of a `Bearer` authorization value.
@@ -485,6 +546,7 @@ fn tenant_json(
         "ready": crate::publish::is_ready(snapshot, &state.board, tenant, now),
         "certificate": cert,
         "source": {"file": &*tenant.source, "line": tenant.line},
+        "html_url": ui::tenant_url(state, &tenant.domain),
         "stale": stale,
         "last_error": file_errors.first().map(|d| d.to_string()),
         "errors": file_errors,
@@ -715,6 +777,7 @@ mod tests {
 
     #[test]
     fn bearer_token() {
+        let authorized = |t, r: &Request<()>| authorized(t, r, false);
         assert!(authorized(None, &req(None)));
         assert!(!authorized(Some("s3cret"), &req(None)));
         assert!(!authorized(Some("s3cret"), &req(Some("Bearer s3cre"))));
@@ -729,6 +792,42 @@ mod tests {
     }
 
     #[test]
+    fn pages_also_take_the_token_as_a_basic_password() {
+        use base64::Engine;
+        let basic = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
+        let ok = basic("admin:s3cret");
+        assert!(authorized(Some("s3cret"), &req(Some(&ok)), true));
+        assert!(authorized(
+            Some("s3cret"),
+            &req(Some(&basic(":s3cret"))),
+            true
+        ));
+        assert!(authorized(
+            Some("s3cret"),
+            &req(Some("Bearer s3cret")),
+            true
+        ));
+        // The API itself keeps to bearer tokens.
+        assert!(!authorized(Some("s3cret"), &req(Some(&ok)), false));
+        for wrong in [
+            basic("admin:s3cre"),
+            basic("s3cret"),
+            "Basic !!!".into(),
+            basic(""),
+        ] {
+            assert!(
+                !authorized(Some("s3cret"), &req(Some(&wrong)), true),
+                "{wrong}"
+            );
+        }
+    }
+
+    #[test]
     fn bearer_scheme_is_case_insensitive() {
         // RFC 9110 §11.1: the auth-scheme is a case-insensitive token.
         for value in [
@@ -737,8 +836,15 @@ mod tests {
             "bEaReR s3cret",
             "Bearer  s3cret",
         ] {
-            assert!(authorized(Some("s3cret"), &req(Some(value))), "{value}");
+            assert!(
+                authorized(Some("s3cret"), &req(Some(value)), false),
+                "{value}"
+            );
         }
-        assert!(!authorized(Some("s3cret"), &req(Some("bearer S3CRET"))));
+        assert!(!authorized(
+            Some("s3cret"),
+            &req(Some("bearer S3CRET")),
+            false
+        ));
     }
 }

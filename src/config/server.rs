@@ -152,6 +152,11 @@ struct RawAdmin {
     listen: Option<Spanned<String>>,
     #[serde(default)]
     token_file: Option<String>,
+    /// The admin listener's address as operators reach it (a proxy, a port-forward), e.g.
+    /// `https://mta-stsd.internal.example`: the base of the page links (`html_url`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    external_url: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize, schemars::JsonSchema)]
@@ -276,6 +281,19 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// File holding the bearer token; without it the API is open to whoever can connect.
     pub token_file: Option<PathBuf>,
+    /// Base URL of the admin pages as operators reach them, without a trailing `/`; `None`
+    /// means `http://<listen>`.
+    pub external_url: Option<String>,
+}
+
+impl AdminConfig {
+    /// The base the page links (`html_url`, alert annotations) start with.
+    pub fn base_url(&self) -> String {
+        match &self.external_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}", self.listen),
+        }
+    }
 }
 
 /// How configuration changes are picked up.
@@ -672,6 +690,35 @@ fn compile_admin(raw: &RawAdmin, dir: &Path, d: &mut Diags) -> AdminConfig {
     AdminConfig {
         listen,
         token_file: raw.token_file.as_deref().map(|p| resolve(dir, p)),
+        external_url: raw.external_url.as_ref().and_then(|u| external_url(u, d)),
+    }
+}
+
+/// `admin.external_url`: an `http(s)://` URL with a host and no query or fragment, kept
+/// without its trailing `/` so paths append cleanly.
+fn external_url(raw: &Spanned<String>, d: &mut Diags) -> Option<String> {
+    let url = raw.value.trim();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let bad = match rest {
+        None => Some("is not an http:// or https:// URL"),
+        Some(r) if r.is_empty() || r.starts_with('/') => Some("has no host"),
+        Some(r) if r.contains(['?', '#', ' ', '"', '<', '>']) => {
+            Some("may not hold a query, a fragment, spaces, quotes or angle brackets")
+        }
+        Some(_) => None,
+    };
+    match bad {
+        Some(why) => {
+            d.error(
+                &raw.referenced,
+                "admin.external_url",
+                format!("{url:?} {why} (e.g. \"https://mta-stsd.internal.example\")"),
+            );
+            None
+        }
+        None => Some(url.trim_end_matches('/').to_owned()),
     }
 }
 
@@ -710,6 +757,28 @@ mod tests {
         assert!(all.restart_required(&next).contains(&"metrics"));
         let same = load_acme(&format!("{base}metrics:\n  per_tenant: all\n")).unwrap();
         assert!(!all.restart_required(&same).contains(&"metrics"));
+    }
+
+    #[test]
+    fn admin_external_url_is_an_http_url_kept_without_its_slash() {
+        let base = "listen: \"127.0.0.1:443\"\nstate_dir: s\nissuer: internal\nadmin:\n  listen: \"127.0.0.1:9180\"\n";
+        let admin = |extra: &str| load_acme(&format!("{base}{extra}")).map(|c| c.admin.unwrap());
+        assert_eq!(admin("").unwrap().base_url(), "http://127.0.0.1:9180");
+        let set = admin("  external_url: https://sts-admin.example/ops/\n").unwrap();
+        assert_eq!(set.base_url(), "https://sts-admin.example/ops");
+        for bad in [
+            "ftp://x.example",
+            "https://",
+            "https://x.example/?a=1",
+            "x.example",
+        ] {
+            let diags = admin(&format!("  external_url: \"{bad}\"\n")).unwrap_err();
+            assert_eq!(diags.len(), 1, "{bad}: {diags:?}");
+            assert_eq!(
+                (diags[0].line, diags[0].field.as_str()),
+                (6, "admin.external_url")
+            );
+        }
     }
 
     #[test]

@@ -248,6 +248,11 @@ impl Daemon {
         let mut tasks = Supervisor::new();
         // Logged below, so a listener given port 0 (tests) says where it is.
         let dns_addr = listeners.dns.as_ref().and_then(|d| d.local_addr().ok());
+        let _ = self.admin.bound.set(admin::Bound {
+            https: listeners.https.local_addr().ok(),
+            admin: listeners.admin.as_ref().and_then(|l| l.local_addr().ok()),
+            dns: dns_addr,
+        });
         if let Err(err) = self
             .start_tasks(&mut tasks, listeners.admin)
             .and_then(|()| self.start_dns(&mut tasks, listeners.dns))
@@ -567,6 +572,7 @@ fn admin_state(
         dns_update: std::sync::OnceLock::new(),
         validation: validation.clone(),
         cluster: cluster.cloned(),
+        bound: std::sync::OnceLock::new(),
     })
 }
 

@@ -78,7 +78,7 @@ impl<'a> Chosen<'a> {
 
 /// Not ready (no certificate, not valid, expired), or expiring within
 /// [`PROBLEM_EXPIRY_DAYS`].
-fn cert_problem(status: Option<&CertStatus>, now: i64) -> bool {
+pub fn cert_problem(status: Option<&CertStatus>, now: i64) -> bool {
     let Some(status) = status else { return true };
     let valid = matches!(status.state, CertState::Valid | CertState::Renewing);
     let soon = now + PROBLEM_EXPIRY_DAYS * 86_400;

@@ -265,7 +265,11 @@ async fn summary_rows(
     let spans = tx
         .query(
             "SELECT organization, start_time, end_time, conflict, signing_domain,
-                submitter_mismatch
+                submitter_mismatch, report_id, digest,
+                (SELECT COALESCE(SUM(p.successful), 0)::BIGINT FROM tlsrpt_policies p
+                 WHERE p.report = tlsrpt_reports.id),
+                (SELECT COALESCE(SUM(p.failed), 0)::BIGINT FROM tlsrpt_policies p
+                 WHERE p.report = tlsrpt_reports.id)
              FROM tlsrpt_reports WHERE tenant = $1 AND end_time > $2
              ORDER BY start_time, organization",
             &[&tenant, &since],
@@ -307,6 +311,10 @@ fn window_data(rows: [Vec<tokio_postgres::Row>; 3]) -> Result<WindowData, StoreE
             conflict: r.get(3),
             signing_domain: r.get(4),
             submitter_mismatch: r.get(5),
+            report_id: r.get(6),
+            digest: r.get(7),
+            successful: to_u64(r.get(8))?,
+            failed: to_u64(r.get(9))?,
         });
     }
     for r in totals {

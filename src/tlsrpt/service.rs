@@ -356,19 +356,33 @@ impl TlsRpt {
         since: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<Option<TenantSummary>, StoreError> {
+        Ok(self
+            .tenant_window(domain, since, now)?
+            .map(|(summary, _)| summary))
+    }
+
+    /// [`TlsRpt::tenant_summary`] and the window it was made from, whose reports the admin
+    /// pages list and chart by day. Blocking.
+    pub fn tenant_window(
+        &self,
+        domain: &str,
+        since: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<(TenantSummary, WindowData)>, StoreError> {
         let domain = super::report::normalize_domain(domain);
         let Some(tenant) = self.registry.load().by_domain(&domain).cloned() else {
             return Ok(None);
         };
-        tenant_summary(
-            Some(self.store()?.as_ref()),
+        let data = self.store()?.summary(&domain, since)?;
+        let summary = summary::summarize(
             &domain,
             tenant.policy.mode,
+            &data,
             since,
             now,
             &self.verdict_config(),
-        )
-        .map(Some)
+        );
+        Ok(Some((summary, data)))
     }
 
     /// The admin API's `GET /api/v1/tenants/{domain}/tlsrpt?since=`: the summary as JSON, or

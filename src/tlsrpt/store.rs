@@ -563,7 +563,10 @@ fn report_spans(
     since: i64,
 ) -> Result<Vec<ReportSpan>, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT organization, start_time, end_time, conflict, signing_domain, submitter_mismatch
+        "SELECT organization, start_time, end_time, conflict, signing_domain, submitter_mismatch,
+            report_id, digest,
+            (SELECT COALESCE(SUM(p.successful), 0) FROM policies p WHERE p.report = reports.id),
+            (SELECT COALESCE(SUM(p.failed), 0) FROM policies p WHERE p.report = reports.id)
          FROM reports WHERE tenant = ?1 AND end_time > ?2 ORDER BY start_time, organization",
     )?;
     let rows = stmt.query_map(params![tenant, since], |r| {
@@ -574,14 +577,21 @@ fn report_spans(
             conflict: r.get(3)?,
             signing_domain: r.get(4)?,
             submitter_mismatch: r.get(5)?,
+            report_id: r.get(6)?,
+            digest: r.get(7)?,
+            successful: 0,
+            failed: 0,
         };
-        Ok((span, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        let counts: (i64, i64) = (r.get(8)?, r.get(9)?);
+        Ok((span, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, counts))
     })?;
     let mut spans = Vec::new();
     for row in rows {
-        let (mut span, start, end) = row?;
+        let (mut span, start, end, (successful, failed)) = row?;
         span.start = from_unix(start)?;
         span.end = from_unix(end)?;
+        span.successful = to_u64(successful)?;
+        span.failed = to_u64(failed)?;
         spans.push(span);
     }
     Ok(spans)
@@ -1144,6 +1154,15 @@ mod tests {
             .map(|r| r.organization.as_str())
             .collect();
         assert!(orgs.contains(&"Google Inc.") && orgs.contains(&"Microsoft Corporation"));
+        // Each report carries its own sums (for the pages' report list and daily chart), its
+        // report-id and the digest that tells it from another report under that id.
+        let per_report: u64 = data.reports.iter().map(|r| r.successful).sum();
+        let failed: u64 = data.reports.iter().map(|r| r.failed).sum();
+        assert_eq!((per_report, failed), (161, 3));
+        for r in &data.reports {
+            let stored = store.get(&r.report_id).unwrap();
+            assert!(stored.iter().any(|s| s.digest == r.digest), "{r:?}");
+        }
         assert_eq!(
             data.totals,
             [

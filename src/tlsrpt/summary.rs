@@ -50,6 +50,14 @@ pub struct ReportSpan {
     pub signing_domain: Option<String>,
     /// Its submitter or contact-info domain is not of the signing domain.
     pub submitter_mismatch: bool,
+    /// `report-id`: unique only per organization.
+    pub report_id: String,
+    /// Hex SHA-256 of the canonical JSON: which of the reports under one report-id this is.
+    pub digest: String,
+    /// Successful sessions of the policies concerning the tenant.
+    pub successful: u64,
+    /// Failed sessions of the policies concerning the tenant.
+    pub failed: u64,
 }
 
 /// A reporting organization as named, with the DKIM signing domain that vouched for it.
@@ -506,6 +514,10 @@ mod tests {
             conflict: false,
             signing_domain: None,
             submitter_mismatch: false,
+            report_id: format!("{org}-{day}"),
+            digest: String::new(),
+            successful: 0,
+            failed: 0,
         }
     }
 
@@ -726,6 +738,10 @@ mod tests {
                 conflict: false,
                 signing_domain: None,
                 submitter_mismatch: false,
+                report_id: String::new(),
+                digest: String::new(),
+                successful: 0,
+                failed: 0,
             },
             // A multi-day report straddling the window start covers only in-window days.
             ReportSpan {
@@ -735,6 +751,10 @@ mod tests {
                 conflict: false,
                 signing_domain: None,
                 submitter_mismatch: false,
+                report_id: String::new(),
+                digest: String::new(),
+                successful: 0,
+                failed: 0,
             },
         ];
         assert_eq!(days_covered(&reports, SINCE, NOW), 2); // Mar 1 and Mar 3

@@ -33,5 +33,6 @@ mod tlsrpt_cli;
 mod tlsrpt_crash;
 mod tlsrpt_intake;
 mod tlsrpt_store;
+mod ui;
 mod validate;
 mod validate_starttls;

@@ -5,6 +5,7 @@
 mod admin;
 mod binary;
 mod bind;
+mod chromium;
 pub mod cluster;
 mod daemon;
 mod fixtures;
@@ -21,6 +22,8 @@ use std::time::Duration;
 pub use admin::{AdminResponse, admin_get, admin_request};
 pub use binary::{ServeProcess, binary, dns_json, run_binary};
 pub use bind::{Bind, TsigKey};
+#[allow(unused_imports)]
+pub use chromium::{Loaded, chromium_binary, dump_dom, screenshot};
 pub use daemon::{Running, run_daemon, start};
 pub use fixtures::{BASE_SERVER_YAML, TestConfig, gzip, report_json, report_mail, tlsrpt_fixture};
 #[allow(unused_imports)]
