@@ -71,6 +71,8 @@ pub struct Sources {
     pub tlsrpt: Option<Arc<crate::tlsrpt::TlsRpt>>,
     /// The watchdog's validation results, when the daemon has them.
     pub validation: Option<Arc<crate::validate::Board>>,
+    /// Cluster mode's role and replicas (`store: postgres:`).
+    pub cluster: Option<Arc<crate::pgstore::cluster::ClusterStatus>>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -301,8 +303,39 @@ impl Collector for StateCollector {
         if let Some(validation) = &s.validation {
             encode_validation(&mut enc, validation, &chosen)?;
         }
+        if let Some(cluster) = &s.cluster {
+            encode_cluster(&mut enc, cluster)?;
+        }
         Ok(())
     }
+}
+
+/// This replica's role (1 for the current one, 0 for the others) and the live replicas.
+fn encode_cluster(
+    enc: &mut DescriptorEncoder,
+    cluster: &crate::pgstore::cluster::ClusterStatus,
+) -> Result<(), std::fmt::Error> {
+    let role = cluster.role();
+    family(
+        enc,
+        "mta_stsd_cluster_role",
+        "1 for this replica's cluster role: leader (orders certificates), follower, or disconnected from PostgreSQL",
+        MetricType::Gauge,
+        ["leader", "follower", "disconnected"].into_iter().map(|r| {
+            (
+                [("role", r)],
+                ConstGauge::new(i64::from(role.as_str() == r)),
+            )
+        }),
+    )?;
+    let live = cluster.replicas().len();
+    single(
+        enc,
+        "mta_stsd_cluster_replicas",
+        "Replicas heard from in the last 15 s at the last cluster sync, this one included",
+        MetricType::Gauge,
+        count_gauge(live),
+    )
 }
 
 /// Open connections and handshake outcomes of the HTTPS listener.

@@ -21,8 +21,19 @@ pub fn cert_ready(status: Option<&CertStatus>, now: i64) -> bool {
 }
 
 /// Whether `tenant`'s policy is the one being served and its certificate is valid: only then
-/// may its id be published.
+/// may its id be published. In cluster mode every live replica must serve it too (the
+/// snapshot's [`crate::registry::ClusterGate`]): a sender may fetch from any of them.
 pub fn is_ready(snapshot: &Snapshot, board: &CertBoard, tenant: &Tenant, now: i64) -> bool {
+    serves(snapshot, board, tenant, now)
+        && snapshot
+            .cluster
+            .as_ref()
+            .is_none_or(|gate| gate.confirms(&tenant.host, &tenant.policy.id))
+}
+
+/// Whether this process serves `tenant`'s policy over a valid certificate: [`is_ready`]
+/// without the other replicas.
+pub fn serves(snapshot: &Snapshot, board: &CertBoard, tenant: &Tenant, now: i64) -> bool {
     snapshot
         .get(&tenant.host)
         .is_some_and(|served| served.policy.id == tenant.policy.id)

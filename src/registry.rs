@@ -73,6 +73,9 @@ pub struct Snapshot {
     pub generation: u64,
     /// Diagnostics of the configuration this snapshot was built from.
     pub diagnostics: Vec<Diagnostic>,
+    /// In cluster mode, which ids every live replica serves; carried from snapshot to
+    /// snapshot by [`Registry::swap`], so the ready gate needs nothing beside the snapshot.
+    pub cluster: Option<Arc<ClusterGate>>,
 }
 
 impl Default for Snapshot {
@@ -95,6 +98,7 @@ impl Snapshot {
             sorted: OnceLock::new(),
             generation: 0,
             diagnostics,
+            cluster: None,
         }
     }
 
@@ -119,6 +123,7 @@ impl Snapshot {
             sorted: OnceLock::new(),
             generation: self.generation,
             diagnostics,
+            cluster: self.cluster.clone(),
         }
     }
 
@@ -196,8 +201,56 @@ impl Registry {
     /// Replaces the snapshot as a whole and returns the previous one.
     pub fn swap(&self, mut next: Snapshot) -> Arc<Snapshot> {
         let _one_at_a_time = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
-        next.generation = self.current.load().generation + 1;
+        let current = self.current.load();
+        next.generation = current.generation + 1;
+        if next.cluster.is_none() {
+            next.cluster = current.cluster.clone();
+        }
         self.current.swap(Arc::new(next))
+    }
+}
+
+/// Cluster mode's half of the ready gate (RFC 8461 §8.1 across replicas): the policy id of
+/// each host that every live replica serves over a valid certificate. Filled by the cluster
+/// sync; a host's entry only moves forward (to the id this replica serves), so an id once
+/// ready stays ready while a new replica catches up.
+#[derive(Debug, Default)]
+pub struct ClusterGate {
+    confirmed: std::sync::RwLock<crate::util::hash::FastMap<String, String>>,
+}
+
+impl ClusterGate {
+    /// An empty gate: no id is ready until confirmed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether every live replica was seen serving `id` at `host`.
+    pub fn confirms(&self, host: &str, id: &str) -> bool {
+        let map = self.confirmed.read().unwrap_or_else(|e| e.into_inner());
+        map.get(host).is_some_and(|confirmed| confirmed == id)
+    }
+
+    /// Records that every live replica serves `id` at `host`; true if that is news.
+    pub fn confirm(&self, host: &str, id: &str) -> bool {
+        let mut map = self.confirmed.write().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(host) {
+            Some(known) if known == id => false,
+            Some(known) => {
+                id.clone_into(known);
+                true
+            }
+            None => {
+                map.insert(host.to_owned(), id.to_owned());
+                true
+            }
+        }
+    }
+
+    /// Drops hosts that are no longer tenants.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut map = self.confirmed.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|host, _| keep(host));
     }
 }
 

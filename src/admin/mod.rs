@@ -67,6 +67,8 @@ pub struct AdminState {
     pub dns_update: std::sync::OnceLock<Arc<crate::dnsupdate::Publisher>>,
     /// The watchdog's latest validation per tenant.
     pub validation: Arc<crate::validate::Board>,
+    /// Cluster mode's role and replicas (`store: postgres:`).
+    pub cluster: Option<Arc<crate::pgstore::cluster::ClusterStatus>>,
 }
 
 /// Reads a token file: the first line, trimmed; an empty token is refused (it would look
@@ -292,25 +294,43 @@ fn status(state: &AdminState) -> serde_json::Value {
             "tlsrpt_store".into(),
             serde_json::to_value(state.tlsrpt.store_status()).unwrap_or_default(),
         );
+        if let Some(cluster) = &state.cluster {
+            map.insert("cluster".into(), cluster.to_json());
+        }
     }
     value
+}
+
+/// The `/readyz` text: ready, and what is degraded. Policies are the product: a report store
+/// or a cluster database that is down does not make the daemon unready, it is only named
+/// (details in `/api/v1/status`, which may need the token).
+fn ready_text(state: &AdminState) -> String {
+    let mut degraded = Vec::new();
+    if !state.tlsrpt.store_status().up {
+        degraded.push("report store unavailable: TLS-RPT intake answers 503".to_owned());
+    }
+    if let Some(cluster) = &state.cluster
+        && let crate::pgstore::session::Role::Disconnected(why) = cluster.role()
+    {
+        degraded.push(format!(
+            "PostgreSQL unavailable ({why}): serving from memory, not ordering, reconnecting"
+        ));
+    }
+    if degraded.is_empty() {
+        "ready\n".to_owned()
+    } else {
+        format!("ready ({})\n", degraded.join("; "))
+    }
 }
 
 /// The unauthenticated probes `/healthz` and `/readyz` (orchestrators hold no token).
 fn probe(state: &AdminState, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
     match (method, path) {
         (&Method::GET, "/healthz") => Some(text(StatusCode::OK, "ok\n")),
-        // Policies are the product: a report store that is down does not make the daemon
-        // unready, it is only named (details in `/api/v1/status`, which may need the token).
         (&Method::GET, "/readyz") if state.listening.load(Ordering::Relaxed) => {
-            Some(if state.tlsrpt.store_status().up {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(
-                    StatusCode::OK,
-                    "ready (report store unavailable: TLS-RPT intake answers 503)\n",
-                )
-            })
+            let mut resp = text(StatusCode::OK, "");
+            *resp.body_mut() = Full::new(Bytes::from(ready_text(state)));
+            Some(resp)
         }
         (&Method::GET, "/readyz") => Some(text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")),
         _ => None,

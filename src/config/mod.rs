@@ -11,6 +11,7 @@ mod dns_update;
 mod field;
 mod names;
 mod server;
+mod store;
 mod tenant;
 mod tlsrpt;
 mod validation;
@@ -27,6 +28,7 @@ pub use server::{
     PerTenant, ReloadConfig, SERVER_FILE, ServerConfig, TENANTS_DIR, TlsSettings,
     load_server_config, parse_server_config,
 };
+pub use store::{PgUrl, PostgresConfig};
 pub use tenant::{
     Claims, FileTenants, Retiring, Served, Tenant, TenantSet, assemble, assemble_shared, file_kind,
     is_tenant_file_name, load_tenant_file, parse_tenants,

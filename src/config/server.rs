@@ -12,6 +12,7 @@ use super::dns::{DnsConfig, RawDns, compile_dns};
 use super::dns_update::{RawUpdateTarget, UpdateTarget, compile_dns_update};
 use super::field::{Bounds, Diags, Dur, duration_or, resolve};
 use super::names::normalize_hostname;
+use super::store::{PostgresConfig, RawStore, compile_store};
 use super::tlsrpt::{RawTlsRpt, TlsRptConfig, compile_tlsrpt};
 use super::validation::{RawValidation, ValidationConfig, compile_validation};
 use super::{Diagnostic, yaml_diagnostic, yaml_options};
@@ -105,6 +106,9 @@ struct RawServer {
     validation: Option<RawValidation>,
     /// `max_age` of the `mode: none` policy a retiring tenant serves; default `1d`.
     retire_max_age: Option<Dur>,
+    /// Cluster mode: what replicas share (default: local files and SQLite, one node).
+    #[serde(default)]
+    store: Option<RawStore>,
 }
 
 #[derive(Default, Deserialize, schemars::JsonSchema)]
@@ -365,6 +369,8 @@ pub struct ServerConfig {
     pub public_addresses: Vec<IpAddr>,
     /// How tenants are validated from the outside (`validation:`).
     pub validation: ValidationConfig,
+    /// Cluster mode on PostgreSQL (`store: postgres:`); `None` is one node on local files.
+    pub postgres: Option<PostgresConfig>,
     /// What the file says that works but is probably not meant (`check` prints these).
     pub warnings: Vec<Diagnostic>,
 }
@@ -396,6 +402,8 @@ impl ServerConfig {
         cmp(self.dns_update != next.dns_update, "dns_update");
         // The watchdog is started once with its resolver and roots.
         cmp(self.validation != next.validation, "validation");
+        // The pool, the session and the stores are opened once at start.
+        cmp(self.postgres != next.postgres, "store");
         cmp(
             self.public_addresses != next.public_addresses,
             "public_addresses",
@@ -450,11 +458,7 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
         .tenants_dir
         .as_ref()
         .map_or_else(|| dir.join(TENANTS_DIR), |t| resolve(dir, &t.value));
-    let public_hostname = raw.public_hostname.as_ref().and_then(|h| {
-        normalize_hostname(&h.value)
-            .map_err(|why| d.error(&h.referenced, "public_hostname", why))
-            .ok()
-    });
+    let public_hostname = compile_public_hostname(raw, d);
     let public_addresses = d.list(&raw.public_addresses, "public_addresses", ip_address);
     let mut issuer = compile_issuer(raw, dir, public_hostname.as_deref(), &public_addresses, d);
     let public_addresses = with_preflight_addresses(public_addresses, &issuer);
@@ -495,8 +499,18 @@ fn compile(raw: &RawServer, dir: &Path, d: &mut Diags) -> ServerConfig {
         dns_update,
         public_addresses,
         validation: compile_validation(raw.validation.as_ref(), dir, d),
+        postgres: compile_store(raw.store.as_ref(), dir, d),
         warnings: Vec::new(),
     }
+}
+
+/// `public_hostname`, normalized.
+fn compile_public_hostname(raw: &RawServer, d: &mut Diags) -> Option<String> {
+    raw.public_hostname.as_ref().and_then(|h| {
+        normalize_hostname(&h.value)
+            .map_err(|why| d.error(&h.referenced, "public_hostname", why))
+            .ok()
+    })
 }
 
 /// The built-in zone (`dns:`), which ACME's DNS-01 answers through.
@@ -800,6 +814,41 @@ mod tests {
     }
 
     const BASE: &str = "listen: \"127.0.0.1:0\"\nstate_dir: /var/lib/mta-stsd\nissuer: internal\n";
+
+    #[test]
+    fn store_postgres_compiles_and_errors_name_the_field() {
+        assert_eq!(load(BASE).unwrap().postgres, None);
+        let url = "postgresql://mta:hunter2@127.0.0.1:5432/mta";
+        let with = |section: &str| load(&format!("{BASE}store:\n  postgres:\n{section}"));
+        let cfg = with(&format!("    url: \"{url}\"\n    replica_name: node-a\n")).unwrap();
+        let pg = cfg.postgres.unwrap();
+        assert_eq!(
+            (pg.url.0.as_str(), pg.replica_name.as_str()),
+            (url, "node-a")
+        );
+        assert!(!pg.replica_name.is_empty());
+        let none = with("    replica_name: a\n").unwrap_err();
+        assert!(
+            none[0].contains(":5:") && none[0].contains("url or url_file"),
+            "{none:?}"
+        );
+        let bad = with("    url: \"postgresql://u:hunter2@h:notaport/x\"\n").unwrap_err();
+        assert!(
+            bad[0].contains(":6:") && bad[0].contains("store.postgres.url"),
+            "{bad:?}"
+        );
+        assert!(
+            !bad[0].contains("hunter2"),
+            "the password is never echoed: {bad:?}"
+        );
+        let missing = with("    url_file: /nonexistent/url\n").unwrap_err();
+        assert!(
+            missing[0].contains("cannot read /nonexistent/url"),
+            "{missing:?}"
+        );
+        let name = with(&format!("    url: \"{url}\"\n    replica_name: \"a b\"\n")).unwrap_err();
+        assert!(name[0].contains("store.postgres.replica_name"), "{name:?}");
+    }
 
     #[test]
     fn tlsrpt_defaults_without_a_section() {

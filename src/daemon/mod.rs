@@ -2,6 +2,7 @@
 //! listeners; starts every background task in one place (`tasks::Supervisor`) and stops
 //! them with one signal after the HTTPS listener has drained.
 
+mod cluster;
 mod tasks;
 
 use std::path::Path;
@@ -50,6 +51,8 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     /// The watchdog's latest validation per tenant, read by the admin API and `/metrics`.
     validation: Arc<crate::validate::Board>,
+    /// Cluster mode (`store: postgres:`): the shared database, the role, the ready gate.
+    cluster: Option<cluster::Cluster>,
 }
 
 /// The ACME scheduler and its optional HTTP-01 listener, started by [`Daemon::run`].
@@ -158,10 +161,16 @@ impl Daemon {
         let metrics = Arc::new(Metrics::new());
         let resolver = Arc::new(CertResolver::new());
         let board = Arc::new(CertBoard::new());
-        let (provider, acme) =
-            make_provider(&config, resolver.clone(), board.clone(), metrics.clone())?;
-        let registry = Arc::new(Registry::new(index_and_sync(&tenants, provider.as_ref())));
-        let tlsrpt = open_tlsrpt(&config, &registry);
+        let cluster = config.postgres.as_ref().map(cluster::open).transpose()?;
+        let (provider, acme) = make_provider(
+            &config,
+            (resolver.clone(), board.clone(), metrics.clone()),
+            cluster.as_ref(),
+        )?;
+        let mut first = index_and_sync(&tenants, provider.as_ref());
+        first.cluster = cluster.as_ref().map(|c| c.gate.clone());
+        let registry = Arc::new(Registry::new(first));
+        let tlsrpt = open_tlsrpt(&config, &registry, cluster.as_ref());
         // The report host is served with a certificate from the tenants' issuer.
         let extra: Vec<String> = config.tlsrpt.report_host.iter().cloned().collect();
         provider.sync_extra(&extra);
@@ -177,18 +186,11 @@ impl Daemon {
             },
             cache,
         ));
-        let uses_dns01 = matches!(&config.issuer, IssuerConfig::Acme(a) if a.dns01_zone.is_some());
-        let dns01 = acme
-            .as_ref()
-            .filter(|_| uses_dns01)
-            .map(|a| a.provider.dns01.clone());
-        let dns = crate::dns::DnsZone::new(&config, metrics.clone(), dns01)?;
-        let mut admin = admin_state(
-            &config, &metrics, &registry, &board, &server, &reloader, &tlsrpt,
-        )?;
-        let validation = admin.validation.clone();
+        let dns = make_zone(&config, &metrics, acme.as_ref())?;
+        let parts = (&metrics, &registry, &board, &server, &reloader, &tlsrpt);
+        let mut admin = admin_state(&config, parts, cluster.as_ref().map(|c| &c.status))?;
         admin.dns = dns.clone();
-        let admin = Arc::new(admin);
+        let (validation, admin) = (admin.validation.clone(), Arc::new(admin));
         Ok(Daemon {
             config,
             registry,
@@ -204,6 +206,7 @@ impl Daemon {
             dns,
             metrics,
             validation,
+            cluster,
         })
     }
 
@@ -323,15 +326,28 @@ impl Daemon {
             "retirements",
             reload::retire_task(self.reloader.clone(), tasks.stop_signal()),
         );
-        tasks.spawn_until_stopped(
-            "tlsrpt-retention",
-            crate::tlsrpt::service::retention_task(self.tlsrpt.clone()),
-        );
+        self.start_shared(tasks);
         if let Some(acme) = self.acme.take() {
             start_acme(acme, tasks);
         }
         self.start_validation(tasks);
         Ok(())
+    }
+
+    /// Starts what works on the shared state: report retention and, in cluster mode, the
+    /// session, the gate sync and the change feed.
+    fn start_shared(&self, tasks: &mut Supervisor) {
+        // In cluster mode only the leader prunes: one DELETE per round, not one per replica.
+        let prunes = self.cluster.as_ref().map(cluster::Cluster::may_order);
+        tasks.spawn_until_stopped(
+            "tlsrpt-retention",
+            crate::tlsrpt::service::retention_task(self.tlsrpt.clone(), prunes),
+        );
+        if let Some(cluster) = &self.cluster {
+            cluster.start(tasks, &self.registry, &self.board, |event| {
+                tracing::debug!(?event, "cluster change");
+            });
+        }
     }
 
     /// Starts the `validation` watchdog unless `validation.enabled` is false; a resolver that
@@ -443,6 +459,19 @@ impl Daemon {
     }
 }
 
+/// The built-in zone (`dns:`), answering DNS-01 challenges when ACME uses them.
+fn make_zone(
+    config: &ServerConfig,
+    metrics: &Arc<Metrics>,
+    acme: Option<&AcmeTasks>,
+) -> anyhow::Result<Option<Arc<crate::dns::DnsZone>>> {
+    let uses_dns01 = matches!(&config.issuer, IssuerConfig::Acme(a) if a.dns01_zone.is_some());
+    let dns01 = acme
+        .filter(|_| uses_dns01)
+        .map(|a| a.provider.dns01.clone());
+    crate::dns::DnsZone::new(config, metrics.clone(), dns01)
+}
+
 /// Installs the SIGHUP handler: from here on a SIGHUP is held for the stream, not fatal.
 fn install_sighup() -> anyhow::Result<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -472,24 +501,41 @@ fn make_server(
     Ok(Arc::new(server))
 }
 
-/// The report store the server file names. Never fails: policies are served whether or not
-/// the store opens (see [`TlsRpt::open_or_unavailable`]).
-fn open_tlsrpt(config: &ServerConfig, registry: &Arc<Registry>) -> Arc<TlsRpt> {
+/// The report store the server file names: PostgreSQL in cluster mode, else SQLite. Never
+/// fails: policies are served whether or not the store opens (see
+/// [`TlsRpt::open_or_unavailable`]); PostgreSQL's calls fail one by one while it is away.
+fn open_tlsrpt(
+    config: &ServerConfig,
+    registry: &Arc<Registry>,
+    cluster: Option<&cluster::Cluster>,
+) -> Arc<TlsRpt> {
+    if let Some(cluster) = cluster {
+        let store = Arc::new(crate::pgstore::reports::PgReportStore::new(
+            cluster.db.clone(),
+        ));
+        return Arc::new(TlsRpt::new(&config.tlsrpt, store, registry.clone()));
+    }
     Arc::new(TlsRpt::open_or_unavailable(
         &config.tlsrpt,
         registry.clone(),
     ))
 }
 
+/// What the admin API reads, built before it.
+type AdminParts<'a> = (
+    &'a Arc<Metrics>,
+    &'a Arc<Registry>,
+    &'a Arc<CertBoard>,
+    &'a Arc<Server>,
+    &'a Arc<Reloader>,
+    &'a Arc<TlsRpt>,
+);
+
 /// The admin API's state: what it reads, the exporter over the same parts, the token.
 fn admin_state(
     config: &ServerConfig,
-    metrics: &Arc<Metrics>,
-    registry: &Arc<Registry>,
-    board: &Arc<CertBoard>,
-    server: &Arc<Server>,
-    reloader: &Arc<Reloader>,
-    tlsrpt: &Arc<TlsRpt>,
+    (metrics, registry, board, server, reloader, tlsrpt): AdminParts<'_>,
+    cluster: Option<&Arc<crate::pgstore::cluster::ClusterStatus>>,
 ) -> anyhow::Result<AdminState> {
     // Filled by the watchdog (`Daemon::start_validation`), read by the API and `/metrics`.
     let validation = Arc::new(crate::validate::Board::new());
@@ -509,6 +555,7 @@ fn admin_state(
             reloader: reloader.clone(),
             tlsrpt: Some(tlsrpt.clone()),
             validation: Some(validation.clone()),
+            cluster: cluster.cloned(),
         }),
         tlsrpt: tlsrpt.clone(),
         token,
@@ -516,6 +563,7 @@ fn admin_state(
         dns: None,
         dns_update: std::sync::OnceLock::new(),
         validation: validation.clone(),
+        cluster: cluster.cloned(),
     })
 }
 
@@ -546,12 +594,15 @@ fn start_acme(acme: AcmeTasks, tasks: &mut Supervisor) {
 /// The certificate provider the server file asks for, and the ACME tasks if it is ACME.
 fn make_provider(
     config: &ServerConfig,
-    resolver: Arc<CertResolver>,
-    board: Arc<CertBoard>,
-    metrics: Arc<Metrics>,
+    (resolver, board, metrics): (Arc<CertResolver>, Arc<CertBoard>, Arc<Metrics>),
+    cluster: Option<&cluster::Cluster>,
 ) -> anyhow::Result<(Arc<dyn CertProvider>, Option<AcmeTasks>)> {
     if let IssuerConfig::Acme(acme) = &config.issuer {
-        let store = Arc::new(crate::certs::store::FileStore::new(&config.state_dir));
+        // In cluster mode the account, certificates and status are the cluster's.
+        let store: Arc<dyn crate::certs::store::CertStore> = match cluster {
+            Some(c) => Arc::new(crate::pgstore::certs::PgCertStore::new(c.db.clone())),
+            None => Arc::new(crate::certs::store::FileStore::new(&config.state_dir)),
+        };
         let provider = Arc::new(
             AcmeProvider::new((**acme).clone(), store, resolver, board, metrics)
                 .context("setting up the ACME issuer")?,

@@ -14,8 +14,10 @@
 
 pub mod certs;
 pub mod challenges;
+pub mod cluster;
 pub mod reports;
 pub mod session;
+pub mod tls;
 
 use std::future::Future;
 use std::str::FromStr;
@@ -113,6 +115,21 @@ const MIGRATIONS: &[&str] = &[
         expires BIGINT NOT NULL,
         PRIMARY KEY (host, kind, token)
     );",
+    // 4: the cluster-wide ready gate: the replicas alive (heartbeat in database time, so
+    // replicas' clocks do not matter) and which policy id each serves per host.
+    "CREATE TABLE cluster_replicas (
+        name TEXT PRIMARY KEY,
+        last_seen TIMESTAMPTZ NOT NULL,
+        started TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE cluster_served (
+        replica TEXT NOT NULL,
+        host TEXT NOT NULL,
+        policy_id TEXT NOT NULL,
+        cert_ok BOOLEAN NOT NULL,
+        PRIMARY KEY (host, replica)
+    );
+    CREATE INDEX cluster_served_replica ON cluster_served (replica);",
 ];
 
 /// Why a store call failed.
@@ -204,11 +221,12 @@ impl Drop for Db {
 }
 
 impl Db {
-    /// Connects to `url` (`postgresql://…` or `host=… user=…`) and brings the schema up to
-    /// date. Fails when the server cannot be reached within [`QUERY_TIMEOUT`].
-    pub fn connect(url: &str) -> Result<Db, DbError> {
+    /// Connects to `endpoint` (a URL `postgresql://…` or `host=… user=…`, and its TLS roots)
+    /// and brings the schema up to date. Fails when the server cannot be reached within [`QUERY_TIMEOUT`].
+    pub fn connect(endpoint: impl Into<tls::Endpoint>) -> Result<Db, DbError> {
+        let endpoint = endpoint.into();
         // The parser's message never repeats the URL, so a password cannot reach the log.
-        let config = tokio_postgres::Config::from_str(url)
+        let config = tokio_postgres::Config::from_str(&endpoint.url)
             .map_err(|e| DbError::Query(format!("the PostgreSQL URL is not valid: {e}")))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -218,7 +236,7 @@ impl Db {
             .map_err(|e| DbError::Unavailable(format!("starting the PostgreSQL runtime: {e}")))?;
         let manager = Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            endpoint.tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+
+use super::tls::Endpoint;
 
 use super::certs::CERT_CHANNEL;
 use super::challenges::CHALLENGE_CHANNEL;
@@ -64,17 +66,18 @@ pub enum Event {
 }
 
 /// Runs the session until `stop` turns true: connects (with backoff), tries the lock, listens,
-/// and publishes the role and events. `url` is the store's URL.
+/// and publishes the role and events. `endpoint` is the store's URL and TLS roots.
 pub async fn run(
-    url: String,
+    endpoint: impl Into<Endpoint>,
     role: watch::Sender<Role>,
     events: mpsc::UnboundedSender<Event>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let endpoint = endpoint.into();
     let mut backoff = BACKOFF_FIRST;
     loop {
         let outcome = tokio::select! {
-            outcome = session(&url, &role, &events) => outcome,
+            outcome = session(&endpoint, &role, &events) => outcome,
             _ = stop.changed() => return,
         };
         let why = outcome.err().unwrap_or_else(|| "session ended".into());
@@ -95,11 +98,11 @@ pub async fn run(
 
 /// One session's life: returns when it breaks.
 async fn session(
-    url: &str,
+    endpoint: &Endpoint,
     role: &watch::Sender<Role>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Result<(), String> {
-    let connect = tokio_postgres::connect(url, NoTls);
+    let connect = tokio_postgres::connect(&endpoint.url, endpoint.tls.clone());
     let (client, mut connection) = tokio::time::timeout(CHECK_TIMEOUT, connect)
         .await
         .map_err(|_| "no answer to connect".to_owned())?

@@ -488,12 +488,19 @@ pub async fn reopen_task(tlsrpt: Arc<TlsRpt>, mut stop: tokio::sync::watch::Rece
 }
 
 /// The retention task: prunes at start, then every [`RETENTION_INTERVAL`]. Runs until aborted;
-/// the daemon starts it next to the listener and aborts it on shutdown.
-pub async fn retention_task(tlsrpt: Arc<TlsRpt>) {
+/// the daemon starts it next to the listener and aborts it on shutdown. In cluster mode
+/// `prunes` says whether this replica leads: only the leader prunes the shared store.
+pub async fn retention_task(
+    tlsrpt: Arc<TlsRpt>,
+    prunes: Option<tokio::sync::watch::Receiver<bool>>,
+) {
     let mut tick = tokio::time::interval(RETENTION_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if prunes.as_ref().is_some_and(|p| !*p.borrow()) {
+            continue;
+        }
         let t = tlsrpt.clone();
         let result =
             tokio::task::spawn_blocking(move || t.prune_expired(OffsetDateTime::now_utc())).await;

@@ -5,6 +5,7 @@ mod admin;
 mod admin_api;
 mod certs_files;
 mod cli;
+mod cluster_wiring;
 mod common;
 mod config;
 mod delegated_dns;

@@ -529,3 +529,39 @@ async fn a_published_challenge_reaches_every_replica_and_expires() {
         r.task.await.unwrap();
     }
 }
+
+/// TLS to the server: with the CA that signed its certificate the connection is encrypted (the
+/// server says so); with the system's roots it is refused (never an unverified channel).
+#[test]
+fn tls_to_the_server_is_verified_against_ca_file() {
+    use mta_stsd::pgstore::tls::Endpoint;
+    let pg = Postgres::start();
+    let ca = pg.enable_tls();
+    let url = format!("{}?sslmode=require", pg.database());
+    let db = Db::connect(Endpoint::new(&url, Some(&ca)).unwrap()).expect("TLS with the CA");
+    let ssl = db
+        .run(|pool| async move {
+            let client = pool.get().await?;
+            let row = client
+                .query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await?;
+            Ok(row.get::<_, bool>(0))
+        })
+        .unwrap();
+    assert!(ssl, "the server reports the session as TLS");
+    let untrusted = Db::connect(Endpoint::new(&url, None).unwrap()).unwrap_err();
+    assert!(
+        untrusted.to_string().to_lowercase().contains("certificate"),
+        "{untrusted}"
+    );
+    let not_pem = pg.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let bad = Endpoint::new(&url, Some(&not_pem)).unwrap_err().to_string();
+    assert!(
+        bad.contains("store.postgres.ca_file") && bad.contains("not.pem"),
+        "{bad}"
+    );
+}

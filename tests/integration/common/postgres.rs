@@ -145,6 +145,47 @@ impl Postgres {
         assert!(out.status.success(), "pg_ctl stop: {out:?}");
     }
 
+    /// Turns TLS on with a certificate for 127.0.0.1 from a CA made here, restarting the
+    /// server; returns the CA's PEM file.
+    pub fn enable_tls(&self) -> PathBuf {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let data = self.data();
+        std::fs::write(data.join("server.crt"), leaf.pem()).unwrap();
+        std::fs::write(data.join("server.key"), key.serialize_pem()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let private = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(data.join("server.key"), private).unwrap();
+        if is_root() {
+            for file in ["server.crt", "server.key"] {
+                let status = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(data.join(file))
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "chown {file}");
+            }
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).unwrap();
+        self.pause();
+        self.resume();
+        let ca_file = self.dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        ca_file
+    }
+
     /// A new, empty database; its URL.
     pub fn database(&self) -> String {
         let n = self.databases.fetch_add(1, Ordering::Relaxed);
