@@ -78,7 +78,7 @@ fn report(org: usize, t: usize, day: time::Date) -> StoredReport {
     let start = day.midnight().assume_utc();
     let end = start + time::Duration::days(1);
     let fmt = &time::format_description::well_known::Rfc3339;
-    let failing = (t + org) % 10 == 0;
+    let failing = (t + org).is_multiple_of(10);
     let details = if failing {
         serde_json::json!([{"result-type": "certificate-expired", "sending-mta-ip": "192.0.2.7",
             "receiving-mx-hostname": format!("mx1.{domain}"), "receiving-ip": "198.51.100.25",
