@@ -46,14 +46,30 @@ pub struct Sockets {
 
 impl Sockets {
     /// Binds UDP on `listen`, then TCP on the port UDP got (so `:0` gives one port for both).
+    /// With `:0` the port the kernel chose for UDP may already be held by a TCP socket; then
+    /// another port is tried, a few times, rather than failing the start on bad luck.
     pub fn bind(listen: SocketAddr) -> anyhow::Result<Sockets> {
+        const TRIES: usize = 16;
+        let mut attempt = 1;
+        loop {
+            match Sockets::bind_once(listen) {
+                Err(err) if listen.port() == 0 && attempt < TRIES && err.1 => attempt += 1,
+                result => return result.map_err(|err| err.0),
+            }
+        }
+    }
+
+    /// One try; the error says whether it was the TCP bind (the one worth retrying on `:0`).
+    fn bind_once(listen: SocketAddr) -> Result<Sockets, (anyhow::Error, bool)> {
         let udp = std::net::UdpSocket::bind(listen)
-            .with_context(|| format!("binding the DNS listener {listen} (UDP)"))?;
-        let addr = udp.local_addr()?;
+            .with_context(|| format!("binding the DNS listener {listen} (UDP)"))
+            .map_err(|e| (e, false))?;
+        let addr = udp.local_addr().map_err(|e| (e.into(), false))?;
         let tcp = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("binding the DNS listener {addr} (TCP)"))?;
-        udp.set_nonblocking(true)?;
-        tcp.set_nonblocking(true)?;
+            .with_context(|| format!("binding the DNS listener {addr} (TCP)"))
+            .map_err(|e| (e, true))?;
+        udp.set_nonblocking(true).map_err(|e| (e.into(), false))?;
+        tcp.set_nonblocking(true).map_err(|e| (e.into(), false))?;
         Ok(Sockets { udp, tcp })
     }
 
@@ -263,6 +279,20 @@ mod tests {
     use super::*;
     use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
     use hickory_server::proto::rr::{Name, RecordType};
+
+    #[test]
+    fn a_taken_tcp_port_is_an_error_on_a_fixed_port_and_retried_on_port_zero() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap();
+        let err = Sockets::bind(port).unwrap_err();
+        assert!(format!("{err:#}").contains("(TCP)"), "{err:#}");
+        for _ in 0..50 {
+            let sockets = Sockets::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let udp = sockets.local_addr().unwrap();
+            assert_eq!(udp, sockets.tcp.local_addr().unwrap());
+            assert_ne!(udp, port);
+        }
+    }
 
     fn handler() -> count::Counted {
         let config = crate::config::DnsConfig {
