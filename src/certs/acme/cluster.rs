@@ -297,8 +297,8 @@ impl AcmeProvider {
         self.refresh(&host);
     }
 
-    /// Re-reads `host`'s stored certificate; adopts it when it was issued later than the one
-    /// held. Whether it did.
+    /// Re-reads `host`'s stored certificate; adopts it unless the one held is that one or
+    /// was issued later. Whether it did.
     fn refresh(&self, host: &str) -> bool {
         let now = Now::current();
         let Some((cert, directory, issued_at)) = self.cached_cert(host, now.unix) else {
@@ -309,7 +309,13 @@ impl AcmeProvider {
         let entry = hosts
             .entry(host.to_owned())
             .or_insert_with(|| super::host::Host::new(host.trim_start_matches("mta-sts.").into()));
-        if entry.cert.is_some() && entry.issued_at >= issued_at {
+        // The store holds one certificate per host, the last saved: a different one with the
+        // same time (whole seconds) is a save this replica has not seen yet, not an old one.
+        let held = entry.cert.as_ref().is_some_and(|held| {
+            entry.issued_at > issued_at
+                || (entry.issued_at == issued_at && held.key.cert == cert.key.cert)
+        });
+        if held {
             return false;
         }
         let mut adopted = rules.adopt(entry, cert, directory, &now);
@@ -628,6 +634,13 @@ mod tests {
         f.store.save_cert(a, &stored(a, 50)).unwrap();
         f.provider.cert_changed(a);
         assert_eq!(f.resolver.get(a).unwrap().info.serial, first);
+        // Another one saved in the same second does: the store has only the last save.
+        f.store.save_cert(a, &stored(a, 100)).unwrap();
+        f.provider.cert_changed(a);
+        let second = f.resolver.get(a).unwrap().info.serial.clone();
+        assert_ne!(second, first, "replaced by the save of the same second");
+        assert!(!f.provider.refresh(a), "the same one again changes nothing");
+        let first = second;
         // Reconcile reads only what changed: b's new certificate, and a's (older) one is
         // not taken.
         f.store.save_cert(b, &stored(b, 100)).unwrap();
