@@ -1,4 +1,5 @@
-//! `mta-stsd certs`: every tenant's certificate state from the state directory, as a table.
+//! `mta-stsd certs`: every tenant's certificate state from the state directory (or, in cluster
+//! mode, the cluster's PostgreSQL store), as a table.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -31,7 +32,18 @@ pub(super) fn certs(dir: &Path, out: &mut dyn Write) -> anyhow::Result<ExitCode>
         .chain(report_host.map(str::to_owned))
         .collect();
     let mut rows = match &server.issuer {
-        IssuerConfig::Acme(_) => acme_rows(&FileStore::new(&server.state_dir), configured, now)?,
+        IssuerConfig::Acme(_) => match &server.postgres {
+            // In cluster mode the certificates are the cluster's, not this host's files.
+            Some(pg) => {
+                let db = std::sync::Arc::new(crate::pgstore::open_existing(pg)?);
+                acme_rows(
+                    &crate::pgstore::certs::PgCertStore::new(db),
+                    configured,
+                    now,
+                )?
+            }
+            None => acme_rows(&FileStore::new(&server.state_dir), configured, now)?,
+        },
         IssuerConfig::Files {
             dir: files_dir,
             cert_file,

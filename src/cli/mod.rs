@@ -145,7 +145,8 @@ pub enum Command {
     /// Print every tenant's certificate state from the state directory, as a table.
     ///
     /// Works without a running daemon: reads the certificates and the last status the ACME
-    /// issuer stored (state, next attempt, last error with the CA's detail). A certificate
+    /// issuer stored (state, next attempt, last error with the CA's detail); in cluster mode
+    /// (`store: postgres:`) from the cluster's database, whose schema it never migrates. A certificate
     /// that ran out since the issuer last wrote its status shows as `expired`.
     ///
     /// Exit status: 0 when every certificate is fine or on its way (valid, renewing, pending,

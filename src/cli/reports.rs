@@ -36,14 +36,32 @@ pub(super) fn ingest_mail(dir: &Path, maildir: Option<&Path>, out: &mut dyn Writ
         is_tenant: &|d| domains.contains(d),
         incomplete: set.has_errors(),
     };
-    ExitCode::from(crate::tlsrpt::mail::ingest_command(
-        &server.tlsrpt,
-        &tenants,
-        maildir,
-        &mut std::io::stdin().lock(),
-        out,
-        &mut std::io::stderr(),
-    ))
+    let (stdin, err) = (&mut std::io::stdin().lock(), &mut std::io::stderr());
+    let Some(pg) = &server.postgres else {
+        return ExitCode::from(crate::tlsrpt::mail::ingest_command(
+            &server.tlsrpt,
+            &tenants,
+            maildir,
+            stdin,
+            out,
+            err,
+        ));
+    };
+    // In cluster mode the reports go where every replica reads them.
+    match crate::pgstore::open_existing(pg) {
+        Ok(db) => {
+            let store = crate::pgstore::reports::PgReportStore::new(std::sync::Arc::new(db));
+            let config = &server.tlsrpt;
+            let code = crate::tlsrpt::mail::ingest_into(
+                &store, config, &tenants, maildir, stdin, out, err,
+            );
+            ExitCode::from(code)
+        }
+        Err(e) => {
+            eprintln!("mta-stsd: error: {e:#}");
+            ExitCode::from(EX_TEMPFAIL)
+        }
+    }
 }
 
 pub(super) fn reports(args: &ReportsArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
@@ -114,10 +132,17 @@ fn typed_domain(typed: &str) -> Result<String, String> {
 }
 
 /// Opens the report database for reading, or `None` (with a note on stderr) when none exists
-/// yet: a read-only command must not create it, possibly owned by the wrong user.
+/// yet: a read-only command must not create it, possibly owned by the wrong user. In cluster
+/// mode the reports are the cluster's, in PostgreSQL.
 fn open_existing_store(
     server: &ServerConfig,
 ) -> anyhow::Result<Option<std::sync::Arc<dyn crate::tlsrpt::ReportStore>>> {
+    if let Some(pg) = &server.postgres {
+        let db = std::sync::Arc::new(crate::pgstore::open_existing(pg)?);
+        return Ok(Some(std::sync::Arc::new(
+            crate::pgstore::reports::PgReportStore::new(db),
+        )));
+    }
     let path = &server.tlsrpt.database;
     let store = crate::tlsrpt::open_existing_store(&server.tlsrpt)
         .with_context(|| format!("opening the report database {}", path.display()))?;

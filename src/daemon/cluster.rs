@@ -8,10 +8,10 @@ use tokio::sync::{mpsc, watch};
 use super::tasks::Supervisor;
 use crate::certs::CertBoard;
 use crate::config::PostgresConfig;
+use crate::pgstore::Db;
 use crate::pgstore::cluster::{ClusterStatus, GateSync};
 use crate::pgstore::session::{self, Event, Role};
 use crate::pgstore::tls::Endpoint;
-use crate::pgstore::{Db, DbError};
 use crate::registry::{ClusterGate, Registry};
 
 /// How often a replica re-reads everything it shares even without a notification: a
@@ -35,10 +35,7 @@ pub(super) struct Cluster {
 /// keeps serving from memory.
 pub(super) fn open(config: &PostgresConfig) -> anyhow::Result<Cluster> {
     let endpoint = Endpoint::new(&config.url.0, config.ca_file.as_deref())?;
-    let db = Db::connect(endpoint.clone()).map_err(|e| match e {
-        DbError::Schema(why) => anyhow::anyhow!("store.postgres: {why}"),
-        other => anyhow::anyhow!("store.postgres: cannot start without the database: {other}"),
-    })?;
+    let db = crate::pgstore::open(config)?;
     let (role, role_rx) = watch::channel(Role::Disconnected("starting".into()));
     let status = Arc::new(ClusterStatus::new(config.replica_name.clone(), role_rx));
     tracing::info!(replica = %config.replica_name, schema = crate::pgstore::known_version(), "cluster mode: PostgreSQL store open");

@@ -231,10 +231,8 @@ impl Drop for Db {
 }
 
 impl Db {
-    /// Connects to `endpoint` (a URL `postgresql://…` or `host=… user=…`, and its TLS roots)
-    /// and brings the schema up to date. Fails when the server cannot be reached within [`QUERY_TIMEOUT`].
-    pub fn connect(endpoint: impl Into<tls::Endpoint>) -> Result<Db, DbError> {
-        let endpoint = endpoint.into();
+    /// The pool and its runtime; nothing is asked of the server yet.
+    fn pool(endpoint: tls::Endpoint) -> Result<Db, DbError> {
         // The parser's message never repeats the URL, so a password cannot reach the log.
         let config = tokio_postgres::Config::from_str(&endpoint.url)
             .map_err(|e| DbError::Query(format!("the PostgreSQL URL is not valid: {e}")))?;
@@ -263,12 +261,48 @@ impl Db {
                 .build()
                 .map_err(|e| DbError::Query(format!("building the connection pool: {e}")))?
         };
-        let db = Db {
+        Ok(Db {
             pool,
             runtime: Some(runtime),
-        };
+        })
+    }
+
+    /// Connects to `endpoint` (a URL `postgresql://…` or `host=… user=…`, and its TLS roots)
+    /// and brings the schema up to date. Fails when the server cannot be reached within [`QUERY_TIMEOUT`].
+    pub fn connect(endpoint: impl Into<tls::Endpoint>) -> Result<Db, DbError> {
+        let db = Db::pool(endpoint.into())?;
         db.run(migrate)?;
         Ok(db)
+    }
+
+    /// Connects for a command run by hand: it never migrates, since a newer `mta-stsd` must
+    /// not move the schema ahead of the running replicas; it fails unless the schema is the
+    /// one this release knows.
+    pub fn connect_existing(endpoint: impl Into<tls::Endpoint>) -> Result<Db, DbError> {
+        let db = Db::pool(endpoint.into())?;
+        let version = db.run(|pool| async move {
+            let client = pool.get().await?;
+            let exists: bool = client
+                .query_one("SELECT to_regclass('mta_stsd_schema') IS NOT NULL", &[])
+                .await?
+                .get(0);
+            if exists {
+                current_version(&client).await
+            } else {
+                Ok(0)
+            }
+        })?;
+        match version {
+            0 => Err(DbError::Schema(
+                "the database holds no mta-stsd schema yet: no replica has started on it".into(),
+            )),
+            v if v == known_version() => Ok(db),
+            v => Err(DbError::Schema(format!(
+                "the database has schema version {v}, this mta-stsd knows {}: run the release \
+                 the replicas run",
+                known_version()
+            ))),
+        }
     }
 
     /// Runs `call` with the pool on the store's runtime and waits for its result, at most
@@ -370,4 +404,21 @@ pub(crate) async fn query(
 /// How many migrations this binary knows: the schema version it brings a database to.
 pub fn known_version() -> usize {
     MIGRATIONS.len()
+}
+
+/// Opens `store.postgres` for a replica: connects and migrates. The error names the setting,
+/// never the URL.
+pub fn open(config: &crate::config::PostgresConfig) -> anyhow::Result<Db> {
+    let endpoint = tls::Endpoint::new(&config.url.0, config.ca_file.as_deref())?;
+    Db::connect(endpoint).map_err(|e| match e {
+        DbError::Schema(why) => anyhow::anyhow!("store.postgres: {why}"),
+        other => anyhow::anyhow!("store.postgres: cannot start without the database: {other}"),
+    })
+}
+
+/// Opens `store.postgres` for a command (`mta-stsd reports`, `certs`, `ingest-mail`): the
+/// replicas own the schema, so it is used as it is.
+pub fn open_existing(config: &crate::config::PostgresConfig) -> anyhow::Result<Db> {
+    let endpoint = tls::Endpoint::new(&config.url.0, config.ca_file.as_deref())?;
+    Db::connect_existing(endpoint).map_err(|e| anyhow::anyhow!("store.postgres: {e}"))
 }

@@ -83,7 +83,7 @@ impl Setup {
 }
 
 /// `mta-stsd certs` on `config`, run by the real binary without the daemon; it must succeed.
-fn certs_table(config: &std::path::Path) -> String {
+pub(crate) fn certs_table(config: &std::path::Path) -> String {
     let out = std::process::Command::new(crate::common::binary())
         .args(["certs", "--config"])
         .arg(config)

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 
 use crate::common::cluster::{
-    Cluster, ClusterOptions, ISSUE_LIMIT, NAMES, REPORT_HOST, policy_host,
+    Cluster, ClusterOptions, ISSUE_LIMIT, MAIL_AUTHSERV, NAMES, REPORT_HOST, policy_host,
 };
-use crate::common::{Client, admin_get, eventually, report_json};
+use crate::common::{Client, admin_get, eventually, report_json, report_mail};
 
 /// Bound for a role change or a recovery: liveness, not speed.
 const ROLE_LIMIT: Duration = Duration::from_secs(30);
@@ -67,6 +67,14 @@ async fn ten_tenants_make_ten_orders_and_every_replica_serves_every_certificate(
             let body = String::from_utf8_lossy(&got.body);
             assert!(body.contains(&format!("mx: mx.{d}")), "{body}");
         }
+    }
+    // `mta-stsd certs` on a follower's config reads the cluster's store: its own state
+    // directory holds no certificate.
+    let follower = c.others(leader)[0];
+    let table = crate::acme::certs_table(c.replica(follower).cfg.path());
+    for h in &hosts {
+        let line = table.lines().find(|l| l.starts_with(h.as_str()));
+        assert!(line.is_some_and(|l| l.contains(" valid ")), "{h}:\n{table}");
     }
     // Every replica's API shows the same certificate as valid: the status is shared too.
     for i in c.alive() {
@@ -267,6 +275,44 @@ async fn a_report_sent_to_one_replica_is_seen_by_another_and_stored_once() {
     for i in c.alive() {
         assert_eq!(c.reports(i, "rpt.test").await, 11, "on {}", NAMES[i]);
     }
+    // `mta-stsd ingest-mail` and `reports` on a replica's config use the cluster's store,
+    // not a local SQLite file (no replica has one).
+    let config = c.replica(2).cfg.path();
+    let json = report_json("Mail Org", "r-mail", "rpt.test", day, 3, &[]);
+    let mail = report_mail("sender.test", "rpt.test", &json, Some(MAIL_AUTHSERV));
+    let (code, out, err) = crate::common::run_binary(
+        &[
+            "ingest-mail".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+        &mail,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("stored: report \"r-mail\""), "{out}");
+    assert_eq!(
+        c.reports(0, "rpt.test").await,
+        12,
+        "mailed via c, read on a"
+    );
+    assert!(!config.join("state/tlsrpt.sqlite3").exists());
+    let (code, json, err) = crate::common::run_binary(
+        &[
+            "reports".as_ref(),
+            "--json".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let summary = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["tenant"] == "rpt.test");
+    assert_eq!(summary.unwrap()["reports"], 12, "{json}");
 }
 
 /// What the policy fetcher saw during the outage test.

@@ -201,6 +201,35 @@ fn a_newer_schema_is_refused_with_a_clear_error() {
 }
 
 #[test]
+fn a_reading_command_never_migrates_and_needs_the_schema_it_knows() {
+    let pg = Postgres::start();
+    let url = pg.database();
+    let err = Db::connect_existing(&url).unwrap_err();
+    assert!(err.to_string().contains("no mta-stsd schema yet"), "{err}");
+    assert_eq!(
+        pg.sql("t0", "SELECT to_regclass('mta_stsd_schema') IS NULL"),
+        "t",
+        "reading created nothing"
+    );
+    drop(Db::connect(&url).unwrap());
+    let db = Db::connect_existing(&url).unwrap();
+    assert_eq!(
+        db.schema_version().unwrap(),
+        mta_stsd::pgstore::known_version()
+    );
+    drop(db);
+    pg.sql("t0", "UPDATE mta_stsd_schema SET version = version - 1");
+    let err = Db::connect_existing(&url).unwrap_err();
+    assert!(matches!(err, DbError::Schema(_)), "{err}");
+    let old = (mta_stsd::pgstore::known_version() - 1).to_string();
+    assert_eq!(
+        pg.sql("t0", "SELECT version FROM mta_stsd_schema"),
+        old,
+        "not migrated"
+    );
+}
+
+#[test]
 fn an_outage_is_temporary_and_the_store_comes_back_by_itself() {
     let pg = Postgres::start();
     let store = PgReportStore::new(Arc::new(Db::connect(pg.database()).unwrap()));

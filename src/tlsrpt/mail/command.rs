@@ -14,7 +14,7 @@ use super::{
 };
 use crate::config::TlsRptConfig;
 use crate::tlsrpt::report::ReportError;
-use crate::tlsrpt::store::{InsertOutcome, open_store};
+use crate::tlsrpt::store::{InsertOutcome, ReportStore, open_store};
 
 /// Who the tenants are, as the configuration loaded for this run says.
 pub struct MailTenants<'a> {
@@ -57,8 +57,21 @@ pub fn ingest_command(
             return EX_TEMPFAIL;
         }
     };
+    ingest_into(store.as_ref(), config, tenants, maildir, stdin, out, err)
+}
+
+/// [`ingest_command`] into a store the caller opened (cluster mode's PostgreSQL).
+pub fn ingest_into(
+    store: &dyn ReportStore,
+    config: &TlsRptConfig,
+    tenants: &MailTenants<'_>,
+    maildir: Option<&Path>,
+    stdin: &mut dyn Read,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
     let intake = MailIntake {
-        store: store.as_ref(),
+        store,
         limits: config.limits,
         quota: config.quota,
         auth: &config.mail,

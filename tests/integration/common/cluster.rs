@@ -23,6 +23,8 @@ use crate::pebble::{Pebble, Targets};
 pub const PUBLIC_HOSTNAME: &str = "sts.operator.test";
 /// The TLS-RPT report host, when a cluster has one.
 pub const REPORT_HOST: &str = "reports.operator.test";
+/// The MTA whose DKIM verdicts `ingest-mail` believes, with `report_host`.
+pub const MAIL_AUTHSERV: &str = "mx.operator.test";
 /// Generous bound for Pebble to issue a handful of certificates on a busy 2-core machine.
 pub const ISSUE_LIMIT: Duration = Duration::from_secs(60);
 /// Replica names, in address order.
@@ -230,7 +232,9 @@ impl Cluster {
         options: &ClusterOptions,
     ) -> String {
         let report = if options.report_host {
-            format!("tlsrpt:\n  report_host: {REPORT_HOST}\n")
+            format!(
+                "tlsrpt:\n  report_host: {REPORT_HOST}\n  mail:\n    trusted_authserv_ids: [{MAIL_AUTHSERV}]\n"
+            )
         } else {
             String::new()
         };
