@@ -46,17 +46,8 @@ impl ListQuery {
     /// Parses `query` (already split from the path); an error names the parameter.
     pub fn parse(query: Option<&str>) -> Result<ListQuery, String> {
         let mut out = ListQuery::default();
-        for pair in query
-            .unwrap_or_default()
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
-            let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_encoding::percent_decode_str(&raw.replace('+', " "))
-                .decode_utf8()
-                .map_err(|_| format!("{key}: not UTF-8"))?
-                .into_owned();
-            out.set(key, value)?;
+        for (key, value) in query_pairs(query)? {
+            out.set(&key, value)?;
         }
         Ok(out)
     }
@@ -177,6 +168,25 @@ pub fn page_where<'a>(
         total,
         next_cursor,
     }
+}
+
+/// `k=v&…` of a query string, decoded (`+` is a space in form submissions), in order; an
+/// error names the parameter that is not UTF-8.
+pub fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(&raw.replace('+', " "))
+            .decode_utf8()
+            .map_err(|_| format!("{key}: not UTF-8"))?
+            .into_owned();
+        out.push((key.to_owned(), value));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

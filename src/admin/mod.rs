@@ -355,11 +355,9 @@ fn ready_text(state: &AdminState) -> String {
 fn probe(state: &AdminState, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
     match (method, path) {
         (&Method::GET, "/healthz") => Some(text(StatusCode::OK, "ok\n")),
-        (&Method::GET, "/readyz") if state.listening.load(Ordering::Relaxed) => {
-            let mut resp = text(StatusCode::OK, "");
-            *resp.body_mut() = Full::new(Bytes::from(ready_text(state)));
-            Some(resp)
-        }
+        (&Method::GET, "/readyz") if state.listening.load(Ordering::Relaxed) => Some(
+            crate::util::http::text_owned(StatusCode::OK, ready_text(state)),
+        ),
         (&Method::GET, "/readyz") => Some(text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")),
         _ => None,
     }

@@ -61,7 +61,16 @@ pub fn checked_request_host<B>(req: &Request<B>) -> Result<String, HostError> {
 
 /// A short plain-text response.
 pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    text_bytes(status, Bytes::from_static(body.as_bytes()))
+}
+
+/// [`text`] with a body made at run time.
+pub fn text_owned(status: StatusCode, body: String) -> Response<Body> {
+    text_bytes(status, Bytes::from(body))
+}
+
+fn text_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));

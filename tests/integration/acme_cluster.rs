@@ -236,23 +236,13 @@ async fn only_the_leader_orders_and_the_follower_answers_the_ca_and_serves_the_r
     follower.want(&["alpha.test"]);
     leader.want(&["alpha.test"]);
 
-    let served = eventually(ISSUE_LIMIT, || async {
-        // The follower may hear of the stored certificate before the leader serves it.
-        follower.serial("alpha.test").is_some() && leader.serial("alpha.test").is_some()
-    })
+    both_serve_alpha(
+        &world,
+        &leader,
+        &follower,
+        "the follower serves the leader's certificate",
+    )
     .await;
-    assert!(
-        served,
-        "the follower serves the leader's certificate: leader {:?}, follower {:?}\n{}",
-        leader.board.get(&host("alpha.test")),
-        follower.board.get(&host("alpha.test")),
-        world.pebble.log_text()
-    );
-    assert_eq!(
-        follower.serial("alpha.test"),
-        leader.serial("alpha.test"),
-        "the same certificate on both"
-    );
     let status = follower.board.get(&host("alpha.test")).unwrap();
     assert_eq!(status.state, CertState::Valid);
     // The follower's served chain leads to Pebble's root and names the host.
@@ -336,18 +326,13 @@ async fn an_http01_token_published_by_the_leader_is_answered_by_the_follower() {
     follower.follow(&world.url);
     leader.want(&["alpha.test"]);
     follower.want(&["alpha.test"]);
-    let served = eventually(ISSUE_LIMIT, || async {
-        // The follower may hear of the stored certificate before the leader serves it.
-        follower.serial("alpha.test").is_some() && leader.serial("alpha.test").is_some()
-    })
+    both_serve_alpha(
+        &world,
+        &leader,
+        &follower,
+        "issued through the follower's token answer",
+    )
     .await;
-    assert!(
-        served,
-        "issued through the follower's token answer: {:?}\n{}",
-        leader.board.get(&host("alpha.test")),
-        world.pebble.log_text()
-    );
-    assert_eq!(follower.serial("alpha.test"), leader.serial("alpha.test"));
     assert!(follower.acme.recent_orders().is_empty());
     assert_eq!(world.pebble.orders_received(), 1);
     let withdrawn = eventually(Duration::from_secs(5), || async {
@@ -517,4 +502,26 @@ async fn the_store_tells_a_new_leader_what_was_issued_and_ordered() {
     .await
     .unwrap();
     assert_eq!(again, (3, 3));
+}
+
+/// Both replicas come to serve one and the same certificate for alpha.test; `what` names the
+/// path the test forced.
+async fn both_serve_alpha(world: &World, leader: &Replica, follower: &Replica, what: &str) {
+    let served = eventually(ISSUE_LIMIT, || async {
+        // The follower may hear of the stored certificate before the leader serves it.
+        follower.serial("alpha.test").is_some() && leader.serial("alpha.test").is_some()
+    })
+    .await;
+    assert!(
+        served,
+        "{what}: leader {:?}, follower {:?}\n{}",
+        leader.board.get(&host("alpha.test")),
+        follower.board.get(&host("alpha.test")),
+        world.pebble.log_text()
+    );
+    assert_eq!(
+        follower.serial("alpha.test"),
+        leader.serial("alpha.test"),
+        "{what}: the same certificate on both"
+    );
 }

@@ -21,12 +21,6 @@ struct Case {
     response: AdminResponse,
 }
 
-fn admin_addr(daemon: &ServeProcess) -> SocketAddr {
-    let lines = daemon.log_lines(|v| v["message"] == "admin listener up");
-    let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
-    line["admin"].as_str().unwrap().parse().unwrap()
-}
-
 fn config() -> TestConfig {
     let cfg = TestConfig::new();
     let token = cfg.path().join("admin.token");
@@ -263,7 +257,7 @@ for path, item in spec["paths"].items():
 async fn every_documented_operation_answers_as_documented() {
     let cfg = config();
     let daemon = ServeProcess::start(cfg.path());
-    let addr = admin_addr(&daemon);
+    let addr = daemon.admin_addr();
     assert!(
         eventually(Duration::from_secs(30), || async {
             call(addr, Method::GET, "/readyz", false).await.status == StatusCode::OK

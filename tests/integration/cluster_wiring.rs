@@ -6,12 +6,6 @@ use std::time::Duration;
 
 use crate::common::{Postgres, ServeProcess, TestConfig, admin_get, eventually};
 
-fn admin_addr(daemon: &ServeProcess) -> SocketAddr {
-    let lines = daemon.log_lines(|v| v["message"] == "admin listener up");
-    let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
-    line["admin"].as_str().unwrap().parse().unwrap()
-}
-
 /// A replica's config dir: internal CA, admin on an ephemeral port, the shared database.
 fn replica(url: &str, name: &str) -> TestConfig {
     let cfg = TestConfig::with_server(&format!(
@@ -50,7 +44,7 @@ async fn two_replicas_elect_one_leader_share_the_ready_gate_and_take_over() {
     let (ca, cb) = (replica(&url, "a"), replica(&url, "b"));
     let a = ServeProcess::start(ca.path());
     let b = ServeProcess::start(cb.path());
-    let addrs = [admin_addr(&a), admin_addr(&b)];
+    let addrs = [a.admin_addr(), b.admin_addr()];
     let elected = eventually(Duration::from_secs(20), || async {
         roles(&addrs).await == ["follower", "leader"]
     })

@@ -66,6 +66,21 @@ fn kubernetes_validate() -> Option<Command> {
     works.then(command)
 }
 
+/// `kubernetes-validate --strict` on `files` must pass; its output is the failure message.
+fn assert_valid(mut validate: Command, files: &[PathBuf]) {
+    let out = validate
+        .args(["--strict", "--quiet", "--no-warn"])
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `mta-stsd check` on a configuration directory; returns (success, output).
 fn check(dir: &Path) -> (bool, String) {
     let out = Command::new(binary())
@@ -266,7 +281,7 @@ fn addr_of(v: &Value, what: &str) -> std::net::SocketAddr {
 
 #[test]
 fn kubernetes_manifests_pass_the_schema_validator() {
-    let Some(mut validate) = kubernetes_validate() else {
+    let Some(validate) = kubernetes_validate() else {
         return;
     };
     let files: Vec<PathBuf> = manifests()
@@ -275,17 +290,7 @@ fn kubernetes_manifests_pass_the_schema_validator() {
         .collect();
     // --strict: unknown fields are errors. Kinds without a bundled schema (PodMonitor,
     // Kustomization) only warn; the consistency test below covers them.
-    let out = validate
-        .args(["--strict", "--quiet", "--no-warn"])
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_valid(validate, &files);
 
     // And it does reject a mistake (a misspelt field), so the pass above means something.
     let dir = tempfile::tempdir().unwrap();
@@ -640,7 +645,7 @@ fn kubernetes_variants_build_with_kustomize_and_pass_the_schema_validator() {
     let Some(cluster) = cluster_manifests() else {
         return;
     };
-    let Some(mut validate) = kubernetes_validate() else {
+    let Some(validate) = kubernetes_validate() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -652,17 +657,7 @@ fn kubernetes_variants_build_with_kustomize_and_pass_the_schema_validator() {
         .collect();
     // JSON is YAML: one document per `---`.
     std::fs::write(&built, text.join("\n---\n")).unwrap();
-    let out = validate
-        .args(["--strict", "--quiet", "--no-warn"])
-        .arg(&built)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_valid(validate, &[built]);
 }
 
 #[test]

@@ -127,7 +127,7 @@ async fn records_follow_the_ready_gate_survive_a_restart_and_go_with_the_tenant(
         rua("nocert.example.test")
     );
     others_untouched(&bind);
-    let detail = admin_get(admin_addr(&daemon), "/api/v1/tenants/nocert.example.test")
+    let detail = admin_get(daemon.admin_addr(), "/api/v1/tenants/nocert.example.test")
         .await
         .json();
     let states: Vec<_> = detail["dns_update"]
@@ -207,7 +207,7 @@ async fn records_follow_the_ready_gate_survive_a_restart_and_go_with_the_tenant(
         "{}",
         bind.log()
     );
-    let admin = admin_addr(&daemon);
+    let admin = daemon.admin_addr();
     for domain in ["ready.example.test", "nocert.example.test"] {
         let path = format!("/api/v1/tenants/{domain}/forget");
         let forgotten = eventually(Duration::from_secs(30), || async {
@@ -226,13 +226,6 @@ async fn records_follow_the_ready_gate_survive_a_restart_and_go_with_the_tenant(
         vec!["v=TLSRPTv1; rua=mailto:hand@example.test"]
     );
     others_untouched(&bind);
-}
-
-/// The admin listener's address from the daemon's log.
-fn admin_addr(daemon: &ServeProcess) -> std::net::SocketAddr {
-    let lines = daemon.log_lines(|v| v["message"] == "admin listener up");
-    let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
-    line["admin"].as_str().unwrap().parse().unwrap()
 }
 
 /// One `nsupdate` session against `bind` signed with `key`.
@@ -295,7 +288,7 @@ async fn a_wrong_key_changes_nothing_and_is_reported() {
     eprintln!("rejected update reported as: {error}");
 
     // The admin API and the metrics show the error with the rcode.
-    let admin = admin_addr(&daemon);
+    let admin = daemon.admin_addr();
     let detail = admin_get(admin, "/api/v1/tenants/ready.example.test")
         .await
         .json();

@@ -4,9 +4,11 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use mta_stsd::tlsrpt::{InsertOutcome, Report, ReportStore, Source, SqliteStore, StoredReport};
+use mta_stsd::tlsrpt::{ReportStore, Source, SqliteStore};
 
-use crate::common::{BASE_SERVER_YAML, TestConfig, report_json, report_mail, run_binary};
+use crate::common::{
+    BASE_SERVER_YAML, TestConfig, insert_report, report_json, report_mail, run_binary,
+};
 
 const MTA: &str = "mx.operator.example";
 
@@ -198,22 +200,6 @@ fn ingest_mail_sweeps_a_maildir() {
     assert!(out.contains("0 handled, 0 refused"), "{out}");
 }
 
-fn insert(store: &SqliteStore, tenant: &str, json: Vec<u8>) {
-    let report = Report::from_json(&json).unwrap();
-    let outcome = store
-        .insert(&StoredReport {
-            tenant: tenant.into(),
-            source: Source::Https,
-            received: time::OffsetDateTime::now_utc(),
-            report,
-            raw_json: json,
-            signing_domain: None,
-            submitter_mismatch: false,
-        })
-        .unwrap();
-    assert_eq!(outcome, InsertOutcome::Inserted);
-}
-
 #[test]
 fn reports_table_and_json_give_the_verdict() {
     let cfg = TestConfig::new();
@@ -228,7 +214,7 @@ fn reports_table_and_json_give_the_verdict() {
     // Eight full days of reports ending yesterday: the 7-day window is covered.
     for back in 1..=8 {
         let day = today() - time::Duration::days(back);
-        insert(
+        insert_report(
             &store,
             "clean.example",
             report_json(
@@ -240,7 +226,7 @@ fn reports_table_and_json_give_the_verdict() {
                 &[],
             ),
         );
-        insert(
+        insert_report(
             &store,
             "failing.example",
             report_json(
@@ -348,12 +334,12 @@ fn reports_exit_status_and_verdict_filter() {
     std::fs::create_dir_all(cfg.path().join("state")).unwrap();
     let store = store(&cfg);
     let day = today().previous_day().unwrap();
-    insert(
+    insert_report(
         &store,
         "fine.example",
         report_json("Good Org", "fine-1", "fine.example", day, 100, &[]),
     );
-    insert(
+    insert_report(
         &store,
         "warn.example",
         report_json(
@@ -770,7 +756,7 @@ fn a_genuine_mail_after_a_forgery_conflicts_and_signers_are_shown() {
     let day = today().previous_day().unwrap();
     let forged = report_json("Google Inc.", "g-1", "example.org", day, 500, &[]);
     std::fs::create_dir_all(cfg.path().join("state")).unwrap();
-    insert(&store(&cfg), "example.org", forged);
+    insert_report(&store(&cfg), "example.org", forged);
     let mut genuine: serde_json::Value = serde_json::from_slice(&report_json(
         "Google Inc.",
         "g-1",

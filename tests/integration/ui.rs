@@ -11,23 +11,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::StatusCode;
-use mta_stsd::tlsrpt::{InsertOutcome, Report, ReportStore, Source, SqliteStore, StoredReport};
+use mta_stsd::tlsrpt::SqliteStore;
 
 use crate::common::{
-    Loaded, ServeProcess, TestConfig, admin_get, admin_request, dump_dom, eventually, report_json,
-    screenshot,
+    Loaded, ServeProcess, TestConfig, admin_get, admin_request, dump_dom, eventually,
+    insert_report, report_json, screenshot,
 };
 
 const REPORT_HOST: &str = "tlsrpt.operator.test";
 /// A sender-chosen organization name trying to inject markup.
 const HOSTILE_ORG: &str = "<script>document.title='owned'</script><b>Evil</b> Corp";
 const TOKEN: &str = "ui-admin-token";
-
-fn admin_addr(daemon: &ServeProcess) -> SocketAddr {
-    let lines = daemon.log_lines(|v| v["message"] == "admin listener up");
-    let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
-    line["admin"].as_str().unwrap().parse().unwrap()
-}
 
 /// Where this test's screenshots go.
 fn output_dir(test: &str) -> PathBuf {
@@ -36,22 +30,6 @@ fn output_dir(test: &str) -> PathBuf {
 
 fn today() -> time::Date {
     time::OffsetDateTime::now_utc().date()
-}
-
-fn insert(store: &SqliteStore, tenant: &str, json: Vec<u8>) {
-    let report = Report::from_json(&json).unwrap();
-    let outcome = store
-        .insert(&StoredReport {
-            tenant: tenant.into(),
-            source: Source::Https,
-            received: time::OffsetDateTime::now_utc(),
-            report,
-            raw_json: json,
-            signing_domain: None,
-            submitter_mismatch: false,
-        })
-        .unwrap();
-    assert_eq!(outcome, InsertOutcome::Inserted);
 }
 
 /// Two weeks of daily reports for `domain` from two senders, with failures on some days
@@ -67,13 +45,13 @@ fn seed_reports(database: &Path, domain: &str, mx: &str, hostile: bool) -> time:
             n => vec![("certificate-expired", mx, n)],
         };
         let id = format!("{domain}-big-{back}");
-        insert(
+        insert_report(
             &store,
             domain,
             report_json("Big Mail Inc", &id, domain, day, 1000 + back * 7, &failures),
         );
         let id = format!("{domain}-small-{back}");
-        insert(
+        insert_report(
             &store,
             domain,
             report_json("Small ISP", &id, domain, day, 200, &[]),
@@ -83,7 +61,7 @@ fn seed_reports(database: &Path, domain: &str, mx: &str, hostile: bool) -> time:
         return today() - time::Duration::days(14);
     }
     let day = today() - time::Duration::days(1);
-    insert(
+    insert_report(
         &store,
         domain,
         report_json(
@@ -284,7 +262,7 @@ async fn every_page_shows_the_daemons_state_in_a_real_browser() {
     let database = cfg.path().join("state/tlsrpt.sqlite3");
     let worst = seed_reports(&database, "example.com", "mx1.example.com", true);
     let daemon = ServeProcess::start(cfg.path());
-    let addr = admin_addr(&daemon);
+    let addr = daemon.admin_addr();
     all_ready(addr, &[]).await;
     let base = format!("http://{addr}");
     let out = output_dir("every_page");
@@ -324,7 +302,7 @@ async fn every_page_shows_the_daemons_state_in_a_real_browser() {
 async fn with_a_token_no_page_is_shown_without_it() {
     let cfg = config(true);
     let daemon = ServeProcess::start(cfg.path());
-    let addr = admin_addr(&daemon);
+    let addr = daemon.admin_addr();
     let bearer = format!("Bearer {TOKEN}");
     let auth = [("authorization", bearer.as_str())];
     all_ready(addr, &auth).await;
@@ -421,7 +399,7 @@ async fn the_example_configuration_shows_its_tenants() {
     let database = config.join("state/tlsrpt.sqlite3");
     seed_reports(&database, "example.com", "mail.example.com", false);
     let daemon = ServeProcess::spawn(Some(dir.path()), Path::new("config")).serving();
-    let addr = admin_addr(&daemon);
+    let addr = daemon.admin_addr();
     all_ready(addr, &[]).await;
     let base = format!("http://{addr}");
     let list = dump_dom(&format!("{base}/ui/"));

@@ -160,23 +160,12 @@ fn bad_request(why: &str) -> Response<Full<Bytes>> {
 /// `k=v&…` of a query string, decoded (`+` is a space in form submissions); empty values are
 /// dropped, as an empty form field means "any".
 fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_encoding::percent_decode_str(&raw.replace('+', " "))
-            .decode_utf8()
-            .map_err(|_| format!("{key}: not UTF-8"))?
-            .trim()
-            .to_owned();
-        if !value.is_empty() {
-            out.push((key.to_owned(), value));
-        }
-    }
-    Ok(out)
+    let pairs = super::list::query_pairs(query)?;
+    Ok(pairs
+        .into_iter()
+        .map(|(key, value)| (key, value.trim().to_owned()))
+        .filter(|(_, value)| !value.is_empty())
+        .collect())
 }
 
 /// `text` for a query string or a path segment: everything but unreserved characters escaped.

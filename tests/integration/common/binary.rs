@@ -157,6 +157,14 @@ impl ServeProcess {
             .collect()
     }
 
+    /// The admin listener's address, from its `admin listener up` line (logged before
+    /// `serving`, so present once the process serves).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let lines = self.log_lines(|v| v["message"] == "admin listener up");
+        let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        line["admin"].as_str().unwrap().parse().unwrap()
+    }
+
     /// Waits (up to `limit`) for a further log line `matches` accepts.
     pub fn wait_for(
         &self,

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use mta_stsd::tlsrpt::{InsertOutcome, Report, ReportStore, Source, StoredReport};
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 
 /// A configuration directory in a temp dir.
@@ -159,4 +160,21 @@ pub fn report_mail(
         base64(&gzip(json))
     )
     .into_bytes()
+}
+
+/// Stores `json` for `tenant` as an HTTPS report received now; it must be new.
+pub fn insert_report(store: &dyn ReportStore, tenant: &str, json: Vec<u8>) {
+    let report = Report::from_json(&json).unwrap();
+    let outcome = store
+        .insert(&StoredReport {
+            tenant: tenant.into(),
+            source: Source::Https,
+            received: time::OffsetDateTime::now_utc(),
+            report,
+            raw_json: json,
+            signing_domain: None,
+            submitter_mismatch: false,
+        })
+        .unwrap();
+    assert_eq!(outcome, InsertOutcome::Inserted);
 }

@@ -25,7 +25,9 @@ pub use bind::{Bind, TsigKey};
 #[allow(unused_imports)]
 pub use chromium::{Loaded, chromium_binary, dump_dom, screenshot};
 pub use daemon::{Running, run_daemon, start};
-pub use fixtures::{BASE_SERVER_YAML, TestConfig, gzip, report_json, report_mail, tlsrpt_fixture};
+pub use fixtures::{
+    BASE_SERVER_YAML, TestConfig, gzip, insert_report, report_json, report_mail, tlsrpt_fixture,
+};
 #[allow(unused_imports)]
 pub use https::{Client, Fetched};
 pub use postgres::Postgres;
