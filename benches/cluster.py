@@ -65,8 +65,10 @@ class Postgres:
 
 def bench(args, *cmd):
     """The bench binary's JSON lines."""
-    out = subprocess.run([args.bench_bin, *map(str, cmd)], check=True, capture_output=True, text=True)
+    out = subprocess.run([args.bench_bin, *map(str, cmd)], capture_output=True, text=True)
     sys.stderr.write(out.stderr)
+    if out.returncode != 0:
+        sys.exit(f"cluster.py: {cmd[0]} failed (exit {out.returncode}); its output is above")
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
