@@ -868,3 +868,50 @@ async fn dockerfile_healthcheck_asks_the_image_admin_listener_with_the_binary() 
     let failed = run(gone).await.unwrap();
     assert_eq!(failed.status.code(), Some(1));
 }
+
+#[test]
+fn kubernetes_cluster_server_file_passes_mta_stsd_check() {
+    // The overlay's server file, with the tenants of the base, the Secret's mount replaced by
+    // a file of the test's and the pod name the downward API gives.
+    let server_text = read(&format!("{K8S_CLUSTER}/mta-stsd.yaml"));
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("url");
+    std::fs::write(
+        &url_file,
+        "postgresql://mta_stsd:pw@db.operator.example/mta_stsd\n",
+    )
+    .unwrap();
+    let replaced = server_text
+        .replace("tenants_dir: /etc/mta-stsd-tenants", "tenants_dir: tenants")
+        .replace(
+            "url_file: /etc/mta-stsd-postgres/url",
+            &format!("url_file: {}", url_file.display()),
+        );
+    assert_ne!(replaced, server_text);
+    assert!(!replaced.contains("/etc/mta-stsd-postgres/url"));
+    std::fs::write(dir.path().join("mta-stsd.yaml"), replaced).unwrap();
+    let tenants_dir = dir.path().join("tenants");
+    std::fs::create_dir(&tenants_dir).unwrap();
+    let all = manifests();
+    let tenants = object(&all, "ConfigMap", "mta-stsd-tenants");
+    for (name, text) in tenants["data"].as_object().unwrap() {
+        std::fs::write(tenants_dir.join(name), str_of(text, name)).unwrap();
+    }
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(dir.path())
+        .env("POD_NAME", "mta-stsd-7d9f-abcde")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2 tenant(s) valid, 0 error(s)"), "{text}");
+    assert!(
+        !text.contains(":pw@"),
+        "the password is never echoed: {text}"
+    );
+}
