@@ -3,11 +3,13 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::ReportsArgs;
 use crate::config::ServerConfig;
+use crate::tlsrpt::ReportStore;
 use crate::util::parse_since;
 
 /// `ingest-mail`: never fails with anything but a sysexits code, so a pipe transport always
@@ -36,32 +38,33 @@ pub(super) fn ingest_mail(dir: &Path, maildir: Option<&Path>, out: &mut dyn Writ
         is_tenant: &|d| domains.contains(d),
         incomplete: set.has_errors(),
     };
-    let (stdin, err) = (&mut std::io::stdin().lock(), &mut std::io::stderr());
-    let Some(pg) = &server.postgres else {
-        return ExitCode::from(crate::tlsrpt::mail::ingest_command(
-            &server.tlsrpt,
-            &tenants,
-            maildir,
-            stdin,
-            out,
-            err,
-        ));
-    };
-    // In cluster mode the reports go where every replica reads them.
-    match crate::pgstore::open_existing(pg) {
-        Ok(db) => {
-            let store = crate::pgstore::reports::PgReportStore::new(std::sync::Arc::new(db));
-            let config = &server.tlsrpt;
-            let code = crate::tlsrpt::mail::ingest_into(
-                &store, config, &tenants, maildir, stdin, out, err,
-            );
-            ExitCode::from(code)
-        }
+    let store = match open_store(&server) {
+        Ok(store) => store,
         Err(e) => {
             eprintln!("mta-stsd: error: {e:#}");
-            ExitCode::from(EX_TEMPFAIL)
+            return ExitCode::from(EX_TEMPFAIL);
         }
+    };
+    ExitCode::from(crate::tlsrpt::mail::ingest_command(
+        store.as_ref(),
+        &server.tlsrpt,
+        &tenants,
+        maildir,
+        &mut std::io::stdin().lock(),
+        out,
+        &mut std::io::stderr(),
+    ))
+}
+
+/// The report store a command writes to: the cluster's in PostgreSQL in cluster mode, else
+/// the SQLite database (created if need be: mail may arrive before the daemon ever ran).
+fn open_store(server: &ServerConfig) -> anyhow::Result<Arc<dyn ReportStore>> {
+    if let Some(pg) = &server.postgres {
+        let db = Arc::new(crate::pgstore::open_existing(pg)?);
+        return Ok(Arc::new(crate::pgstore::reports::PgReportStore::new(db)));
     }
+    let path = &server.tlsrpt.database;
+    crate::tlsrpt::open_store(&server.tlsrpt).with_context(|| format!("opening {}", path.display()))
 }
 
 pub(super) fn reports(args: &ReportsArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
@@ -134,14 +137,9 @@ fn typed_domain(typed: &str) -> Result<String, String> {
 /// Opens the report database for reading, or `None` (with a note on stderr) when none exists
 /// yet: a read-only command must not create it, possibly owned by the wrong user. In cluster
 /// mode the reports are the cluster's, in PostgreSQL.
-fn open_existing_store(
-    server: &ServerConfig,
-) -> anyhow::Result<Option<std::sync::Arc<dyn crate::tlsrpt::ReportStore>>> {
-    if let Some(pg) = &server.postgres {
-        let db = std::sync::Arc::new(crate::pgstore::open_existing(pg)?);
-        return Ok(Some(std::sync::Arc::new(
-            crate::pgstore::reports::PgReportStore::new(db),
-        )));
+fn open_existing_store(server: &ServerConfig) -> anyhow::Result<Option<Arc<dyn ReportStore>>> {
+    if server.postgres.is_some() {
+        return open_store(server).map(Some);
     }
     let path = &server.tlsrpt.database;
     let store = crate::tlsrpt::open_existing_store(&server.tlsrpt)

@@ -1,6 +1,6 @@
 //! The `ingest-mail` command: one message on stdin (an MTA pipe transport, a fetchmail MDA) or
 //! a Maildir sweep, answered with a sysexits code so the MTA knows whether to bounce (65) or
-//! retry (75). It runs in its own process, so it opens the store itself and counts nothing.
+//! retry (75). It runs in its own process, on a store the command opened, and counts nothing.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -14,7 +14,7 @@ use super::{
 };
 use crate::config::TlsRptConfig;
 use crate::tlsrpt::report::ReportError;
-use crate::tlsrpt::store::{InsertOutcome, ReportStore, open_store};
+use crate::tlsrpt::store::{InsertOutcome, ReportStore};
 
 /// Who the tenants are, as the configuration loaded for this run says.
 pub struct MailTenants<'a> {
@@ -36,32 +36,9 @@ impl MailTenants<'_> {
     }
 }
 
-/// Runs `ingest-mail` on `stdin`, or over `maildir` when given: receipts go to `out`, refusals
-/// and errors to `err`. Returns the sysexits code; never fails otherwise.
+/// Runs `ingest-mail` into `store` on `stdin`, or over `maildir` when given: receipts go to
+/// `out`, refusals and errors to `err`. Returns the sysexits code; never fails otherwise.
 pub fn ingest_command(
-    config: &TlsRptConfig,
-    tenants: &MailTenants<'_>,
-    maildir: Option<&Path>,
-    stdin: &mut dyn Read,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> u8 {
-    let store = match open_store(config) {
-        Ok(store) => store,
-        Err(e) => {
-            let _ = writeln!(
-                err,
-                "mta-stsd: error: opening {}: {e}",
-                config.database.display()
-            );
-            return EX_TEMPFAIL;
-        }
-    };
-    ingest_into(store.as_ref(), config, tenants, maildir, stdin, out, err)
-}
-
-/// [`ingest_command`] into a store the caller opened (cluster mode's PostgreSQL).
-pub fn ingest_into(
     store: &dyn ReportStore,
     config: &TlsRptConfig,
     tenants: &MailTenants<'_>,
@@ -206,7 +183,16 @@ mod tests {
             incomplete,
         };
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = ingest_command(config, &tenants, None, &mut stdin, &mut out, &mut err);
+        let store = crate::tlsrpt::store::open_store(config).unwrap();
+        let code = ingest_command(
+            store.as_ref(),
+            config,
+            &tenants,
+            None,
+            &mut stdin,
+            &mut out,
+            &mut err,
+        );
         let text = |v: Vec<u8>| String::from_utf8(v).unwrap();
         (code, text(out), text(err))
     }

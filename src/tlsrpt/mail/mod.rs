@@ -28,7 +28,7 @@ pub use crate::config::MailAuthPolicy;
 use crate::config::ReportQuota;
 
 pub use auth::{AuthResults, check_dkim, parse_authentication_results};
-pub use command::{MailTenants, ingest_command, ingest_into};
+pub use command::{MailTenants, ingest_command};
 pub use extract::{ExtractedReport, extract_report};
 pub use maildir::{MaildirSummary, process_maildir};
 use route::route;
