@@ -146,8 +146,8 @@ pub enum Command {
     ///
     /// Works without a running daemon: reads the certificates and the last status the ACME
     /// issuer stored (state, next attempt, last error with the CA's detail); in cluster mode
-    /// (`store: postgres:`) from the cluster's database, whose schema it never migrates. A certificate
-    /// that ran out since the issuer last wrote its status shows as `expired`.
+    /// (`store: postgres:`) from the cluster's database, whose schema it never migrates. A
+    /// certificate that ran out since the issuer last wrote its status shows as `expired`.
     ///
     /// Exit status: 0 when every certificate is fine or on its way (valid, renewing, pending,
     /// dns-not-ready), 3 when a certificate needs attention (error, backoff or expired), 1 when

@@ -34,8 +34,7 @@ pub(super) struct Cluster {
 /// no certificates to serve, so this fails the start with the reason; one that loses it later
 /// keeps serving from memory.
 pub(super) fn open(config: &PostgresConfig) -> anyhow::Result<Cluster> {
-    let endpoint = Endpoint::new(&config.url.0, config.ca_file.as_deref())?;
-    let db = crate::pgstore::open(config)?;
+    let (db, endpoint) = crate::pgstore::open(config)?;
     let (role, role_rx) = watch::channel(Role::Disconnected("starting".into()));
     let status = Arc::new(ClusterStatus::new(config.replica_name.clone(), role_rx));
     tracing::info!(replica = %config.replica_name, schema = crate::pgstore::known_version(), "cluster mode: PostgreSQL store open");

@@ -406,14 +406,15 @@ pub fn known_version() -> usize {
     MIGRATIONS.len()
 }
 
-/// Opens `store.postgres` for a replica: connects and migrates. The error names the setting,
-/// never the URL.
-pub fn open(config: &crate::config::PostgresConfig) -> anyhow::Result<Db> {
+/// Opens `store.postgres` for a replica: connects and migrates. Also gives the endpoint, for
+/// the replica's session. The error names the setting, never the URL.
+pub fn open(config: &crate::config::PostgresConfig) -> anyhow::Result<(Db, tls::Endpoint)> {
     let endpoint = tls::Endpoint::new(&config.url.0, config.ca_file.as_deref())?;
-    Db::connect(endpoint).map_err(|e| match e {
+    let db = Db::connect(endpoint.clone()).map_err(|e| match e {
         DbError::Schema(why) => anyhow::anyhow!("store.postgres: {why}"),
         other => anyhow::anyhow!("store.postgres: cannot start without the database: {other}"),
-    })
+    })?;
+    Ok((db, endpoint))
 }
 
 /// Opens `store.postgres` for a command (`mta-stsd reports`, `certs`, `ingest-mail`): the
