@@ -46,31 +46,28 @@ pub struct Sockets {
 
 impl Sockets {
     /// Binds UDP on `listen`, then TCP on the port UDP got (so `:0` gives one port for both).
-    /// With `:0` the port the kernel chose for UDP may already be held by a TCP socket; then
+    /// On `:0` the kernel picks UDP's port without asking TCP, which may hold it already: then
     /// another port is tried, a few times, rather than failing the start on bad luck.
     pub fn bind(listen: SocketAddr) -> anyhow::Result<Sockets> {
-        const TRIES: usize = 16;
-        let mut attempt = 1;
+        let mut tries = if listen.port() == 0 { 16 } else { 1 };
         loop {
-            match Sockets::bind_once(listen) {
-                Err(err) if listen.port() == 0 && attempt < TRIES && err.1 => attempt += 1,
-                result => return result.map_err(|err| err.0),
+            tries -= 1;
+            let udp = std::net::UdpSocket::bind(listen)
+                .with_context(|| format!("binding the DNS listener {listen} (UDP)"))?;
+            let addr = udp.local_addr()?;
+            match std::net::TcpListener::bind(addr) {
+                Ok(tcp) => {
+                    udp.set_nonblocking(true)?;
+                    tcp.set_nonblocking(true)?;
+                    return Ok(Sockets { udp, tcp });
+                }
+                Err(_) if tries > 0 => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("binding the DNS listener {addr} (TCP)"));
+                }
             }
         }
-    }
-
-    /// One try; the error says whether it was the TCP bind (the one worth retrying on `:0`).
-    fn bind_once(listen: SocketAddr) -> Result<Sockets, (anyhow::Error, bool)> {
-        let udp = std::net::UdpSocket::bind(listen)
-            .with_context(|| format!("binding the DNS listener {listen} (UDP)"))
-            .map_err(|e| (e, false))?;
-        let addr = udp.local_addr().map_err(|e| (e.into(), false))?;
-        let tcp = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("binding the DNS listener {addr} (TCP)"))
-            .map_err(|e| (e, true))?;
-        udp.set_nonblocking(true).map_err(|e| (e.into(), false))?;
-        tcp.set_nonblocking(true).map_err(|e| (e.into(), false))?;
-        Ok(Sockets { udp, tcp })
     }
 
     /// The address both sockets are bound to.
