@@ -16,7 +16,7 @@ use http::StatusCode;
 use crate::common::cluster::{
     Cluster, ClusterOptions, ISSUE_LIMIT, MAIL_AUTHSERV, NAMES, REPORT_HOST, policy_host,
 };
-use crate::common::{Client, admin_get, eventually, report_json, report_mail};
+use crate::common::{Client, admin_get, eventually, report_json, report_mail, run_binary};
 
 /// Bound for a role change or a recovery: liveness, not speed.
 const ROLE_LIMIT: Duration = Duration::from_secs(30);
@@ -280,7 +280,7 @@ async fn a_report_sent_to_one_replica_is_seen_by_another_and_stored_once() {
     let config = c.replica(2).cfg.path();
     let json = report_json("Mail Org", "r-mail", "rpt.test", day, 3, &[]);
     let mail = report_mail("sender.test", "rpt.test", &json, Some(MAIL_AUTHSERV));
-    let (code, out, err) = crate::common::run_binary(
+    let (code, out, err) = run_binary(
         &[
             "ingest-mail".as_ref(),
             "--config".as_ref(),
@@ -296,7 +296,7 @@ async fn a_report_sent_to_one_replica_is_seen_by_another_and_stored_once() {
         "mailed via c, read on a"
     );
     assert!(!config.join("state/tlsrpt.sqlite3").exists());
-    let (code, json, err) = crate::common::run_binary(
+    let (code, json, err) = run_binary(
         &[
             "reports".as_ref(),
             "--json".as_ref(),

@@ -83,10 +83,16 @@ fn assert_valid(mut validate: Command, files: &[PathBuf]) {
 
 /// Runs `mta-stsd check` on a configuration directory; returns (success, output).
 fn check(dir: &Path) -> (bool, String) {
+    check_with_env(dir, &[])
+}
+
+/// [`check`] with `env` set, as the deployment sets it.
+fn check_with_env(dir: &Path, env: &[(&str, &str)]) -> (bool, String) {
     let out = Command::new(binary())
         .arg("check")
         .arg("--config")
         .arg(dir)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let text = format!(
@@ -897,18 +903,8 @@ fn kubernetes_cluster_server_file_passes_mta_stsd_check() {
     for (name, text) in tenants["data"].as_object().unwrap() {
         std::fs::write(tenants_dir.join(name), str_of(text, name)).unwrap();
     }
-    let out = Command::new(binary())
-        .args(["check", "--config"])
-        .arg(dir.path())
-        .env("POD_NAME", "mta-stsd-7d9f-abcde")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = check_with_env(dir.path(), &[("POD_NAME", "mta-stsd-7d9f-abcde")]);
+    assert!(ok, "{text}");
     assert!(text.contains("2 tenant(s) valid, 0 error(s)"), "{text}");
     assert!(
         !text.contains(":pw@"),
